@@ -1,0 +1,3 @@
+from adabert.cli import main
+
+raise SystemExit(main())

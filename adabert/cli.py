@@ -1,0 +1,157 @@
+"""The `adabert` command: one subcommand per pipeline stage.
+
+Errors in the user's input are printed as one line, `adabert: error: ...`, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from adabert import __version__
+from adabert.errors import AdabertError
+
+EPILOG = """stages (each reads and writes plain files in a folder, and is skipped when its outputs are up to date):
+  teacher   fine-tune a Hugging Face BERT-family checkpoint on the task
+  probes    train a linear probe per teacher layer; cache probe logits for every example
+run `adabert STAGE --help` for a stage's options."""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("task and data")
+    g.add_argument("--task", required=True,
+                   help="GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli) or 'custom'")
+    g.add_argument("--data-dir", type=Path, help="folder with the task's train.tsv and dev.tsv (GLUE layout)")
+    g.add_argument("--train-file", help="custom task: training file (.csv, .tsv or .jsonl)")
+    g.add_argument("--dev-file", help="custom task: dev file (same format)")
+    g.add_argument("--text-fields", help="custom task: one text column, or two comma-separated for pairs")
+    g.add_argument("--label-field", default="label", help="custom task: label column (default: label)")
+    g.add_argument("--labels", help="custom task: comma-separated label values in class order "
+                                    "(default: sorted values found in the training file)")
+    g.add_argument("--regression", action="store_true", help="custom task: the label is a number")
+    g.add_argument("--metrics", help="custom task: comma-separated metrics, the first one selects models "
+                                     "(accuracy, f1, matthews, pearson, spearman)")
+    g.add_argument("--holdout-fraction", type=float, default=0.1,
+                   help="share of train held out for model selection (default: 0.1); dev is reported once")
+    g.add_argument("--holdout-max", type=int, default=2000, help="cap on the held-out size (default: 2000)")
+    r = p.add_argument_group("run")
+    r.add_argument("--output-dir", type=Path, required=True, help="folder this stage writes")
+    r.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    r.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    r.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    r.add_argument("--force", action="store_true", help="recompute even if the outputs are up to date")
+    r.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _load_data(args: argparse.Namespace):
+    from adabert.data import infer_labels, load_task_data
+    from adabert.tasks import custom_task, get_task
+
+    if args.task == "custom":
+        for flag in ("train_file", "dev_file", "text_fields"):
+            if not getattr(args, flag):
+                raise AdabertError(f"--{flag.replace('_', '-')}: required with --task custom")
+        fmt = args.train_file.rsplit(".", 1)[-1].lower()
+        labels = None
+        if not args.regression:
+            labels = args.labels.split(",") if args.labels else infer_labels(
+                Path(args.train_file), "tsv" if fmt == "tsv" else ("csv" if fmt == "csv" else "jsonl"),
+                args.label_field)
+        task = custom_task(args.text_fields.split(","), args.label_field, labels,
+                           args.metrics.split(",") if args.metrics else None, args.train_file, args.dev_file,
+                           regression=args.regression)
+        data_dir = None
+    else:
+        task = get_task(args.task)
+        if args.data_dir is None:
+            raise AdabertError(f"--data-dir: required for GLUE task {task.name} (the folder with "
+                               f"{task.train_file} and {task.dev_file})")
+        data_dir = args.data_dir
+    return load_task_data(task, data_dir, args.holdout_fraction, args.holdout_max, args.seed)
+
+
+def _setup(args: argparse.Namespace):
+    from adabert.runtime import resolve_device, set_threads, setup_logging
+
+    setup_logging(args.verbose)
+    set_threads(args.threads)
+    return resolve_device(args.device)
+
+
+def cmd_teacher(args: argparse.Namespace) -> int:
+    from adabert.teacher import TeacherConfig, finetune_teacher
+
+    device = _setup(args)
+    cfg = TeacherConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                        warmup=args.warmup, max_length=args.max_length, seed=args.seed)
+    data = _load_data(args)
+    metrics = finetune_teacher(args.model, data, cfg, args.output_dir, device, force=args.force)
+    print(f"teacher saved to {args.output_dir}; dev: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics["dev"].items()))
+    return 0
+
+
+def cmd_probes(args: argparse.Namespace) -> int:
+    from adabert.probes import ProbeConfig, format_probe_table, run_probes
+
+    device = _setup(args)
+    cfg = ProbeConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
+                      seed=args.seed)
+    data = _load_data(args)
+    metrics = run_probes(args.teacher, data, cfg, args.output_dir, device, force=args.force)
+    print(format_probe_table(metrics, data.task.main_metric))
+    print(f"probes saved to {args.output_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adabert", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Compress a fine-tuned BERT-family teacher into a tiny task-specific student by "
+                    "differentiable architecture search and knowledge distillation (AdaBERT).")
+    parser.add_argument("--version", action="version", version=f"adabert {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="STAGE")
+
+    p = sub.add_parser("teacher", help="fine-tune a BERT-family checkpoint on a task",
+                       description="Fine-tune a Hugging Face BERT-family checkpoint (hub id or local folder) on a "
+                                   "task; select the epoch on the held-out slice; save a save_pretrained folder "
+                                   "with metrics.json and meta.json.")
+    p.add_argument("--model", required=True, help="base checkpoint: hub id or local folder")
+    p.add_argument("--epochs", type=int, default=3, help="default: 3")
+    p.add_argument("--batch-size", type=int, default=32, help="default: 32")
+    p.add_argument("--lr", type=float, default=3e-5, help="AdamW learning rate (default: 3e-5)")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="default: 0.01")
+    p.add_argument("--warmup", type=float, default=0.1, help="linear warm-up share of the steps (default: 0.1)")
+    p.add_argument("--max-length", type=int, default=128, help="max tokens per example (default: 128)")
+    _add_common(p)
+    p.set_defaults(func=cmd_teacher)
+
+    p = sub.add_parser("probes", help="linear probe per teacher layer; cache probe logits",
+                       description="Freeze the teacher, compute every layer's sentence vector once, train one "
+                                   "linear probe per layer (layer 0 = embeddings), and cache probe logits "
+                                   "[N, L+1, C] for every train and dev example.")
+    p.add_argument("--teacher", required=True, help="fine-tuned teacher folder (from `adabert teacher`) or hub id")
+    p.add_argument("--epochs", type=int, default=10, help="probe training epochs (default: 10)")
+    p.add_argument("--batch-size", type=int, default=256, help="default: 256")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    p.add_argument("--max-length", type=int, default=128, help="max tokens per example (default: 128)")
+    _add_common(p)
+    p.set_defaults(func=cmd_probes)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except AdabertError as e:
+        print(f"adabert: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("adabert: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,70 @@
+"""Turning text into padded token-id tensors, and iterating over batches.
+
+Teachers see a pair jointly (`[CLS] a [SEP] b [SEP]`, segment ids 0/1). Students embed each sentence of a pair
+separately (`[CLS] a [SEP]` and `[CLS] b [SEP]`, positions restarting at 0 for b). Batches are padded to their
+own longest sequence (dynamic padding); evaluation batches group similar lengths to waste less padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from adabert.data import Dataset
+
+
+@dataclass
+class Encoded:
+    """Token ids per example: `ids[s][i]` is the id list of segment s (0 or 1) of example i.
+
+    For joint (teacher) encodings there is one segment and `types[i]` holds the segment ids.
+    """
+
+    ids: list[list[list[int]]]
+    types: list[list[int]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids[0])
+
+    def lengths(self) -> np.ndarray:
+        return np.array([max(len(seg[i]) for seg in self.ids) for i in range(len(self))])
+
+
+def encode_joint(tokenizer, data: Dataset, max_length: int) -> Encoded:
+    """`[CLS] a [SEP] (b [SEP])`, truncated to `max_length` (longest-first for pairs)."""
+    cols = list(zip(*data.texts))
+    enc = tokenizer(*[list(c) for c in cols], truncation=True, max_length=max_length,
+                    return_token_type_ids=True, return_attention_mask=False)
+    return Encoded([enc["input_ids"]], enc["token_type_ids"])
+
+
+def encode_separate(tokenizer, data: Dataset, max_length: int) -> Encoded:
+    """`[CLS] s [SEP]` for each sentence of an example, each truncated to `max_length`."""
+    segs = []
+    for col in zip(*data.texts):
+        segs.append(tokenizer(list(col), truncation=True, max_length=max_length,
+                              return_attention_mask=False)["input_ids"])
+    return Encoded(segs)
+
+
+def pad(seqs: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids [B, T] (T = longest) and mask [B, T] (True at real tokens)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    lengths = torch.tensor([len(s) for s in seqs])
+    return ids, torch.arange(width)[None, :] < lengths[:, None]
+
+
+def batch_indices(lengths: np.ndarray, batch_size: int, shuffle: bool, generator: np.random.Generator | None = None,
+                  ) -> Iterator[np.ndarray]:
+    """Index batches. shuffle=True: a random permutation (from `generator`). shuffle=False: sorted by length,
+    longest first, so that padding is small and memory peaks early."""
+    n = len(lengths)
+    order = generator.permutation(n) if shuffle else np.argsort(-lengths, kind="stable")
+    for start in range(0, n, batch_size):
+        yield order[start: start + batch_size]

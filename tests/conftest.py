@@ -1,0 +1,115 @@
+"""Fixtures the tests write themselves: toy GLUE-layout data and a tiny randomly initialised BERT."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+POS = ["good", "great", "fine", "superb", "lovely"]
+NEG = ["bad", "awful", "poor", "dull", "boring"]
+FILLER = ["the", "a", "movie", "film", "plot", "actor", "story", "is", "was", "very", "quite", "and", "it", "this"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+VOCAB = SPECIAL + POS + NEG + FILLER + ['"', "'s", ","]
+
+
+def toy_sentence(rng: random.Random, label: int) -> str:
+    words = [rng.choice(FILLER) for _ in range(rng.randint(2, 7))]
+    words.insert(rng.randint(0, len(words)), rng.choice(POS if label else NEG))
+    return " ".join(words)
+
+
+def write_sst2(folder: Path, n_train: int = 240, n_dev: int = 80, seed: int = 0) -> Path:
+    """SST-2 layout: header `sentence\\tlabel`, a space before the tab, stray quotes, no quoting."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train.tsv", n_train), ("dev.tsv", n_dev)):
+        rows = ["sentence\tlabel"]
+        for i in range(n):
+            label = rng.randint(0, 1)
+            s = toy_sentence(rng, label)
+            if i % 7 == 0:
+                s = '" ' + s
+            rows.append(f"{s} \t{label}")
+        (folder / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
+def write_mrpc(folder: Path, n_train: int = 120, n_dev: int = 40, seed: int = 0) -> Path:
+    """MRPC layout: BOM header, label first, two ID columns, two sentences; label = same sentiment."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train.tsv", n_train), ("dev.tsv", n_dev)):
+        rows = ["\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String"]
+        for i in range(n):
+            a, b = rng.randint(0, 1), rng.randint(0, 1)
+            rows.append(f"{int(a == b)}\t{1000 + i}\t{2000 + i}\t{toy_sentence(rng, a)}\t{toy_sentence(rng, b)}")
+        (folder / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
+def save_tiny_bert(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:
+    """A randomly initialised BertModel with a WordPiece tokenizer over VOCAB, saved like a hub checkpoint."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(VOCAB)}, do_lower_case=True)
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=2 * hidden, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sst2_dir(tmp_path_factory) -> Path:
+    return write_sst2(tmp_path_factory.mktemp("data") / "SST-2")
+
+
+@pytest.fixture(scope="session")
+def mrpc_dir(tmp_path_factory) -> Path:
+    return write_mrpc(tmp_path_factory.mktemp("data") / "MRPC")
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    return save_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory, tiny_base, sst2_dir) -> Path:
+    """The tiny BERT fine-tuned on the toy SST-2 task."""
+    from adabert.data import load_task_data
+    from adabert.tasks import get_task
+    from adabert.teacher import TeacherConfig, finetune_teacher
+
+    out = tmp_path_factory.mktemp("runs") / "teacher"
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    finetune_teacher(str(tiny_base), data, TeacherConfig(epochs=8, batch_size=16, lr=3e-3, max_length=32),
+                     out, torch.device("cpu"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_probes(tmp_path_factory, tiny_teacher, sst2_dir) -> Path:
+    from adabert.data import load_task_data
+    from adabert.probes import ProbeConfig, run_probes
+    from adabert.tasks import get_task
+
+    out = tmp_path_factory.mktemp("runs") / "probes"
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    run_probes(str(tiny_teacher), data, ProbeConfig(epochs=20, batch_size=32, lr=1e-2, max_length=32), out,
+               torch.device("cpu"))
+    return out
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run `adabert ARGS` in-process; return (exit code, stdout, stderr)."""
+    from adabert.cli import main
+
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err

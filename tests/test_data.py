@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+
+from adabert.data import holdout_split, infer_labels, load_task_data, read_split
+from adabert.errors import AdabertError
+from adabert.tasks import custom_task, get_task
+from conftest import run_cli
+
+
+def test_mrpc_bom_header_pairs(mrpc_dir):
+    ds = read_split(get_task("MRPC"), mrpc_dir / "train.tsv", "train")
+    assert len(ds) == 120
+    assert all(len(t) == 2 for t in ds.texts)
+    assert ds.labels.dtype == np.int64 and set(ds.labels.tolist()) <= {0, 1}
+
+
+def test_sst2_stray_quotes_and_trailing_space(tmp_path):
+    (tmp_path / "train.tsv").write_text('sentence\tlabel\n" a film " that works \t1\nbad " \t0\n', encoding="utf-8")
+    ds = read_split(get_task("sst2"), tmp_path / "train.tsv", "train")
+    assert ds.texts == [('" a film " that works',), ('bad "',)]
+    assert ds.labels.tolist() == [1, 0]
+
+
+def test_cola_without_header(tmp_path):
+    (tmp_path / "train.tsv").write_text("gj04\t1\t\tOur friends won't buy this.\nbc01\t0\t*\tThey drank the pub.\n")
+    ds = read_split(get_task("CoLA"), tmp_path / "train.tsv", "train")
+    assert ds.texts == [("Our friends won't buy this.",), ("They drank the pub.",)]
+    assert ds.labels.tolist() == [1, 0]
+
+
+def test_stsb_regression(tmp_path):
+    header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+    rows = ["0\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA plane is taking off.\tAn air plane is taking off.\t5.000",
+            "1\tmain-captions\tMSRvid\t2012test\t0004\tnone\tnone\tA man plays.\tA woman cooks.\t0.500"]
+    (tmp_path / "train.tsv").write_text("\n".join([header, *rows]) + "\n")
+    task = get_task("STS-B")
+    ds = read_split(task, tmp_path / "train.tsv", "train")
+    assert task.is_regression and task.num_labels == 1
+    assert ds.labels.dtype == np.float32 and ds.labels.tolist() == [5.0, 0.5]
+
+
+def test_mnli_dev_has_more_columns(tmp_path):
+    cols = ["index", "promptID", "pairID", "genre", "s1b", "s2b", "s1p", "s2p", "sentence1", "sentence2", "label1",
+            "label2", "label3", "label4", "label5", "gold_label"]
+    row = ["0", "1", "1e", "fiction", "x", "x", "x", "x", "He ran.", "He moved.", "entailment", "entailment",
+           "entailment", "entailment", "entailment", "entailment"]
+    (tmp_path / "dev_matched.tsv").write_text("\t".join(cols) + "\n" + "\t".join(row) + "\n")
+    ds = read_split(get_task("mnli"), tmp_path / "dev_matched.tsv", "dev")
+    assert ds.texts == [("He ran.", "He moved.")] and ds.labels.tolist() == [1]
+
+
+def test_custom_csv_quoted_and_jsonl(tmp_path):
+    (tmp_path / "train.csv").write_text('text,label\n"hello, world",pos\n"say ""hi""",neg\n')
+    (tmp_path / "dev.jsonl").write_text('{"text": "x", "label": "pos"}\n\n{"text": "y", "label": "neg"}\n')
+    labels = infer_labels(tmp_path / "train.csv", "csv", "label")
+    assert labels == ["neg", "pos"]
+    task = custom_task(["text"], "label", labels, None, str(tmp_path / "train.csv"), str(tmp_path / "dev.csv"))
+    ds = read_split(task, tmp_path / "train.csv", "train")
+    assert ds.texts == [("hello, world",), ('say "hi"',)] and ds.labels.tolist() == [1, 0]
+    jtask = custom_task(["text"], "label", labels, None, str(tmp_path / "dev.jsonl"), str(tmp_path / "dev.jsonl"))
+    assert read_split(jtask, tmp_path / "dev.jsonl", "dev").labels.tolist() == [1, 0]
+
+
+def test_holdout_split_is_deterministic_and_disjoint():
+    a_train, a_hold = holdout_split(1000, 0.1, 2000, seed=3)
+    b_train, b_hold = holdout_split(1000, 0.1, 2000, seed=3)
+    assert np.array_equal(a_hold, b_hold) and len(a_hold) == 100
+    assert not set(a_train) & set(a_hold) and len(a_train) + len(a_hold) == 1000
+    assert len(holdout_split(100000, 0.1, 2000, 0)[1]) == 2000
+    assert not np.array_equal(holdout_split(1000, 0.1, 2000, seed=4)[1], a_hold)
+
+
+def test_load_task_data_fingerprint_changes_with_content(sst2_dir, tmp_path):
+    d1 = load_task_data(get_task("sst2"), sst2_dir)
+    import shutil
+    shutil.copytree(sst2_dir, tmp_path / "copy")
+    with open(tmp_path / "copy" / "train.tsv", "a") as f:
+        f.write("one more good film \t1\n")
+    d2 = load_task_data(get_task("sst2"), tmp_path / "copy")
+    assert d1.fingerprint != d2.fingerprint
+    assert len(d1.fit) + len(d1.holdout) == len(d1.train)
+
+
+@pytest.mark.parametrize("content,expect", [
+    (b"sentence\tlabel\ngood film \t1\ntoo\tmany\tfields\n", "train.tsv:3: expected 2 fields"),
+    (b"sentence\tlabel\ngood film \t1\nbad film \t7\n", "train.tsv:3: field 'label' = '7' is not a label"),
+    (b"", "train.tsv: file is empty"),
+    (b"sentence\tlabel\ngood \t1\ncaf\xe9 \t1\n", "train.tsv:3: not UTF-8"),
+    (b"text\tlabel\ngood \t1\n", "train.tsv: no column 'sentence'"),
+])
+def test_bad_data_files_give_one_line_errors(tmp_path, capsys, content, expect):
+    (tmp_path / "train.tsv").write_bytes(content)
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\ngood \t1\n")
+    code, _, err = run_cli(["probes", "--task", "sst2", "--data-dir", tmp_path, "--teacher", tmp_path,
+                            "--output-dir", tmp_path / "out"], capsys)
+    assert code == 2
+    assert expect in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_data_folder_and_file(tmp_path, capsys):
+    code, _, err = run_cli(["teacher", "--task", "sst2", "--data-dir", tmp_path / "nope", "--model", tmp_path,
+                            "--output-dir", tmp_path / "out"], capsys)
+    assert code == 2 and "nope: no such folder" in err
+    code, _, err = run_cli(["teacher", "--task", "sst2", "--data-dir", tmp_path, "--model", tmp_path,
+                            "--output-dir", tmp_path / "out"], capsys)
+    assert code == 2 and "train.tsv: data file not found" in err
+
+
+def test_unknown_task(capsys, tmp_path):
+    code, _, err = run_cli(["teacher", "--task", "imdb", "--data-dir", tmp_path, "--model", "x",
+                            "--output-dir", tmp_path], capsys)
+    assert code == 2 and "unknown task 'imdb'" in err
+
+
+def test_read_split_label_error_is_adabert_error(tmp_path):
+    (tmp_path / "t.tsv").write_text("sentence\tlabel\nx \tpositive\n")
+    with pytest.raises(AdabertError, match="t.tsv:2"):
+        read_split(get_task("sst2"), tmp_path / "t.tsv", "train")

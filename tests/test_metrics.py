@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+from adabert.metrics import class_report, f1_binary, matthews, pearson, spearman, task_metrics
+from adabert.tasks import get_task
+
+
+def test_f1_and_matthews_by_hand():
+    gold = np.array([1, 1, 1, 0, 0, 0, 1, 0])
+    pred = np.array([1, 1, 0, 0, 1, 0, 1, 0])
+    # tp=3, fp=1, fn=1, tn=3
+    assert f1_binary(pred, gold) == pytest.approx(6 / 8)
+    assert matthews(pred, gold) == pytest.approx((3 * 3 - 1 * 1) / np.sqrt(4 * 4 * 4 * 4))
+
+
+def test_pearson_spearman_with_ties():
+    x = np.array([1.0, 2.0, 2.0, 4.0])
+    y = np.array([10.0, 20.0, 30.0, 40.0])
+    # ranks of x: 0, 1.5, 1.5, 3 ; ranks of y: 0, 1, 2, 3
+    rx, ry = np.array([0, 1.5, 1.5, 3]), np.arange(4.0)
+    assert spearman(x, y) == pytest.approx(np.corrcoef(rx, ry)[0, 1])
+    assert pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1])
+
+
+def test_task_metrics_and_report():
+    task = get_task("mrpc")
+    logits = np.array([[0.0, 1.0], [2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])
+    gold = np.array([1, 1, 1, 0])
+    m = task_metrics(task, logits, gold)
+    assert list(m) == ["f1", "accuracy"] and m["accuracy"] == pytest.approx(75.0)
+    rep = class_report(task, logits, gold)
+    assert rep["confusion"] == [[1, 0], [1, 2]]
+    assert rep["per_class"]["equivalent"]["precision"] == pytest.approx(100.0)
+    assert rep["per_class"]["equivalent"]["recall"] == pytest.approx(200 / 3)

@@ -1,0 +1,80 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from adabert.data import load_task_data
+from adabert.encoding import encode_joint
+from adabert.errors import AdabertError
+from adabert.fileio import load_tensors
+from adabert.probes import ProbeConfig, load_probe_logits, probe_logits, run_probes
+from adabert.tasks import get_task
+from adabert.teacher import load_classifier, load_tokenizer, teacher_outputs
+from conftest import run_cli, write_sst2
+
+
+def test_probe_logits_shape_and_order(tiny_teacher, tiny_probes, sst2_dir):
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    pl = load_probe_logits(tiny_probes, data, str(tiny_teacher))
+    layers = 2 + 1
+    assert pl.train.shape == (len(data.train), layers, 2) and pl.dev.shape == (len(data.dev), layers, 2)
+    assert pl.teacher_train.shape == (len(data.train), 2) and pl.num_layers == 2
+    # Row i belongs to example i: recompute a few rows one example at a time.
+    w = load_tensors(tiny_probes / "probes.safetensors")
+    model, tok = load_classifier(str(tiny_teacher)), load_tokenizer(str(tiny_teacher))
+    for i in (0, 5, len(data.dev) - 1):
+        one = data.dev.subset([i])
+        logits, feats = teacher_outputs(model, encode_joint(tok, one, 128), torch.device("cpu"), hidden=True)
+        assert torch.allclose(probe_logits(feats, w["weight"], w["bias"])[0], pl.dev[i], atol=2e-2)
+        assert torch.allclose(logits[0], pl.teacher_dev[i], atol=1e-4)
+
+
+def test_last_layer_probe_tracks_the_teacher(tiny_probes):
+    m = json.loads((tiny_probes / "metrics.json").read_text())
+    assert len(m["layers"]) == 3
+    assert m["layers"][-1]["dev"]["accuracy"] >= m["teacher_dev"]["accuracy"] - 5
+    assert m["layers"][-1]["dev"]["accuracy"] > m["layers"][0]["dev"]["accuracy"]
+
+
+def test_probes_refuse_other_data_and_teacher(tiny_teacher, tiny_probes, tmp_path, tiny_base, sst2_dir):
+    other = load_task_data(get_task("sst2"), write_sst2(tmp_path / "other", seed=5))
+    with pytest.raises(AdabertError, match="other data"):
+        load_probe_logits(tiny_probes, other)
+    with pytest.raises(AdabertError, match="another teacher"):
+        load_probe_logits(tiny_probes, load_task_data(get_task("sst2"), sst2_dir), str(tiny_base))
+
+
+def test_probes_recompute_for_another_teacher(tiny_teacher, tiny_base, sst2_dir, tmp_path, capsys):
+    out = tmp_path / "probes"
+    args = ["probes", "--task", "sst2", "--data-dir", sst2_dir, "--max-length", 32, "--epochs", 2,
+            "--output-dir", out]
+    assert run_cli(args + ["--teacher", tiny_teacher], capsys)[0] == 0
+    first = load_tensors(out / "logits.safetensors")["teacher_dev"]
+    stamp = (out / "logits.safetensors").stat().st_mtime_ns
+    code, stdout, _ = run_cli(args + ["--teacher", tiny_teacher], capsys)
+    assert code == 0 and "teacher" in stdout and (out / "logits.safetensors").stat().st_mtime_ns == stamp
+    other = tmp_path / "other-teacher"
+    shutil.copytree(tiny_teacher, other)
+    sd = load_tensors(other / "model.safetensors")
+    sd["classifier.bias"] = sd["classifier.bias"] + torch.tensor([5.0, -5.0])
+    from safetensors.torch import save_file
+    save_file(sd, str(other / "model.safetensors"), metadata={"format": "pt"})
+    assert run_cli(args + ["--teacher", other], capsys)[0] == 0
+    second = load_tensors(out / "logits.safetensors")["teacher_dev"]
+    assert not torch.allclose(first, second)
+    meta = json.loads((out / "meta.json").read_text())
+    from adabert.teacher import model_source_fingerprint
+    assert meta["inputs"]["teacher"] == model_source_fingerprint(str(other))
+
+
+def test_probes_reject_teacher_of_other_shape(tiny_base, sst2_dir, tmp_path, capsys):
+    from transformers import BertForSequenceClassification
+    m = BertForSequenceClassification.from_pretrained(str(tiny_base), num_labels=3)
+    m.save_pretrained(tmp_path / "t3")
+    shutil.copy(tiny_base / "tokenizer.json", tmp_path / "t3")
+    shutil.copy(tiny_base / "tokenizer_config.json", tmp_path / "t3")
+    code, _, err = run_cli(["probes", "--task", "sst2", "--data-dir", sst2_dir, "--teacher", tmp_path / "t3",
+                            "--output-dir", tmp_path / "out"], capsys)
+    assert code == 2 and "teacher has 3 outputs but task sst2 needs 2" in err
+    assert not (tmp_path / "out").exists()

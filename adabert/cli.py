@@ -12,10 +12,14 @@ from pathlib import Path
 
 from adabert import __version__
 from adabert.errors import AdabertError
+from adabert.search import SearchConfig
+
+SEARCH_DEFAULTS = SearchConfig()
 
 EPILOG = """stages (each reads and writes plain files in a folder, and is skipped when its outputs are up to date):
   teacher   fine-tune a Hugging Face BERT-family checkpoint on the task
   probes    train a linear probe per teacher layer; cache probe logits for every example
+  search    differentiable cell search (Gumbel-softmax) with CE + KD + efficiency; writes arch.json
 run `adabert STAGE --help` for a stage's options."""
 
 
@@ -105,6 +109,31 @@ def cmd_probes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from adabert.search import SearchConfig, Searcher
+    from adabert.search_space import load_search_space
+
+    device = _setup(args)
+    cfg = SearchConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, gamma=args.gamma,
+                       beta=args.beta, temperature=args.temperature, tau_start=args.tau_start, tau_end=args.tau_end,
+                       mode=args.mode, bilevel=args.bilevel, lr=args.lr, alpha_lr=args.alpha_lr,
+                       evals_per_epoch=args.evals_per_epoch, cost=args.cost, train_limit=args.train_limit,
+                       seed=args.seed)
+    space = load_search_space(args.search_space)
+    data = _load_data(args)
+    searcher = Searcher(args.teacher, args.probes, data, space, cfg, args.output_dir, device)
+    summary = searcher.run(resume=args.resume, max_steps=args.max_steps)
+    if summary is None:
+        print(f"search stopped at step {searcher.step}; continue with --resume")
+        return 0
+    sel = summary["selection"]
+    print(f"arch: {summary['genotype']}")
+    print(f"held-out {sel['metric']} {sel['holdout'][sel['metric']]:.2f} (step {sel['step']} of {sel['of_steps']}); "
+          f"params {summary['efficiency']['params']:,}; {summary['examples_per_second']:.0f} examples/s")
+    print(f"wrote {summary['arch']}; TensorBoard: tensorboard --logdir {args.output_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adabert", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -138,6 +167,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=128, help="max tokens per example (default: 128)")
     _add_common(p)
     p.set_defaults(func=cmd_probes)
+
+    p = sub.add_parser("search", help="differentiable architecture search; writes arch.json",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Search a cell and a depth for the student: Gumbel-softmax over ops and depth "
+                                   "(hard single-path by default), loss (1-gamma) CE + gamma KD(probe logits) + "
+                                   "beta L_E. The derived architecture is scored on the held-out slice; the best "
+                                   "is written to OUT/arch.json, with checkpoints and TensorBoard logs in OUT.")
+    p.add_argument("--teacher", required=True, help="fine-tuned teacher folder (word and position embeddings)")
+    p.add_argument("--probes", type=Path, required=True, help="folder written by `adabert probes`")
+    p.add_argument("--search-space", default="adabert", help="YAML file, or a built-in name (adabert, tiny)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--max-length", type=int, default=64, help="max tokens per sentence")
+    p.add_argument("--gamma", type=float, default=0.8, help="KD weight: (1-gamma) CE + gamma KD")
+    p.add_argument("--beta", type=float, default=SEARCH_DEFAULTS.beta, help="efficiency weight")
+    p.add_argument("--temperature", type=float, default=1.0, help="KD softmax temperature T")
+    p.add_argument("--tau-start", type=float, default=1.0, help="Gumbel temperature at the first step")
+    p.add_argument("--tau-end", type=float, default=0.2, help="Gumbel temperature at the last step")
+    p.add_argument("--mode", choices=["hard", "soft"], default="hard",
+                   help="hard: straight-through, only sampled ops and cells run; soft: all ops, relaxed weights")
+    p.add_argument("--bilevel", action="store_true", help="update alpha on a separate half of the training data")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate of the weights")
+    p.add_argument("--alpha-lr", type=float, default=SEARCH_DEFAULTS.alpha_lr, help="Adam lr of alpha and depth")
+    p.add_argument("--evals-per-epoch", type=int, default=4, help="held-out evaluations of the derived arch")
+    p.add_argument("--cost", choices=["params_flops", "latency"], default="params_flops",
+                   help="op cost in L_E: parameters and FLOPs, or measured latency on this device")
+    p.add_argument("--train-limit", type=int, default=0, help="use only the first N training examples (0: all)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.json")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps in total (resume later)")
+    _add_common(p)
+    p.set_defaults(func=cmd_search)
     return parser
 
 

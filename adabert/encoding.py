@@ -50,9 +50,9 @@ def encode_separate(tokenizer, data: Dataset, max_length: int) -> Encoded:
     return Encoded(segs)
 
 
-def pad(seqs: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """ids [B, T] (T = longest) and mask [B, T] (True at real tokens)."""
-    width = max(len(s) for s in seqs)
+def pad(seqs: list[list[int]], pad_id: int = 0, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids [B, T] and mask [B, T] (True at real tokens); T = `width`, or the longest sequence."""
+    width = width or max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     for i, s in enumerate(seqs):
         ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
@@ -68,3 +68,15 @@ def batch_indices(lengths: np.ndarray, batch_size: int, shuffle: bool, generator
     order = generator.permutation(n) if shuffle else np.argsort(-lengths, kind="stable")
     for start in range(0, n, batch_size):
         yield order[start: start + batch_size]
+
+
+def student_batch(enc: Encoded, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(ids_a, mask_a, ids_b, mask_b), each [B, T]; both segments padded to the same T so that a pair's two
+    sentences align position by position. For single sentences ids_b and mask_b are ids_a and mask_a."""
+    width = max(len(seg[i]) for seg in enc.ids for i in idx)
+    ids_a, mask_a = pad([enc.ids[0][i] for i in idx], width=width)
+    if len(enc.ids) == 1:
+        ids_b, mask_b = ids_a, mask_a
+    else:
+        ids_b, mask_b = pad([enc.ids[1][i] for i in idx], width=width)
+    return tuple(t.to(device) for t in (ids_a, mask_a, ids_b, mask_b))

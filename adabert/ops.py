@@ -1,0 +1,80 @@
+"""The candidate ops: name -> factory(hidden) with one call signature, `op(x, mask) -> y`.
+
+x: [B, T, H], zero at padded positions; mask: [B, T] bool (True at real tokens); y: [B, T, H], zero at padded
+positions. Every op only mixes positions through zero-padded windows, so padding a batch further never changes
+the outputs at real positions.
+
+- cnn{k}: Conv1d (same padding) -> ReLU -> LayerNorm over H.
+- dil_cnn{k}: the same with dilation 2 (a real dilated convolution: receptive field 2k-1).
+- max_pool3 / avg_pool3: stride-1 pooling over 3 positions; pads are -inf for max and left out of the mean.
+- identity, zero.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ConvOp(nn.Module):
+    def __init__(self, hidden: int, kernel: int, dilation: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(hidden, hidden, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation)
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
+        return self.norm(y) * mask.unsqueeze(-1).to(y.dtype)
+
+
+class MaxPoolOp(nn.Module):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(-1)
+        y = F.max_pool1d(x.masked_fill(~m, float("-inf")).transpose(1, 2), 3, stride=1, padding=1).transpose(1, 2)
+        return y.masked_fill(~m, 0.0)
+
+
+class AvgPoolOp(nn.Module):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(-1).to(x.dtype)
+        total = F.avg_pool1d((x * m).transpose(1, 2), 3, stride=1, padding=1, count_include_pad=True)
+        count = F.avg_pool1d(m.transpose(1, 2), 3, stride=1, padding=1, count_include_pad=True)
+        return (total / count.clamp_min(1e-6)).transpose(1, 2) * m
+
+
+class IdentityOp(nn.Module):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class ZeroOp(nn.Module):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+OPS: dict[str, Callable[[int], nn.Module]] = {
+    "cnn3": lambda h: ConvOp(h, 3),
+    "cnn5": lambda h: ConvOp(h, 5),
+    "cnn7": lambda h: ConvOp(h, 7),
+    "dil_cnn3": lambda h: ConvOp(h, 3, dilation=2),
+    "dil_cnn5": lambda h: ConvOp(h, 5, dilation=2),
+    "dil_cnn7": lambda h: ConvOp(h, 7, dilation=2),
+    "max_pool3": lambda h: MaxPoolOp(),
+    "avg_pool3": lambda h: AvgPoolOp(),
+    "identity": lambda h: IdentityOp(),
+    "zero": lambda h: ZeroOp(),
+}
+
+
+def register_op(name: str, factory: Callable[[int], nn.Module]) -> None:
+    """Add an op to the registry: `factory(hidden)` must return a module with `forward(x, mask)` as above."""
+    if name in OPS:
+        raise ValueError(f"op {name!r} is already registered")
+    OPS[name] = factory
+
+
+def build_op(name: str, hidden: int) -> nn.Module:
+    return OPS[name](hidden)

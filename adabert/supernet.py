@@ -1,0 +1,144 @@
+"""The supernet: stacked search cells over projected teacher embeddings, one head per cell.
+
+One set of architecture logits `alpha` [E, n_ops] is shared by every cell (one cell type); each cell has its own
+op weights. `depth_logits` [Kmax] give the distribution over the number of cells K = 1..Kmax.
+
+A forward pass runs one `Sample`: op weights per edge and a depth. In hard mode (the default) only the sampled
+op of each edge and only the first K cells run (single path, GDAS-style); the straight-through weights still
+carry gradients to alpha and to the depth logits. In soft mode every op of every edge and all Kmax cells run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from adabert.embedding import ProjectedEmbedding
+from adabert.gumbel import gumbel_softmax
+from adabert.ops import build_op
+from adabert.search_space import SearchSpace
+
+DROPPED = -1  # op index of an edge that a derived cell does not keep
+
+
+@dataclass
+class Sample:
+    """One architecture drawn from the supernet.
+
+    op_weights [E, n_ops]: straight-through one-hot (hard), relaxed weights (soft) or constants (fixed).
+    op_index [E]: the op each edge runs in hard mode (DROPPED: the edge is skipped); None in soft mode.
+    depth_weights [Kmax]: weights over depths; depth: the number of cells to run.
+    """
+
+    op_weights: torch.Tensor
+    op_index: list[int] | None
+    depth_weights: torch.Tensor
+    depth: int
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, T, H], [B, T] -> [B, H]: the mean over real positions."""
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+class Head(nn.Module):
+    """Masked mean pooling, dropout, linear classifier: [B, T, H] -> [B, C]."""
+
+    def __init__(self, hidden: int, num_labels: int, dropout: float) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, num_labels)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.out(self.drop(masked_mean(x, mask)))
+
+
+class SearchCell(nn.Module):
+    """A cell whose every edge holds all candidate ops; its output is a softmax-weighted sum of its
+    intermediate nodes. A node's mask is the union of its inputs' masks (pairs have two masks)."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        super().__init__()
+        self.space = space
+        self.edges = nn.ModuleList(nn.ModuleList(build_op(o, space.hidden_size) for o in space.ops)
+                                   for _ in space.edges)
+        self.node_logits = nn.Parameter(torch.zeros(space.intermediate_nodes))
+        self._zero = space.ops.index("zero") if "zero" in space.ops else None
+
+    def forward(self, s0: torch.Tensor, m0: torch.Tensor, s1: torch.Tensor, m1: torch.Tensor,
+                sample: Sample) -> tuple[torch.Tensor, torch.Tensor]:
+        states, masks = [s0, s1], [m0, m1]
+        w = sample.op_weights
+        for e, (i, j) in enumerate(self.space.edges):
+            if j == len(states):
+                states.append(torch.zeros_like(s1))
+                masks.append(torch.zeros_like(m1))
+            masks[j] = masks[j] | masks[i]
+            if sample.op_index is None:
+                y = sum(w[e, k] * op(states[i], masks[i]) for k, op in enumerate(self.edges[e]))
+            else:
+                k = sample.op_index[e]
+                if k == DROPPED or k == self._zero:
+                    continue
+                y = w[e, k] * self.edges[e][k](states[i], masks[i])
+            states[j] = states[j] + y
+        nw = torch.softmax(self.node_logits, 0)
+        out = sum(nw[n] * states[2 + n] for n in range(self.space.intermediate_nodes))
+        mask = masks[2]
+        for m in masks[3:]:
+            mask = mask | m
+        return out, mask
+
+
+class Supernet(nn.Module):
+    def __init__(self, space: SearchSpace, word: torch.Tensor, pos: torch.Tensor, num_labels: int) -> None:
+        super().__init__()
+        self.space = space
+        self.embed = ProjectedEmbedding(word, pos, space.hidden_size, space.dropout)
+        self.cells = nn.ModuleList(SearchCell(space) for _ in range(space.max_cells))
+        self.heads = nn.ModuleList(Head(space.hidden_size, num_labels, space.dropout)
+                                   for _ in range(space.max_cells))
+        self.alpha = nn.Parameter(torch.randn(space.num_edges, len(space.ops)) * 1e-3)
+        self.depth_logits = nn.Parameter(torch.randn(space.max_cells) * 1e-3)
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.alpha, self.depth_logits]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def sample(self, tau: float, hard: bool = True) -> Sample:
+        """Draw op weights per edge and a depth with Gumbel-softmax (global torch RNG)."""
+        op_w, op_idx = gumbel_softmax(self.alpha, tau, hard)
+        d_w, d_idx = gumbel_softmax(self.depth_logits, tau, hard)
+        return Sample(op_w, op_idx.tolist() if hard else None, d_w, int(d_idx) + 1)
+
+    def fixed(self, op_index: list[int], depth: int) -> Sample:
+        """A deterministic sample: exactly these ops (DROPPED edges skipped) and this depth."""
+        w = torch.ones_like(self.alpha).detach()
+        d = torch.zeros_like(self.depth_logits).detach()
+        d[depth - 1] = 1.0
+        return Sample(w, list(op_index), d, depth)
+
+    def forward(self, ids_a: torch.Tensor, mask_a: torch.Tensor, ids_b: torch.Tensor, mask_b: torch.Tensor,
+                sample: Sample) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """ids/masks [B, T] -> (logits [B, C], per-cell head logits: K tensors [B, C]).
+
+        logits = sum_{k<=K} depth_weights[k] * head_k: in hard mode its value is head_K, and the
+        straight-through weights pass gradients to the depth logits; in soft mode all Kmax cells run.
+        """
+        xa = self.embed(ids_a, mask_a)
+        xb = xa if ids_b is ids_a else self.embed(ids_b, mask_b)
+        s0, m0, s1, m1 = xa, mask_a, xb, mask_b
+        depth = sample.depth if sample.op_index is not None else self.space.max_cells
+        heads = []
+        for k in range(depth):
+            out, mask = self.cells[k](s0, m0, s1, m1, sample)
+            heads.append(self.heads[k](out, mask))
+            s0, m0, s1, m1 = s1, m1, out, mask
+        logits = sum(sample.depth_weights[k] * h for k, h in enumerate(heads))
+        return logits, heads[: sample.depth]

@@ -56,9 +56,26 @@ class Head(nn.Module):
         return self.out(self.drop(masked_mean(x, mask)))
 
 
+def cell_output(nodes: list[torch.Tensor], masks: list[torch.Tensor], node_logits: torch.Tensor,
+                s1: torch.Tensor, norm: nn.LayerNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """out = LayerNorm(s1 + sum_n softmax(node_logits)[n] * node_n), zero outside the union of the node masks.
+
+    The residual from the previous cell and the normalisation keep activations in range however many cells
+    are stacked and whichever ops are sampled (without them a random deep single path does not train).
+    """
+    w = torch.softmax(node_logits, 0)
+    out = s1
+    mask = masks[0]
+    for n, (x, m) in enumerate(zip(nodes, masks)):
+        out = out + w[n] * x
+        mask = mask | m
+    return norm(out) * mask.unsqueeze(-1).to(out.dtype), mask
+
+
 class SearchCell(nn.Module):
-    """A cell whose every edge holds all candidate ops; its output is a softmax-weighted sum of its
-    intermediate nodes. A node's mask is the union of its inputs' masks (pairs have two masks)."""
+    """A cell whose every edge holds all candidate ops. Intermediate node j is the mean of its incoming edges;
+    the output combines the intermediate nodes (`cell_output`). A node's mask is the union of its inputs' masks
+    (a pair's two sentences have two masks)."""
 
     def __init__(self, space: SearchSpace) -> None:
         super().__init__()
@@ -66,31 +83,33 @@ class SearchCell(nn.Module):
         self.edges = nn.ModuleList(nn.ModuleList(build_op(o, space.hidden_size) for o in space.ops)
                                    for _ in space.edges)
         self.node_logits = nn.Parameter(torch.zeros(space.intermediate_nodes))
+        self.norm = nn.LayerNorm(space.hidden_size)
         self._zero = space.ops.index("zero") if "zero" in space.ops else None
 
     def forward(self, s0: torch.Tensor, m0: torch.Tensor, s1: torch.Tensor, m1: torch.Tensor,
                 sample: Sample) -> tuple[torch.Tensor, torch.Tensor]:
-        states, masks = [s0, s1], [m0, m1]
+        states, masks, counts = [s0, s1], [m0, m1], [1, 1]
         w = sample.op_weights
         for e, (i, j) in enumerate(self.space.edges):
             if j == len(states):
+                states[j - 1] = states[j - 1] / max(counts[j - 1], 1)
                 states.append(torch.zeros_like(s1))
                 masks.append(torch.zeros_like(m1))
+                counts.append(0)
+            index = None if sample.op_index is None else sample.op_index[e]
+            if index == DROPPED:
+                continue
             masks[j] = masks[j] | masks[i]
-            if sample.op_index is None:
+            counts[j] += 1
+            if index is None:
                 y = sum(w[e, k] * op(states[i], masks[i]) for k, op in enumerate(self.edges[e]))
+            elif index == self._zero:
+                continue
             else:
-                k = sample.op_index[e]
-                if k == DROPPED or k == self._zero:
-                    continue
-                y = w[e, k] * self.edges[e][k](states[i], masks[i])
+                y = w[e, index] * self.edges[e][index](states[i], masks[i])
             states[j] = states[j] + y
-        nw = torch.softmax(self.node_logits, 0)
-        out = sum(nw[n] * states[2 + n] for n in range(self.space.intermediate_nodes))
-        mask = masks[2]
-        for m in masks[3:]:
-            mask = mask | m
-        return out, mask
+        states[-1] = states[-1] / max(counts[-1], 1)
+        return cell_output(states[2:], masks[2:], self.node_logits, s1, self.norm)
 
 
 class Supernet(nn.Module):

@@ -1,0 +1,145 @@
+"""`adabert finetune --arch arch.json`: build the derived student, train it with KD, select on the held-out
+slice, report dev once, and save a student folder.
+
+    L = (1 - gamma) * CE(logits, y) + gamma * L_KD(per-cell heads, teacher probe logits)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adabert.arch import load_arch
+from adabert.data import TaskData
+from adabert.embedding import teacher_tables
+from adabert.encoding import Encoded, batch_indices, encode_separate, student_batch
+from adabert.errors import AdabertError
+from adabert.fileio import atomic_dir, load_tensors, meta_matches, read_json, write_json, write_meta
+from adabert.losses import hard_loss, probe_kd
+from adabert.metrics import class_report, task_metrics
+from adabert.probes import load_probe_logits
+from adabert.runtime import autocast, log, progress, set_seed
+from adabert.student import Student, inherit_search_weights
+from adabert.teacher import check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 5
+    batch_size: int = 64
+    max_length: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    gamma: float = 0.8
+    temperature: float = 1.0
+    clip: float = 5.0
+    inherit: bool = False
+    evals_per_epoch: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "max_length", "evals_per_epoch"):
+            if getattr(self, name) < 1:
+                raise AdabertError(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(self, name)}")
+        if not 0 <= self.gamma <= 1:
+            raise AdabertError(f"--gamma: expected a number in [0, 1], got {self.gamma}")
+        for name in ("lr", "temperature", "clip"):
+            if not getattr(self, name) > 0:
+                raise AdabertError(f"--{name}: expected a positive number, got {getattr(self, name)}")
+
+
+@torch.no_grad()
+def student_logits(model: Student, enc: Encoded, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """Logits [N, C] in example order (length-sorted batches)."""
+    model.eval()
+    out = torch.empty(len(enc), model.num_labels)
+    for idx in batch_indices(enc.lengths(), batch_size, shuffle=False):
+        with autocast(device):
+            out[idx] = model(*student_batch(enc, idx, device)).float().cpu()
+    return out
+
+
+def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, cfg: FinetuneConfig,
+                     output_dir: Path, device: torch.device, force: bool = False) -> dict:
+    output_dir = Path(output_dir)
+    arch = load_arch(Path(arch_path))
+    task = data.task
+    inputs = {"data": data.fingerprint, "teacher": model_source_fingerprint(teacher),
+              "arch": read_json(Path(arch_path), "arch.json")["genotype"] + "|" + arch.space.hash}
+    config = {**asdict(cfg), "task": task.describe()}
+    if not force and meta_matches(output_dir, "finetune", inputs, config):
+        log.info("finetune: %s is up to date (fingerprints match); skipping", output_dir)
+        return read_json(output_dir / "metrics.json", "student metrics")
+    probes = load_probe_logits(Path(probes_dir), data, teacher) if cfg.gamma > 0 else None
+    tmodel = load_classifier(teacher)
+    check_teacher_for_task(tmodel, teacher, task)
+    word, pos = teacher_tables(tmodel)
+    del tmodel
+    tok = load_tokenizer(teacher)
+    set_seed(cfg.seed)
+    model = Student.from_teacher_tables(arch, word, pos, task.num_labels)
+    if cfg.inherit:
+        ckpt = Path(arch_path).parent / "checkpoint.safetensors"
+        state = {k[6:]: v for k, v in load_tensors(ckpt, "search checkpoint").items() if k.startswith("model.")}
+        log.info("finetune: inherited %d tensors from %s", inherit_search_weights(model, state), ckpt)
+    model.to(device)
+    enc = encode_separate(tok, data.fit, cfg.max_length)
+    holdout_enc = encode_separate(tok, data.holdout, cfg.max_length)
+    dev_enc = encode_separate(tok, data.dev, cfg.max_length)
+    labels = torch.tensor(data.fit.labels)
+    probe_train = probes.train[data.train_idx] if probes is not None else None
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(enc) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    eval_at = {round(steps_per_epoch * (i + 1) / cfg.evals_per_epoch) for i in range(cfg.evals_per_epoch)}
+    history, best, best_state = [], -math.inf, None
+    t0, step = time.time(), 0
+    for epoch in range(cfg.epochs):
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(enc))
+        for b in progress(range(steps_per_epoch), desc=f"finetune epoch {epoch + 1}"):
+            model.train()
+            rows = order[b * cfg.batch_size: (b + 1) * cfg.batch_size]
+            y = labels[rows].to(device)
+            with autocast(device):
+                heads = model.forward_all(*student_batch(enc, rows, device))
+            heads = [h.float() for h in heads]
+            loss = (1 - cfg.gamma) * hard_loss(heads[-1], y)
+            if probe_train is not None:
+                loss = loss + cfg.gamma * probe_kd(heads, probe_train[rows].to(device), y, cfg.temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            sched.step()
+            step += 1
+            if b + 1 in eval_at:
+                m = task_metrics(task, student_logits(model, holdout_enc, device).numpy(), data.holdout.labels)
+                history.append({"step": step, "epoch": epoch + 1, "loss": float(loss), "holdout": m})
+                log.info("finetune step %d: loss %.4f, held-out %s", step, float(loss),
+                         ", ".join(f"{k} {v:.2f}" for k, v in m.items()))
+                if m[task.main_metric] > best:
+                    best, best_state = m[task.main_metric], copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    seconds = time.time() - t0
+    dev_logits = student_logits(model, dev_enc, device).numpy()
+    dev = task_metrics(task, dev_logits, data.dev.labels)
+    report = class_report(task, dev_logits, data.dev.labels) if not task.is_regression else {}
+    saved = model.cpu().materialised()
+    metrics = {"dev": dev, "dev_report": report, "history": history, "train_seconds": seconds,
+               "params": sum(p.numel() for p in saved.parameters()), "genotype": arch.genotype(),
+               "best_holdout": best}
+    log.info("finetune dev: %s", ", ".join(f"{k} {v:.2f}" for k, v in dev.items()))
+    with atomic_dir(output_dir) as tmp:
+        saved.save_pretrained(tmp, task)
+        tok.save_pretrained(tmp)
+        write_json(tmp / "metrics.json", metrics)
+        write_meta(tmp, "finetune", inputs, config)
+    return metrics

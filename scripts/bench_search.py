@@ -1,0 +1,59 @@
+"""Search benchmark: one full-epoch search on SST-2 and one on MRPC with the shared teachers, 2 CPU threads.
+
+    python scripts/bench_search.py --shared ../shared --probes-sst2 runs/bench_foundation/sst2-probes \
+        --probes-mrpc runs/mrpc/probes --out runs/bench_search [--beta B ...]
+
+Records wall time, examples/s, the derived architecture and its collapse diagnostics in OUT/result.json.
+Probes must have been computed with the same data settings (see scripts/bench_foundation.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def search(task: str, data: Path, teacher: Path, probes: Path, out: Path, extra: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "adabert", "search", "--task", task, "--data-dir", str(data), "--teacher",
+           str(teacher), "--probes", str(probes), "--output-dir", str(out), "--threads", "2", "--force", *extra]
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.time()
+    subprocess.run(cmd, check=True)
+    secs = time.time() - t0
+    m = json.loads((out / "search_metrics.json").read_text())
+    arch = json.loads((out / "arch.json").read_text())
+    ops = [i["op"] for node in arch["cell"] for i in node]
+    return {"wall_seconds": secs, "search_seconds": m["seconds_this_run"], "steps": m["steps"],
+            "examples_per_second": m["examples_per_second"], "genotype": arch["genotype"],
+            "convs_kept": sum("cnn" in o for o in ops), "selection": m["selection"], "efficiency": m["efficiency"],
+            "param_free_share_last": m["history"][-1]["param_free_share"], "command": " ".join(cmd)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", type=Path, default=Path("../shared"))
+    ap.add_argument("--probes-sst2", type=Path, default=Path("runs/bench_foundation/sst2-probes"))
+    ap.add_argument("--probes-mrpc", type=Path, default=Path("runs/mrpc/probes"))
+    ap.add_argument("--out", type=Path, default=Path("runs/bench_search"))
+    ap.add_argument("--tasks", default="sst2,mrpc")
+    args, extra = ap.parse_known_args()
+    glue, teachers = args.shared / "data" / "glue", args.shared / "teachers"
+    result = {}
+    if "sst2" in args.tasks:
+        result["sst2"] = search("sst2", glue / "SST-2", teachers / "minilm-l6-sst2", args.probes_sst2,
+                                args.out / "sst2", extra)
+    if "mrpc" in args.tasks:
+        result["mrpc"] = search("mrpc", glue / "MRPC", teachers / "minilm-l6-mrpc", args.probes_mrpc,
+                                args.out / "mrpc", extra)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "result.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: {kk: v[kk] for kk in ("wall_seconds", "examples_per_second", "genotype", "convs_kept",
+                                                "selection")} for k, v in result.items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

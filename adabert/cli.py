@@ -20,6 +20,9 @@ EPILOG = """stages (each reads and writes plain files in a folder, and is skippe
   teacher   fine-tune a Hugging Face BERT-family checkpoint on the task
   probes    train a linear probe per teacher layer; cache probe logits for every example
   search    differentiable cell search (Gumbel-softmax) with CE + KD + efficiency; writes arch.json
+  finetune  build the student of arch.json, train it with KD, save a student folder
+  evaluate  task metrics, per-class precision / recall / F1 and confusion counts of a saved student
+  predict   labels and probabilities for sentences (or pairs) from a file or stdin
 run `adabert STAGE --help` for a stage's options."""
 
 
@@ -134,6 +137,56 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from adabert.finetune import FinetuneConfig, finetune_student
+
+    device = _setup(args)
+    cfg = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, lr=args.lr,
+                         gamma=args.gamma, temperature=args.temperature, inherit=args.inherit, seed=args.seed)
+    data = _load_data(args)
+    m = finetune_student(args.arch, args.teacher, args.probes, data, cfg, args.output_dir, device, force=args.force)
+    print(f"student ({m['genotype']}; {m['params']:,} parameters) saved to {args.output_dir}; dev: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in m["dev"].items()))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from adabert.predict import Predictor
+
+    device = _setup(args)
+    data = _load_data(args)
+    pred = Predictor(args.student, device)
+    split = {"dev": data.dev, "holdout": data.holdout, "train": data.train}[args.split]
+    result = pred.evaluate(split)
+    print(f"{args.split} ({result['examples']} examples): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in result["metrics"].items()))
+    if "report" in result:
+        print(f"{'class':>16} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
+        for name, r in result["report"]["per_class"].items():
+            print(f"{name:>16} {r['precision']:9.2f} {r['recall']:7.2f} {r['f1']:7.2f} {r['support']:8d}")
+        print("confusion (rows gold, columns predicted):", result["report"]["confusion"])
+    if args.output_dir:
+        from adabert.fileio import write_json
+
+        write_json(args.output_dir / f"eval_{args.split}.json", result)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from adabert.predict import Predictor, open_input, read_inputs
+
+    device = _setup(args)
+    pred = Predictor(args.student, device)
+    stream, source = open_input(args.input)
+    with stream:
+        texts = read_inputs(stream, len(pred.task.text_fields), source)
+    labels, probs = pred.predict(texts)
+    for label, p in zip(labels, probs):
+        print(label + "\t" + json.dumps({n: round(float(v), 6) for n, v in zip(pred.task.names, p)}
+                                        if pred.task.names else {"score": float(p[0])}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adabert", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -198,6 +251,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="stop after this many steps in total (resume later)")
     _add_common(p)
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("finetune", help="train the student of arch.json with KD; save a student folder",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Build only the kept cells and edges of arch.json, train with (1-gamma) CE + "
+                                   "gamma KD against the probe logits, select on the held-out slice, report dev "
+                                   "once, and save config.json, model.safetensors, tokenizer and metrics.json.")
+    p.add_argument("--arch", type=Path, required=True, help="arch.json written by `adabert search`")
+    p.add_argument("--teacher", required=True, help="fine-tuned teacher folder (embeddings, tokenizer)")
+    p.add_argument("--probes", type=Path, required=True, help="folder written by `adabert probes`")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=int, default=64, help="max tokens per sentence")
+    p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (cosine decay)")
+    p.add_argument("--gamma", type=float, default=0.8, help="KD weight; 0 trains on gold labels only")
+    p.add_argument("--temperature", type=float, default=1.0, help="KD softmax temperature T")
+    p.add_argument("--inherit", action="store_true", help="start from the search's supernet weights")
+    _add_common(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="metrics and per-class report of a saved student",
+                       description="Task metric, accuracy, per-class precision / recall / F1 and confusion "
+                                   "counts of a saved student on a split of the task.")
+    p.add_argument("--student", type=Path, required=True, help="student folder written by `adabert finetune`")
+    p.add_argument("--split", choices=["dev", "holdout", "train"], default="dev")
+    _add_common(p)
+    p.set_defaults(func=cmd_evaluate)
+    for action in p._actions:
+        if action.dest == "output_dir":
+            action.required = False
+            action.help = "write eval_SPLIT.json here (optional)"
+
+    p = sub.add_parser("predict", help="predict labels for sentences or pairs",
+                       description="Read one example per line (a sentence, or two tab-separated sentences for "
+                                   "pair tasks) from a file or stdin; print the label and the probabilities.")
+    p.add_argument("--student", type=Path, required=True, help="student folder written by `adabert finetune`")
+    p.add_argument("--input", help="input file (default: stdin)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int)
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

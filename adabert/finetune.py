@@ -138,7 +138,7 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
                "best_holdout": best}
     log.info("finetune dev: %s", ", ".join(f"{k} {v:.2f}" for k, v in dev.items()))
     with atomic_dir(output_dir) as tmp:
-        saved.save_pretrained(tmp, task)
+        saved.save_pretrained(tmp, task, {"max_length": cfg.max_length})
         tok.save_pretrained(tmp)
         write_json(tmp / "metrics.json", metrics)
         write_meta(tmp, "finetune", inputs, config)

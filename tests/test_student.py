@@ -1,0 +1,132 @@
+"""The derived student: build, finetune with KD, save, reload, evaluate, predict."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from adabert.arch import derive, save_arch
+from adabert.data import load_task_data
+from adabert.encoding import encode_separate, student_batch
+from adabert.errors import AdabertError
+from adabert.finetune import FinetuneConfig, finetune_student
+from adabert.search_space import load_search_space
+from adabert.student import Student, inherit_search_weights
+from adabert.supernet import Supernet
+from adabert.tasks import get_task
+from conftest import run_cli
+
+
+def _arch(seed=0):
+    space = load_search_space("tiny")
+    torch.manual_seed(seed)
+    return derive(space, torch.randn(space.num_edges, len(space.ops)), torch.tensor([0.0, 2.0, 0.0]))
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_teacher, tiny_probes, sst2_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("student")
+    save_arch(_arch(), root / "arch.json")
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    cfg = FinetuneConfig(epochs=6, batch_size=32, max_length=32, lr=1e-2)
+    metrics = finetune_student(root / "arch.json", str(tiny_teacher), tiny_probes, data, cfg, root / "student",
+                               torch.device("cpu"))
+    return root, metrics, data
+
+
+def test_student_builds_only_kept_cells_and_edges():
+    arch = _arch()
+    student = Student.from_teacher_tables(arch, torch.randn(40, 12), torch.randn(32, 12), 2)
+    assert len(student.cells) == arch.num_cells == 2
+    for cell in student.cells:
+        assert [len(ops) for ops in cell.ops] == [2, 2]
+        assert cell.inputs == [[i for i, _ in node] for node in arch.cell]
+
+
+def test_supernet_with_fixed_arch_equals_student_with_inherited_weights():
+    arch = _arch()
+    torch.manual_seed(0)
+    net = Supernet(arch.space, torch.randn(40, 12), torch.randn(32, 12), 2).eval()
+    student = Student.from_teacher_tables(arch, net.embed.word, net.embed.pos, 2).eval()
+    assert inherit_search_weights(student, net.state_dict()) == len(student.state_dict())
+    ids = torch.randint(5, 40, (3, 7))
+    mask = torch.arange(7)[None] < torch.tensor([7, 4, 2])[:, None]
+    ref, _ = net(ids, mask, ids, mask, net.fixed(arch.op_index(), arch.num_cells))
+    assert torch.allclose(student(ids, mask, ids, mask), ref, atol=1e-5)
+
+
+def test_finetuned_student_learns_and_reloads_identically(trained):
+    root, metrics, data = trained
+    assert metrics["dev"]["accuracy"] >= 85.0
+    folder = root / "student"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.json", "meta.json"):
+        assert (folder / name).is_file(), name
+    a, _ = Student.from_pretrained(folder)
+    b, cfg = Student.from_pretrained(folder)
+    assert cfg["vocab_size"] == a.embed.word.num_embeddings and a.embed.word.embedding_dim == 16
+    from transformers import AutoTokenizer
+    enc = encode_separate(AutoTokenizer.from_pretrained(str(folder)), data.dev, 32)
+    batch = student_batch(enc, list(range(len(enc))), torch.device("cpu"))
+    with torch.no_grad():
+        assert torch.equal(a(*batch), b(*batch))
+
+
+def test_cli_evaluate_and_predict(trained, sst2_dir, capsys, tmp_path):
+    root, metrics, _ = trained
+    code, out, err = run_cli(["evaluate", "--student", root / "student", "--task", "sst2", "--data-dir", sst2_dir],
+                             capsys)
+    assert code == 0, err
+    assert f"accuracy {metrics['dev']['accuracy']:.2f}" in out and "confusion" in out
+    (tmp_path / "in.txt").write_text("the good movie\nthe awful film\n")
+    code, out, err = run_cli(["predict", "--student", root / "student", "--input", tmp_path / "in.txt"], capsys)
+    assert code == 0, err
+    lines = out.strip().split("\n")
+    assert [line.split("\t")[0] for line in lines] == ["positive", "negative"]
+    probs = json.loads(lines[0].split("\t")[1])
+    assert set(probs) == {"negative", "positive"} and abs(sum(probs.values()) - 1) < 1e-4
+
+
+def test_predict_wrong_number_of_columns(trained, tmp_path, capsys):
+    root, _, _ = trained
+    (tmp_path / "in.txt").write_text("a good film\nsentence a\tsentence b\n")
+    code, _, err = run_cli(["predict", "--student", root / "student", "--input", tmp_path / "in.txt"], capsys)
+    assert code == 2 and "in.txt:2: expected 1 tab-separated column" in err
+
+
+def test_student_folder_errors(trained, tmp_path, capsys, mrpc_dir):
+    root, _, _ = trained
+    code, _, err = run_cli(["predict", "--student", tmp_path / "none", "--input", "-"], capsys)
+    assert code == 2 and "no such student folder" in err
+    bad = tmp_path / "corrupt"
+    shutil.copytree(root / "student", bad)
+    (bad / "model.safetensors").write_bytes(b"not safetensors")
+    code, _, err = run_cli(["predict", "--student", bad, "--input", "-"], capsys)
+    assert code == 2 and "model.safetensors: student weights is not a readable safetensors file" in err
+    (bad / "config.json").write_text("{")
+    code, _, err = run_cli(["predict", "--student", bad, "--input", "-"], capsys)
+    assert code == 2 and "config.json:1: student config is not valid JSON" in err
+    code, _, err = run_cli(["evaluate", "--student", root / "student", "--task", "mrpc", "--data-dir", mrpc_dir],
+                           capsys)
+    assert code == 2 and "trained for task 'sst2'" in err
+
+
+def test_finetune_missing_arch(tiny_teacher, tiny_probes, sst2_dir, tmp_path, capsys):
+    code, _, err = run_cli(["finetune", "--arch", tmp_path / "arch.json", "--teacher", tiny_teacher, "--probes",
+                            tiny_probes, "--task", "sst2", "--data-dir", sst2_dir, "--output-dir", tmp_path / "o"],
+                           capsys)
+    assert code == 2 and "arch.json: arch.json not found" in err and not (tmp_path / "o").exists()
+
+
+def test_finetune_without_kd_and_inherit(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
+    from adabert.search import SearchConfig, Searcher
+
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    s = Searcher(str(tiny_teacher), tiny_probes, data, load_search_space("tiny"),
+                 SearchConfig(epochs=1, batch_size=32, max_length=32, evals_per_epoch=1), tmp_path / "s",
+                 torch.device("cpu"))
+    s.run()
+    m = finetune_student(tmp_path / "s" / "arch.json", str(tiny_teacher), tiny_probes, data,
+                         FinetuneConfig(epochs=1, batch_size=32, max_length=32, gamma=0.0, inherit=True),
+                         tmp_path / "st", torch.device("cpu"))
+    assert m["dev"]["accuracy"] > 0 and (tmp_path / "st" / "model.safetensors").is_file()

@@ -23,6 +23,8 @@ EPILOG = """stages (each reads and writes plain files in a folder, and is skippe
   finetune  build the student of arch.json, train it with KD, save a student folder
   evaluate  task metrics, per-class precision / recall / F1 and confusion counts of a saved student
   predict   labels and probabilities for sentences (or pairs) from a file or stdin
+  export    TorchScript and ONNX files of a student, checked for parity, tokenizer beside them
+  bench     params, FLOPs, latency and throughput: student vs teacher vs a BERT-base-shaped model
 run `adabert STAGE --help` for a stage's options."""
 
 
@@ -120,6 +122,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     cfg = SearchConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, gamma=args.gamma,
                        beta=args.beta, temperature=args.temperature, tau_start=args.tau_start, tau_end=args.tau_end,
                        mode=args.mode, bilevel=args.bilevel, lr=args.lr, alpha_lr=args.alpha_lr,
+                       alpha_warmup=args.alpha_warmup,
                        evals_per_epoch=args.evals_per_epoch, cost=args.cost, train_limit=args.train_limit,
                        seed=args.seed)
     space = load_search_space(args.search_space)
@@ -187,6 +190,38 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise AdabertError(f"{flag}: expected comma-separated integers, got {text!r}") from None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from adabert.export import export_student
+
+    _setup(args)
+    result = export_student(args.student, args.output_dir, args.format)
+    for fmt, r in result.items():
+        print(f"{fmt}: {r['path']} (max |diff| vs PyTorch {r['max_abs_diff']:.1e})")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from adabert.bench import BenchConfig, bench_student, format_bench
+    from adabert.fileio import write_json
+
+    _setup(args)
+    cfg = BenchConfig(batch_sizes=_ints(args.batch_sizes, "--batch-sizes"), lengths=_ints(args.lengths, "--lengths"),
+                      threads=_ints(args.threads_list, "--threads-list"), min_repeats=args.repeats)
+    result = bench_student(args.student, args.teacher, cfg, bert_base=not args.no_bert_base)
+    print(format_bench(result))
+    if args.output:
+        write_json(args.output, result)
+        print(f"wrote {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adabert", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -243,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bilevel", action="store_true", help="update alpha on a separate half of the training data")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate of the weights")
     p.add_argument("--alpha-lr", type=float, default=SEARCH_DEFAULTS.alpha_lr, help="Adam lr of alpha and depth")
+    p.add_argument("--alpha-warmup", type=float, default=SEARCH_DEFAULTS.alpha_warmup,
+                   help="share of the steps during which only weights train (alpha frozen)")
     p.add_argument("--evals-per-epoch", type=int, default=4, help="held-out evaluations of the derived arch")
     p.add_argument("--cost", choices=["params_flops", "latency"], default="params_flops",
                    help="op cost in L_E: parameters and FLOPs, or measured latency on this device")
@@ -291,6 +328,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int)
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="TorchScript / ONNX export with a parity check",
+                       description="Export a saved student with dynamic batch and length; the outputs are checked "
+                                   "against PyTorch (ONNX through onnxruntime) on inputs of another shape; the "
+                                   "tokenizer and config are copied beside the files.")
+    p.add_argument("--student", type=Path, required=True, help="student folder written by `adabert finetune`")
+    p.add_argument("--format", action="append", choices=["torchscript", "onnx"],
+                   help="repeat for both (default: both)")
+    p.add_argument("--output-dir", type=Path, required=True)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int)
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_export, format=None)
+
+    p = sub.add_parser("bench", help="size, FLOPs, latency and throughput against the teacher and BERT-base",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Time the student, its teacher and a BERT-base-shaped model (random weights) "
+                                   "in one process: warm-up, repeated forwards, medians; prints ratios.")
+    p.add_argument("--student", type=Path, required=True)
+    p.add_argument("--teacher", help="teacher folder to compare with")
+    p.add_argument("--no-bert-base", action="store_true", help="leave out the BERT-base-shaped model")
+    p.add_argument("--batch-sizes", default="1,32")
+    p.add_argument("--lengths", default="64,128")
+    p.add_argument("--threads-list", default="1,2", help="torch thread counts to time")
+    p.add_argument("--repeats", type=int, default=5, help="minimum timed repeats per setting")
+    p.add_argument("--output", type=Path, help="write the results as JSON")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int)
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
@@ -300,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "export" and not args.format:
+        args.format = ["torchscript", "onnx"]
     try:
         return args.func(args)
     except AdabertError as e:

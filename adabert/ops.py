@@ -32,8 +32,10 @@ class ConvOp(nn.Module):
 
 class MaxPoolOp(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # The max of three shifted views (rather than F.max_pool1d) keeps the length dynamic in ONNX export.
         m = mask.unsqueeze(-1)
-        y = F.max_pool1d(x.masked_fill(~m, float("-inf")).transpose(1, 2), 3, stride=1, padding=1).transpose(1, 2)
+        p = F.pad(x.masked_fill(~m, float("-inf")), (0, 0, 1, 1), value=float("-inf"))
+        y = torch.maximum(torch.maximum(p[:, :-2], p[:, 1:-1]), p[:, 2:])
         return y.masked_fill(~m, 0.0)
 
 

@@ -3,6 +3,8 @@
 Per step (single level, as in the authors' code): sample ops and depth with Gumbel-softmax at temperature tau,
 run the sampled sub-network on a batch, and update weights and architecture logits on
     L = (1 - gamma) * CE + gamma * L_KD(probe logits) + beta * L_E.
+During the first `alpha_warmup` share of the steps only the weights are updated (architectures are still
+sampled uniformly at random), so that parametric ops are trained before they are compared.
 With `bilevel`, the architecture logits are updated on a separate half of the training data (first-order DARTS).
 The derived architecture is scored on the held-out slice several times per epoch; the best one is `arch.json`.
 Checkpoints make `--resume` continue exactly where a run stopped (per-step seeds, saved optimiser states).
@@ -57,9 +59,10 @@ class SearchConfig:
     weight_decay: float = 1e-4
     alpha_lr: float = 3e-3
     alpha_weight_decay: float = 1e-3
+    alpha_warmup: float = 0.2
     clip: float = 5.0
     evals_per_epoch: int = 4
-    checkpoint_every: int = 50
+    checkpoint_every: int = 200
     log_every: int = 10
     cost: str = "params_flops"
     train_limit: int = 0
@@ -72,6 +75,8 @@ class SearchConfig:
                 raise AdabertError(f"--{name.replace('_', '-')}: expected a positive integer, got {v}")
         if not 0 <= self.gamma <= 1:
             raise AdabertError(f"--gamma: expected a number in [0, 1], got {self.gamma}")
+        if not 0 <= self.alpha_warmup < 1:
+            raise AdabertError(f"--alpha-warmup: expected a fraction in [0, 1), got {self.alpha_warmup}")
         for name in ("beta", "weight_decay", "alpha_weight_decay", "train_limit"):
             if getattr(self, name) < 0:
                 raise AdabertError(f"--{name.replace('_', '-')}: expected a non-negative number, "
@@ -156,7 +161,8 @@ class Searcher:
         return np.random.default_rng([self.cfg.seed, epoch]).permutation(self.w_rows)
 
     # -- one step ----------------------------------------------------------------------------------------------
-    def _loss(self, rows: np.ndarray, tau: float, update_arch_only: bool = False) -> dict[str, float]:
+    def _loss(self, rows: np.ndarray, tau: float, update_arch_only: bool = False,
+              update_arch: bool = True) -> dict[str, float]:
         cfg, model = self.cfg, self.model
         batch = student_batch(self.enc, rows, self.device)
         y = self.labels[rows].to(self.device)
@@ -172,7 +178,7 @@ class Searcher:
         if not update_arch_only:
             torch.nn.utils.clip_grad_norm_(model.weight_parameters(), cfg.clip)
             self.opt_w.step()
-        if update_arch_only or not cfg.bilevel:
+        if update_arch and (update_arch_only or not cfg.bilevel):
             torch.nn.utils.clip_grad_norm_(model.arch_parameters(), cfg.clip)
             self.opt_a.step()
         parts["depth"] = sample.depth
@@ -184,8 +190,11 @@ class Searcher:
             g["lr"] = self.cfg.lr * self.lr_factor(self.step)
         self.model.train()
         tau = self.tau(self.step)
-        parts = self._loss(rows, tau)
-        if self.cfg.bilevel:
+        # Warm-up: weights only, so that convolutions are trained before alpha compares them with
+        # parameter-free ops (which are "ready" from the first step and otherwise win early).
+        update_arch = self.step >= self.cfg.alpha_warmup * self.total_steps
+        parts = self._loss(rows, tau, update_arch=update_arch)
+        if self.cfg.bilevel and update_arch:
             a_rows = self.a_rows[np.random.default_rng([self.cfg.seed, self.step]).integers(
                 0, len(self.a_rows), len(rows))]
             parts.update({f"arch_{k}": v for k, v in self._loss(a_rows, tau, update_arch_only=True).items()})

@@ -130,3 +130,40 @@ def test_finetune_without_kd_and_inherit(tiny_teacher, tiny_probes, sst2_dir, tm
                          FinetuneConfig(epochs=1, batch_size=32, max_length=32, gamma=0.0, inherit=True),
                          tmp_path / "st", torch.device("cpu"))
     assert m["dev"]["accuracy"] > 0 and (tmp_path / "st" / "model.safetensors").is_file()
+
+
+def test_export_torchscript_and_onnx_match_pytorch(trained, tmp_path, capsys):
+    import onnxruntime as ort
+
+    from adabert.export import example_inputs, wrap
+    root, _, _ = trained
+    code, out, err = run_cli(["export", "--student", root / "student", "--output-dir", tmp_path / "exp"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "exp" / "model.onnx").is_file() and (tmp_path / "exp" / "model.torchscript.pt").is_file()
+    assert (tmp_path / "exp" / "tokenizer.json").is_file()
+    student, cfg = Student.from_pretrained(root / "student")
+    ref_module = wrap(student, pair=False)
+    for batch, length in ((1, 3), (7, 50)):
+        inputs = example_inputs(cfg["vocab_size"], batch, length, pair=False, seed=batch)
+        with torch.no_grad():
+            ref = ref_module(*inputs)
+            ts = torch.jit.load(str(tmp_path / "exp" / "model.torchscript.pt"))(*inputs)
+        sess = ort.InferenceSession(str(tmp_path / "exp" / "model.onnx"), providers=["CPUExecutionProvider"])
+        onnx_out = sess.run(None, {"input_ids": inputs[0].numpy(), "attention_mask": inputs[1].numpy()})[0]
+        assert ts.shape == (batch, 2) and torch.allclose(ts, ref, atol=1e-4)
+        assert torch.allclose(torch.from_numpy(onnx_out), ref, atol=1e-4)
+
+
+def test_bench_reports_params_and_ratios(trained, tiny_teacher, tmp_path, capsys):
+    root, _, _ = trained
+    code, out, err = run_cli(["bench", "--student", root / "student", "--teacher", tiny_teacher, "--no-bert-base",
+                              "--batch-sizes", "1", "--lengths", "16", "--threads-list", "1", "--repeats", "2",
+                              "--output", tmp_path / "bench.json"], capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "bench.json").read_text())
+    student, _ = Student.from_pretrained(root / "student")
+    assert result["models"]["student"]["params"] == sum(p.numel() for p in student.parameters())
+    assert result["models"]["teacher"]["flops"]["16"] > result["models"]["student"]["flops"]["16"] > 0
+    assert "teacher/student" in out and len(result["timings"]) == 1
+    code, _, err = run_cli(["bench", "--student", root / "student", "--lengths", "a,b"], capsys)
+    assert code == 2 and "--lengths: expected comma-separated integers" in err

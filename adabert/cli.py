@@ -49,10 +49,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("run")
     r.add_argument("--output-dir", type=Path, required=True, help="folder this stage writes")
     r.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    r.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
-    r.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     r.add_argument("--force", action="store_true", help="recompute even if the outputs are up to date")
-    r.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _add_runtime(r)
+
+
+def _add_runtime(p) -> None:
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
 def _load_data(args: argparse.Namespace):
@@ -123,7 +127,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     cfg = SearchConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, gamma=args.gamma,
                        beta=args.beta, temperature=args.temperature, tau_start=args.tau_start, tau_end=args.tau_end,
                        mode=args.mode, bilevel=args.bilevel, lr=args.lr, alpha_lr=args.alpha_lr,
-                       alpha_warmup=args.alpha_warmup,
+                       alpha_warmup=args.alpha_warmup, share_cells=args.share_cells,
                        evals_per_epoch=args.evals_per_epoch, cost=args.cost, train_limit=args.train_limit,
                        seed=args.seed)
     space = load_search_space(args.search_space)
@@ -146,7 +150,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     device = _setup(args)
     cfg = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, lr=args.lr,
-                         gamma=args.gamma, temperature=args.temperature, inherit=args.inherit, seed=args.seed)
+                         gamma=args.gamma, temperature=args.temperature, inherit=args.inherit,
+                         embeddings=args.embeddings, seed=args.seed)
     data = _load_data(args)
     m = finetune_student(args.arch, args.teacher, args.probes, data, cfg, args.output_dir, device, force=args.force)
     print(f"student ({m['genotype']}; {m['params']:,} parameters) saved to {args.output_dir}; dev: "
@@ -311,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha-lr", type=float, default=SEARCH_DEFAULTS.alpha_lr, help="Adam lr of alpha and depth")
     p.add_argument("--alpha-warmup", type=float, default=SEARCH_DEFAULTS.alpha_warmup,
                    help="share of the steps during which only weights train (alpha frozen)")
+    p.add_argument("--share-cells", action=argparse.BooleanOptionalAction, default=SEARCH_DEFAULTS.share_cells,
+                   help="one set of cell weights for every depth during search (trains each op more often)")
     p.add_argument("--evals-per-epoch", type=int, default=4, help="held-out evaluations of the derived arch")
     p.add_argument("--cost", choices=["params_flops", "latency"], default="params_flops",
                    help="op cost in L_E: parameters and FLOPs, or measured latency on this device")
@@ -335,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, default=0.8, help="KD weight; 0 trains on gold labels only")
     p.add_argument("--temperature", type=float, default=1.0, help="KD softmax temperature T")
     p.add_argument("--inherit", action="store_true", help="start from the search's supernet weights")
+    p.add_argument("--embeddings", choices=["projected", "table"], default="projected",
+                   help="train a projection of the frozen teacher tables, or the materialised [V, H] table")
     _add_common(p)
     p.set_defaults(func=cmd_finetune)
 
@@ -355,9 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "pair tasks) from a file or stdin; print the label and the probabilities.")
     p.add_argument("--student", type=Path, required=True, help="student folder written by `adabert finetune`")
     p.add_argument("--input", help="input file (default: stdin)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int)
-    p.add_argument("-v", "--verbose", action="store_true")
+    _add_runtime(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="TorchScript / ONNX export with a parity check",
@@ -368,9 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", action="append", choices=["torchscript", "onnx"],
                    help="repeat for both (default: both)")
     p.add_argument("--output-dir", type=Path, required=True)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int)
-    p.add_argument("-v", "--verbose", action="store_true")
+    _add_runtime(p)
     p.set_defaults(func=cmd_export, format=None)
 
     p = sub.add_parser("bench", help="size, FLOPs, latency and throughput against the teacher and BERT-base",
@@ -385,9 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads-list", default="1,2", help="torch thread counts to time")
     p.add_argument("--repeats", type=int, default=5, help="minimum timed repeats per setting")
     p.add_argument("--output", type=Path, help="write the results as JSON")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int)
-    p.add_argument("-v", "--verbose", action="store_true")
+    _add_runtime(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("pipeline", help="every stage in one command; with no --task, an offline demo",

@@ -26,11 +26,15 @@ from adabert.metrics import class_report, task_metrics
 from adabert.probes import load_probe_logits
 from adabert.runtime import autocast, log, progress, set_seed
 from adabert.student import Student, inherit_search_weights
+from adabert.validation import require_fraction, require_positive, require_positive_ints
 from adabert.teacher import check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint
 
 
 @dataclass
 class FinetuneConfig:
+    """embeddings: 'projected' trains a projection of the frozen teacher tables; 'table' materialises the
+    projection first and trains the small [V, H] table itself (more capacity, more to overfit)."""
+
     epochs: int = 5
     batch_size: int = 64
     max_length: int = 64
@@ -40,18 +44,16 @@ class FinetuneConfig:
     temperature: float = 1.0
     clip: float = 5.0
     inherit: bool = False
+    embeddings: str = "projected"
     evals_per_epoch: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "max_length", "evals_per_epoch"):
-            if getattr(self, name) < 1:
-                raise AdabertError(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(self, name)}")
-        if not 0 <= self.gamma <= 1:
-            raise AdabertError(f"--gamma: expected a number in [0, 1], got {self.gamma}")
-        for name in ("lr", "temperature", "clip"):
-            if not getattr(self, name) > 0:
-                raise AdabertError(f"--{name}: expected a positive number, got {getattr(self, name)}")
+        require_positive_ints(self, "epochs", "batch_size", "max_length", "evals_per_epoch")
+        require_fraction(self, "gamma", 0, 1, closed_high=True)
+        require_positive(self, "lr", "temperature", "clip")
+        if self.embeddings not in ("projected", "table"):
+            raise AdabertError(f"--embeddings: expected projected or table, got {self.embeddings!r}")
 
 
 @torch.no_grad()
@@ -88,6 +90,8 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
         ckpt = Path(arch_path).parent / "checkpoint.safetensors"
         state = {k[6:]: v for k, v in load_tensors(ckpt, "search checkpoint").items() if k.startswith("model.")}
         log.info("finetune: inherited %d tensors from %s", inherit_search_weights(model, state), ckpt)
+    if cfg.embeddings == "table":
+        model = model.materialised()  # train the small [V, H] table itself rather than the projection
     model.to(device)
     enc = encode_separate(tok, data.fit, cfg.max_length)
     holdout_enc = encode_separate(tok, data.holdout, cfg.max_length)
@@ -122,8 +126,8 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
             step += 1
             if b + 1 in eval_at:
                 m = task_metrics(task, student_logits(model, holdout_enc, device).numpy(), data.holdout.labels)
-                history.append({"step": step, "epoch": epoch + 1, "loss": float(loss), "holdout": m})
-                log.info("finetune step %d: loss %.4f, held-out %s", step, float(loss),
+                history.append({"step": step, "epoch": epoch + 1, "loss": float(loss.detach()), "holdout": m})
+                log.info("finetune step %d: loss %.4f, held-out %s", step, float(loss.detach()),
                          ", ".join(f"{k} {v:.2f}" for k, v in m.items()))
                 if m[task.main_metric] > best:
                     best, best_state = m[task.main_metric], copy.deepcopy(model.state_dict())

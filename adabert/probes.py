@@ -25,6 +25,7 @@ from adabert.fileio import (META, atomic_dir, load_tensors, meta_matches, read_j
 from adabert.metrics import task_metrics
 from adabert.runtime import log, progress, set_seed
 from adabert.tasks import TaskSpec
+from adabert.validation import require_positive, require_positive_ints
 from adabert.teacher import (check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint,
                              teacher_outputs)
 
@@ -40,12 +41,8 @@ class ProbeConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "max_length"):
-            if getattr(self, name) < 1:
-                raise AdabertError(f"--{name.replace('_', '-')}: expected a positive integer, "
-                                   f"got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise AdabertError(f"--lr: expected a positive number, got {self.lr}")
+        require_positive_ints(self, "epochs", "batch_size", "max_length")
+        require_positive(self, "lr")
 
 
 def probe_logits(feats: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, chunk: int = 4096) -> torch.Tensor:

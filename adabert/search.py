@@ -37,6 +37,8 @@ from adabert.runtime import autocast, log, progress
 from adabert.search_logging import SearchBoard
 from adabert.search_space import SearchSpace
 from adabert.supernet import Supernet
+from adabert.validation import (require_fraction, require_non_negative, require_positive,
+                                 require_positive_ints)
 from adabert.teacher import check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint
 
 
@@ -49,7 +51,7 @@ class SearchConfig:
     batch_size: int = 128
     max_length: int = 64
     gamma: float = 0.8
-    beta: float = 0.1
+    beta: float = 0.0
     temperature: float = 1.0
     tau_start: float = 1.0
     tau_end: float = 0.2
@@ -60,6 +62,7 @@ class SearchConfig:
     alpha_lr: float = 3e-3
     alpha_weight_decay: float = 1e-3
     alpha_warmup: float = 0.2
+    share_cells: bool = False
     clip: float = 5.0
     evals_per_epoch: int = 4
     checkpoint_every: int = 200
@@ -69,21 +72,12 @@ class SearchConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "max_length", "evals_per_epoch", "checkpoint_every", "log_every"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise AdabertError(f"--{name.replace('_', '-')}: expected a positive integer, got {v}")
-        if not 0 <= self.gamma <= 1:
-            raise AdabertError(f"--gamma: expected a number in [0, 1], got {self.gamma}")
-        if not 0 <= self.alpha_warmup < 1:
-            raise AdabertError(f"--alpha-warmup: expected a fraction in [0, 1), got {self.alpha_warmup}")
-        for name in ("beta", "weight_decay", "alpha_weight_decay", "train_limit"):
-            if getattr(self, name) < 0:
-                raise AdabertError(f"--{name.replace('_', '-')}: expected a non-negative number, "
-                                   f"got {getattr(self, name)}")
-        for name in ("temperature", "tau_start", "tau_end", "lr", "alpha_lr", "clip"):
-            if not getattr(self, name) > 0:
-                raise AdabertError(f"--{name.replace('_', '-')}: expected a positive number, got {getattr(self, name)}")
+        require_positive_ints(self, "epochs", "batch_size", "max_length", "evals_per_epoch", "checkpoint_every",
+                              "log_every")
+        require_fraction(self, "gamma", 0, 1, closed_high=True)
+        require_fraction(self, "alpha_warmup", 0, 1)
+        require_non_negative(self, "beta", "weight_decay", "alpha_weight_decay", "train_limit")
+        require_positive(self, "temperature", "tau_start", "tau_end", "lr", "alpha_lr", "clip")
         if self.mode not in ("hard", "soft"):
             raise AdabertError(f"--mode: expected hard or soft, got {self.mode!r}")
         if self.cost not in COST_KINDS:
@@ -128,7 +122,7 @@ class Searcher:
         self.holdout_enc = encode_separate(tok, data.holdout, cfg.max_length)
         self.labels = torch.tensor(data.train.labels[fit_idx])
         torch.manual_seed(cfg.seed)
-        self.model = Supernet(space, word, pos, task.num_labels).to(device)
+        self.model = Supernet(space, word, pos, task.num_labels, cfg.share_cells).to(device)
         self.costs: OpCosts = measure_op_costs(space, cfg.cost, device)
         self.op_cost = self.costs.normalised.to(device)
         self.opt_w = torch.optim.AdamW(self.model.weight_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

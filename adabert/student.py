@@ -139,14 +139,16 @@ def inherit_search_weights(student: Student, checkpoint: dict[str, torch.Tensor]
     """
     arch = student.arch
     edges = arch.space.edges
+    shared = not any(key.startswith("cells.1.") for key in checkpoint)  # a search with shared cell weights
     mapping: dict[str, str] = {}
     for k in range(arch.num_cells):
+        src = 0 if shared else k
         for n, node in enumerate(arch.cell):
             for slot, (i, op) in enumerate(node):
                 e, o = edges.index((i, n + 2)), arch.space.ops.index(op)
-                mapping[f"cells.{k}.ops.{n}.{slot}."] = f"cells.{k}.edges.{e}.{o}."
-        mapping[f"cells.{k}.node_logits"] = f"cells.{k}.node_logits"
-        mapping[f"cells.{k}.norm."] = f"cells.{k}.norm."
+                mapping[f"cells.{k}.ops.{n}.{slot}."] = f"cells.{src}.edges.{e}.{o}."
+        mapping[f"cells.{k}.node_logits"] = f"cells.{src}.node_logits"
+        mapping[f"cells.{k}.norm."] = f"cells.{src}.norm."
         mapping[f"heads.{k}."] = f"heads.{k}."
     mapping["embed."] = "embed."
     own = student.state_dict()

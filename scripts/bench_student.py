@@ -10,18 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-
-def cli(args: list[str]) -> float:
-    cmd = [sys.executable, "-m", "adabert", *args]
-    print("$", " ".join(cmd), flush=True)
-    t0 = time.time()
-    subprocess.run(cmd, check=True)
-    return time.time() - t0
+from common import run_adabert as cli
 
 
 def main() -> None:
@@ -32,22 +23,22 @@ def main() -> None:
     ap.add_argument("--probes-mrpc", type=Path, default=Path("runs/mrpc/probes"))
     ap.add_argument("--out", type=Path, default=Path("runs/bench_student"))
     ap.add_argument("--epochs", default="5")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: kd,nokd,bench,mrpc")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: kd,nokd,kd-table,bench,mrpc")
     args = ap.parse_args()
     glue, teachers = args.shared / "data" / "glue", args.shared / "teachers"
     sst2 = ["--task", "sst2", "--data-dir", str(glue / "SST-2"), "--threads", "2"]
     t_sst2 = str(teachers / "minilm-l6-sst2")
     result: dict = {}
     skip = set(args.skip.split(","))
-    for name, gamma in (("kd", "0.8"), ("nokd", "0")):
+    for name, gamma, emb in (("kd", "0.8", "projected"), ("nokd", "0", "projected"), ("kd-table", "0.8", "table")):
         if name in skip:
             continue
         out = args.out / f"sst2-{name}"
         secs = cli(["finetune", "--arch", str(args.search / "sst2" / "arch.json"), "--teacher", t_sst2, "--probes",
-                    str(args.probes_sst2), "--gamma", gamma, "--epochs", args.epochs, "--output-dir", str(out),
-                    "--force", *sst2])
+                    str(args.probes_sst2), "--gamma", gamma, "--embeddings", emb, "--epochs", args.epochs,
+                    "--output-dir", str(out), "--force", *sst2])
         m = json.loads((out / "metrics.json").read_text())
-        result[f"sst2_{name}"] = {"gamma": float(gamma), "dev": m["dev"], "params": m["params"],
+        result[f"sst2_{name}"] = {"gamma": float(gamma), "embeddings": emb, "dev": m["dev"], "params": m["params"],
                                   "genotype": m["genotype"], "seconds": secs}
     if "bench" not in skip:
         cli(["bench", "--student", str(args.out / "sst2-kd"), "--teacher", t_sst2, "--output",

@@ -44,10 +44,12 @@ def test_student_builds_only_kept_cells_and_edges():
         assert cell.inputs == [[i for i, _ in node] for node in arch.cell]
 
 
-def test_supernet_with_fixed_arch_equals_student_with_inherited_weights():
+@pytest.mark.parametrize("share", [False, True])
+def test_supernet_with_fixed_arch_equals_student_with_inherited_weights(share):
     arch = _arch()
     torch.manual_seed(0)
-    net = Supernet(arch.space, torch.randn(40, 12), torch.randn(32, 12), 2).eval()
+    net = Supernet(arch.space, torch.randn(40, 12), torch.randn(32, 12), 2, share_cells=share).eval()
+    assert len(net.cells) == (1 if share else arch.space.max_cells)
     student = Student.from_teacher_tables(arch, net.embed.word, net.embed.pos, 2).eval()
     assert inherit_search_weights(student, net.state_dict()) == len(student.state_dict())
     ids = torch.randint(5, 40, (3, 7))
@@ -167,3 +169,18 @@ def test_bench_reports_params_and_ratios(trained, tiny_teacher, tmp_path, capsys
     assert "teacher/student" in out and len(result["timings"]) == 1
     code, _, err = run_cli(["bench", "--student", root / "student", "--lengths", "a,b"], capsys)
     assert code == 2 and "--lengths: expected comma-separated integers" in err
+
+
+def test_finetune_training_the_table_embeddings(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
+    root = tmp_path
+    save_arch(_arch(), root / "arch.json")
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    m = finetune_student(root / "arch.json", str(tiny_teacher), tiny_probes, data,
+                         FinetuneConfig(epochs=4, batch_size=32, max_length=32, lr=1e-2, embeddings="table"),
+                         root / "st", torch.device("cpu"))
+    assert m["dev"]["accuracy"] >= 75.0
+    student, _ = Student.from_pretrained(root / "st")
+    from conftest import VOCAB
+    assert student.embed.word.weight.shape == (len(VOCAB), 16)
+    with pytest.raises(AdabertError, match="--embeddings: expected projected or table"):
+        FinetuneConfig(embeddings="wide")

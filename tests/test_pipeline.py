@@ -1,0 +1,37 @@
+import json
+
+from adabert.data import load_task_data
+from adabert.demo_task import write_demo_task
+from adabert.tasks import get_task
+from conftest import run_cli
+
+
+def test_demo_task_is_deterministic_and_balanced(tmp_path):
+    a = write_demo_task(tmp_path / "a", train_size=400, dev_size=100, seed=3)
+    b = write_demo_task(tmp_path / "b", train_size=400, dev_size=100, seed=3)
+    assert (a / "train.tsv").read_bytes() == (b / "train.tsv").read_bytes()
+    data = load_task_data(get_task("sst2"), a)
+    assert len(data.train) == 400 and len(data.dev) == 100
+    assert 0.35 < data.train.labels.mean() < 0.65
+    negated = [t[0] for t, y in zip(data.train.texts, data.train.labels) if " not " in t[0]]
+    assert negated, "the demo task must contain negations"
+
+
+def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_dir, tmp_path, capsys):
+    args = ["pipeline", "--task", "sst2", "--data-dir", sst2_dir, "--teacher", tiny_teacher, "--search-space", "tiny",
+            "--search-epochs", 1, "--finetune-epochs", 2, "--max-length", 16, "--output-dir", tmp_path / "run"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert {"teacher", "student", "files", "stage_seconds"} <= set(summary)
+    assert summary["student"]["params"] < summary["teacher"]["params"]
+    for f in ("arch", "student", "bench"):
+        assert (tmp_path / "run" / "search" / "arch.json").is_file() and summary["files"][f]
+    assert (tmp_path / "run" / "export" / "model.onnx").is_file()
+    assert "teacher" in out and "student" in out and "speed-up" in out
+    stamp = (tmp_path / "run" / "student" / "model.safetensors").stat().st_mtime_ns
+    arch_stamp = (tmp_path / "run" / "search" / "arch.json").stat().st_mtime_ns
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert (tmp_path / "run" / "student" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert (tmp_path / "run" / "search" / "arch.json").stat().st_mtime_ns == arch_stamp

@@ -73,7 +73,7 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
     arch = load_arch(Path(arch_path))
     task = data.task
     inputs = {"data": data.fingerprint, "teacher": model_source_fingerprint(teacher),
-              "arch": read_json(Path(arch_path), "arch.json")["genotype"] + "|" + arch.space.hash}
+              "arch": arch.genotype() + "|" + arch.space.hash}
     config = {**asdict(cfg), "task": task.describe()}
     if not force and meta_matches(output_dir, "finetune", inputs, config):
         log.info("finetune: %s is up to date (fingerprints match); skipping", output_dir)

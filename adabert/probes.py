@@ -23,7 +23,7 @@ from adabert.errors import AdabertError
 from adabert.fileio import (META, atomic_dir, load_tensors, meta_matches, read_json, save_tensors, write_json,
                             write_meta)
 from adabert.metrics import task_metrics
-from adabert.runtime import log, progress, set_seed
+from adabert.runtime import log, set_seed
 from adabert.tasks import TaskSpec
 from adabert.validation import require_positive, require_positive_ints
 from adabert.teacher import (check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint,

@@ -8,7 +8,7 @@ from adabert.data import load_task_data
 from adabert.encoding import encode_joint
 from adabert.errors import AdabertError
 from adabert.fileio import load_tensors
-from adabert.probes import ProbeConfig, load_probe_logits, probe_logits, run_probes
+from adabert.probes import load_probe_logits, probe_logits
 from adabert.tasks import get_task
 from adabert.teacher import load_classifier, load_tokenizer, teacher_outputs
 from conftest import run_cli, write_sst2

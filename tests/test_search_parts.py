@@ -179,3 +179,13 @@ def test_supernet_outputs_ignore_extra_padding_for_pairs():
     logits_w, heads_w = net(pad(ids_a), pad(mask_a), pad(ids_b), pad(mask_b), sample)
     assert torch.allclose(logits, logits_w, atol=1e-5)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(heads, heads_w))
+
+
+def test_latency_cost_table():
+    space = load_search_space("tiny")
+    costs = measure_op_costs(space, kind="latency")
+    assert costs.latency_ms is not None and len(costs.latency_ms) == len(space.ops)
+    assert all(t >= 0 for t in costs.latency_ms)
+    assert float(costs.normalised.max()) == pytest.approx(1.0)
+    conv, zero = space.ops.index("cnn3"), space.ops.index("zero")
+    assert costs.latency_ms[conv] > costs.latency_ms[zero]

@@ -1,0 +1,52 @@
+"""Sentence-pair tasks end to end: teacher, probes, search, finetune, predict with two columns, ONNX export."""
+
+import json
+
+import pytest
+import torch
+
+from adabert.data import load_task_data
+from adabert.finetune import FinetuneConfig, finetune_student
+from adabert.probes import ProbeConfig, run_probes
+from adabert.search import SearchConfig, Searcher
+from adabert.search_space import load_search_space
+from adabert.tasks import get_task
+from adabert.teacher import TeacherConfig, finetune_teacher
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def pair_student(tiny_base, mrpc_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pairs")
+    data = load_task_data(get_task("mrpc"), mrpc_dir)
+    cpu = torch.device("cpu")
+    finetune_teacher(str(tiny_base), data, TeacherConfig(epochs=2, batch_size=16, lr=3e-3, max_length=32),
+                     root / "teacher", cpu)
+    run_probes(str(root / "teacher"), data, ProbeConfig(epochs=3, max_length=32), root / "probes", cpu)
+    Searcher(str(root / "teacher"), root / "probes", data, load_search_space("tiny"),
+             SearchConfig(epochs=1, batch_size=32, max_length=16, evals_per_epoch=1), root / "search", cpu).run()
+    finetune_student(root / "search" / "arch.json", str(root / "teacher"), root / "probes", data,
+                     FinetuneConfig(epochs=1, batch_size=32, max_length=16), root / "student", cpu)
+    return root
+
+
+def test_pair_student_predicts_from_two_columns(pair_student, tmp_path, capsys):
+    (tmp_path / "in.tsv").write_text("the good movie\tthe great film\nthe bad plot\tthe superb story\n")
+    code, out, err = run_cli(["predict", "--student", pair_student / "student", "--input", tmp_path / "in.tsv"],
+                             capsys)
+    assert code == 0, err
+    lines = out.strip().split("\n")
+    assert len(lines) == 2 and all(line.split("\t")[0] in ("not_equivalent", "equivalent") for line in lines)
+    (tmp_path / "one.tsv").write_text("only one sentence\n")
+    code, _, err = run_cli(["predict", "--student", pair_student / "student", "--input", tmp_path / "one.tsv"],
+                           capsys)
+    assert code == 2 and "one.tsv:1: expected 2 tab-separated columns" in err
+
+
+def test_pair_student_exports_four_inputs(pair_student, tmp_path, capsys):
+    code, _, err = run_cli(["export", "--student", pair_student / "student", "--format", "onnx", "--output-dir",
+                            tmp_path / "exp"], capsys)
+    assert code == 0, err
+    spec = json.loads((tmp_path / "exp" / "export.json").read_text())
+    assert spec["inputs"] == ["input_ids", "attention_mask", "input_ids_b", "attention_mask_b"]
+    assert spec["formats"]["onnx"]["max_abs_diff"] <= 1e-4

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from adabert import __version__
 from adabert.errors import AdabertError
-from adabert.search import SearchConfig
+from adabert.search_config import SearchConfig
 
 SEARCH_DEFAULTS = SearchConfig()
 
@@ -120,7 +120,7 @@ def cmd_probes(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from adabert.search import SearchConfig, Searcher
+    from adabert.search import Searcher
     from adabert.search_space import load_search_space
 
     device = _setup(args)

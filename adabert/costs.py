@@ -20,10 +20,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from adabert.errors import AdabertError
 from adabert.ops import build_op
+from adabert.search_config import COST_KINDS
 from adabert.search_space import SearchSpace
-
-COST_KINDS = ("params_flops", "latency")
-
 
 @dataclass
 class OpCosts:

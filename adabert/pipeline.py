@@ -23,7 +23,8 @@ from adabert.finetune import FinetuneConfig, finetune_student
 from adabert.predict import Predictor
 from adabert.probes import ProbeConfig, run_probes
 from adabert.runtime import log
-from adabert.search import SearchConfig, Searcher
+from adabert.search import Searcher
+from adabert.search_config import SearchConfig
 from adabert.search_space import SearchSpace
 from adabert.teacher import TeacherConfig, finetune_teacher
 

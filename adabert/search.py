@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ import torch
 
 from adabert import __version__
 from adabert.arch import Arch, derive, save_arch, validate_arch_json
-from adabert.costs import COST_KINDS, OpCosts, measure_op_costs
+from adabert.costs import OpCosts, measure_op_costs
 from adabert.data import TaskData
 from adabert.embedding import teacher_tables
 from adabert.encoding import batch_indices, encode_separate, student_batch
@@ -34,54 +34,11 @@ from adabert.losses import search_loss
 from adabert.metrics import task_metrics
 from adabert.probes import load_probe_logits
 from adabert.runtime import autocast, log, progress
+from adabert.search_config import SearchConfig
 from adabert.search_logging import SearchBoard
 from adabert.search_space import SearchSpace
 from adabert.supernet import Supernet
-from adabert.validation import (require_fraction, require_non_negative, require_positive,
-                                 require_positive_ints)
 from adabert.teacher import check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint
-
-
-@dataclass
-class SearchConfig:
-    """Search hyper-parameters. Defaults: DESIGN.md section 6, beta calibrated on SST-2 and MRPC
-    (docs/benchmarks.md)."""
-
-    epochs: int = 1
-    batch_size: int = 128
-    max_length: int = 64
-    gamma: float = 0.8
-    beta: float = 0.0
-    temperature: float = 1.0
-    tau_start: float = 1.0
-    tau_end: float = 0.2
-    mode: str = "hard"
-    bilevel: bool = False
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    alpha_lr: float = 3e-3
-    alpha_weight_decay: float = 1e-3
-    alpha_warmup: float = 0.2
-    share_cells: bool = False
-    clip: float = 5.0
-    evals_per_epoch: int = 4
-    checkpoint_every: int = 200
-    log_every: int = 10
-    cost: str = "params_flops"
-    train_limit: int = 0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        require_positive_ints(self, "epochs", "batch_size", "max_length", "evals_per_epoch", "checkpoint_every",
-                              "log_every")
-        require_fraction(self, "gamma", 0, 1, closed_high=True)
-        require_fraction(self, "alpha_warmup", 0, 1)
-        require_non_negative(self, "beta", "weight_decay", "alpha_weight_decay", "train_limit")
-        require_positive(self, "temperature", "tau_start", "tau_end", "lr", "alpha_lr", "clip")
-        if self.mode not in ("hard", "soft"):
-            raise AdabertError(f"--mode: expected hard or soft, got {self.mode!r}")
-        if self.cost not in COST_KINDS:
-            raise AdabertError(f"--cost: expected one of {', '.join(COST_KINDS)}, got {self.cost!r}")
 
 
 def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:

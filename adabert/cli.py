@@ -151,7 +151,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     device = _setup(args)
     cfg = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, lr=args.lr,
                          gamma=args.gamma, temperature=args.temperature, inherit=args.inherit,
-                         embeddings=args.embeddings, seed=args.seed)
+                         embeddings=args.embeddings, kd_target=args.kd_target, seed=args.seed)
     data = _load_data(args)
     m = finetune_student(args.arch, args.teacher, args.probes, data, cfg, args.output_dir, device, force=args.force)
     print(f"student ({m['genotype']}; {m['params']:,} parameters) saved to {args.output_dir}; dev: "
@@ -344,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inherit", action="store_true", help="start from the search's supernet weights")
     p.add_argument("--embeddings", choices=["projected", "table"], default="projected",
                    help="train a projection of the frozen teacher tables, or the materialised [V, H] table")
+    p.add_argument("--kd-target", choices=["probes", "teacher"], default="probes",
+                   help="probes: each cell's head matches its teacher probe layer; teacher: the last head matches "
+                        "the teacher's logits (Hinton KD)")
     _add_common(p)
     p.set_defaults(func=cmd_finetune)
 

@@ -21,7 +21,7 @@ from adabert.embedding import teacher_tables
 from adabert.encoding import Encoded, batch_indices, encode_separate, student_batch
 from adabert.errors import AdabertError
 from adabert.fileio import atomic_dir, load_tensors, meta_matches, read_json, write_json, write_meta
-from adabert.losses import hard_loss, probe_kd
+from adabert.losses import hard_loss, probe_kd, soft_kd
 from adabert.metrics import class_report, task_metrics
 from adabert.probes import load_probe_logits
 from adabert.runtime import autocast, log, progress, set_seed
@@ -33,7 +33,9 @@ from adabert.teacher import check_teacher_for_task, load_classifier, load_tokeni
 @dataclass
 class FinetuneConfig:
     """embeddings: 'projected' trains a projection of the frozen teacher tables; 'table' materialises the
-    projection first and trains the small [V, H] table itself (more capacity, more to overfit)."""
+    projection first and trains the small [V, H] table itself (more capacity, more to overfit).
+    kd_target: 'probes' matches every cell's head to its teacher probe layer (`losses.probe_kd`); 'teacher'
+    matches the last head to the teacher's own logits (Hinton KD, `losses.soft_kd`)."""
 
     epochs: int = 5
     batch_size: int = 64
@@ -45,6 +47,7 @@ class FinetuneConfig:
     clip: float = 5.0
     inherit: bool = False
     embeddings: str = "projected"
+    kd_target: str = "probes"
     evals_per_epoch: int = 2
     seed: int = 0
 
@@ -54,6 +57,8 @@ class FinetuneConfig:
         require_positive(self, "lr", "temperature", "clip")
         if self.embeddings not in ("projected", "table"):
             raise AdabertError(f"--embeddings: expected projected or table, got {self.embeddings!r}")
+        if self.kd_target not in ("probes", "teacher"):
+            raise AdabertError(f"--kd-target: expected probes or teacher, got {self.kd_target!r}")
 
 
 @torch.no_grad()
@@ -97,7 +102,9 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
     holdout_enc = encode_separate(tok, data.holdout, cfg.max_length)
     dev_enc = encode_separate(tok, data.dev, cfg.max_length)
     labels = torch.tensor(data.fit.labels)
-    probe_train = probes.train[data.train_idx] if probes is not None else None
+    kd_train = None
+    if probes is not None:
+        kd_train = (probes.train if cfg.kd_target == "probes" else probes.teacher_train)[data.train_idx]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(enc) / cfg.batch_size)
@@ -116,8 +123,11 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
                 heads = model.forward_all(*student_batch(enc, rows, device))
             heads = [h.float() for h in heads]
             loss = (1 - cfg.gamma) * hard_loss(heads[-1], y)
-            if probe_train is not None:
-                loss = loss + cfg.gamma * probe_kd(heads, probe_train[rows].to(device), y, cfg.temperature)
+            if kd_train is not None:
+                target = kd_train[rows].to(device)
+                kd = (probe_kd(heads, target, y, cfg.temperature) if cfg.kd_target == "probes"
+                      else soft_kd(heads[-1], target, cfg.temperature).mean())
+                loss = loss + cfg.gamma * kd
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)

@@ -184,3 +184,14 @@ def test_finetune_training_the_table_embeddings(tiny_teacher, tiny_probes, sst2_
     assert student.embed.word.weight.shape == (len(VOCAB), 16)
     with pytest.raises(AdabertError, match="--embeddings: expected projected or table"):
         FinetuneConfig(embeddings="wide")
+
+
+def test_finetune_with_hinton_kd_from_teacher_logits(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
+    save_arch(_arch(), tmp_path / "arch.json")
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    m = finetune_student(tmp_path / "arch.json", str(tiny_teacher), tiny_probes, data,
+                         FinetuneConfig(epochs=4, batch_size=32, max_length=32, lr=1e-2, kd_target="teacher"),
+                         tmp_path / "st", torch.device("cpu"))
+    assert m["dev"]["accuracy"] >= 80.0
+    with pytest.raises(AdabertError, match="--kd-target: expected probes or teacher"):
+        FinetuneConfig(kd_target="layers")

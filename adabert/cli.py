@@ -61,18 +61,16 @@ def _add_runtime(p) -> None:
 
 def _load_data(args: argparse.Namespace):
     from adabert.data import infer_labels, load_task_data
-    from adabert.tasks import custom_task, get_task
+    from adabert.tasks import custom_task, file_format_of, get_task
 
     if args.task == "custom":
         for flag in ("train_file", "dev_file", "text_fields"):
             if not getattr(args, flag):
                 raise AdabertError(f"--{flag.replace('_', '-')}: required with --task custom")
-        fmt = args.train_file.rsplit(".", 1)[-1].lower()
         labels = None
         if not args.regression:
             labels = args.labels.split(",") if args.labels else infer_labels(
-                Path(args.train_file), "tsv" if fmt == "tsv" else ("csv" if fmt == "csv" else "jsonl"),
-                args.label_field)
+                Path(args.train_file), file_format_of(args.train_file), args.label_field)
         task = custom_task(args.text_fields.split(","), args.label_field, labels,
                            args.metrics.split(",") if args.metrics else None, args.train_file, args.dev_file,
                            regression=args.regression)

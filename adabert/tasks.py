@@ -123,6 +123,14 @@ def get_task(name: str) -> TaskSpec:
     return GLUE_TASKS[key]
 
 
+def file_format_of(path: str) -> str:
+    """'csv', 'tsv' or 'jsonl' from a custom data file's suffix."""
+    fmt = {"csv": "csv", "tsv": "tsv", "jsonl": "jsonl", "json": "jsonl"}.get(str(path).rsplit(".", 1)[-1].lower())
+    if fmt is None:
+        raise AdabertError(f"--train-file: {path}: expected a .csv, .tsv or .jsonl file")
+    return fmt
+
+
 def custom_task(text_fields: list[str], label_field: str, labels: list[str] | None, metrics: list[str] | None,
                 train_file: str, dev_file: str, regression: bool = False) -> TaskSpec:
     """A task over the user's own CSV / TSV / JSONL files with named columns.
@@ -131,10 +139,7 @@ def custom_task(text_fields: list[str], label_field: str, labels: list[str] | No
     """
     if not text_fields:
         raise AdabertError("--text-fields: name one column (single sentence) or two (a pair)")
-    suffix = train_file.rsplit(".", 1)[-1].lower()
-    fmt = {"csv": "csv", "tsv": "tsv", "jsonl": "jsonl", "json": "jsonl"}.get(suffix)
-    if fmt is None:
-        raise AdabertError(f"--train-file: {train_file}: expected a .csv, .tsv or .jsonl file")
+    fmt = file_format_of(train_file)
     if metrics is None:
         metrics = ["pearson", "spearman"] if regression else ["accuracy"]
     return TaskSpec("custom", tuple(text_fields), label_field, None if regression else tuple(labels or ()),

@@ -117,3 +117,20 @@ def test_read_split_label_error_is_adabert_error(tmp_path):
     (tmp_path / "t.tsv").write_text("sentence\tlabel\nx \tpositive\n")
     with pytest.raises(AdabertError, match="t.tsv:2"):
         read_split(get_task("sst2"), tmp_path / "t.tsv", "train")
+
+
+def test_cli_custom_task_from_csv_and_jsonl(tmp_path, tiny_base, capsys):
+    import json
+
+    rows = ["text,label"] + [f'"the {w} film",{y}' for w, y in [("good", "pos"), ("bad", "neg")] * 10]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "dev.csv").write_text("\n".join(rows[:5]) + "\n")
+    code, out, err = run_cli(["teacher", "--task", "custom", "--train-file", tmp_path / "train.csv", "--dev-file",
+                              tmp_path / "dev.csv", "--text-fields", "text", "--epochs", 1, "--max-length", 16,
+                              "--model", tiny_base, "--output-dir", tmp_path / "t"], capsys)
+    assert code == 0, err
+    meta = json.loads((tmp_path / "t" / "meta.json").read_text())
+    assert meta["config"]["task"]["labels"] == ["neg", "pos"] and meta["config"]["task"]["file_format"] == "csv"
+    code, _, err = run_cli(["teacher", "--task", "custom", "--train-file", tmp_path / "train.csv",
+                            "--model", tiny_base, "--output-dir", tmp_path / "t2"], capsys)
+    assert code == 2 and "--dev-file: required with --task custom" in err

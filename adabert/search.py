@@ -97,6 +97,7 @@ class Searcher:
                        "search_space": space.hash}
         self.config = {**asdict(cfg), "task": task.describe(), "search_space": space.name}
         self.step = 0
+        self._order: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=np.int64))
         self.best: dict | None = None
         self.history: list[dict] = []
 
@@ -109,7 +110,10 @@ class Searcher:
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, self.total_steps)))
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.cfg.seed, epoch]).permutation(self.w_rows)
+        """The epoch's permutation of the weight-training rows (a function of seed and epoch; cached)."""
+        if self._order[0] != epoch:
+            self._order = (epoch, np.random.default_rng([self.cfg.seed, epoch]).permutation(self.w_rows))
+        return self._order[1]
 
     # -- one step ----------------------------------------------------------------------------------------------
     def _loss(self, rows: np.ndarray, tau: float, update_arch_only: bool = False,

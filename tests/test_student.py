@@ -171,15 +171,19 @@ def test_bench_reports_params_and_ratios(trained, tiny_teacher, tmp_path, capsys
     assert code == 2 and "--lengths: expected comma-separated integers" in err
 
 
-def test_finetune_training_the_table_embeddings(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
-    root = tmp_path
-    save_arch(_arch(), root / "arch.json")
+def _finetune_toy(tiny_teacher, tiny_probes, sst2_dir, out, **kw) -> dict:
+    """Finetune the toy arch on the toy task for 4 epochs with the given FinetuneConfig overrides."""
+    save_arch(_arch(), out / "arch.json")
     data = load_task_data(get_task("sst2"), sst2_dir)
-    m = finetune_student(root / "arch.json", str(tiny_teacher), tiny_probes, data,
-                         FinetuneConfig(epochs=4, batch_size=32, max_length=32, lr=1e-2, embeddings="table"),
-                         root / "st", torch.device("cpu"))
+    return finetune_student(out / "arch.json", str(tiny_teacher), tiny_probes, data,
+                            FinetuneConfig(epochs=4, batch_size=32, max_length=32, lr=1e-2, **kw), out / "st",
+                            torch.device("cpu"))
+
+
+def test_finetune_training_the_table_embeddings(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
+    m = _finetune_toy(tiny_teacher, tiny_probes, sst2_dir, tmp_path, embeddings="table")
     assert m["dev"]["accuracy"] >= 75.0
-    student, _ = Student.from_pretrained(root / "st")
+    student, _ = Student.from_pretrained(tmp_path / "st")
     from conftest import VOCAB
     assert student.embed.word.weight.shape == (len(VOCAB), 16)
     with pytest.raises(AdabertError, match="--embeddings: expected projected or table"):
@@ -187,11 +191,7 @@ def test_finetune_training_the_table_embeddings(tiny_teacher, tiny_probes, sst2_
 
 
 def test_finetune_with_hinton_kd_from_teacher_logits(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
-    save_arch(_arch(), tmp_path / "arch.json")
-    data = load_task_data(get_task("sst2"), sst2_dir)
-    m = finetune_student(tmp_path / "arch.json", str(tiny_teacher), tiny_probes, data,
-                         FinetuneConfig(epochs=4, batch_size=32, max_length=32, lr=1e-2, kd_target="teacher"),
-                         tmp_path / "st", torch.device("cpu"))
+    m = _finetune_toy(tiny_teacher, tiny_probes, sst2_dir, tmp_path, kd_target="teacher")
     assert m["dev"]["accuracy"] >= 80.0
     with pytest.raises(AdabertError, match="--kd-target: expected probes or teacher"):
         FinetuneConfig(kd_target="layers")

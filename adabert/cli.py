@@ -185,7 +185,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                          gamma=args.gamma, temperature=args.temperature, inherit=args.inherit,
                          embeddings=args.embeddings, kd_target=args.kd_target, seed=args.seed)
     data = _load_data(args)
-    m = finetune_student(args.arch, args.teacher, args.probes, data, cfg, args.output_dir, device, force=args.force)
+    m = finetune_student(args.arch, args.teacher, args.probes, data, cfg, args.output_dir, device, force=args.force,
+                         augment_dir=args.augment)
     print(f"student ({m['genotype']}; {m['params']:,} parameters) saved to {args.output_dir}; dev: "
           + ", ".join(f"{k} {v:.2f}" for k, v in m["dev"].items()))
     return 0
@@ -431,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, default=0.8, help="KD weight; 0 trains on gold labels only")
     p.add_argument("--temperature", type=float, default=1.0, help="KD softmax temperature T")
     p.add_argument("--inherit", action="store_true", help="start from the search's supernet weights")
+    p.add_argument("--augment", type=Path, help="folder of `adabert augment`: train on the augmented text too")
     p.add_argument("--embeddings", choices=["projected", "table"], default="projected",
                    help="train a projection of the frozen teacher tables, or the materialised [V, H] table")
     p.add_argument("--kd-target", choices=["probes", "teacher"], default="probes",

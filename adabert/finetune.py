@@ -16,11 +16,12 @@ import numpy as np
 import torch
 
 from adabert.arch import load_arch
-from adabert.data import TaskData
+from adabert.augment import load_augmented
+from adabert.data import Dataset, TaskData
 from adabert.embedding import teacher_tables
 from adabert.encoding import Encoded, batch_indices, encode_separate, student_batch
 from adabert.errors import AdabertError
-from adabert.fileio import atomic_dir, load_tensors, meta_matches, read_json, write_json, write_meta
+from adabert.fileio import META, atomic_dir, hash_files, load_tensors, meta_matches, read_json, write_json, write_meta
 from adabert.losses import hard_loss, probe_kd, soft_kd
 from adabert.metrics import class_report, task_metrics
 from adabert.probes import load_probe_logits
@@ -73,17 +74,26 @@ def student_logits(model: Student, enc: Encoded, device: torch.device, batch_siz
 
 
 def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, cfg: FinetuneConfig,
-                     output_dir: Path, device: torch.device, force: bool = False) -> dict:
+                     output_dir: Path, device: torch.device, force: bool = False, augment_dir: Path | None = None
+                     ) -> dict:
+    """With `augment_dir` (from `adabert augment`), the augmented text joins the training set, labelled with the
+    teacher's predictions and distilled from the cached teacher or probe logits on it."""
     output_dir = Path(output_dir)
     arch = load_arch(Path(arch_path))
     task = data.task
     inputs = {"data": data.fingerprint, "teacher": model_source_fingerprint(teacher),
               "arch": arch.genotype() + "|" + arch.space.hash}
+    if augment_dir is not None:
+        inputs["augment"] = hash_files([Path(augment_dir) / META])
     config = {**asdict(cfg), "task": task.describe()}
     if not force and meta_matches(output_dir, "finetune", inputs, config):
         log.info("finetune: %s is up to date (fingerprints match); skipping", output_dir)
         return read_json(output_dir / "metrics.json", "student metrics")
     probes = load_probe_logits(Path(probes_dir), data, teacher) if cfg.gamma > 0 else None
+    augmented = load_augmented(Path(augment_dir), data, teacher) if augment_dir is not None else None
+    if augmented is not None and probes is not None and cfg.kd_target == "probes" and augmented.probes is None:
+        raise AdabertError(f"{augment_dir}: holds no probe logits for --kd-target probes; rerun `adabert augment` "
+                           "with --probes, or use --kd-target teacher")
     tmodel = load_classifier(teacher)
     check_teacher_for_task(tmodel, teacher, task)
     word, pos = teacher_tables(tmodel)
@@ -98,13 +108,20 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
     if cfg.embeddings == "table":
         model = model.materialised()  # train the small [V, H] table itself rather than the projection
     model.to(device)
-    enc = encode_separate(tok, data.fit, cfg.max_length)
-    holdout_enc = encode_separate(tok, data.holdout, cfg.max_length)
-    dev_enc = encode_separate(tok, data.dev, cfg.max_length)
-    labels = torch.tensor(data.fit.labels)
+    fit = data.fit
     kd_train = None
     if probes is not None:
         kd_train = (probes.train if cfg.kd_target == "probes" else probes.teacher_train)[data.train_idx]
+    if augmented is not None:
+        fit = Dataset(task, "train", fit.path, fit.texts + augmented.data.texts,
+                      np.concatenate([fit.labels, augmented.data.labels]))
+        if kd_train is not None:
+            kd_train = torch.cat([kd_train, augmented.probes if cfg.kd_target == "probes" else augmented.teacher])
+        log.info("finetune: %d training examples + %d augmented", len(data.fit), len(augmented.data))
+    enc = encode_separate(tok, fit, cfg.max_length)
+    holdout_enc = encode_separate(tok, data.holdout, cfg.max_length)
+    dev_enc = encode_separate(tok, data.dev, cfg.max_length)
+    labels = torch.as_tensor(fit.labels)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(enc) / cfg.batch_size)
@@ -149,7 +166,7 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
     saved = model.cpu().materialised()
     metrics = {"dev": dev, "dev_report": report, "history": history, "train_seconds": seconds,
                "params": sum(p.numel() for p in saved.parameters()), "genotype": arch.genotype(),
-               "best_holdout": best}
+               "best_holdout": best, "train_examples": len(fit)}
     log.info("finetune dev: %s", ", ".join(f"{k} {v:.2f}" for k, v in dev.items()))
     with atomic_dir(output_dir) as tmp:
         saved.save_pretrained(tmp, task, {"max_length": cfg.max_length})

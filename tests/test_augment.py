@@ -8,13 +8,16 @@ import torch
 
 from adabert.augment import (AugmentConfig, PosLexicon, augment_dataset, augment_words, load_augmented, run_augment,
                              spacy_tagger)
+from adabert.arch import save_arch
 from adabert.data import load_task_data
 from adabert.distill import DistillConfig, run_distill
 from adabert.encoding import encode_joint
 from adabert.errors import AdabertError
+from adabert.finetune import FinetuneConfig, finetune_student
 from adabert.tasks import get_task
 from adabert.teacher import load_classifier, load_tokenizer, teacher_outputs
 from conftest import run_cli
+from test_student import _arch
 
 CPU = torch.device("cpu")
 
@@ -113,6 +116,13 @@ def test_run_augment_caches_teacher_and_probe_logits(toy, tiny_teacher, tiny_pro
     m = run_distill(str(tiny_teacher), toy, DistillConfig(method="mse", epochs=3, batch_size=16, max_length=32,
                                                           embed_dim=16, hidden=16, fc=16, lr=3e-2),
                     tmp_path / "student", CPU, probes_dir=tiny_probes, augment_dir=out)
+    assert m["train_examples"] == len(toy.fit) + len(aug.data)
+    assert m["dev"]["accuracy"] >= 85
+    # the searched student's finetune takes the same folder (probe KD on the augmented text too)
+    save_arch(_arch(), tmp_path / "arch.json")
+    m = finetune_student(tmp_path / "arch.json", str(tiny_teacher), tiny_probes, toy,
+                         FinetuneConfig(epochs=3, batch_size=32, max_length=32, lr=1e-2), tmp_path / "searched", CPU,
+                         augment_dir=out)
     assert m["train_examples"] == len(toy.fit) + len(aug.data)
     assert m["dev"]["accuracy"] >= 85
 

@@ -262,6 +262,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
+    from adabert.augment import AugmentConfig
     from adabert.finetune import FinetuneConfig
     from adabert.pipeline import PipelineConfig, format_summary, run_pipeline
     from adabert.probes import ProbeConfig
@@ -283,7 +284,9 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         search=SearchConfig(epochs=args.search_epochs or (10 if demo else 1), batch_size=64 if demo else 128,
                             max_length=length, beta=args.beta, gamma=args.gamma, seed=args.seed),
         finetune=FinetuneConfig(epochs=args.finetune_epochs or (30 if demo else 5), max_length=length,
-                                gamma=args.gamma, seed=args.seed))
+                                gamma=args.gamma, seed=args.seed),
+        augment=AugmentConfig(copies=args.augment_copies, max_length=2 * length, seed=args.seed)
+        if args.augment_copies else None)
     data = _load_data(args)
     summary = run_pipeline(data, args.output_dir, cfg, load_search_space(args.search_space), device,
                            model=args.model, teacher=args.teacher)
@@ -503,6 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, help="student tokens per sentence (teacher: twice); default 32 "
                                                      "(demo) or 64")
     p.add_argument("--gamma", type=float, default=0.8, help="KD weight in search and finetune")
+    p.add_argument("--augment-copies", type=int, default=0,
+                   help="augment the training text with this many copies per example before finetuning "
+                        "(Tang et al.; needs the augment extra; default 0: off)")
     p.add_argument("--beta", type=float, default=SEARCH_DEFAULTS.beta, help="efficiency weight in search")
     _add_common(p)
     for action in p._actions:

@@ -25,7 +25,7 @@ from torch import nn
 from adabert import __version__
 from adabert.encoding import Encoded, pad, student_batch
 from adabert.errors import AdabertError
-from adabert.fileio import load_tensors, read_json, save_tensors, write_json
+from adabert.fileio import load_state, read_json, save_tensors, write_json
 from adabert.student import Student
 from adabert.supernet import masked_mean
 from adabert.tasks import TaskSpec
@@ -131,11 +131,7 @@ class BiLSTMStudent(nn.Module):
         if missing:
             raise AdabertError(f"{folder / CONFIG}: missing field {missing[0]!r}")
         model = BiLSTMStudent(**{k: cfg[k] for k in keys})
-        state = load_tensors(folder / WEIGHTS, "student weights")
-        expected = model.state_dict()
-        if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
-            raise AdabertError(f"{folder / WEIGHTS}: weights do not match the sizes in {CONFIG}")
-        model.load_state_dict(state)
+        load_state(model, folder / WEIGHTS, folder / CONFIG)
         return model.eval(), cfg
 
 

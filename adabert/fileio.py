@@ -84,6 +84,16 @@ def load_tensors(path: Path, what: str = "tensor file") -> dict[str, torch.Tenso
         raise AdabertError(f"{path}: {what} is not a readable safetensors file ({e})") from None
 
 
+def load_state(model: torch.nn.Module, path: Path, config: Path) -> None:
+    """Load the safetensors weights at `path` into `model`, refusing names or shapes that differ from the model
+    built from `config` (one-line error naming both files)."""
+    state = load_tensors(path, "student weights")
+    expected = model.state_dict()
+    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
+        raise AdabertError(f"{path}: weights do not match the model described by {Path(config).name}")
+    model.load_state_dict(state)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a fresh temporary folder beside `final`; on success it replaces `final` whole."""

@@ -1,4 +1,5 @@
-"""`adabert pipeline`: teacher -> probes -> search -> finetune -> evaluate -> export -> bench in one command.
+"""`adabert pipeline`: teacher -> probes -> search -> [augment] -> finetune -> evaluate -> export -> bench in one
+command.
 
 Each stage writes into its own folder under the output directory and is skipped when its outputs already match
 their inputs (the stages' own `meta.json` checks), so a rerun after an interruption continues where it stopped.
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from adabert.augment import AugmentConfig, run_augment
 from adabert.bench import BenchConfig, bench_student
 from adabert.data import TaskData
 from adabert.errors import AdabertError
@@ -47,6 +49,7 @@ class PipelineConfig:
     finetune: FinetuneConfig
     bench: BenchConfig = field(default_factory=lambda: BenchConfig(batch_sizes=(1,), lengths=(64,), threads=(2,)))
     export_formats: tuple[str, ...] = ("torchscript", "onnx")
+    augment: AugmentConfig | None = None  # when set, the student also trains on augmented text
 
 
 def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSpace, device: torch.device,
@@ -77,9 +80,15 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
     else:
         searcher.run(resume=searcher.checkpoint_compatible())
     done("search")
+    augment_dir = None
+    if cfg.augment is not None:
+        stage("augment")
+        augment_dir = out / "augment"
+        run_augment(teacher, data, cfg.augment, augment_dir, device, probes_dir=out / "probes")
+        done("augment")
     stage("finetune")
     student_metrics = finetune_student(out / "search" / "arch.json", teacher, out / "probes", data, cfg.finetune,
-                                       out / "student", device)
+                                       out / "student", device, augment_dir=augment_dir)
     done("finetune")
     stage("evaluate")
     evaluation = Predictor(out / "student", device).evaluate(data.dev)

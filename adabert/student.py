@@ -18,7 +18,7 @@ from adabert import __version__
 from adabert.arch import Arch, validate_arch_json
 from adabert.embedding import ProjectedEmbedding, TableEmbedding
 from adabert.errors import AdabertError
-from adabert.fileio import load_tensors, read_json, save_tensors, write_json
+from adabert.fileio import load_state, read_json, save_tensors, write_json
 from adabert.ops import build_op
 from adabert.supernet import Head, cell_output
 from adabert.tasks import TaskSpec
@@ -124,11 +124,7 @@ class Student(nn.Module):
         embed = TableEmbedding(cfg["vocab_size"], cfg["max_position_embeddings"], arch.space.hidden_size,
                                arch.space.dropout)
         model = Student(arch, embed, cfg["num_labels"])
-        state = load_tensors(folder / WEIGHTS, "student weights")
-        expected = model.state_dict()
-        if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
-            raise AdabertError(f"{folder / WEIGHTS}: weights do not match the architecture in {CONFIG}")
-        model.load_state_dict(state)
+        load_state(model, folder / WEIGHTS, folder / CONFIG)
         return model.eval(), cfg
 
 

@@ -19,7 +19,8 @@ def test_demo_task_is_deterministic_and_balanced(tmp_path):
 
 def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_dir, tmp_path, capsys):
     args = ["pipeline", "--task", "sst2", "--data-dir", sst2_dir, "--teacher", tiny_teacher, "--search-space", "tiny",
-            "--search-epochs", 1, "--finetune-epochs", 2, "--max-length", 16, "--output-dir", tmp_path / "run"]
+            "--search-epochs", 1, "--finetune-epochs", 2, "--max-length", 16, "--augment-copies", 1,
+            "--output-dir", tmp_path / "run"]
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -28,6 +29,8 @@ def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_
     for f in ("arch", "student", "bench"):
         assert (tmp_path / "run" / "search" / "arch.json").is_file() and summary["files"][f]
     assert (tmp_path / "run" / "export" / "model.onnx").is_file()
+    student = json.loads((tmp_path / "run" / "student" / "metrics.json").read_text())
+    assert student["train_examples"] > len(load_task_data(get_task("sst2"), sst2_dir).fit)   # augmented text used
     assert "teacher" in out and "student" in out and "speed-up" in out
     stamp = (tmp_path / "run" / "student" / "model.safetensors").stat().st_mtime_ns
     arch_stamp = (tmp_path / "run" / "search" / "arch.json").stat().st_mtime_ns

@@ -49,6 +49,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--holdout-fraction", type=float, default=0.1,
                    help="share of train held out for model selection (default: 0.1); dev is reported once")
     g.add_argument("--holdout-max", type=int, default=2000, help="cap on the held-out size (default: 2000)")
+    g.add_argument("--holdout-seed", type=int, default=0,
+                   help="seed of the held-out split (default: 0); kept apart from --seed so that runs with other "
+                        "training seeds share one split and the cached teacher outputs")
     r = p.add_argument_group("run")
     r.add_argument("--output-dir", type=Path, required=True, help="folder this stage writes")
     r.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -84,7 +87,7 @@ def _load_data(args: argparse.Namespace):
             raise AdabertError(f"--data-dir: required for GLUE task {task.name} (the folder with "
                                f"{task.train_file} and {task.dev_file})")
         data_dir = args.data_dir
-    return load_task_data(task, data_dir, args.holdout_fraction, args.holdout_max, args.seed)
+    return load_task_data(task, data_dir, args.holdout_fraction, args.holdout_max, args.holdout_seed)
 
 
 def _setup(args: argparse.Namespace):

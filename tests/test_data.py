@@ -134,3 +134,18 @@ def test_cli_custom_task_from_csv_and_jsonl(tmp_path, tiny_base, capsys):
     code, _, err = run_cli(["teacher", "--task", "custom", "--train-file", tmp_path / "train.csv",
                             "--model", tiny_base, "--output-dir", tmp_path / "t2"], capsys)
     assert code == 2 and "--dev-file: required with --task custom" in err
+
+
+def test_training_seed_does_not_move_the_holdout_split(sst2_dir):
+    from adabert.cli import _load_data, build_parser
+
+    def load(*extra):
+        args = build_parser().parse_args(["finetune", "--task", "sst2", "--data-dir", str(sst2_dir), "--arch", "a",
+                                          "--teacher", "t", "--probes", "p", "--output-dir", "o", *extra])
+        return _load_data(args)
+
+    base, other_seed, other_split = load(), load("--seed", "1"), load("--holdout-seed", "1")
+    assert base.fingerprint == other_seed.fingerprint
+    assert np.array_equal(base.holdout_idx, other_seed.holdout_idx)
+    assert base.fingerprint != other_split.fingerprint
+    assert not np.array_equal(base.holdout_idx, other_split.holdout_idx)

@@ -31,7 +31,6 @@ from adabert.supernet import masked_mean
 from adabert.tasks import TaskSpec
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
-Batch = "tuple[torch.Tensor, ...] | dict[str, torch.Tensor]"
 
 
 @dataclass

@@ -73,7 +73,7 @@ def main() -> None:
         m = json.loads((out / "metrics.json").read_text())
         result[name] = {"student": student, "method": method, "augmented": aug, "epochs": epochs,
                         "dev": m["dev"], "params": m["params"], "train_examples": m["train_examples"],
-                        "seconds": secs}
+                        "seconds": secs, "train_seconds": m["train_seconds"]}
         args.out.mkdir(parents=True, exist_ok=True)
         result_path.write_text(json.dumps(result, indent=2))
     for name in result:  # all timings in one process, after training

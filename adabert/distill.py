@@ -42,6 +42,7 @@ from adabert.losses import hard_loss, hinton_kd, kd_weights, layer_map, mse_logi
 from adabert.metrics import class_report, task_metrics
 from adabert.probes import load_probe_logits
 from adabert.runtime import autocast, log, progress, set_seed
+from adabert.schedule import cosine_decay, eval_points
 from adabert.student import Student
 from adabert.teacher import (check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint,
                              teacher_outputs)
@@ -270,9 +271,8 @@ class Distiller:
         holdout_enc = self.encode(self.data.holdout, models[0].encoding)
         steps_per_epoch = math.ceil(len(ts.enc) / cfg.batch_size)
         total = steps_per_epoch * cfg.epochs
-        scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-                  for o in opts]
-        eval_at = {round(steps_per_epoch * (i + 1) / cfg.evals_per_epoch) for i in range(cfg.evals_per_epoch)}
+        scheds = [cosine_decay(o, total) for o in opts]
+        eval_at = eval_points(steps_per_epoch, cfg.evals_per_epoch)
         history, best, best_state, best_i = [], -math.inf, None, 0
         step = 0
         for epoch in range(cfg.epochs):

@@ -26,6 +26,7 @@ from adabert.losses import hard_loss, probe_kd, soft_kd
 from adabert.metrics import class_report, task_metrics
 from adabert.probes import load_probe_logits
 from adabert.runtime import autocast, log, progress, set_seed
+from adabert.schedule import cosine_decay, eval_points
 from adabert.student import Student, inherit_search_weights
 from adabert.validation import require_fraction, require_positive, require_positive_ints
 from adabert.teacher import check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint
@@ -126,8 +127,8 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
                             weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(enc) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    eval_at = {round(steps_per_epoch * (i + 1) / cfg.evals_per_epoch) for i in range(cfg.evals_per_epoch)}
+    sched = cosine_decay(opt, total)
+    eval_at = eval_points(steps_per_epoch, cfg.evals_per_epoch)
     history, best, best_state = [], -math.inf, None
     t0, step = time.time(), 0
     for epoch in range(cfg.epochs):

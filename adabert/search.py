@@ -34,6 +34,7 @@ from adabert.losses import search_loss
 from adabert.metrics import task_metrics
 from adabert.probes import load_probe_logits
 from adabert.runtime import autocast, log, progress
+from adabert.schedule import eval_points
 from adabert.search_config import SearchConfig
 from adabert.search_logging import SearchBoard
 from adabert.search_space import SearchSpace
@@ -247,7 +248,7 @@ class Searcher:
         write_json(self.out / "config.json", {"adabert_version": __version__, **self.config})
         board = SearchBoard(self.out / "tensorboard", purge_step=self.step if self.step else None)
         n_eval = min(cfg.evals_per_epoch, self.steps_per_epoch)
-        eval_at = {round(self.steps_per_epoch * (i + 1) / n_eval) for i in range(n_eval)}
+        eval_at = eval_points(self.steps_per_epoch, n_eval)
         t0, done_at_start = time.time(), self.step
         bar = progress(range(self.step, self.total_steps), desc="search", initial=self.step, total=self.total_steps)
         try:

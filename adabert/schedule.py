@@ -1,0 +1,18 @@
+"""Step schedules shared by the training loops: cosine learning-rate decay and evaluation points."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def cosine_decay(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """lr(s) = lr0 * (1 + cos(pi * min(s, S) / S)) / 2 over S = total_steps."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+
+
+def eval_points(steps_per_epoch: int, evals_per_epoch: int) -> set[int]:
+    """1-based steps within an epoch after which to evaluate: evenly spaced, the last at the epoch's end."""
+    return {round(steps_per_epoch * (i + 1) / evals_per_epoch) for i in range(evals_per_epoch)}

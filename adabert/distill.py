@@ -53,6 +53,7 @@ METHODS = ("none", "hinton", "mse", "probe", "fitnets", "attention", "nst", "rel
 FEATURE_METHODS = ("fitnets", "attention", "nst", "relational")
 TOKEN_METHODS = ("fitnets", "attention", "nst")
 DEFAULT_LR = {"bilstm": 1e-3, "transformer": 5e-5, "adabert": 2e-3}
+STUDENT_CLASSES = {"bilstm": BiLSTMStudent, "transformer": LayerSubsetTransformer, "adabert": SearchedStudent}
 
 
 @dataclass
@@ -318,7 +319,7 @@ class Distiller:
         """Train with the configured method; returns (best student, metrics with dev figures)."""
         cfg = self.cfg
         t0 = time.time()
-        encoding = self.new_student(cfg.seed).encoding
+        encoding = STUDENT_CLASSES[cfg.student].encoding
         ts = self.train_set(encoding)
         dev_enc = self.encode(self.data.dev, encoding)
         generations = []

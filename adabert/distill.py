@@ -171,7 +171,7 @@ class Distiller:
         fit = data.fit
         texts, labels = list(fit.texts), [fit.labels]
         targets = probes = None
-        if cfg.method not in ("none", "mutual"):
+        if cfg.method not in ("none", "mutual", *FEATURE_METHODS):  # feature methods run the teacher per batch
             if self.probes is not None:
                 targets = self.probes.teacher_train[data.train_idx]
             else:

@@ -174,6 +174,11 @@ class Augmented:
     probes: torch.Tensor | None
     source: np.ndarray
 
+    def after(self, fit: Dataset) -> Dataset:
+        """`fit` followed by the augmented examples (rows of the cached logits follow in the same order)."""
+        return Dataset(fit.task, fit.split, fit.path, fit.texts + self.data.texts,
+                       np.concatenate([fit.labels, self.data.labels]))
+
 
 def teacher_labels(logits: torch.Tensor, regression: bool) -> np.ndarray:
     """The teacher's prediction per example: argmax class [N] int64, or the score [N] float32."""
@@ -195,12 +200,12 @@ def run_augment(teacher: str, data: TaskData, cfg: AugmentConfig, output_dir: Pa
         log.info("augment: %s is up to date (fingerprints match); skipping", output_dir)
         return read_json(output_dir / "stats.json", "augment stats")
     task = data.task
+    if cfg.pos_prob > 0 and tagger is None:  # before the teacher loads: a missing tagger fails fast
+        tagger = spacy_tagger(cfg.tagger)
     tok = load_tokenizer(teacher)
     model = load_classifier(teacher).to(device)
     check_teacher_for_task(model, teacher, task)
     weights = load_tensors(Path(probes_dir) / "probes.safetensors", "probe weights") if probes_dir else None
-    if cfg.pos_prob > 0 and tagger is None:
-        tagger = spacy_tagger(cfg.tagger)
     t0 = time.time()
     fit = data.fit
     texts, source = augment_dataset(fit, cfg, tok.mask_token, tagger)

@@ -169,7 +169,6 @@ class Distiller:
         """The fit split, plus the augmented text when given, with the targets the method needs."""
         cfg, data = self.cfg, self.data
         fit = data.fit
-        texts, labels = list(fit.texts), [fit.labels]
         targets = probes = None
         if cfg.method not in ("none", "mutual", *FEATURE_METHODS):  # feature methods run the teacher per batch
             if self.probes is not None:
@@ -179,15 +178,14 @@ class Distiller:
                                              desc="teacher logits")
             if cfg.method == "probe":
                 probes = self.probes.train[data.train_idx]
+        ds = fit
         if self.augmented is not None:
             aug = self.augmented
-            texts += aug.data.texts
-            labels.append(aug.data.labels)
+            ds = aug.after(fit)
             if targets is not None:
                 targets = torch.cat([targets, aug.teacher])
             if probes is not None:
                 probes = torch.cat([probes, aug.probes])
-        ds = Dataset(self.task, "train", fit.path, texts, np.concatenate(labels))
         teacher_enc = self.encode(ds, "joint") if cfg.method in FEATURE_METHODS else None
         return TrainSet(self.encode(ds, encoding), torch.as_tensor(ds.labels), targets, probes, teacher_enc)
 

@@ -17,7 +17,7 @@ import torch
 
 from adabert.arch import load_arch
 from adabert.augment import load_augmented
-from adabert.data import Dataset, TaskData
+from adabert.data import TaskData
 from adabert.embedding import teacher_tables
 from adabert.encoding import Encoded, batch_indices, encode_separate, student_batch
 from adabert.errors import AdabertError
@@ -114,8 +114,7 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
     if probes is not None:
         kd_train = (probes.train if cfg.kd_target == "probes" else probes.teacher_train)[data.train_idx]
     if augmented is not None:
-        fit = Dataset(task, "train", fit.path, fit.texts + augmented.data.texts,
-                      np.concatenate([fit.labels, augmented.data.labels]))
+        fit = augmented.after(fit)
         if kd_train is not None:
             kd_train = torch.cat([kd_train, augmented.probes if cfg.kd_target == "probes" else augmented.teacher])
         log.info("finetune: %d training examples + %d augmented", len(data.fit), len(augmented.data))

@@ -22,8 +22,9 @@ EPILOG = """stages (each reads and writes plain files in a folder, and is skippe
   augment   new training text (masking, POS-guided replacement, n-grams) with cached teacher outputs
   distill   classic baselines: Hinton / MSE / probe KD, FitNets, attention, NST, relational, born-again,
             mutual, into a BiLSTM, a teacher-layer transformer or the searched student
-  search    differentiable cell search (Gumbel-softmax) with CE + KD + efficiency; writes arch.json
+  search    cell and depth search (single path, per-choice loss estimates, budgets); writes arch.json
   finetune  build the student of arch.json, train it with KD, save a student folder
+  study     the searched architecture vs random ones of the same budget, over seeds; supernet rank fidelity
   evaluate  task metrics, per-class precision / recall / F1 and confusion counts of a saved student
   predict   labels and probabilities for sentences (or pairs) from a file or stdin
   export    TorchScript and ONNX files of a student, checked for parity, tokenizer beside them
@@ -161,10 +162,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     device = _setup(args)
     cfg = SearchConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, gamma=args.gamma,
                        beta=args.beta, temperature=args.temperature, tau_start=args.tau_start, tau_end=args.tau_end,
-                       mode=args.mode, bilevel=args.bilevel, lr=args.lr, alpha_lr=args.alpha_lr,
-                       alpha_warmup=args.alpha_warmup, share_cells=args.share_cells,
-                       evals_per_epoch=args.evals_per_epoch, cost=args.cost, train_limit=args.train_limit,
-                       seed=args.seed)
+                       lr=args.lr, alpha_lr=args.alpha_lr, warmup=args.warmup, min_steps=args.min_steps, explore=args.explore,
+                       estimate_fraction=args.estimate_fraction,
+                       estimate_window=args.estimate_window,
+                       share_cells=args.share_cells, evals=args.evals, cost=args.cost,
+                       target_params=args.target_params, target_flops=args.target_flops,
+                       target_latency_ms=args.target_latency_ms, budget_tolerance=args.budget_tolerance,
+                       train_limit=args.train_limit, seed=args.seed)
     space = load_search_space(args.search_space)
     data = _load_data(args)
     searcher = Searcher(args.teacher, args.probes, data, space, cfg, args.output_dir, device)
@@ -174,8 +178,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     sel = summary["selection"]
     print(f"arch: {summary['genotype']}")
-    print(f"held-out {sel['metric']} {sel['holdout'][sel['metric']]:.2f} (step {sel['step']} of {sel['of_steps']}); "
-          f"params {summary['efficiency']['params']:,}; {summary['examples_per_second']:.0f} examples/s")
+    budget = summary["efficiency"]["budget"]
+    target = f" (target {budget['target']:g})" if budget["target"] is not None else ""
+    print(f"held-out {sel['metric']} {sel['holdout'][sel['metric']]:.2f} with the supernet's weights; "
+          f"{budget['unit']} {budget['cost']:g}{target}; params {summary['efficiency']['params']:,} with embeddings; "
+          f"{summary['examples_per_second']:.0f} examples/s")
     print(f"wrote {summary['arch']}; TensorBoard: tensorboard --logdir {args.output_dir}")
     return 0
 
@@ -186,12 +193,29 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     device = _setup(args)
     cfg = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, lr=args.lr,
                          gamma=args.gamma, temperature=args.temperature, inherit=args.inherit,
-                         embeddings=args.embeddings, kd_target=args.kd_target, seed=args.seed)
+                         embeddings=args.embeddings, kd_target=args.kd_target, train_limit=args.train_limit,
+                         seed=args.seed)
     data = _load_data(args)
     m = finetune_student(args.arch, args.teacher, args.probes, data, cfg, args.output_dir, device, force=args.force,
                          augment_dir=args.augment)
     print(f"student ({m['genotype']}; {m['params']:,} parameters) saved to {args.output_dir}; dev: "
           + ", ".join(f"{k} {v:.2f}" for k, v in m["dev"].items()))
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from adabert.finetune import FinetuneConfig
+    from adabert.study import StudyConfig, render_markdown, run_study
+
+    device = _setup(args)
+    ft = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, lr=args.lr,
+                        gamma=args.gamma, train_limit=args.train_limit)
+    cfg = StudyConfig(parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()), random=args.random,
+                      seeds=args.seeds, budget_tolerance=args.budget_tolerance, sampler_seed=args.seed, finetune=ft)
+    data = _load_data(args)
+    result = run_study(args.arch, args.teacher, args.probes, data, cfg, args.output_dir, device, args.search_dir)
+    print(render_markdown(result))
+    print(f"wrote {args.output_dir}/results.md, results.json, study.png")
     return 0
 
 
@@ -390,33 +414,53 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="differentiable architecture search; writes arch.json",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       description="Search a cell and a depth for the student: Gumbel-softmax over ops and depth "
-                                   "(hard single-path by default), loss (1-gamma) CE + gamma KD(probe logits) + "
-                                   "beta L_E. The derived architecture is scored on the held-out slice; the best "
-                                   "is written to OUT/arch.json, with checkpoints and TensorBoard logs in OUT.")
+                       description="Search a cell and a depth for the student. Each step trains one path (an op per "
+                                   "edge, a number of cells; uniform during --warmup, then Gumbel-max samples of "
+                                   "softmax(alpha / tau)) on (1-gamma) CE + gamma KD at every depth, and moves the "
+                                   "architecture logits towards the choices whose running loss estimates are lowest, "
+                                   "plus beta times the efficiency term (a budget with --target-*). The architecture "
+                                   "the final logits choose is written to OUT/arch.json, with checkpoints and "
+                                   "TensorBoard logs in OUT.")
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder (word and position embeddings)")
     p.add_argument("--probes", type=Path, required=True, help="folder written by `adabert probes`")
     p.add_argument("--search-space", default="adabert", help="YAML file, or a built-in name (adabert, tiny)")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--max-length", type=int, default=64, help="max tokens per sentence")
-    p.add_argument("--gamma", type=float, default=0.8, help="KD weight: (1-gamma) CE + gamma KD")
-    p.add_argument("--beta", type=float, default=SEARCH_DEFAULTS.beta, help="efficiency weight")
-    p.add_argument("--temperature", type=float, default=1.0, help="KD softmax temperature T")
-    p.add_argument("--tau-start", type=float, default=1.0, help="Gumbel temperature at the first step")
-    p.add_argument("--tau-end", type=float, default=0.2, help="Gumbel temperature at the last step")
-    p.add_argument("--mode", choices=["hard", "soft"], default="hard",
-                   help="hard: straight-through, only sampled ops and cells run; soft: all ops, relaxed weights")
-    p.add_argument("--bilevel", action="store_true", help="update alpha on a separate half of the training data")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate of the weights")
-    p.add_argument("--alpha-lr", type=float, default=SEARCH_DEFAULTS.alpha_lr, help="Adam lr of alpha and depth")
-    p.add_argument("--alpha-warmup", type=float, default=SEARCH_DEFAULTS.alpha_warmup,
-                   help="share of the steps during which only weights train (alpha frozen)")
+    p.add_argument("--epochs", type=int, default=SEARCH_DEFAULTS.epochs)
+    p.add_argument("--min-steps", type=int, default=SEARCH_DEFAULTS.min_steps,
+                   help="small tasks run more epochs to reach this many steps")
+    p.add_argument("--batch-size", type=int, default=SEARCH_DEFAULTS.batch_size)
+    p.add_argument("--max-length", type=int, default=SEARCH_DEFAULTS.max_length, help="max tokens per sentence")
+    p.add_argument("--gamma", type=float, default=SEARCH_DEFAULTS.gamma, help="KD weight: (1-gamma) CE + gamma KD")
+    p.add_argument("--beta", type=float, default=SEARCH_DEFAULTS.beta,
+                   help="efficiency weight (loss estimates are in units of one step's noise)")
+    p.add_argument("--cost", choices=["params", "flops", "latency_ms"], default=SEARCH_DEFAULTS.cost,
+                   help="cost unit of the efficiency term when no target is given")
+    p.add_argument("--target-params", type=float, default=0.0,
+                   help="budget: parameters of the cells and readouts (all but the embedding table)")
+    p.add_argument("--target-flops", type=float, default=0.0, help="budget: FLOPs per example at the space's "
+                   "cost_length")
+    p.add_argument("--target-latency-ms", type=float, default=0.0,
+                   help="budget: batch-1 latency on this device at the space's cost_length (per-op lookup table)")
+    p.add_argument("--budget-tolerance", type=float, default=SEARCH_DEFAULTS.budget_tolerance,
+                   help="the written architecture costs target * (1 +- this)")
+    p.add_argument("--temperature", type=float, default=SEARCH_DEFAULTS.temperature, help="KD softmax temperature T")
+    p.add_argument("--tau-start", type=float, default=SEARCH_DEFAULTS.tau_start,
+                   help="sampling temperature after the warm-up")
+    p.add_argument("--tau-end", type=float, default=SEARCH_DEFAULTS.tau_end, help="sampling temperature at the end")
+    p.add_argument("--lr", type=float, default=SEARCH_DEFAULTS.lr, help="AdamW learning rate of the weights")
+    p.add_argument("--alpha-lr", type=float, default=SEARCH_DEFAULTS.alpha_lr,
+                   help="Adam lr of the architecture logits")
+    p.add_argument("--warmup", type=float, default=SEARCH_DEFAULTS.warmup,
+                   help="share of the steps with uniform paths and frozen architecture logits")
+    p.add_argument("--explore", type=float, default=SEARCH_DEFAULTS.explore,
+                   help="after the warm-up, share of the steps that still train a uniformly drawn path")
+    p.add_argument("--estimate-fraction", type=float, default=SEARCH_DEFAULTS.estimate_fraction,
+                   help="share of the training rows kept from the weights to measure the choices on")
+    p.add_argument("--estimate-window", type=int, default=SEARCH_DEFAULTS.estimate_window,
+                   help="observations averaged by each choice's running loss estimate")
     p.add_argument("--share-cells", action=argparse.BooleanOptionalAction, default=SEARCH_DEFAULTS.share_cells,
                    help="one set of cell weights for every depth during search (trains each op more often)")
-    p.add_argument("--evals-per-epoch", type=int, default=4, help="held-out evaluations of the derived arch")
-    p.add_argument("--cost", choices=["params_flops", "latency"], default="params_flops",
-                   help="op cost in L_E: parameters and FLOPs, or measured latency on this device")
+    p.add_argument("--evals", type=int, default=SEARCH_DEFAULTS.evals,
+                   help="held-out evaluations of the derived arch over the run (logged, not used to select)")
     p.add_argument("--train-limit", type=int, default=0, help="use only the first N training examples (0: all)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.json")
     p.add_argument("--max-steps", type=int, help="stop after this many steps in total (resume later)")
@@ -444,8 +488,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kd-target", choices=["probes", "teacher"], default="probes",
                    help="probes: each cell's head matches its teacher probe layer; teacher: the last head matches "
                         "the teacher's logits (Hinton KD)")
+    p.add_argument("--train-limit", type=int, default=0, help="use only the first N training examples (0: all)")
     _add_common(p)
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("study", help="searched vs random architectures of the same budget; supernet rank fidelity",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Finetune the searched architecture and --random architectures drawn uniformly "
+                                   "from the same space at the same parameter budget (+- --budget-tolerance), each "
+                                   "with --seeds seeds and the same recipe; report mean +- std, rank and a "
+                                   "permutation p-value (part 'random'), and the Kendall tau between the "
+                                   "supernet's held-out score and the finetuned dev score (part 'rank'). Writes "
+                                   "OUT/results.md, OUT/results.json and OUT/study.png; finished runs are skipped "
+                                   "when the study is run again.")
+    p.add_argument("--arch", type=Path, required=True, help="arch.json written by `adabert search`")
+    p.add_argument("--search-dir", type=Path, help="the search's output folder (default: the folder of --arch)")
+    p.add_argument("--teacher", required=True, help="fine-tuned teacher folder")
+    p.add_argument("--probes", type=Path, required=True, help="folder written by `adabert probes`")
+    p.add_argument("--parts", default="random,rank", help="comma-separated: random, rank")
+    p.add_argument("--random", type=int, default=10, help="random architectures at the searched one's budget")
+    p.add_argument("--seeds", type=int, default=3, help="finetune seeds per architecture")
+    p.add_argument("--budget-tolerance", type=float, default=0.1, help="random archs cost the budget +- this")
+    p.add_argument("--epochs", type=int, default=5, help="finetune epochs of every run")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=int, default=64, help="max tokens per sentence")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--gamma", type=float, default=0.8, help="KD weight of every finetune")
+    p.add_argument("--train-limit", type=int, default=0, help="finetune on the first N training examples (0: all)")
+    _add_common(p)
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("evaluate", help="metrics and per-class report of a saved student",
                        description="Task metric, accuracy, per-class precision / recall / F1 and confusion "

@@ -158,7 +158,8 @@ class Distiller:
                 model.use_eager_attention()
             return model
         word, pos = teacher_tables(self.teacher)
-        return SearchedStudent(Student.from_teacher_tables(self.arch, word, pos, self.task.num_labels))
+        return SearchedStudent(Student.from_teacher_tables(self.arch, word, pos, self.task.num_labels,
+                                                           self.task.is_pair))
 
     def encode(self, ds: Dataset, encoding: str) -> Encoded:
         if encoding == "joint":

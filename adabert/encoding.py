@@ -70,6 +70,20 @@ def batch_indices(lengths: np.ndarray, batch_size: int, shuffle: bool, generator
         yield order[start: start + batch_size]
 
 
+def bucketed_order(rows: np.ndarray, lengths: np.ndarray, batch_size: int, generator: np.random.Generator,
+                   bucket_batches: int = 32) -> np.ndarray:
+    """A random order of `rows` in which consecutive batches of `batch_size` hold rows of similar length: shuffle,
+    sort by length within chunks of `bucket_batches` batches, then shuffle the batches. Padding (and so time) per
+    step drops several-fold on tasks whose lengths vary, while each epoch still visits every row once."""
+    order = generator.permutation(rows)
+    chunk = batch_size * bucket_batches
+    for start in range(0, len(order), chunk):
+        part = order[start: start + chunk]
+        order[start: start + chunk] = part[np.argsort(-lengths[part], kind="stable")]
+    batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    return np.concatenate([batches[i] for i in generator.permutation(len(batches))]) if batches else order
+
+
 def student_batch(enc: Encoded, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, ...]:
     """(ids_a, mask_a, ids_b, mask_b), each [B, T]; both segments padded to the same T so that a pair's two
     sentences align position by position. For single sentences ids_b and mask_b are ids_a and mask_a."""

@@ -51,10 +51,13 @@ class FinetuneConfig:
     embeddings: str = "projected"
     kd_target: str = "probes"
     evals_per_epoch: int = 2
+    train_limit: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
         require_positive_ints(self, "epochs", "batch_size", "max_length", "evals_per_epoch")
+        if self.train_limit < 0:
+            raise AdabertError(f"--train-limit: expected a non-negative integer, got {self.train_limit}")
         require_fraction(self, "gamma", 0, 1, closed_high=True)
         require_positive(self, "lr", "temperature", "clip")
         if self.embeddings not in ("projected", "table"):
@@ -101,7 +104,7 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
     del tmodel
     tok = load_tokenizer(teacher)
     set_seed(cfg.seed)
-    model = Student.from_teacher_tables(arch, word, pos, task.num_labels)
+    model = Student.from_teacher_tables(arch, word, pos, task.num_labels, task.is_pair)
     if cfg.inherit:
         ckpt = Path(arch_path).parent / "checkpoint.safetensors"
         state = {k[6:]: v for k, v in load_tensors(ckpt, "search checkpoint").items() if k.startswith("model.")}
@@ -109,15 +112,16 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
     if cfg.embeddings == "table":
         model = model.materialised()  # train the small [V, H] table itself rather than the projection
     model.to(device)
-    fit = data.fit
+    train_idx = data.train_idx[: cfg.train_limit] if cfg.train_limit else data.train_idx
+    fit = data.train.subset(train_idx)
     kd_train = None
     if probes is not None:
-        kd_train = (probes.train if cfg.kd_target == "probes" else probes.teacher_train)[data.train_idx]
+        kd_train = (probes.train if cfg.kd_target == "probes" else probes.teacher_train)[train_idx]
     if augmented is not None:
         fit = augmented.after(fit)
         if kd_train is not None:
             kd_train = torch.cat([kd_train, augmented.probes if cfg.kd_target == "probes" else augmented.teacher])
-        log.info("finetune: %d training examples + %d augmented", len(data.fit), len(augmented.data))
+        log.info("finetune: %d training examples + %d augmented", len(train_idx), len(augmented.data))
     enc = encode_separate(tok, fit, cfg.max_length)
     holdout_enc = encode_separate(tok, data.holdout, cfg.max_length)
     dev_enc = encode_separate(tok, data.dev, cfg.max_length)

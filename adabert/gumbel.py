@@ -1,7 +1,9 @@
-"""Gumbel-softmax relaxation of categorical choices, and the temperature schedule.
+"""Sampling architecture choices with the Gumbel-max trick, and the sampling temperature schedule.
 
-    y = softmax((logits + g) / tau),  g = -log(-log(u)),  u ~ U(0, 1)
-    hard (straight-through): w = onehot(argmax y) - stopgrad(y) + y   (value one-hot, gradient of y)
+    index = argmax_o (logits_o / tau + g_o),  g = -log(-log(u)),  u ~ U(0, 1)
+
+draws index ~ softmax(logits / tau): tau = 1 samples the architecture distribution itself, tau -> 0 its argmax,
+tau = inf (or logits all equal) uniformly.
 """
 
 from __future__ import annotations
@@ -11,20 +13,11 @@ import math
 import torch
 
 
-def gumbel_softmax(logits: torch.Tensor, tau: float, hard: bool = True,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample relaxed one-hot weights over the last axis.
-
-    logits [..., n] -> (weights [..., n], index [...]): index is the sampled choice (argmax of y).
-    """
-    u = torch.rand(logits.shape, generator=generator, device="cpu").to(logits.device)
-    g = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
-    y = torch.softmax((logits + g) / tau, dim=-1)
-    index = y.argmax(-1)
-    if not hard:
-        return y, index
-    onehot = torch.zeros_like(y).scatter_(-1, index.unsqueeze(-1), 1.0)
-    return onehot - y.detach() + y, index
+def gumbel_sample(logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """logits [..., n] -> sampled indices [...] with P(index = o) = softmax(logits / tau)_o (global torch RNG)."""
+    u = torch.rand(logits.shape, device="cpu").clamp(1e-10, 1.0 - 1e-7)
+    g = -torch.log(-torch.log(u))
+    return (logits.detach().float().cpu() / tau + g).argmax(-1)
 
 
 def tau_schedule(step: int, total_steps: int, tau_start: float, tau_end: float) -> float:

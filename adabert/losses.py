@@ -1,7 +1,5 @@
-"""Loss pieces. Each is a small pure function on tensors; the search loss returns its parts for logging.
-
-    L = (1 - gamma) * L_CE + gamma * L_KD + beta * L_E
-"""
+"""Loss pieces, each a small pure function on tensors: CE/MSE, Hinton KD, probe KD, per-depth search losses and
+the efficiency penalty."""
 
 from __future__ import annotations
 
@@ -86,32 +84,26 @@ def probe_kd(heads: list[torch.Tensor], probe_logits: torch.Tensor, y: torch.Ten
     return (w * soft_kd(student, teacher, temperature)).sum(1).mean()
 
 
-def efficiency_loss(alpha: torch.Tensor, depth_logits: torch.Tensor,
-                    op_cost: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """Expected normalised cost of the architecture distribution.
+def depth_losses(heads: list[torch.Tensor], y: torch.Tensor, teacher: torch.Tensor | None, gamma: float,
+                 temperature: float) -> torch.Tensor:
+    """The loss of every candidate depth, each read out by its own cell's head: [K].
 
-        c_cell = mean_e sum_o softmax(alpha)[e, o] * cost(o)          in [0, 1]
-        E[K]   = sum_k k * softmax(depth_logits)[k - 1]
-        L_E    = E[K] / Kmax * c_cell
+        L_k = (1 - gamma) * CE(head_k, y) + gamma * mean_b kd(head_k, teacher)      k = 1..K
 
-    Returns (L_E, details) with c_cell, E[K] and the share of parameter-free ops in expectation.
+    heads: K tensors [B, C]; teacher [B, C]: the teacher's logits (None when gamma = 0).
     """
-    p = torch.softmax(alpha, -1)
-    q = torch.softmax(depth_logits, -1)
-    kmax = depth_logits.shape[0]
-    cell = (p * op_cost).sum(-1).mean()
-    exp_depth = (q * torch.arange(1, kmax + 1, dtype=q.dtype, device=q.device)).sum()
-    loss = exp_depth / kmax * cell
-    return loss, {"cell_cost": float(cell.detach()), "expected_depth": float(exp_depth.detach())}
+    out = []
+    for h in heads:
+        loss = (1 - gamma) * hard_loss(h, y)
+        if gamma > 0:
+            loss = loss + gamma * soft_kd(h, teacher, temperature).mean()
+        out.append(loss)
+    return torch.stack(out)
 
 
-def search_loss(logits: torch.Tensor, heads: list[torch.Tensor], y: torch.Tensor, probe_logits: torch.Tensor,
-                alpha: torch.Tensor, depth_logits: torch.Tensor, op_cost: torch.Tensor, gamma: float, beta: float,
-                temperature: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """L = (1 - gamma) * CE(logits, y) + gamma * L_KD(heads, probes) + beta * L_E; returns (L, parts)."""
-    ce = hard_loss(logits, y)
-    kd = probe_kd(heads, probe_logits, y, temperature) if gamma > 0 else logits.new_zeros(())
-    eff, details = efficiency_loss(alpha, depth_logits, op_cost)
-    total = (1 - gamma) * ce + gamma * kd + beta * eff
-    return total, {"total": float(total.detach()), "ce": float(ce.detach()), "kd": float(kd.detach()),
-                   "efficiency": float(eff.detach()), **details}
+def efficiency_penalty(expected_cost: torch.Tensor, target: float | None, max_cost: float) -> torch.Tensor:
+    """L_E: |E[cost] / target - 1| with a budget (two-sided, as TuNAS's absolute reward: the search must land on
+    the budget, not merely below it), else E[cost] / max_cost in [0, 1]."""
+    if target is not None:
+        return (expected_cost / target - 1).abs()
+    return expected_cost / max_cost

@@ -56,6 +56,15 @@ def spearman(pred: np.ndarray, gold: np.ndarray) -> float:
     return pearson(_ranks(pred), _ranks(gold))
 
 
+def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's tau-b: (concordant - discordant) / sqrt((n0 - ties_x) (n0 - ties_y)) over all pairs."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    i, j = np.triu_indices(len(x), 1)
+    sx, sy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    denom = np.sqrt(np.count_nonzero(sx) * np.count_nonzero(sy))
+    return float((sx * sy).sum() / denom) if denom else 0.0
+
+
 def predictions(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
     """Class indices [N] from logits [N, C], or the scores [N] of a regression head [N, 1]."""
     return logits[:, 0] if task.is_regression else logits.argmax(-1)

@@ -1,6 +1,8 @@
 """The derived student: only the K kept cells and, in each, only the kept edges of arch.json.
 
-    ids [B, T] -> embeddings [B, T, H] -> K derived cells -> masked mean pool -> linear -> logits [B, C]
+    ids [B, T] -> embeddings [B, T, H] -> K derived cells -> readout (masked mean pool -> linear) -> logits [B, C]
+
+Pairs run siamese: both sentences through the same cells, compared by the readout (`supernet.Readout`).
 
 Every cell has a head (so that a K-cell student can be distilled layer-wise from teacher probes); inference
 uses the last one. A saved student is a folder users recognise: `config.json`, `model.safetensors` (embedding
@@ -20,7 +22,7 @@ from adabert.embedding import ProjectedEmbedding, TableEmbedding
 from adabert.errors import AdabertError
 from adabert.fileio import load_state, read_json, save_tensors, write_json
 from adabert.ops import build_op
-from adabert.supernet import Head, cell_output
+from adabert.supernet import Readout, cell_output, embed_inputs
 from adabert.tasks import TaskSpec
 
 CONFIG = "config.json"
@@ -54,26 +56,28 @@ class DerivedCell(nn.Module):
 
 
 class Student(nn.Module):
-    def __init__(self, arch: Arch, embed: nn.Module, num_labels: int) -> None:
+    def __init__(self, arch: Arch, embed: nn.Module, num_labels: int, pair: bool = False) -> None:
         super().__init__()
         self.arch = arch
         self.num_labels = num_labels
+        self.pair = pair
         self.embed = embed
         self.cells = nn.ModuleList(DerivedCell(arch) for _ in range(arch.num_cells))
-        self.heads = nn.ModuleList(Head(arch.space.hidden_size, num_labels, arch.space.dropout)
+        self.heads = nn.ModuleList(Readout(arch.space.hidden_size, num_labels, arch.space.dropout, pair)
                                    for _ in range(arch.num_cells))
 
     @staticmethod
-    def from_teacher_tables(arch: Arch, word: torch.Tensor, pos: torch.Tensor, num_labels: int) -> "Student":
+    def from_teacher_tables(arch: Arch, word: torch.Tensor, pos: torch.Tensor, num_labels: int,
+                            pair: bool = False) -> "Student":
         """A fresh student over the teacher's frozen tables with a trainable projection (for training)."""
-        return Student(arch, ProjectedEmbedding(word, pos, arch.space.hidden_size, arch.space.dropout), num_labels)
+        embed = ProjectedEmbedding(word, pos, arch.space.hidden_size, arch.space.dropout)
+        return Student(arch, embed, num_labels, pair)
 
     def forward_all(self, ids_a: torch.Tensor, mask_a: torch.Tensor, ids_b: torch.Tensor,
                     mask_b: torch.Tensor) -> list[torch.Tensor]:
-        """Head logits of every cell: K tensors [B, C]. For single sentences pass ids_b = ids_a."""
-        xa = self.embed(ids_a, mask_a)
-        xb = self.embed(ids_b, mask_b)
-        s0, m0, s1, m1 = xa, mask_a, xb, mask_b
+        """Head logits of every cell: K tensors [B, C]. For single sentences pass ids_b = ids_a (ignored)."""
+        x, mask = embed_inputs(self.embed, self.pair, ids_a, mask_a, ids_b, mask_b)
+        s0, m0, s1, m1 = x, mask, x, mask
         heads = []
         for cell, head in zip(self.cells, self.heads):
             out, mask = cell(s0, m0, s1, m1)
@@ -90,7 +94,7 @@ class Student(nn.Module):
         """A copy whose embedding is the small table form (what is saved and deployed)."""
         if isinstance(self.embed, TableEmbedding):
             return self
-        out = Student(self.arch, TableEmbedding.from_projected(self.embed), self.num_labels)
+        out = Student(self.arch, TableEmbedding.from_projected(self.embed), self.num_labels, self.pair)
         own = {k: v for k, v in self.state_dict().items() if not k.startswith("embed.")}
         out.load_state_dict({**out.state_dict(), **own})
         return out
@@ -101,7 +105,7 @@ class Student(nn.Module):
         m = self.materialised()
         config = {"model_type": "adabert-student", "adabert_version": __version__,
                   "vocab_size": m.embed.word.num_embeddings, "max_position_embeddings": m.embed.max_positions,
-                  "hidden_size": self.arch.space.hidden_size, "num_labels": self.num_labels,
+                  "hidden_size": self.arch.space.hidden_size, "num_labels": self.num_labels, "pair": self.pair,
                   "task": task.describe(), "id2label": {str(i): n for i, n in enumerate(task.names)},
                   "arch": self.arch.to_json(), **(extra or {})}
         save_tensors(folder / WEIGHTS, m.state_dict())
@@ -117,13 +121,13 @@ class Student(nn.Module):
         if not isinstance(cfg, dict) or cfg.get("model_type") != "adabert-student":
             raise AdabertError(f"{folder / CONFIG}: not an adabert student (field 'model_type' must be "
                                "'adabert-student')")
-        for key in ("vocab_size", "max_position_embeddings", "num_labels", "arch", "task"):
+        for key in ("vocab_size", "max_position_embeddings", "num_labels", "pair", "arch", "task"):
             if key not in cfg:
                 raise AdabertError(f"{folder / CONFIG}: missing field {key!r}")
         arch = validate_arch_json(cfg["arch"], f"{folder / CONFIG}: arch")
         embed = TableEmbedding(cfg["vocab_size"], cfg["max_position_embeddings"], arch.space.hidden_size,
                                arch.space.dropout)
-        model = Student(arch, embed, cfg["num_labels"])
+        model = Student(arch, embed, cfg["num_labels"], bool(cfg["pair"]))
         load_state(model, folder / WEIGHTS, folder / CONFIG)
         return model.eval(), cfg
 

@@ -50,6 +50,23 @@ def write_mrpc(folder: Path, n_train: int = 120, n_dev: int = 40, seed: int = 0)
     return folder
 
 
+def write_word_order(folder: Path, n_train: int = 320, n_dev: int = 80, seed: int = 0) -> Path:
+    """SST-2 layout, a task no bag of words solves: every sentence holds "good" and "bad" next to each other, and
+    the label says whether "good" comes first."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train.tsv", n_train), ("dev.tsv", n_dev)):
+        rows = ["sentence\tlabel"]
+        for _ in range(n):
+            label = rng.randint(0, 1)
+            words = [rng.choice(FILLER) for _ in range(rng.randint(2, 6))]
+            at = rng.randint(0, len(words))
+            words[at:at] = ["good", "bad"] if label else ["bad", "good"]
+            rows.append(f"{' '.join(words)}\t{label}")
+        (folder / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
 def save_tiny_bert(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:
     """A randomly initialised BertModel with a WordPiece tokenizer over VOCAB, saved like a hub checkpoint."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
@@ -72,6 +89,19 @@ def sst2_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def mrpc_dir(tmp_path_factory) -> Path:
     return write_mrpc(tmp_path_factory.mktemp("data") / "MRPC")
+
+
+def teacher_and_probes(base: Path, data, root: Path, epochs: int = 4) -> tuple[Path, Path]:
+    """The tiny BERT fine-tuned on `data`, and its probes, under `root`."""
+    from adabert.probes import ProbeConfig, run_probes
+    from adabert.teacher import TeacherConfig, finetune_teacher
+
+    cpu = torch.device("cpu")
+    finetune_teacher(str(base), data, TeacherConfig(epochs=epochs, batch_size=16, lr=3e-3, max_length=32),
+                     root / "teacher", cpu)
+    run_probes(str(root / "teacher"), data, ProbeConfig(epochs=5, batch_size=32, lr=1e-2, max_length=32),
+               root / "probes", cpu)
+    return root / "teacher", root / "probes"
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ def pair_student(tiny_base, mrpc_dir, tmp_path_factory):
                      root / "teacher", cpu)
     run_probes(str(root / "teacher"), data, ProbeConfig(epochs=3, max_length=32), root / "probes", cpu)
     Searcher(str(root / "teacher"), root / "probes", data, load_search_space("tiny"),
-             SearchConfig(epochs=1, batch_size=32, max_length=16, evals_per_epoch=1), root / "search", cpu).run()
+             SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0), root / "search", cpu).run()
     finetune_student(root / "search" / "arch.json", str(root / "teacher"), root / "probes", data,
                      FinetuneConfig(epochs=1, batch_size=32, max_length=16), root / "student", cpu)
     return root

@@ -1,4 +1,4 @@
-"""Ops, supernet, Gumbel sampling, costs and losses on hand-made tensors."""
+"""Ops, supernet, Gumbel sampling, costs, budgets, the choice estimator and losses on hand-made tensors."""
 
 import math
 
@@ -6,12 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adabert.costs import measure_op_costs
-from adabert.gumbel import gumbel_softmax, tau_schedule
-from adabert.losses import efficiency_loss, layer_map, probe_kd, probe_weights, search_loss, soft_kd
+from adabert.arch import Arch
+from adabert.costs import CostModel, derive_under_budget, measure_cost_model, readout_params
+from adabert.estimator import ChoiceEstimates
+from adabert.gumbel import gumbel_sample, tau_schedule
+from adabert.losses import depth_losses, efficiency_penalty, layer_map, probe_kd, probe_weights, soft_kd
 from adabert.ops import OPS, build_op
 from adabert.search_space import load_search_space
-from adabert.supernet import DROPPED, Supernet
+from adabert.supernet import DROPPED, Sample, Supernet
 
 
 def _padded(x: torch.Tensor, lengths: list[int], extra: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -42,33 +44,146 @@ def test_dilated_conv_is_a_real_dilation():
 
 def test_op_params_equal_module_counts():
     space = load_search_space("adabert")
-    costs = measure_op_costs(space)
+    params = measure_cost_model(space, "params", num_labels=2, pair=False)
+    flops = measure_cost_model(space, "flops", num_labels=2, pair=False)
     h = space.hidden_size
-    for name, params in zip(space.ops, costs.params):
-        assert params == sum(p.numel() for p in build_op(name, h).parameters())
+    for name, n in zip(space.ops, params.per_op):
+        assert n == sum(p.numel() for p in build_op(name, h).parameters())
     k = space.ops.index("cnn7")
-    assert costs.params[k] == 7 * h * h + h
-    assert costs.flops[k] == 2 * space.cost_length * 7 * h * h
-    assert costs.flops[space.ops.index("dil_cnn7")] == costs.flops[k]
-    assert costs.normalised[k] == pytest.approx(1.0)
-    assert costs.normalised[space.ops.index("zero")] == 0 and costs.normalised[space.ops.index("max_pool3")] == 0
+    assert params.per_op[k] == 7 * h * h + h
+    assert flops.per_op[k] == 2 * space.cost_length * 7 * h * h
+    assert flops.per_op[space.ops.index("dil_cnn7")] == flops.per_op[k]
+    assert params.per_cell == space.intermediate_nodes + 2 * h + readout_params(h, 2, False)
+    pair = measure_cost_model(space, "flops", num_labels=2, pair=True)
+    assert pair.per_op[k] == 2 * flops.per_op[k]  # a pair runs both sentences
 
 
-def test_gumbel_hard_is_one_hot_with_soft_gradient():
-    logits = torch.randn(9, 10, requires_grad=True)
-    w, idx = gumbel_softmax(logits, tau=0.5, hard=True)
-    assert torch.equal(w.detach(), F.one_hot(idx, 10).float())
-    (w * torch.randn(9, 10)).sum().backward()
-    assert logits.grad is not None and torch.all(logits.grad.abs().sum(-1) > 0)
-    w_soft, _ = gumbel_softmax(logits, tau=1.0, hard=False)
-    assert torch.allclose(w_soft.sum(-1), torch.ones(9))
+def test_cost_of_an_arch_and_its_expectation():
+    space = load_search_space("tiny")  # 2 intermediate nodes, 5 edges, ops cnn3 max_pool3 identity zero (+ ...)
+    model = CostModel("params", space.ops, [float(10 * (i + 1)) for i in range(len(space.ops))], 7.0, 100.0)
+    zero = space.ops.index("zero")
+    model.per_op[zero] = 0.0
+    arch = Arch(space, 2, [[(0, space.ops[0]), (1, space.ops[1])], [(0, space.ops[0]), (2, space.ops[0])]])
+    assert model.arch_cost(arch) == 100 + 2 * (7 + 10 + 20 + 10 + 10)
+    # Uniform logits: every non-zero op equally likely; node j keeps inputs_per_node of its n_j edges.
+    alpha, depth = torch.zeros(space.num_edges, len(space.ops)), torch.zeros(space.max_cells)
+    mean_op = sum(c for i, c in enumerate(model.per_op) if i != zero) / (len(space.ops) - 1)
+    per_cell = sum(space.inputs_per_node * mean_op for _ in range(space.intermediate_nodes))
+    exp_k = (space.max_cells + 1) / 2
+    assert model.expected(space, alpha, depth).item() == pytest.approx(100 + exp_k * (7 + per_cell), rel=1e-5)
 
 
-def test_gumbel_samples_follow_the_logits():
+def test_budget_penalty_value_and_gradient():
+    cost = torch.tensor(150.0, requires_grad=True)
+    pen = efficiency_penalty(cost, target=100.0, max_cost=1000.0)
+    pen.backward()
+    assert pen.item() == pytest.approx(0.5) and cost.grad.item() == pytest.approx(0.01)
+    cost = torch.tensor(80.0, requires_grad=True)
+    pen = efficiency_penalty(cost, target=100.0, max_cost=1000.0)
+    pen.backward()
+    assert pen.item() == pytest.approx(0.2) and cost.grad.item() == pytest.approx(-0.01)
+    cost = torch.tensor(250.0, requires_grad=True)
+    pen = efficiency_penalty(cost, target=None, max_cost=1000.0)
+    pen.backward()
+    assert pen.item() == pytest.approx(0.25) and cost.grad.item() == pytest.approx(1e-3)
+
+
+def test_budget_derivation_picks_the_most_probable_arch_within_the_budget():
+    space = load_search_space("adabert")
+    params = measure_cost_model(space, "params", num_labels=2, pair=False)
+    cnn7, cnn3 = space.ops.index("cnn7"), space.ops.index("cnn3")
+    alpha = torch.zeros(space.num_edges, len(space.ops))
+    alpha[:, cnn7] = 3.0  # the logits want cnn7 everywhere
+    depth = torch.zeros(space.max_cells)
+    depth[0] = 2.0
+    free = params.per_cell  # one cell of parameter-free ops
+    for target in (free, 2 * (params.per_cell + 6 * params.per_op[cnn3]), 3e6):
+        cell, k, ok = derive_under_budget(space, alpha, depth, params, target, 0.1)
+        cost = params.arch_cost(Arch(space, k, cell))
+        assert ok and abs(cost / target - 1) <= 0.1, target
+    cell, k, _ = derive_under_budget(space, alpha, depth, params, free, 0.1)
+    assert k == 1 and all(op in ("max_pool3", "avg_pool3", "identity") for node in cell for _, op in node)
+    cell, k, ok = derive_under_budget(space, alpha, depth, params, 1e9, 0.1)  # unreachable: the closest
+    assert not ok and k == space.max_cells and all(op == "cnn7" for node in cell for _, op in node)
+
+
+def test_depth_losses_read_every_depth_out():
+    torch.manual_seed(0)
+    heads = [torch.randn(4, 3) for _ in range(3)]
+    y, t = torch.tensor([0, 1, 2, 1]), torch.randn(4, 3)
+    losses = depth_losses(heads, y, t, gamma=0.25, temperature=2.0)
+    for k in range(3):
+        expected = 0.75 * F.cross_entropy(heads[k], y) + 0.25 * soft_kd(heads[k], t, 2.0).mean()
+        assert losses[k].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert depth_losses(heads, y, None, gamma=0.0, temperature=1.0)[1].item() == pytest.approx(
+        F.cross_entropy(heads[1], y).item(), rel=1e-5)
+
+
+def test_gumbel_samples_follow_the_tempered_logits():
     torch.manual_seed(0)
     logits = torch.log(torch.tensor([0.7, 0.2, 0.1]))
-    counts = torch.bincount(torch.stack([gumbel_softmax(logits, 1.0)[1] for _ in range(4000)]), minlength=3)
+    counts = torch.bincount(torch.stack([gumbel_sample(logits, 1.0) for _ in range(4000)]), minlength=3)
     assert torch.allclose(counts / 4000, torch.tensor([0.7, 0.2, 0.1]), atol=0.03)
+    counts = torch.bincount(torch.stack([gumbel_sample(logits, 0.5) for _ in range(4000)]), minlength=3)
+    p = torch.softmax(logits / 0.5, -1)
+    assert torch.allclose(counts / 4000, p, atol=0.03)
+    assert gumbel_sample(torch.zeros(9, 10), 1.0).shape == (9,)
+
+
+def test_estimator_by_hand_and_its_objective_gradient():
+    est = ChoiceEstimates(num_edges=2, num_ops=3, max_cells=3, window=50)
+    # Step 1: L = [1.0, 0.8] -> G2 = -0.2, D = [0, -0.2], level = mean(1.0, 1.0) = 1.0, no baseline yet: A = 0.
+    assert est.update([0, 1], torch.tensor([1.0, 0.8])) == 0.0
+    # Step 2: L = [1.2, 1.0, 0.5] -> G2 = mean(-0.2, -0.2), G3 = -0.5, D = [0, -0.2, -0.7];
+    # level = mean(1.2, 1.2, 1.2) = 1.2, A = 1.2 - 1.0 = 0.2, credited to op 2 of edge 0 (edge 1 was dropped).
+    assert est.update([2, DROPPED], torch.tensor([1.2, 1.0, 0.5])) == pytest.approx(0.2, rel=1e-5)
+    assert est.op[0, 2].item() == pytest.approx(0.2, rel=1e-5) and est.op_n[1].tolist() == [0, 1, 0]
+    assert est.depth_loss().tolist() == pytest.approx([0.0, -0.2, -0.7], rel=1e-5)
+    s = est.noise()
+    assert s == pytest.approx(math.sqrt(0.04 / 2), rel=1e-5)  # running mean of A^2 over the two steps
+    alpha = torch.zeros(2, 3, requires_grad=True)
+    depth = torch.zeros(3, requires_grad=True)
+    est.objective(alpha, depth).backward()
+    o = est.op / s
+    p = torch.full((2, 3), 1 / 3)
+    assert torch.allclose(alpha.grad, p * (o - (p * o).sum(-1, keepdim=True)), atol=1e-6)
+    d = (est.depth_loss() - est.depth_loss().mean()) / s
+    q = torch.full((3,), 1 / 3)
+    assert torch.allclose(depth.grad, q * (d - (q * d).sum()), atol=1e-6)
+    assert depth.grad[2] < 0 < depth.grad[0]  # the deepest depth has the lowest loss: its logit goes up
+
+
+def _simulate_depth(true_loss: list[float], steps: int = 600, seed: int = 0) -> torch.Tensor:
+    """The search's depth loop on simulated losses: every step observes L_1..L_Kmax = true_loss + a batch effect
+    shared by all depths + noise, updates the estimates and, after a 30% warm-up, takes a plain gradient step
+    on the depth logits (as the search does)."""
+    g = torch.Generator().manual_seed(seed)
+    kmax = len(true_loss)
+    est = ChoiceEstimates(1, 2, kmax, window=50)
+    depth = torch.zeros(kmax, requires_grad=True)
+    opt = torch.optim.SGD([depth], lr=1.0)
+    for step in range(steps):
+        batch = 0.3 * torch.randn((), generator=g)
+        losses = torch.tensor(true_loss) + batch + 0.05 * torch.randn(kmax, generator=g)
+        est.update([int(torch.randint(0, 2, (), generator=g))], losses)
+        if step >= 0.3 * steps:
+            opt.zero_grad()
+            est.objective(torch.zeros(1, 2), depth).backward()
+            opt.step()
+    return torch.softmax(depth.detach(), -1)
+
+
+def test_depth_estimator_prefers_depth_when_deeper_is_better():
+    q = _simulate_depth([0.60, 0.50, 0.45, 0.42, 0.41, 0.405])
+    assert int(q.argmax()) + 1 > 1 and float(q[0]) < 0.05
+
+
+def test_depth_estimator_does_not_drift_to_one_cell_when_depth_does_not_matter():
+    for seed in range(3):
+        q = _simulate_depth([0.5] * 6, seed=seed)
+        assert float(q[0]) < 0.5 and float(q.max()) < 0.6, q
+    q = _simulate_depth([0.40, 0.45, 0.50, 0.55, 0.60, 0.65])  # and shallower-is-better is found too
+    assert int(q.argmax()) == 0
 
 
 def test_tau_schedule_anneals_exponentially():
@@ -106,15 +221,6 @@ def test_probe_kd_weights_and_layer_matching():
     assert probe_kd(heads, probes, y, 1.0).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_efficiency_loss_formula():
-    alpha = torch.zeros(9, 10)
-    cost = torch.linspace(0, 1, 10)
-    depth = torch.zeros(8)
-    loss, d = efficiency_loss(alpha, depth, cost)
-    assert d["expected_depth"] == pytest.approx(4.5) and d["cell_cost"] == pytest.approx(0.5)
-    assert loss.item() == pytest.approx(4.5 / 8 * 0.5)
-
-
 def _tiny_net(seed=0, labels=2):
     torch.manual_seed(seed)
     space = load_search_space("tiny")
@@ -128,26 +234,6 @@ def _batch(lengths, width, seed=1):
     return ids.masked_fill(~mask, 0), mask
 
 
-def test_gradients_reach_every_alpha_and_depth_logit():
-    net, space = _tiny_net()
-    ids, mask = _batch([7, 5, 3, 6], 8)
-    y = torch.tensor([0, 1, 0, 1])
-    net.train()
-    torch.manual_seed(3)
-    sample = net.sample(tau=1.0, hard=True)
-    logits, heads = net(ids, mask, ids, mask, sample)
-    loss, parts = search_loss(logits, heads, y, torch.randn(4, 4, 2), net.alpha, net.depth_logits,
-                              measure_op_costs(space).normalised, gamma=0.5, beta=1.0, temperature=1.0)
-    loss.backward()
-    assert torch.all(net.alpha.grad != 0) and torch.all(net.depth_logits.grad != 0)
-    assert set(parts) >= {"ce", "kd", "efficiency", "total"}
-    # Without the efficiency term, the task loss alone reaches alpha (soft mode: every edge) and depth.
-    net.zero_grad()
-    logits, heads = net(ids, mask, ids, mask, net.sample(tau=1.0, hard=False))
-    F.cross_entropy(logits, y).backward()
-    assert torch.all(net.alpha.grad.abs().sum(-1) > 0) and torch.all(net.depth_logits.grad != 0)
-
-
 def test_hard_mode_runs_only_the_sampled_ops():
     net, space = _tiny_net()
     calls = {}
@@ -157,8 +243,8 @@ def test_hard_mode_runs_only_the_sampled_ops():
                 op.register_forward_hook(lambda m, i, o, key=(c, e, k): calls.__setitem__(key, calls.get(key, 0) + 1))
     ids, mask = _batch([5, 3], 6)
     torch.manual_seed(0)
-    sample = net.sample(tau=1.0, hard=True)
-    _, heads = net(ids, mask, ids, mask, sample)
+    sample = Sample(gumbel_sample(net.alpha, 1.0).tolist(), 2)
+    heads = net(ids, mask, ids, mask, sample)
     zero = space.ops.index("zero")
     expected = {(c, e, k): 1 for c in range(sample.depth) for e, k in enumerate(sample.op_index) if k != zero}
     assert calls == expected and len(heads) == sample.depth
@@ -169,23 +255,25 @@ def test_hard_mode_runs_only_the_sampled_ops():
 
 
 def test_supernet_outputs_ignore_extra_padding_for_pairs():
-    net, _ = _tiny_net()
+    torch.manual_seed(0)
+    net = Supernet(load_search_space("tiny"), torch.randn(40, 12), torch.randn(32, 12), 2, pair=True)
     net.eval()
     ids_a, mask_a = _batch([6, 2, 4], 6, seed=1)
     ids_b, mask_b = _batch([3, 6, 1], 6, seed=2)
     pad = lambda t: torch.cat([t, torch.zeros(t.shape[0], 4, dtype=t.dtype)], 1)  # noqa: E731
     sample = net.fixed([0, 1, 2, 3, 0], depth=3)
-    logits, heads = net(ids_a, mask_a, ids_b, mask_b, sample)
-    logits_w, heads_w = net(pad(ids_a), pad(mask_a), pad(ids_b), pad(mask_b), sample)
-    assert torch.allclose(logits, logits_w, atol=1e-5)
+    heads = net(ids_a, mask_a, ids_b, mask_b, sample)
+    heads_w = net(pad(ids_a), pad(mask_a), pad(ids_b), pad(mask_b), sample)
+    assert len(heads) == 3 and heads[0].shape == (3, 2)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(heads, heads_w))
+    swapped = net(ids_b, mask_b, ids_a, mask_a, sample)  # the readout sees which sentence is which
+    assert not torch.allclose(heads[-1], swapped[-1])
 
 
 def test_latency_cost_table():
     space = load_search_space("tiny")
-    costs = measure_op_costs(space, kind="latency")
-    assert costs.latency_ms is not None and len(costs.latency_ms) == len(space.ops)
-    assert all(t >= 0 for t in costs.latency_ms)
-    assert float(costs.normalised.max()) == pytest.approx(1.0)
+    costs = measure_cost_model(space, "latency_ms", num_labels=2, pair=False)
+    assert len(costs.per_op) == len(space.ops) and all(t >= 0 for t in costs.per_op)
+    assert costs.per_cell > 0 and costs.fixed > 0
     conv, zero = space.ops.index("cnn3"), space.ops.index("zero")
-    assert costs.latency_ms[conv] > costs.latency_ms[zero]
+    assert costs.per_op[conv] > costs.per_op[zero] == 0

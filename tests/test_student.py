@@ -125,7 +125,7 @@ def test_finetune_without_kd_and_inherit(tiny_teacher, tiny_probes, sst2_dir, tm
 
     data = load_task_data(get_task("sst2"), sst2_dir)
     s = Searcher(str(tiny_teacher), tiny_probes, data, load_search_space("tiny"),
-                 SearchConfig(epochs=1, batch_size=32, max_length=32, evals_per_epoch=1), tmp_path / "s",
+                 SearchConfig(epochs=1, batch_size=32, max_length=32, evals=1, min_steps=0), tmp_path / "s",
                  torch.device("cpu"))
     s.run()
     m = finetune_student(tmp_path / "s" / "arch.json", str(tiny_teacher), tiny_probes, data,

@@ -1,0 +1,80 @@
+"""`adabert study` on the toy task: the budgeted random sampler, results files, resume, bad arguments."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from adabert.arch import validate_arch_json
+from adabert.costs import measure_cost_model
+from adabert.data import load_task_data
+from adabert.errors import AdabertError
+from adabert.search import SearchConfig, Searcher
+from adabert.search_space import load_search_space
+from adabert.study import random_arch, sample_arch
+from adabert.tasks import get_task
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def search_dir(tiny_teacher, tiny_probes, sst2_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "search"
+    cfg = SearchConfig(epochs=2, batch_size=32, max_length=32, evals=1, min_steps=0, lr=1e-2)
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    Searcher(str(tiny_teacher), tiny_probes, data, load_search_space("tiny"), cfg, out, torch.device("cpu")).run()
+    return out
+
+
+def test_random_sampler_respects_the_space_and_the_budget():
+    space = load_search_space("adabert")
+    params = measure_cost_model(space, "params", num_labels=2, pair=False)
+    rng = np.random.default_rng(0)
+    archs = [random_arch(space, rng) for _ in range(300)]
+    for arch in archs:
+        validate_arch_json(arch.to_json(), "random", space)  # earlier-node rule, distinct inputs, no zero op
+    assert {a.num_cells for a in archs} == set(range(1, space.max_cells + 1))
+    used = {op for a in archs for node in a.cell for _, op in node}
+    assert used == set(space.ops) - {"zero"}
+    target = 600_000.0
+    for _ in range(20):
+        arch = sample_arch(space, rng, params, target, 0.1)
+        assert abs(params.arch_cost(arch) / target - 1) <= 0.1
+    with pytest.raises(AdabertError, match="outside what search space"):
+        sample_arch(space, rng, params, 10.0, 0.1)
+
+
+def test_study_writes_results_and_resumes(search_dir, tiny_teacher, tiny_probes, sst2_dir, tmp_path, capsys):
+    args = ["study", "--arch", search_dir / "arch.json", "--teacher", tiny_teacher, "--probes", tiny_probes,
+            "--task", "sst2", "--data-dir", sst2_dir, "--random", 2, "--seeds", 2, "--epochs", 2,
+            "--batch-size", 32, "--max-length", 32, "--output-dir", tmp_path / "study"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    r = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert [a["name"] for a in r["archs"]] == ["searched", "random00", "random01"]
+    assert all(len(a["dev"]) == 2 for a in r["archs"])
+    assert r["random"]["of"] == 3 and 0 < r["random"]["p_value"] <= 1
+    assert -1 <= r["rank"]["kendall_tau"] <= 1 and all("supernet_holdout" in a for a in r["archs"])
+    budget = r["budget_params"]
+    for a in r["archs"]:
+        assert abs(a["searched_params"] / budget - 1) <= 0.1
+    md = (tmp_path / "study" / "results.md").read_text()
+    assert "Kendall tau" in md and "searched parameters" in md
+    assert (tmp_path / "study" / "study.png").stat().st_size > 1000
+    stamp = (tmp_path / "study" / "runs" / "random00" / "seed0" / "metrics.json").stat().st_mtime_ns
+    code, _, err = run_cli(args, capsys)  # a second run skips every finished finetune
+    assert code == 0, err
+    assert (tmp_path / "study" / "runs" / "random00" / "seed0" / "metrics.json").stat().st_mtime_ns == stamp
+    assert json.loads((tmp_path / "study" / "results.json").read_text())["archs"] == r["archs"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--parts", "random,bogus"], "--parts: unknown part 'bogus'"),
+    (["--random", "1"], "--random: expected at least 2"),
+])
+def test_bad_study_arguments(extra, message, search_dir, tiny_teacher, tiny_probes, sst2_dir, tmp_path, capsys):
+    code, _, err = run_cli(["study", "--arch", search_dir / "arch.json", "--teacher", tiny_teacher, "--probes",
+                            tiny_probes, "--task", "sst2", "--data-dir", sst2_dir, "--output-dir", tmp_path / "s",
+                            *extra], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()

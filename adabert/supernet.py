@@ -58,7 +58,7 @@ class Readout(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = masked_mean(x, mask)
         if self.match is not None:
-            u, v = h.chunk(2)
+            u, v = h.unflatten(0, (2, -1))  # (not chunk: keeps the batch size dynamic in ONNX export)
             h = torch.tanh(self.match(self.drop(torch.cat([u, v, u * v, (u - v).abs()], -1))))
         return self.out(self.drop(h))
 

@@ -47,15 +47,17 @@ def test_student_builds_only_kept_cells_and_edges():
 @pytest.mark.parametrize("share", [False, True])
 def test_supernet_with_fixed_arch_equals_student_with_inherited_weights(share):
     arch = _arch()
-    torch.manual_seed(0)
-    net = Supernet(arch.space, torch.randn(40, 12), torch.randn(32, 12), 2, share_cells=share).eval()
-    assert len(net.cells) == (1 if share else arch.space.max_cells)
-    student = Student.from_teacher_tables(arch, net.embed.word, net.embed.pos, 2).eval()
-    assert inherit_search_weights(student, net.state_dict()) == len(student.state_dict())
-    ids = torch.randint(5, 40, (3, 7))
-    mask = torch.arange(7)[None] < torch.tensor([7, 4, 2])[:, None]
-    ref, _ = net(ids, mask, ids, mask, net.fixed(arch.op_index(), arch.num_cells))
-    assert torch.allclose(student(ids, mask, ids, mask), ref, atol=1e-5)
+    for pair in (False, True):
+        torch.manual_seed(0)
+        net = Supernet(arch.space, torch.randn(40, 12), torch.randn(32, 12), 2, share_cells=share, pair=pair).eval()
+        assert len(net.cells) == (1 if share else arch.space.max_cells)
+        student = Student.from_teacher_tables(arch, net.embed.word, net.embed.pos, 2, pair).eval()
+        assert inherit_search_weights(student, net.state_dict()) == len(student.state_dict())
+        ids = torch.randint(5, 40, (3, 7))
+        ids_b = torch.randint(5, 40, (3, 7))
+        mask = torch.arange(7)[None] < torch.tensor([7, 4, 2])[:, None]
+        ref = net(ids, mask, ids_b, mask, net.fixed(arch.op_index(), arch.num_cells))[-1]
+        assert torch.allclose(student(ids, mask, ids_b, mask), ref, atol=1e-5)
 
 
 def test_finetuned_student_learns_and_reloads_identically(trained):

@@ -21,50 +21,47 @@ def toy_sentence(rng: random.Random, label: int) -> str:
     return " ".join(words)
 
 
-def write_sst2(folder: Path, n_train: int = 240, n_dev: int = 80, seed: int = 0) -> Path:
-    """SST-2 layout: header `sentence\\tlabel`, a space before the tab, stray quotes, no quoting."""
+def _write_splits(folder: Path, header: str, row, sizes: tuple[int, int], seed: int) -> Path:
+    """train.tsv and dev.tsv of sizes[0] and sizes[1] rows, each `row(rng, i)`, under `header`."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    for name, n in (("train.tsv", n_train), ("dev.tsv", n_dev)):
-        rows = ["sentence\tlabel"]
-        for i in range(n):
-            label = rng.randint(0, 1)
-            s = toy_sentence(rng, label)
-            if i % 7 == 0:
-                s = '" ' + s
-            rows.append(f"{s} \t{label}")
+    for name, n in zip(("train.tsv", "dev.tsv"), sizes):
+        rows = [header] + [row(rng, i) for i in range(n)]
         (folder / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
     return folder
+
+
+def write_sst2(folder: Path, n_train: int = 240, n_dev: int = 80, seed: int = 0) -> Path:
+    """SST-2 layout: header `sentence\\tlabel`, a space before the tab, stray quotes, no quoting."""
+    def row(rng: random.Random, i: int) -> str:
+        label = rng.randint(0, 1)
+        s = toy_sentence(rng, label)
+        quote = '" ' if i % 7 == 0 else ""
+        return f"{quote}{s} \t{label}"
+
+    return _write_splits(folder, "sentence\tlabel", row, (n_train, n_dev), seed)
 
 
 def write_mrpc(folder: Path, n_train: int = 120, n_dev: int = 40, seed: int = 0) -> Path:
     """MRPC layout: BOM header, label first, two ID columns, two sentences; label = same sentiment."""
-    rng = random.Random(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, n in (("train.tsv", n_train), ("dev.tsv", n_dev)):
-        rows = ["\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String"]
-        for i in range(n):
-            a, b = rng.randint(0, 1), rng.randint(0, 1)
-            rows.append(f"{int(a == b)}\t{1000 + i}\t{2000 + i}\t{toy_sentence(rng, a)}\t{toy_sentence(rng, b)}")
-        (folder / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return folder
+    def row(rng: random.Random, i: int) -> str:
+        a, b = rng.randint(0, 1), rng.randint(0, 1)
+        return f"{int(a == b)}\t{1000 + i}\t{2000 + i}\t{toy_sentence(rng, a)}\t{toy_sentence(rng, b)}"
+
+    return _write_splits(folder, "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String", row, (n_train, n_dev), seed)
 
 
 def write_word_order(folder: Path, n_train: int = 320, n_dev: int = 80, seed: int = 0) -> Path:
     """SST-2 layout, a task no bag of words solves: every sentence holds "good" and "bad" next to each other, and
     the label says whether "good" comes first."""
-    rng = random.Random(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, n in (("train.tsv", n_train), ("dev.tsv", n_dev)):
-        rows = ["sentence\tlabel"]
-        for _ in range(n):
-            label = rng.randint(0, 1)
-            words = [rng.choice(FILLER) for _ in range(rng.randint(2, 6))]
-            at = rng.randint(0, len(words))
-            words[at:at] = ["good", "bad"] if label else ["bad", "good"]
-            rows.append(f"{' '.join(words)}\t{label}")
-        (folder / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return folder
+    def row(rng: random.Random, i: int) -> str:
+        label = rng.randint(0, 1)
+        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 6))]
+        at = rng.randint(0, len(words))
+        words[at:at] = ["good", "bad"] if label else ["bad", "good"]
+        return f"{' '.join(words)}\t{label}"
+
+    return _write_splits(folder, "sentence\tlabel", row, (n_train, n_dev), seed)
 
 
 def save_tiny_bert(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:

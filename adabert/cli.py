@@ -308,8 +308,9 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         teacher=TeacherConfig(epochs=args.teacher_epochs or (2 if demo else 3), max_length=2 * length,
                               lr=5e-5 if demo else 3e-5, seed=args.seed),
         probes=ProbeConfig(max_length=2 * length, seed=args.seed),
-        search=SearchConfig(epochs=args.search_epochs or (10 if demo else 1), batch_size=64 if demo else 128,
-                            max_length=length, beta=args.beta, gamma=args.gamma, seed=args.seed),
+        search=SearchConfig(epochs=args.search_epochs or (8 if demo else 1), batch_size=64 if demo else 128,
+                            min_steps=0 if demo else SearchConfig.min_steps, max_length=length, beta=args.beta,
+                            gamma=args.gamma, seed=args.seed),
         finetune=FinetuneConfig(epochs=args.finetune_epochs or (30 if demo else 5), max_length=length,
                                 gamma=args.gamma, seed=args.seed),
         augment=AugmentConfig(copies=args.augment_copies, max_length=2 * length, seed=args.seed)
@@ -575,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--teacher", help="an already fine-tuned teacher folder (skips the teacher stage)")
     p.add_argument("--search-space", default="adabert", help="YAML file or built-in name")
     p.add_argument("--teacher-epochs", type=int, help="default: 2 (demo) or 3")
-    p.add_argument("--search-epochs", type=int, help="default: 10 (demo) or 1")
+    p.add_argument("--search-epochs", type=int, help="default: 8 (demo) or 1 (raised to reach --min-steps 600)")
     p.add_argument("--finetune-epochs", type=int, help="default: 30 (demo: 1,800 examples) or 5")
     p.add_argument("--max-length", type=int, help="student tokens per sentence (teacher: twice); default 32 "
                                                      "(demo) or 64")

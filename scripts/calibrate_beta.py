@@ -44,6 +44,7 @@ def main() -> None:
             depth = arch["depth_probs"]
             row = {"task": task, "beta": float(beta), "genotype": arch["genotype"],
                    "convs_kept": sum("cnn" in o for o in ops), "param_free_share": m["history"][-1]["param_free_share"],
+                   "edge_entropy": m["history"][-1]["edge_entropy_mean"],
                    "expected_depth": sum((k + 1) * p for k, p in enumerate(depth)),
                    "holdout": m["selection"]["holdout"][m["selection"]["metric"]], "params": m["efficiency"]["params"],
                    "seconds": m["seconds_this_run"]}

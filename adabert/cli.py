@@ -162,8 +162,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     device = _setup(args)
     cfg = SearchConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, gamma=args.gamma,
                        beta=args.beta, temperature=args.temperature, tau_start=args.tau_start, tau_end=args.tau_end,
-                       lr=args.lr, alpha_lr=args.alpha_lr, warmup=args.warmup, min_steps=args.min_steps, explore=args.explore,
-                       estimate_fraction=args.estimate_fraction,
+                       lr=args.lr, alpha_lr=args.alpha_lr, warmup=args.warmup, min_steps=args.min_steps,
+                       explore=args.explore, estimate_fraction=args.estimate_fraction,
                        estimate_window=args.estimate_window,
                        share_cells=args.share_cells, evals=args.evals, cost=args.cost,
                        target_params=args.target_params, target_flops=args.target_flops,

@@ -206,7 +206,7 @@ class Searcher:
     def evaluate(self, arch: Arch) -> dict[str, float]:
         """Task metrics of a derived architecture (with the supernet's weights) on the held-out slice."""
         self.model.eval()
-        sample = self.model.fixed(arch.op_index(), arch.num_cells)
+        sample = Sample(arch.op_index(), arch.num_cells)
         logits = torch.empty(len(self.holdout_enc), self.data.task.num_labels)
         for idx in batch_indices(self.holdout_enc.lengths(), 256, shuffle=False):
             with autocast(self.device):

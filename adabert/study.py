@@ -17,7 +17,6 @@ interrupted study resumes where it stopped. Outputs: OUT/results.json, OUT/resul
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -131,8 +130,7 @@ def run_study(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, c
     for name, s in progress(todo, desc="study"):
         path = out / "archs" / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        if name != "searched" or not path.is_file():
-            save_arch(archs[name], path)
+        save_arch(archs[name], path)
         m = finetune_student(path, teacher, probes_dir, data, replace(cfg.finetune, seed=s),
                              out / "runs" / name / f"seed{s}", device)
         runs.setdefault(name, []).append(m["dev"][metric])
@@ -227,6 +225,3 @@ def plot(r: dict, path: Path) -> None:
     plt.close(fig)
     tmp.replace(path)
 
-
-def load_results(output_dir: Path) -> dict:
-    return json.loads((Path(output_dir) / "results.json").read_text(encoding="utf-8"))

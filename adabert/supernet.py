@@ -144,9 +144,6 @@ class Supernet(nn.Module):
         arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
 
-    def fixed(self, op_index: list[int], depth: int) -> Sample:
-        return Sample(list(op_index), depth)
-
     def forward(self, ids_a: torch.Tensor, mask_a: torch.Tensor, ids_b: torch.Tensor, mask_b: torch.Tensor,
                 sample: Sample) -> list[torch.Tensor]:
         """ids/masks [B, T] -> the readout logits of cells 1..K: K tensors [B, C]."""

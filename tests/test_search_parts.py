@@ -250,7 +250,7 @@ def test_hard_mode_runs_only_the_sampled_ops():
     assert calls == expected and len(heads) == sample.depth
     calls.clear()
     fixed = [0, DROPPED, 1, 2, DROPPED]
-    net(ids, mask, ids, mask, net.fixed(fixed, depth=1))
+    net(ids, mask, ids, mask, Sample(fixed, depth=1))
     assert calls == {(0, 0, 0): 1, (0, 2, 1): 1, (0, 3, 2): 1}
 
 
@@ -261,7 +261,7 @@ def test_supernet_outputs_ignore_extra_padding_for_pairs():
     ids_a, mask_a = _batch([6, 2, 4], 6, seed=1)
     ids_b, mask_b = _batch([3, 6, 1], 6, seed=2)
     pad = lambda t: torch.cat([t, torch.zeros(t.shape[0], 4, dtype=t.dtype)], 1)  # noqa: E731
-    sample = net.fixed([0, 1, 2, 3, 0], depth=3)
+    sample = Sample([0, 1, 2, 3, 0], depth=3)
     heads = net(ids_a, mask_a, ids_b, mask_b, sample)
     heads_w = net(pad(ids_a), pad(mask_a), pad(ids_b), pad(mask_b), sample)
     assert len(heads) == 3 and heads[0].shape == (3, 2)

@@ -37,6 +37,7 @@ from adabert.embedding import teacher_tables
 from adabert.encoding import Encoded, batch_indices, encode_joint, encode_separate
 from adabert.errors import AdabertError
 from adabert.feature_losses import attention_kl, fitnets, nst_mmd, relational
+from adabert.heads import init_regression_heads
 from adabert.fileio import atomic_dir, hash_files, meta_matches, read_json, write_json, write_meta
 from adabert.losses import hard_loss, hinton_kd, kd_weights, layer_map, mse_logits, probe_kd, soft_kd
 from adabert.metrics import class_report, task_metrics
@@ -150,16 +151,20 @@ class Distiller:
         cfg = self.cfg
         if cfg.student == "bilstm":
             word, _ = teacher_tables(self.teacher)
-            return BiLSTMStudent(word.shape[0], cfg.embed_dim, cfg.hidden, cfg.fc, self.task.num_labels,
-                                 self.task.is_pair, cfg.dropout, teacher_word=word)
+            model = BiLSTMStudent(word.shape[0], cfg.embed_dim, cfg.hidden, cfg.fc, self.task.num_labels,
+                                  self.task.is_pair, cfg.dropout, teacher_word=word)
+            init_regression_heads(model, self.data)
+            return model
         if cfg.student == "transformer":
             model = LayerSubsetTransformer(self.teacher, cfg.layers).requires_grad_(True)
+            init_regression_heads(model.layer_heads, self.data)  # the final head is the teacher's, trained
             if cfg.method == "attention":
                 model.use_eager_attention()
             return model
         word, pos = teacher_tables(self.teacher)
-        return SearchedStudent(Student.from_teacher_tables(self.arch, word, pos, self.task.num_labels,
-                                                           self.task.is_pair))
+        model = Student.from_teacher_tables(self.arch, word, pos, self.task.num_labels, self.task.is_pair)
+        init_regression_heads(model, self.data)
+        return SearchedStudent(model)
 
     def encode(self, ds: Dataset, encoding: str) -> Encoded:
         if encoding == "joint":

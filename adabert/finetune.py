@@ -22,6 +22,7 @@ from adabert.embedding import teacher_tables
 from adabert.encoding import Encoded, batch_indices, encode_separate, student_batch
 from adabert.errors import AdabertError
 from adabert.fileio import META, atomic_dir, hash_files, load_tensors, meta_matches, read_json, write_json, write_meta
+from adabert.heads import init_regression_heads
 from adabert.losses import hard_loss, probe_kd, soft_kd
 from adabert.metrics import class_report, task_metrics
 from adabert.probes import load_probe_logits
@@ -105,6 +106,7 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
     tok = load_tokenizer(teacher)
     set_seed(cfg.seed)
     model = Student.from_teacher_tables(arch, word, pos, task.num_labels, task.is_pair)
+    init_regression_heads(model, data)
     if cfg.inherit:
         ckpt = Path(arch_path).parent / "checkpoint.safetensors"
         state = {k[6:]: v for k, v in load_tensors(ckpt, "search checkpoint").items() if k.startswith("model.")}

@@ -75,7 +75,10 @@ def train_probes(task: TaskSpec, feats: torch.Tensor, labels: np.ndarray, holdou
     var = torch.stack([((feats[i: i + 4096].float() - mu) ** 2).sum(0) for i in range(0, n, 4096)]).sum(0) / n
     sd = var.sqrt().clamp_min(1e-6)
     w = torch.zeros(layers, dim, c, requires_grad=True)
-    b = torch.zeros(layers, c, requires_grad=True)
+    b = torch.zeros(layers, c)
+    if task.is_regression:  # start at the mean score (see adabert.heads)
+        b += float(np.mean(labels))
+    b.requires_grad_(True)
     opt = torch.optim.Adam([w, b], lr=cfg.lr)
     y = torch.tensor(labels)
     gen = torch.Generator().manual_seed(cfg.seed)

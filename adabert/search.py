@@ -38,6 +38,7 @@ from adabert.errors import AdabertError
 from adabert.estimator import ChoiceEstimates
 from adabert.fileio import load_tensors, meta_matches, read_json, save_tensors, write_json, write_meta
 from adabert.gumbel import gumbel_sample, tau_schedule
+from adabert.heads import init_regression_heads
 from adabert.losses import depth_losses, efficiency_penalty
 from adabert.metrics import task_metrics
 from adabert.probes import load_probe_logits
@@ -95,7 +96,9 @@ class Searcher:
         self.holdout_enc = encode_separate(tok, data.holdout, cfg.max_length)
         self.labels = torch.tensor(data.train.labels[fit_idx])
         torch.manual_seed(cfg.seed)
-        self.model = Supernet(space, word, pos, task.num_labels, cfg.share_cells, task.is_pair).to(device)
+        self.model = Supernet(space, word, pos, task.num_labels, cfg.share_cells, task.is_pair)
+        init_regression_heads(self.model, data)
+        self.model.to(device)
         self.estimates = ChoiceEstimates(space.num_edges, len(space.ops), space.max_cells, cfg.estimate_window)
         self.opt_w = torch.optim.AdamW(self.model.weight_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.opt_a = torch.optim.SGD(self.model.arch_parameters(), lr=cfg.alpha_lr)

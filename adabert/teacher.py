@@ -19,6 +19,7 @@ from adabert.data import Dataset, TaskData
 from adabert.encoding import Encoded, batch_indices, encode_joint, pad
 from adabert.errors import AdabertError
 from adabert.fileio import atomic_dir, meta_matches, model_fingerprint, read_json, write_json, write_meta
+from adabert.heads import init_regression_heads
 from adabert.metrics import task_metrics
 from adabert.runtime import autocast, log, progress, set_seed
 from adabert.tasks import TaskSpec
@@ -158,7 +159,9 @@ def finetune_teacher(source: str, data: TaskData, cfg: TeacherConfig, output_dir
         return json_metrics(output_dir)
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(source)
-    model = load_classifier(source, data.task).to(device)
+    model = load_classifier(source, data.task)
+    init_regression_heads(model, data)
+    model.to(device)
     task = data.task
     enc = encode_joint(tokenizer, data.fit, cfg.max_length)
     holdout_enc = encode_joint(tokenizer, data.holdout, cfg.max_length)

@@ -51,6 +51,25 @@ def write_mrpc(folder: Path, n_train: int = 120, n_dev: int = 40, seed: int = 0)
     return _write_splits(folder, "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String", row, (n_train, n_dev), seed)
 
 
+def write_stsb(folder: Path, n_train: int = 240, n_dev: int = 80, seed: int = 0) -> Path:
+    """STS-B layout (ten columns, score last): sentence 2 is sentence 1 with r of its 6 words replaced (r uniform
+    in 0..6), score 5 * (1 - r / 6): similarity a student can only predict by comparing the two sentences, on a
+    0-5 scale (mean 2.5, not 0)."""
+    words = POS + NEG + FILLER
+
+    def row(rng: random.Random, i: int) -> str:
+        a = [rng.choice(words) for _ in range(6)]
+        b = list(a)
+        r = rng.randint(0, 6)
+        for at in rng.sample(range(6), r):
+            b[at] = rng.choice([w for w in words if w != a[at]])
+        return (f"{i}\tmain-captions\tMSRvid\t2012test\t{i:04d}\tnone\tnone\t{' '.join(a)}\t{' '.join(b)}\t"
+                f"{5 * (1 - r / 6):.3f}")
+
+    header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+    return _write_splits(folder, header, row, (n_train, n_dev), seed)
+
+
 def write_word_order(folder: Path, n_train: int = 320, n_dev: int = 80, seed: int = 0) -> Path:
     """SST-2 layout, a task no bag of words solves: every sentence holds "good" and "bad" next to each other, and
     the label says whether "good" comes first."""

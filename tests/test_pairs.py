@@ -12,7 +12,7 @@ from adabert.search import SearchConfig, Searcher
 from adabert.search_space import load_search_space
 from adabert.tasks import get_task
 from adabert.teacher import TeacherConfig, finetune_teacher
-from conftest import run_cli
+from conftest import run_cli, write_sst2
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +50,37 @@ def test_pair_student_exports_four_inputs(pair_student, tmp_path, capsys):
     spec = json.loads((tmp_path / "exp" / "export.json").read_text())
     assert spec["inputs"] == ["input_ids", "attention_mask", "input_ids_b", "attention_mask_b"]
     assert spec["formats"]["onnx"]["max_abs_diff"] <= 1e-4
+
+
+def test_pair_regression_student_learns(tiny_base, tmp_path):
+    """STS-B layout, similarity = overlap of the two sentences on a 0-5 scale: the siamese student must compare
+    the sentences and reach the scale. (Before regression heads started at the mean score, this student's dev
+    Pearson was -68: the MSE against labels far from 0 drowned what it learned about the pair.)"""
+    from conftest import teacher_and_probes, write_stsb
+
+    data = load_task_data(get_task("stsb"), write_stsb(tmp_path / "STS-B"))
+    teacher, probes = teacher_and_probes(tiny_base, data, tmp_path, epochs=1)
+    cpu = torch.device("cpu")
+    Searcher(str(teacher), probes, data, load_search_space("tiny"),
+             SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0), tmp_path / "search",
+             cpu).run()
+    m = finetune_student(tmp_path / "search" / "arch.json", str(teacher), probes, data,
+                         FinetuneConfig(epochs=5, batch_size=16, max_length=16, gamma=0.0), tmp_path / "student", cpu)
+    assert m["dev"]["pearson"] > 50
+
+
+def test_regression_heads_start_at_the_mean_score(tmp_path):
+    from conftest import write_stsb
+
+    from adabert.heads import init_regression_heads
+    from adabert.supernet import Readout
+
+    data = load_task_data(get_task("stsb"), write_stsb(tmp_path / "STS-B"))
+    head = Readout(8, 1, 0.0, pair=True)
+    assert init_regression_heads(head, data) == 1  # the one-output layer only, not the 4H -> H match layer
+    assert head.out.bias.item() == pytest.approx(float(data.train.labels[data.train_idx].mean()), abs=1e-6)
+    assert 2.0 < head.out.bias.item() < 3.0 and head.match.bias.abs().max() < 1
+    cls = Readout(8, 2, 0.0)
+    before = cls.out.bias.clone()
+    assert init_regression_heads(cls, load_task_data(get_task("sst2"), write_sst2(tmp_path / "SST-2"))) == 0
+    assert torch.equal(cls.out.bias, before)

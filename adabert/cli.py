@@ -211,11 +211,14 @@ def cmd_study(args: argparse.Namespace) -> int:
     ft = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, lr=args.lr,
                         gamma=args.gamma, train_limit=args.train_limit)
     cfg = StudyConfig(parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()), random=args.random,
-                      seeds=args.seeds, budget_tolerance=args.budget_tolerance, sampler_seed=args.seed, finetune=ft)
+                      seeds=args.seeds, budget_tolerance=args.budget_tolerance, sampler_seed=args.seed,
+                      budgets=_numbers(args.budgets, "--budgets"), search_train_limit=args.search_train_limit,
+                      cross_archs=tuple(str(a) for a in args.cross_arch), finetune=ft)
     data = _load_data(args)
-    result = run_study(args.arch, args.teacher, args.probes, data, cfg, args.output_dir, device, args.search_dir)
+    result = run_study(args.arch, args.teacher, args.probes, data, cfg, args.output_dir, device, args.search_dir,
+                       args.augment)
     print(render_markdown(result))
-    print(f"wrote {args.output_dir}/results.md, results.json, study.png")
+    print(f"wrote {args.output_dir}/results.md, results.json and plots")
     return 0
 
 
@@ -261,6 +264,14 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
         raise AdabertError(f"{flag}: expected comma-separated integers, got {text!r}") from None
+
+
+def _numbers(text: str, flag: str) -> tuple[float, ...]:
+    """'60000,1.2e5' -> (60000.0, 120000.0); '' -> ()."""
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise AdabertError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -506,7 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search-dir", type=Path, help="the search's output folder (default: the folder of --arch)")
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder")
     p.add_argument("--probes", type=Path, required=True, help="folder written by `adabert probes`")
-    p.add_argument("--parts", default="random,rank", help="comma-separated: random, rank")
+    p.add_argument("--parts", default="random,rank",
+                   help="comma-separated: random, rank, kd (no KD; last-layer KD), budgets (a search per "
+                        "--budgets target), bilstm (BiLSTM + MSE KD baseline), cross (--cross-arch)")
     p.add_argument("--random", type=int, default=10, help="random architectures at the searched one's budget")
     p.add_argument("--seeds", type=int, default=3, help="finetune seeds per architecture")
     p.add_argument("--budget-tolerance", type=float, default=0.1, help="random archs cost the budget +- this")
@@ -516,6 +529,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--gamma", type=float, default=0.8, help="KD weight of every finetune")
     p.add_argument("--train-limit", type=int, default=0, help="finetune on the first N training examples (0: all)")
+    p.add_argument("--budgets", default="", help="part budgets: comma-separated targets in searched parameters")
+    p.add_argument("--search-train-limit", type=int, default=0,
+                   help="part budgets: search on the first N fit rows (0: like the search that wrote --arch)")
+    p.add_argument("--cross-arch", type=Path, action="append", default=[],
+                   help="part cross: an arch.json searched on another task (repeatable)")
+    p.add_argument("--augment", type=Path, help="part bilstm: folder from `adabert augment` to train it with")
     _add_common(p)
     p.set_defaults(func=cmd_study)
 

@@ -1,22 +1,35 @@
-"""`adabert study`: does the search beat a random architecture of the same budget, and can its ranking be trusted?
+"""`adabert study`: the evidence a user needs before trusting a search, in one table.
 
-Parts (each switchable with --parts):
+Parts (each switchable with --parts; every row is finetuned with the same recipe and the same seeds):
 - random: N architectures drawn uniformly from the search space (`sample_arch`) at the searched architecture's
-  parameter budget (+- tolerance), each finetuned with the same recipe and the same seeds as the searched one.
-  Reported: the searched student's mean +- std over seeds, the random architectures' mean (over architectures,
-  each averaged over seeds) +- std, the difference, the searched one's rank among all N + 1, and the permutation
-  p-value (1 + #{random mean >= searched mean}) / (N + 1) (under the null the searched architecture is one more
-  exchangeable draw).
+  parameter budget (+- tolerance). Reported: the searched student's mean +- std over seeds, the random
+  architectures' mean (over architectures, each averaged over seeds) +- std, the difference, the searched one's
+  rank among all N + 1, and the permutation p-value (1 + #{random mean >= searched mean}) / (N + 1) (under the
+  null the searched architecture is one more exchangeable draw).
 - rank: the supernet's held-out score of every architecture above (weights of the search's final checkpoint,
   no finetuning) against its finetuned dev score: Kendall tau and Spearman rho. A search whose supernet cannot
   rank architectures cannot choose among them.
+- kd: the searched architecture without KD (gamma 0) and with last-layer KD from the teacher's logits instead
+  of the probes.
+- budgets: the search that wrote --arch rerun (its saved settings) at each `--budgets` target in searched
+  parameters, each result finetuned: accuracy against parameters and against measured latency (pareto.png).
+- bilstm: the classic answer, a BiLSTM distilled with MSE on the teacher's logits (Tang et al., 2019), with the
+  same epochs, seeds and training examples (and the augmented set when --augment is given).
+- cross: architectures searched on other tasks (--cross-arch), finetuned on this one.
 
-Every finetune run is a folder OUT/runs/NAME/seedS written by `finetune_student`, skipped when up to date, so an
-interrupted study resumes where it stopped. Outputs: OUT/results.json, OUT/results.md, OUT/study.png.
+Latency: every architecture row's student (seed 0) is timed at batch 1 and the space's cost length on this
+device (median of repeats), beside the latency the search's cost model predicts for it (`costs`, unit
+latency_ms), so the cost table a latency budget relies on is checked against the real student.
+
+Every run is a folder OUT/runs/NAME/seedS (searches: OUT/budgets/NAME), skipped when up to date, so an
+interrupted study resumes where it stopped. Outputs: OUT/results.json, OUT/results.md, OUT/study.png,
+OUT/pareto.png (budgets), OUT/tensorboard (an hparams view of every run).
 """
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -34,28 +47,58 @@ from adabert.metrics import kendall_tau, spearman
 from adabert.runtime import log, progress
 from adabert.search_space import SearchSpace
 
-PARTS = ("random", "rank")
+PARTS = ("random", "rank", "kd", "budgets", "bilstm", "cross")
+ARCH_KINDS = ("searched", "random", "kd", "budget", "cross")
 
 
 @dataclass
 class StudyConfig:
-    parts: tuple[str, ...] = PARTS
+    """budgets: searched-parameter targets of the 'budgets' part; search_train_limit: those searches use the
+    first N rows of the fit split (0: as the search that wrote --arch); cross_archs: arch.json files searched on
+    other tasks ('cross' part)."""
+
+    parts: tuple[str, ...] = ("random", "rank")
     random: int = 10
     seeds: int = 3
     budget_tolerance: float = 0.1
     sampler_seed: int = 0
+    budgets: tuple[float, ...] = ()
+    search_train_limit: int = 0
+    cross_archs: tuple[str, ...] = ()
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.parts if p not in PARTS]
         if unknown:
             raise AdabertError(f"--parts: unknown part {unknown[0]!r}; expected some of {', '.join(PARTS)}")
+        if not self.parts:
+            raise AdabertError(f"--parts: expected some of {', '.join(PARTS)}")
         if self.random < 2 and "random" in self.parts:
             raise AdabertError(f"--random: expected at least 2 random architectures, got {self.random}")
         if self.seeds < 1:
             raise AdabertError(f"--seeds: expected a positive integer, got {self.seeds}")
         if not 0 < self.budget_tolerance < 1:
             raise AdabertError(f"--budget-tolerance: expected a number in (0, 1), got {self.budget_tolerance}")
+        if "budgets" in self.parts and not self.budgets:
+            raise AdabertError("--budgets: part 'budgets' needs at least one target (searched parameters)")
+        if any(not b > 0 for b in self.budgets):
+            raise AdabertError(f"--budgets: expected positive numbers, got {','.join(f'{b:g}' for b in self.budgets)}")
+        if self.search_train_limit < 0:
+            raise AdabertError(f"--search-train-limit: expected 0 or a positive integer, got {self.search_train_limit}")
+        if "cross" in self.parts and not self.cross_archs:
+            raise AdabertError("--cross-arch: part 'cross' needs at least one arch.json searched on another task")
+
+
+@dataclass
+class Row:
+    """One line of the study's table: an architecture finetuned with `finetune` (kind in ARCH_KINDS) or the
+    BiLSTM baseline (kind 'bilstm', arch None)."""
+
+    name: str
+    kind: str
+    arch: Arch | None
+    finetune: FinetuneConfig
+    note: str = ""
 
 
 def random_arch(space: SearchSpace, rng: np.random.Generator) -> Arch:
@@ -90,25 +133,78 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
-def supernet_scores(search_dir: Path, teacher: str, probes_dir: Path, data: TaskData, archs: dict[str, Arch],
-                    device: torch.device) -> dict[str, float]:
-    """Held-out main metric of each architecture with the weights of the search's final checkpoint."""
-    from adabert.search import Searcher
+def _search_config(search_dir: Path):
     from adabert.search_config import SearchConfig
 
     saved = read_json(search_dir / "config.json", "search config")
     fields = SearchConfig.__dataclass_fields__
-    cfg = SearchConfig(**{k: v for k, v in saved.items() if k in fields})
+    return SearchConfig(**{k: v for k, v in saved.items() if k in fields})
+
+
+def supernet_scores(search_dir: Path, teacher: str, probes_dir: Path, data: TaskData, archs: dict[str, Arch],
+                    device: torch.device) -> dict[str, float]:
+    """Held-out main metric of each architecture with the weights of the search's final checkpoint."""
+    from adabert.search import Searcher
+
     space = next(iter(archs.values())).space
-    searcher = Searcher(teacher, probes_dir, data, space, cfg, search_dir, device)
+    searcher = Searcher(teacher, probes_dir, data, space, _search_config(search_dir), search_dir, device)
     if not searcher.load_checkpoint():
         raise AdabertError(f"{search_dir}: no search checkpoint (checkpoint.json) to score architectures with")
     metric = data.task.main_metric
     return {name: searcher.evaluate(arch)[metric] for name, arch in archs.items()}
 
 
+def budget_search(search_dir: Path, teacher: str, probes_dir: Path, data: TaskData, space: SearchSpace,
+                  target: float, train_limit: int, out: Path, device: torch.device) -> Arch:
+    """The search that wrote search_dir/arch.json, rerun with `target` searched parameters (and `train_limit`
+    when > 0); resumes an interrupted run, skips a finished one."""
+    from adabert.search import Searcher
+
+    cfg = replace(_search_config(search_dir), target_params=float(target), target_flops=0.0, target_latency_ms=0.0,
+                  cost="params", **({"train_limit": train_limit} if train_limit else {}))
+    searcher = Searcher(teacher, probes_dir, data, space, cfg, out, device)
+    if searcher.up_to_date():
+        log.info("study: %s is up to date; skipping the search", out)
+    else:
+        searcher.run(resume=searcher.checkpoint_compatible())
+    return load_arch(out / "arch.json")
+
+
+def limited(data: TaskData, n: int) -> TaskData:
+    """`data` with the fit split cut to its first n rows (the same rows `FinetuneConfig.train_limit` uses)."""
+    if not n:
+        return data
+    tag = hashlib.sha256(f"{data.fingerprint}:first {n}".encode()).hexdigest()[:16]
+    return replace(data, train_idx=data.train_idx[:n], fingerprint=tag)
+
+
+def bilstm_run(teacher: str, data: TaskData, ft: FinetuneConfig, seed: int, out: Path, device: torch.device,
+               augment_dir: Path | None) -> dict:
+    """The BiLSTM + MSE-on-logits baseline with the study's epochs, length, seed and training rows."""
+    from adabert.distill import DistillConfig, run_distill
+
+    cfg = DistillConfig(student="bilstm", method="mse", epochs=ft.epochs, max_length=ft.max_length, seed=seed)
+    return run_distill(teacher, limited(data, ft.train_limit), cfg, out, device, augment_dir=augment_dir)
+
+
+def student_latency_ms(folder: Path, length: int, pair: bool) -> float:
+    """Median ms of one forward of a saved student at batch 1 (pairs: one pair) and `length` tokens, timed the
+    way the cost model times its ops (warm-up, then the median of repeats)."""
+    from adabert.bench import BenchConfig, median_ms
+    from adabert.export import wrap
+    from adabert.student import Student
+
+    student, scfg = Student.from_pretrained(folder)
+    module = wrap(student, pair)
+    ids = torch.randint(1, scfg["vocab_size"], (1, length), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    inputs = (ids, mask, ids.flip(1), mask) if pair else (ids, mask)
+    with torch.inference_mode():
+        return median_ms(lambda: module(*inputs), BenchConfig(min_repeats=30, min_seconds=1.0, warmup=5))
+
+
 def run_study(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, cfg: StudyConfig, output_dir: Path,
-              device: torch.device, search_dir: Path | None = None) -> dict:
+              device: torch.device, search_dir: Path | None = None, augment_dir: Path | None = None) -> dict:
     out = Path(output_dir)
     searched = load_arch(Path(arch_path))
     space = searched.space
@@ -117,52 +213,131 @@ def run_study(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, c
     search_dir = Path(search_dir) if search_dir is not None else Path(arch_path).parent
     params = measure_cost_model(space, "params", task.num_labels, task.is_pair)
     budget = params.arch_cost(searched)
-    archs: dict[str, Arch] = {"searched": searched}
+    ft = cfg.finetune
+    if "budgets" in cfg.parts:
+        low, high = params.bounds(space)
+        for t in cfg.budgets:
+            if not low * (1 - cfg.budget_tolerance) <= t <= high * (1 + cfg.budget_tolerance):
+                raise AdabertError(f"--budgets: {t:g} searched params is outside what search space {space.name!r} "
+                                   f"can build ({low:g} to {high:g})")
+    rows = [Row("searched", "searched", searched, ft)]
     if "random" in cfg.parts:
         rng = np.random.default_rng(cfg.sampler_seed)
-        for i in range(cfg.random):
-            archs[f"random{i:02d}"] = sample_arch(space, rng, params, budget, cfg.budget_tolerance)
+        rows += [Row(f"random{i:02d}", "random", sample_arch(space, rng, params, budget, cfg.budget_tolerance), ft)
+                 for i in range(cfg.random)]
+    if "kd" in cfg.parts:
+        rows += [Row("searched-no-kd", "kd", searched, replace(ft, gamma=0.0), "gamma 0"),
+                 Row("searched-last-layer-kd", "kd", searched, replace(ft, kd_target="teacher"),
+                     "KD from the teacher's logits at the last cell")]
+    if "cross" in cfg.parts:
+        for path in cfg.cross_archs:
+            arch = load_arch(Path(path))
+            if arch.space.name != space.name:
+                raise AdabertError(f"--cross-arch: {path}: searched in space {arch.space.name!r}, expected "
+                                   f"{space.name!r}")
+            source = (arch.info.get("task") or {}).get("name", Path(path).parent.name)
+            rows.append(Row(f"cross-{source}", "cross", arch, ft, f"searched on {source}"))
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {"adabert_version": __version__, "arch": str(arch_path),
-                                     "search_dir": str(search_dir), **asdict(cfg), "task": task.describe()})
-    runs: dict[str, list[float]] = {}
-    todo = [(name, s) for name in archs for s in range(cfg.seeds)]
-    for name, s in progress(todo, desc="study"):
-        path = out / "archs" / f"{name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_arch(archs[name], path)
-        m = finetune_student(path, teacher, probes_dir, data, replace(cfg.finetune, seed=s),
-                             out / "runs" / name / f"seed{s}", device)
-        runs.setdefault(name, []).append(m["dev"][metric])
-        log.info("study: %s seed %d: dev %s %.2f | %s", name, s, metric, m["dev"][metric], archs[name].genotype())
-    rows = []
-    for name, arch in archs.items():
-        mean, std = _mean_std(runs[name])
-        rows.append({"name": name, "genotype": arch.genotype(), "searched_params": int(params.arch_cost(arch)),
-                     "dev": runs[name], "dev_mean": mean, "dev_std": std})
+                                     "search_dir": str(search_dir), "augment": str(augment_dir or ""),
+                                     **asdict(cfg), "task": task.describe()})
+    if "budgets" in cfg.parts:
+        for target in cfg.budgets:
+            name = f"budget-{target:.0f}"
+            arch = budget_search(search_dir, teacher, probes_dir, data, space, target, cfg.search_train_limit,
+                                 out / "budgets" / name, device)
+            rows.append(Row(name, "budget", arch, ft, f"target {target:,.0f} searched params"))
+    if "bilstm" in cfg.parts:
+        rows.append(Row("bilstm-mse", "bilstm", None, ft, "BiLSTM + MSE KD" + (" + augmentation" if augment_dir
+                                                                                 else "")))
+    results: dict[str, list[dict]] = {}
+    todo = [(row, s) for row in rows for s in range(cfg.seeds)]
+    for row, s in progress(todo, desc="study"):
+        folder = out / "runs" / row.name / f"seed{s}"
+        if row.arch is None:
+            m = bilstm_run(teacher, data, ft, s, folder, device, augment_dir)
+        else:
+            path = out / "archs" / f"{row.name}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_arch(row.arch, path)
+            m = finetune_student(path, teacher, probes_dir, data, replace(row.finetune, seed=s), folder, device)
+        results.setdefault(row.name, []).append(m)
+        log.info("study: %s seed %d: dev %s %.2f%s", row.name, s, m["dev"][metric],
+                 f" | {row.arch.genotype()}" if row.arch is not None else "")
+    latency = measure_cost_model(space, "latency_ms", task.num_labels, task.is_pair) if any(
+        r.kind != "random" and r.arch is not None for r in rows) else None
+    table = []
+    for row in rows:
+        devs = [m["dev"][metric] for m in results[row.name]]
+        mean, std = _mean_std(devs)
+        entry = {"name": row.name, "kind": row.kind, "note": row.note,
+                 "genotype": row.arch.genotype() if row.arch is not None else "",
+                 "searched_params": int(params.arch_cost(row.arch)) if row.arch is not None else None,
+                 "params": int(results[row.name][0]["params"]), "dev": devs, "dev_mean": mean, "dev_std": std}
+        if latency is not None and row.arch is not None and row.kind != "random":
+            entry["predicted_ms"] = latency.arch_cost(row.arch)
+            entry["measured_ms"] = student_latency_ms(out / "runs" / row.name / "seed0", space.cost_length,
+                                                      task.is_pair)
+        table.append(entry)
     result: dict = {"task": task.name, "metric": metric, "budget_params": budget,
-                    "budget_tolerance": cfg.budget_tolerance, "seeds": cfg.seeds,
-                    "finetune": asdict(cfg.finetune), "archs": rows}
+                    "budget_tolerance": cfg.budget_tolerance, "seeds": cfg.seeds, "finetune": asdict(ft),
+                    "parts": list(cfg.parts), "archs": table}
+    if latency is not None:
+        result["latency"] = {"threads": torch.get_num_threads(), "length": space.cost_length, "batch": 1,
+                             "cost_model": latency.as_dict()}
     if "random" in cfg.parts:
-        s_mean = rows[0]["dev_mean"]
-        r_means = [r["dev_mean"] for r in rows[1:]]
+        s_mean, s_std = table[0]["dev_mean"], table[0]["dev_std"]
+        r_means = [r["dev_mean"] for r in table if r["kind"] == "random"]
         r_mean, r_std = _mean_std(r_means)
         result["random"] = {
-            "searched_mean": s_mean, "searched_std": rows[0]["dev_std"], "random_mean": r_mean,
+            "searched_mean": s_mean, "searched_std": s_std, "random_mean": r_mean,
             "random_std_over_archs": r_std, "difference": s_mean - r_mean,
             "rank": 1 + sum(m > s_mean for m in r_means), "of": len(r_means) + 1,
             "p_value": (1 + sum(m >= s_mean for m in r_means)) / (len(r_means) + 1)}
     if "rank" in cfg.parts:
-        scores = supernet_scores(search_dir, teacher, probes_dir, data, archs, device)
-        for r in rows:
+        ranked = [r for r in table if r["kind"] in ("searched", "random")]
+        scores = supernet_scores(search_dir, teacher, probes_dir, data,
+                                 {r["name"]: next(x.arch for x in rows if x.name == r["name"]) for r in ranked},
+                                 device)
+        for r in ranked:
             r["supernet_holdout"] = scores[r["name"]]
-        x = np.array([r["supernet_holdout"] for r in rows])
-        y = np.array([r["dev_mean"] for r in rows])
-        result["rank"] = {"kendall_tau": kendall_tau(x, y), "spearman": spearman(x, y), "archs": len(rows)}
+        x = np.array([r["supernet_holdout"] for r in ranked])
+        y = np.array([r["dev_mean"] for r in ranked])
+        result["rank"] = {"kendall_tau": kendall_tau(x, y), "spearman": spearman(x, y), "archs": len(ranked)}
+    if "budgets" in cfg.parts:
+        sweep = [r for r in table if r["kind"] == "budget"]
+        for r, target in zip(sweep, cfg.budgets):
+            r["target"] = float(target)
+            r["within"] = abs(r["searched_params"] / target - 1) <= cfg.budget_tolerance
+        by_target = sorted(sweep, key=lambda r: r["target"])
+        result["budgets"] = {"search_train_limit": cfg.search_train_limit,
+                             "all_within": all(r["within"] for r in sweep),
+                             "non_decreasing": all(b["dev_mean"] >= a["dev_mean"]
+                                                   for a, b in zip(by_target, by_target[1:]))}
+    timed = [r for r in table if "measured_ms" in r]
+    if timed:
+        errors = [r["predicted_ms"] / r["measured_ms"] - 1 for r in timed]
+        result["latency"]["max_abs_relative_error"] = max(abs(e) for e in errors)
     write_json(out / "results.json", result)
     atomic_write_bytes(out / "results.md", render_markdown(result).encode("utf-8"))
     plot(result, out / "study.png")
+    if "budgets" in cfg.parts:
+        plot_pareto(result, out / "pareto.png")
+    write_hparams(result, out / "tensorboard")
     return result
+
+
+def write_hparams(result: dict, folder: Path) -> None:
+    """One TensorBoard hparams entry per (row, seed): kind, parameters, seed -> dev metric (rewritten whole)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    shutil.rmtree(folder, ignore_errors=True)
+    with SummaryWriter(str(folder)) as w:
+        for r in result["archs"]:
+            for s, v in enumerate(r["dev"]):
+                hp = {"row": r["name"], "kind": r["kind"], "seed": s, "params": r["params"],
+                      "searched_params": r["searched_params"] or 0}
+                w.add_hparams(hp, {f"dev/{result['metric']}": v}, run_name=f"{r['name']}-seed{s}")
 
 
 def render_markdown(r: dict) -> str:
@@ -184,26 +359,67 @@ def render_markdown(r: dict) -> str:
         q = r["rank"]
         lines += [f"Supernet held-out score vs finetuned dev over {q['archs']} architectures: Kendall tau "
                   f"{q['kendall_tau']:.2f}, Spearman {q['spearman']:.2f}.", ""]
-    head = "| arch | searched params | dev (per seed) | mean | std |" + (" supernet held-out |" if "rank" in r else "")
-    lines += [head, "|---|---|---|---|---|" + ("---|" if "rank" in r else "")]
+    if "budgets" in r:
+        q = r["budgets"]
+        lines += [f"Budget sweep (searches on "
+                  + (f"the first {q['search_train_limit']} fit rows" if q["search_train_limit"] else "the search's "
+                     "own data") + f"): every student within its target +-{round(100 * r['budget_tolerance'])}%: "
+                  f"{'yes' if q['all_within'] else 'no'}; dev mean non-decreasing with the budget: "
+                  f"{'yes' if q['non_decreasing'] else 'no'}.", ""]
+    if "latency" in r and "max_abs_relative_error" in r["latency"]:
+        q = r["latency"]
+        lines += [f"Latency at batch 1, {q['length']} tokens, {q['threads']} threads: the cost model's prediction "
+                  f"is within {100 * q['max_abs_relative_error']:.0f}% of the measured student for every timed row.",
+                  ""]
+    timed = any("measured_ms" in a for a in r["archs"])
+    ranked = "rank" in r
+    head = "| run | searched params | params | dev (per seed) | mean | std |"
+    head += (" supernet held-out |" if ranked else "") + (" predicted ms | measured ms |" if timed else "")
+    lines += [head, "|" + "---|" * (6 + ranked + 2 * timed)]
     for a in r["archs"]:
-        row = (f"| {a['name']} `{a['genotype']}` | {a['searched_params']:,} | "
-               f"{', '.join(f'{v:.2f}' for v in a['dev'])} | {a['dev_mean']:.2f} | {a['dev_std']:.2f} |")
-        lines.append(row + (f" {a['supernet_holdout']:.2f} |" if "rank" in r else ""))
+        what = f"`{a['genotype']}`" if a["genotype"] else a["note"]
+        if a["genotype"] and a["note"]:
+            what = f"{a['note']}: {what}"
+        sp = f"{a['searched_params']:,}" if a["searched_params"] is not None else "-"
+        row = (f"| {a['name']} {what} | {sp} | {a['params']:,} | {', '.join(f'{v:.2f}' for v in a['dev'])} | "
+               f"{a['dev_mean']:.2f} | {a['dev_std']:.2f} |")
+        if ranked:
+            row += f" {a['supernet_holdout']:.2f} |" if "supernet_holdout" in a else " - |"
+        if timed:
+            row += (f" {a['predicted_ms']:.2f} | {a['measured_ms']:.2f} |" if "measured_ms" in a else " - | - |")
+        lines.append(row)
     return "\n".join(lines) + "\n"
 
 
-def plot(r: dict, path: Path) -> None:
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot(r: dict, path: Path) -> None:
+    """Searched vs random at the same budget (left), supernet held-out vs finetuned dev (right, part rank)."""
+    plt = _pyplot()
     panels = 2 if "rank" in r else 1
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
     ax = axes[0, 0]
     for a in r["archs"]:
-        searched = a["name"] == "searched"
+        if a["kind"] not in ("searched", "random"):
+            continue
+        searched = a["kind"] == "searched"
         ax.errorbar(a["searched_params"], a["dev_mean"], yerr=a["dev_std"], fmt="*" if searched else "o",
                     color="C3" if searched else "C0", markersize=12 if searched else 6,
                     label="searched" if searched else None)
@@ -213,15 +429,33 @@ def plot(r: dict, path: Path) -> None:
     ax.set_title("searched vs random, same budget")
     if "rank" in r:
         ax = axes[0, 1]
-        xs = [a["supernet_holdout"] for a in r["archs"]]
-        ys = [a["dev_mean"] for a in r["archs"]]
-        ax.scatter(xs, ys)
+        pts = [(a["supernet_holdout"], a["dev_mean"]) for a in r["archs"] if "supernet_holdout" in a]
+        ax.scatter(*zip(*pts))
         ax.set_xlabel("supernet held-out")
         ax.set_ylabel("finetuned dev")
         ax.set_title(f"Kendall tau {r['rank']['kendall_tau']:.2f}")
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    _save(fig, path)
 
+
+def plot_pareto(r: dict, path: Path) -> None:
+    """Dev metric against searched parameters (left) and measured latency (right) for the budget sweep, with
+    the searched and random architectures for reference."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    sweep = sorted((a for a in r["archs"] if a["kind"] == "budget"), key=lambda a: a["target"])
+    for ax, key, label in ((axes[0], "searched_params", "searched parameters"),
+                           (axes[1], "measured_ms", "measured latency, ms (batch 1)")):
+        others = [a for a in r["archs"] if a["kind"] in ("searched", "random") and a.get(key) is not None]
+        for a in others:
+            searched = a["kind"] == "searched"
+            ax.plot(a[key], a["dev_mean"], "*" if searched else "o", color="C3" if searched else "0.6",
+                    markersize=12 if searched else 5, label="searched (study budget)" if searched else None)
+        ax.errorbar([a[key] for a in sweep], [a["dev_mean"] for a in sweep], yerr=[a["dev_std"] for a in sweep],
+                    fmt="-s", color="C0", label="searched at each budget")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"dev {r['metric']} (mean +- std over seeds)")
+        ax.legend(fontsize=8)
+    axes[0].set_title("accuracy vs size")
+    axes[1].set_title("accuracy vs latency")
+    _save(fig, path)

@@ -213,6 +213,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     cfg = StudyConfig(parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()), random=args.random,
                       seeds=args.seeds, budget_tolerance=args.budget_tolerance, sampler_seed=args.seed,
                       budgets=_numbers(args.budgets, "--budgets"), search_train_limit=args.search_train_limit,
+                      search_min_steps=args.search_min_steps,
                       cross_archs=tuple(str(a) for a in args.cross_arch), finetune=ft)
     data = _load_data(args)
     result = run_study(args.arch, args.teacher, args.probes, data, cfg, args.output_dir, device, args.search_dir,
@@ -532,6 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budgets", default="", help="part budgets: comma-separated targets in searched parameters")
     p.add_argument("--search-train-limit", type=int, default=0,
                    help="part budgets: search on the first N fit rows (0: like the search that wrote --arch)")
+    p.add_argument("--search-min-steps", type=int, default=0,
+                   help="part budgets: at least N search steps (0: like the search that wrote --arch)")
     p.add_argument("--cross-arch", type=Path, action="append", default=[],
                    help="part cross: an arch.json searched on another task (repeatable)")
     p.add_argument("--augment", type=Path, help="part bilstm: folder from `adabert augment` to train it with")

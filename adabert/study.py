@@ -53,8 +53,9 @@ ARCH_KINDS = ("searched", "random", "kd", "budget", "cross")
 
 @dataclass
 class StudyConfig:
-    """budgets: searched-parameter targets of the 'budgets' part; search_train_limit: those searches use the
-    first N rows of the fit split (0: as the search that wrote --arch); cross_archs: arch.json files searched on
+    """budgets: searched-parameter targets of the 'budgets' part; search_train_limit and search_min_steps: those
+    searches use the first N rows of the fit split and at least N steps (0: as the search that wrote --arch);
+    cross_archs: arch.json files searched on
     other tasks ('cross' part)."""
 
     parts: tuple[str, ...] = ("random", "rank")
@@ -64,6 +65,7 @@ class StudyConfig:
     sampler_seed: int = 0
     budgets: tuple[float, ...] = ()
     search_train_limit: int = 0
+    search_min_steps: int = 0
     cross_archs: tuple[str, ...] = ()
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
@@ -83,8 +85,10 @@ class StudyConfig:
             raise AdabertError("--budgets: part 'budgets' needs at least one target (searched parameters)")
         if any(not b > 0 for b in self.budgets):
             raise AdabertError(f"--budgets: expected positive numbers, got {','.join(f'{b:g}' for b in self.budgets)}")
-        if self.search_train_limit < 0:
-            raise AdabertError(f"--search-train-limit: expected 0 or a positive integer, got {self.search_train_limit}")
+        for name in ("search_train_limit", "search_min_steps"):
+            if getattr(self, name) < 0:
+                raise AdabertError(f"--{name.replace('_', '-')}: expected 0 or a positive integer, got "
+                                   f"{getattr(self, name)}")
         if "cross" in self.parts and not self.cross_archs:
             raise AdabertError("--cross-arch: part 'cross' needs at least one arch.json searched on another task")
 
@@ -155,13 +159,14 @@ def supernet_scores(search_dir: Path, teacher: str, probes_dir: Path, data: Task
 
 
 def budget_search(search_dir: Path, teacher: str, probes_dir: Path, data: TaskData, space: SearchSpace,
-                  target: float, train_limit: int, out: Path, device: torch.device) -> Arch:
-    """The search that wrote search_dir/arch.json, rerun with `target` searched parameters (and `train_limit`
-    when > 0); resumes an interrupted run, skips a finished one."""
+                  target: float, cfg: StudyConfig, out: Path, device: torch.device) -> Arch:
+    """The search that wrote search_dir/arch.json, rerun with `target` searched parameters (and the study's
+    search_train_limit / search_min_steps when > 0); resumes an interrupted run, skips a finished one."""
     from adabert.search import Searcher
 
+    overrides = {k: v for k, v in (("train_limit", cfg.search_train_limit), ("min_steps", cfg.search_min_steps)) if v}
     cfg = replace(_search_config(search_dir), target_params=float(target), target_flops=0.0, target_latency_ms=0.0,
-                  cost="params", **({"train_limit": train_limit} if train_limit else {}))
+                  cost="params", **overrides)
     searcher = Searcher(teacher, probes_dir, data, space, cfg, out, device)
     if searcher.up_to_date():
         log.info("study: %s is up to date; skipping the search", out)
@@ -244,8 +249,8 @@ def run_study(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, c
     if "budgets" in cfg.parts:
         for target in cfg.budgets:
             name = f"budget-{target:.0f}"
-            arch = budget_search(search_dir, teacher, probes_dir, data, space, target, cfg.search_train_limit,
-                                 out / "budgets" / name, device)
+            arch = budget_search(search_dir, teacher, probes_dir, data, space, target, cfg, out / "budgets" / name,
+                                 device)
             rows.append(Row(name, "budget", arch, ft, f"target {target:,.0f} searched params"))
     if "bilstm" in cfg.parts:
         rows.append(Row("bilstm-mse", "bilstm", None, ft, "BiLSTM + MSE KD" + (" + augmentation" if augment_dir
@@ -310,7 +315,7 @@ def run_study(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, c
             r["target"] = float(target)
             r["within"] = abs(r["searched_params"] / target - 1) <= cfg.budget_tolerance
         by_target = sorted(sweep, key=lambda r: r["target"])
-        result["budgets"] = {"search_train_limit": cfg.search_train_limit,
+        result["budgets"] = {"search_train_limit": cfg.search_train_limit, "search_min_steps": cfg.search_min_steps,
                              "all_within": all(r["within"] for r in sweep),
                              "non_decreasing": all(b["dev_mean"] >= a["dev_mean"]
                                                    for a, b in zip(by_target, by_target[1:]))}
@@ -363,7 +368,8 @@ def render_markdown(r: dict) -> str:
         q = r["budgets"]
         lines += [f"Budget sweep (searches on "
                   + (f"the first {q['search_train_limit']} fit rows" if q["search_train_limit"] else "the search's "
-                     "own data") + f"): every student within its target +-{round(100 * r['budget_tolerance'])}%: "
+                     "own data")
+                  + (f", at least {q['search_min_steps']} steps" if q.get("search_min_steps") else "") + f"): every student within its target +-{round(100 * r['budget_tolerance'])}%: "
                   f"{'yes' if q['all_within'] else 'no'}; dev mean non-decreasing with the budget: "
                   f"{'yes' if q['non_decreasing'] else 'no'}.", ""]
     if "latency" in r and "max_abs_relative_error" in r["latency"]:

@@ -33,11 +33,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from adabert.data import Dataset, TaskData
+from adabert.data import Dataset, TaskData, check_text
 from adabert.encoding import encode_joint
 from adabert.errors import AdabertError
-from adabert.fileio import (atomic_dir, atomic_write_bytes, hash_files, load_tensors, meta_matches, read_json,
-                            save_tensors, write_json, write_meta)
+from adabert.fileio import (atomic_dir, atomic_write_bytes, hash_files, load_tensors, member, meta_matches,
+                            read_json, save_tensors, write_json, write_meta)
 from adabert.probes import probe_logits
 from adabert.runtime import log, progress
 from adabert.teacher import (check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint,
@@ -232,28 +232,40 @@ def run_augment(teacher: str, data: TaskData, cfg: AugmentConfig, output_dir: Pa
 def load_augmented(folder: Path, data: TaskData, teacher: str | None = None) -> Augmented:
     """Read an augment folder, refusing one made from other data (or, if given, another teacher)."""
     folder = Path(folder)
-    meta = read_json(folder / "meta.json", "augment meta file")
+    meta = read_json(member(folder, "meta.json", "augment meta file"), "augment meta file", expect=dict)
     if meta.get("stage") != "augment":
         raise AdabertError(f"{folder}: not an augment folder (meta.json stage is {meta.get('stage')!r})")
-    inputs = meta.get("inputs", {})
+    inputs = meta.get("inputs")
+    if not isinstance(inputs, dict):
+        raise AdabertError(f"{folder / 'meta.json'}: field 'inputs' must be an object of fingerprints")
     if inputs.get("data") != data.fingerprint:
         raise AdabertError(f"{folder}: augmented from other data or split settings; rerun `adabert augment`")
     if teacher is not None and inputs.get("teacher") != model_source_fingerprint(teacher):
         raise AdabertError(f"{folder}: teacher outputs come from another teacher than {teacher}; "
                            "rerun `adabert augment`")
     texts, source = [], []
-    path = folder / "augmented.jsonl"
+    path = member(folder, "augmented.jsonl", "augmented text")
+    fields = len(data.task.text_fields)
+    line_no = 0
     try:
         with open(path, encoding="utf-8") as f:
             for line_no, line in enumerate(f, 1):
                 row = json.loads(line)
-                texts.append(tuple(row["texts"]))
+                if (not isinstance(row, dict) or not isinstance(row.get("texts"), list)
+                        or len(row["texts"]) != fields or not all(isinstance(x, str) and x for x in row["texts"])
+                        or not isinstance(row.get("source"), int) or not 0 <= row["source"] < len(data.train_idx)):
+                    raise AdabertError(f"{path}:{line_no}: expected {{\"texts\": [{fields} non-empty strings], "
+                                       f"\"source\": a row index of the fit split}}")
+                texts.append(tuple(check_text(x, f"{path}:{line_no}", "texts") for x in row["texts"]))
                 source.append(row["source"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise AdabertError(f"{path}: unreadable augmented text ({e})") from None
-    t = load_tensors(folder / "logits.safetensors", "augmented teacher logits")
-    if t.get("teacher") is None or len(t["teacher"]) != len(texts):
-        raise AdabertError(f"{folder}/logits.safetensors: 'teacher' must hold {len(texts)} rows")
+    except (OSError, ValueError, RecursionError) as e:
+        raise AdabertError(f"{path}:{line_no}: unreadable augmented text ({type(e).__name__})") from None
+    t = load_tensors(member(folder, "logits.safetensors", "augmented teacher logits"), "augmented teacher logits")
+    teacher = t.get("teacher")
+    if teacher is None or tuple(teacher.shape) != (len(texts), data.task.num_labels):
+        raise AdabertError(f"{folder}/logits.safetensors: 'teacher' must be [{len(texts)}, {data.task.num_labels}]")
+    if not torch.isfinite(teacher).all() or ("probes" in t and not torch.isfinite(t["probes"]).all()):
+        raise AdabertError(f"{folder}/logits.safetensors: holds NaN or infinite values; rerun `adabert augment`")
     labels = teacher_labels(t["teacher"], data.task.is_regression)
     return Augmented(Dataset(data.task, "augmented", path, texts, labels), t["teacher"], t.get("probes"),
                      np.array(source, dtype=np.int64))

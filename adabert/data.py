@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import numpy as np
 
 from adabert.errors import AdabertError
 from adabert.fileio import hash_files, hash_obj
+from adabert.runtime import log
 from adabert.tasks import TaskSpec
 
 
@@ -39,6 +42,19 @@ class Dataset:
 
     def subset(self, idx: np.ndarray) -> "Dataset":
         return Dataset(self.task, self.split, self.path, [self.texts[i] for i in idx], self.labels[idx])
+
+
+# C0 controls other than tab, newline and carriage return; DEL; lone UTF-16 surrogates (from JSON escapes).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def check_text(value: str, where: str, field: str) -> str:
+    """`value` unless it holds a control character (then an error naming `where` and `field`)."""
+    bad = _CONTROL.search(value)
+    if bad:
+        raise AdabertError(f"{where}: field {field!r} holds control character U+{ord(bad.group()):04X}; expected "
+                           "plain text")
+    return value
 
 
 def _decode(path: Path) -> str:
@@ -72,6 +88,8 @@ def read_rows(path: Path, fmt: str, columns: tuple[str, ...] | None = None) -> l
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise AdabertError(f"{path}:{n}: not a JSON object ({e.msg})") from None
+            except RecursionError:
+                raise AdabertError(f"{path}:{n}: JSON nested too deeply; expected a flat object") from None
             if not isinstance(obj, dict):
                 raise AdabertError(f"{path}:{n}: expected a JSON object per line, got {type(obj).__name__}")
             rows.append((n, {k: v if isinstance(v, str) else json.dumps(v) for k, v in obj.items()}))
@@ -108,7 +126,10 @@ def read_rows(path: Path, fmt: str, columns: tuple[str, ...] | None = None) -> l
 
 
 def read_split(task: TaskSpec, path: Path, split: str) -> Dataset:
-    """Read one split of `task` from `path`, checking columns and labels."""
+    """Read one split of `task` from `path`, checking columns and labels.
+
+    Text with control characters (NUL, escape codes, ...) is an error naming the line and field; a row whose
+    text field is empty is skipped, and the skipped rows are counted in a warning."""
     path = Path(path)
     rows = read_rows(path, task.file_format, task.columns)
     needed = (*task.text_fields, task.label_field)
@@ -119,19 +140,34 @@ def read_split(task: TaskSpec, path: Path, split: str) -> Dataset:
     texts: list[tuple[str, ...]] = []
     labels: list = []
     index = {v: i for i, v in enumerate(task.labels or ())}
+    empty: list[int] = []
     for n, row in rows:
-        texts.append(tuple(row[c].strip() for c in task.text_fields))
+        text = tuple(row[c].strip() for c in task.text_fields)
+        for col, value in zip(task.text_fields, text):
+            check_text(value, f"{path}:{n}", col)
+        if not all(text):
+            empty.append(n)
+            continue
+        texts.append(text)
         raw = row[task.label_field].strip()
         if task.is_regression:
             try:
-                labels.append(float(raw))
+                value = float(raw)
             except ValueError:
                 raise AdabertError(f"{path}:{n}: field {task.label_field!r} = {raw!r} is not a number") from None
+            if not math.isfinite(value):
+                raise AdabertError(f"{path}:{n}: field {task.label_field!r} = {raw!r} is not a finite number")
+            labels.append(value)
         else:
             if raw not in index:
                 raise AdabertError(f"{path}:{n}: field {task.label_field!r} = {raw!r} is not a label of task "
                                    f"{task.name}; expected one of {', '.join(task.labels)}")
             labels.append(index[raw])
+    if empty:
+        if not texts:
+            raise AdabertError(f"{path}: every row has an empty text field ({', '.join(task.text_fields)})")
+        log.warning("%s: skipped %d row(s) with an empty text field (line %s%s)", path, len(empty), empty[0],
+                    f" and {len(empty) - 1} more" if len(empty) > 1 else "")
     dtype = np.float32 if task.is_regression else np.int64
     return Dataset(task, split, path, texts, np.asarray(labels, dtype=dtype))
 

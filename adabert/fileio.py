@@ -24,6 +24,15 @@ from adabert import __version__
 from adabert.errors import AdabertError
 
 META = "meta.json"
+MAX_JSON_BYTES = 64 << 20  # configs, metas and arch files are kilobytes; a larger one is not ours
+
+
+def member(folder: Path, name: str, what: str) -> Path:
+    """folder/name, refusing a symbolic link that leads outside `folder` (a tampered model or cache folder)."""
+    folder, path = Path(folder), Path(folder) / name
+    if path.is_symlink() and not path.resolve().is_relative_to(folder.resolve()):
+        raise AdabertError(f"{path}: {what} is a link to {path.resolve()}, outside {folder}; copy the file in")
+    return path
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -45,17 +54,26 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
-def read_json(path: Path, what: str = "JSON file") -> Any:
-    """Read a JSON file; a missing or malformed file is an `AdabertError` naming it (and the line)."""
+def read_json(path: Path, what: str = "JSON file", expect: type | None = None) -> Any:
+    """Read a JSON file; a missing, oversized, malformed or too deeply nested file is an `AdabertError` naming
+    it (and the line). With `expect` (dict or list), the top level must be of that type."""
     path = Path(path)
     if not path.is_file():
         raise AdabertError(f"{path}: {what} not found")
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise AdabertError(f"{path}: {what} is {path.stat().st_size:,} bytes; expected at most {MAX_JSON_BYTES:,}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        obj = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise AdabertError(f"{path}: {what} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise AdabertError(f"{path}:{e.lineno}: {what} is not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise AdabertError(f"{path}: {what} is nested too deeply to be ours") from None
+    if expect is not None and not isinstance(obj, expect):
+        raise AdabertError(f"{path}: {what} must be a JSON {'object' if expect is dict else expect.__name__}, got "
+                           f"{type(obj).__name__}")
+    return obj
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -91,6 +109,9 @@ def load_state(model: torch.nn.Module, path: Path, config: Path) -> None:
     expected = model.state_dict()
     if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
         raise AdabertError(f"{path}: weights do not match the model described by {Path(config).name}")
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise AdabertError(f"{path}: tensor {bad!r} holds NaN or infinite values")
     model.load_state_dict(state)
 
 
@@ -151,7 +172,7 @@ def meta_matches(folder: Path, stage: str, inputs: dict[str, str], config: dict[
         return False
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return False
-    return meta.get("stage") == stage and meta.get("inputs") == inputs and meta.get("config") == json.loads(
+    return isinstance(meta, dict) and meta.get("stage") == stage and meta.get("inputs") == inputs and meta.get("config") == json.loads(
         json.dumps(config, default=str))

@@ -9,7 +9,7 @@ from typing import Iterable, TextIO
 import numpy as np
 import torch
 
-from adabert.data import Dataset
+from adabert.data import Dataset, check_text
 from adabert.encoding import Encoded, encode_separate
 from adabert.errors import AdabertError
 from adabert.finetune import student_logits
@@ -30,13 +30,13 @@ class Predictor:
         self.model.to(self.device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
-        except (OSError, ValueError) as e:
-            raise AdabertError(f"{self.folder}: cannot load the student's tokenizer ({str(e).splitlines()[0]})") from None
-        t = self.config["task"]
-        self.task = TaskSpec(t["name"], tuple(t["text_fields"]), t["label_field"],
-                             None if t["labels"] is None else tuple(t["labels"]), tuple(t["metrics"]),
-                             label_names=tuple(t["label_names"]) or None)
+        except Exception as e:  # noqa: BLE001 (tokenizers raises bare Exceptions on tampered files)
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise AdabertError(f"{self.folder}: cannot load the student's tokenizer ({first})") from None
+        self.task = TaskSpec.from_description(self.config["task"], f"{self.folder}/config.json: field 'task'")
         self.max_length = self.config.get("max_length", 128)
+        if not isinstance(self.max_length, int) or isinstance(self.max_length, bool) or self.max_length < 2:
+            raise AdabertError(f"{self.folder}/config.json: field 'max_length' must be an integer >= 2")
 
     def check_task(self, task: TaskSpec) -> None:
         """Refuse data of another task (other name, labels or number of text fields)."""
@@ -72,15 +72,19 @@ class Predictor:
 def read_inputs(lines: Iterable[str], fields: int, source: str) -> list[tuple[str, ...]]:
     """Tab-separated lines with exactly `fields` columns (1: sentence, 2: pair); blank lines are skipped."""
     out = []
-    for n, line in enumerate(lines, 1):
-        line = line.rstrip("\n").rstrip("\r")
-        if not line.strip():
-            continue
-        cols = line.split("\t")
-        if len(cols) != fields:
-            raise AdabertError(f"{source}:{n}: expected {fields} tab-separated column{'s' if fields > 1 else ''} "
-                               f"({'sentence' if fields == 1 else 'sentence A, sentence B'}), found {len(cols)}")
-        out.append(tuple(c.strip() for c in cols))
+    n = 0
+    try:
+        for n, line in enumerate(lines, 1):
+            line = line.rstrip("\n").rstrip("\r")
+            if not line.strip():
+                continue
+            cols = line.split("\t")
+            if len(cols) != fields:
+                raise AdabertError(f"{source}:{n}: expected {fields} tab-separated column{'s' if fields > 1 else ''}"
+                                   f" ({'sentence' if fields == 1 else 'sentence A, sentence B'}), found {len(cols)}")
+            out.append(tuple(check_text(c.strip(), f"{source}:{n}", f"column {i + 1}") for i, c in enumerate(cols)))
+    except UnicodeDecodeError as e:
+        raise AdabertError(f"{source}:{n + 1}: not UTF-8 text ({e.reason}); save the file as UTF-8") from None
     if not out:
         raise AdabertError(f"{source}: no input lines")
     return out

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from adabert.data import TaskData
 from adabert.encoding import encode_joint
 from adabert.errors import AdabertError
-from adabert.fileio import (META, atomic_dir, load_tensors, meta_matches, read_json, save_tensors, write_json,
-                            write_meta)
+from adabert.fileio import (META, atomic_dir, load_tensors, member, meta_matches, read_json, save_tensors,
+                            write_json, write_meta)
 from adabert.metrics import task_metrics
 from adabert.runtime import log, set_seed
 from adabert.tasks import TaskSpec
@@ -183,8 +183,10 @@ def format_probe_table(metrics: dict, metric: str) -> str:
 def load_probe_logits(folder: Path, data: TaskData, teacher: str | None = None) -> ProbeLogits:
     """Load cached probe logits, refusing ones computed for other data (or, if given, another teacher)."""
     folder = Path(folder)
-    meta = read_json(folder / META, "probes meta file")
-    inputs = meta.get("inputs", {})
+    meta = read_json(member(folder, META, "probes meta file"), "probes meta file", expect=dict)
+    inputs = meta.get("inputs")
+    if not isinstance(inputs, dict):
+        raise AdabertError(f"{folder / META}: field 'inputs' must be an object of fingerprints")
     if meta.get("stage") != "probes":
         raise AdabertError(f"{folder}: not a probes folder (meta.json stage is {meta.get('stage')!r})")
     if inputs.get("data") != data.fingerprint:
@@ -193,11 +195,22 @@ def load_probe_logits(folder: Path, data: TaskData, teacher: str | None = None) 
     if teacher is not None and inputs.get("teacher") != model_source_fingerprint(teacher):
         raise AdabertError(f"{folder}: probe logits were computed for another teacher than {teacher}; "
                            "rerun `adabert probes`")
-    t = load_tensors(folder / "logits.safetensors", "probe logits")
-    m = read_json(folder / "metrics.json", "probe metrics")
-    expected = {"train": len(data.train), "dev": len(data.dev)}
-    for key, n in expected.items():
-        if key not in t or t[key].shape[0] != n:
-            raise AdabertError(f"{folder}/logits.safetensors: {key!r} must hold {n} rows")
-    return ProbeLogits(t["train"], t["dev"], t["teacher_train"], t["teacher_dev"],
-                       [row["holdout"] for row in m["layers"]])
+    path = member(folder, "logits.safetensors", "probe logits")
+    t = load_tensors(path, "probe logits")
+    c = data.task.num_labels
+    layers = t["train"].shape[1] if "train" in t and t["train"].dim() == 3 else None
+    expected = {"train": (len(data.train), layers, c), "dev": (len(data.dev), layers, c),
+                "teacher_train": (len(data.train), c), "teacher_dev": (len(data.dev), c)}
+    for key, shape in expected.items():
+        if key not in t or tuple(t[key].shape) != shape or not t[key].is_floating_point():
+            raise AdabertError(f"{path}: {key!r} must be a float tensor of shape {list(shape)}, got "
+                               + (f"{t[key].dtype} {list(t[key].shape)}" if key in t else "nothing"))
+        if not torch.isfinite(t[key]).all():
+            raise AdabertError(f"{path}: {key!r} holds NaN or infinite values; rerun `adabert probes`")
+    m = read_json(member(folder, "metrics.json", "probe metrics"), "probe metrics", expect=dict)
+    rows = m.get("layers")
+    if (not isinstance(rows, list) or len(rows) != layers
+            or not all(isinstance(r, dict) and isinstance(r.get("holdout"), (int, float)) for r in rows)):
+        raise AdabertError(f"{folder / 'metrics.json'}: field 'layers' must list {layers} objects with a numeric "
+                           "'holdout'")
+    return ProbeLogits(t["train"], t["dev"], t["teacher_train"], t["teacher_dev"], [r["holdout"] for r in rows])

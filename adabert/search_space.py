@@ -96,6 +96,8 @@ def load_search_space(path_or_name: str | Path) -> SearchSpace:
     if not path.is_file():
         raise AdabertError(f"{path_or_name}: search space file not found (built-in: "
                            f"{', '.join(p.stem for p in sorted(BUILTIN_DIR.glob('*.yaml')))})")
+    if path.stat().st_size > 1 << 20:
+        raise AdabertError(f"{path}: {path.stat().st_size:,} bytes; a search space definition is a few lines")
     try:
         d = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.MarkedYAMLError as e:
@@ -103,4 +105,6 @@ def load_search_space(path_or_name: str | Path) -> SearchSpace:
         raise AdabertError(f"{path}:{line}: invalid YAML ({e.problem})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise AdabertError(f"{path}: invalid YAML ({e})") from None
+    except RecursionError:
+        raise AdabertError(f"{path}: YAML nested too deeply to be a search space") from None
     return SearchSpace.from_dict(d, str(path))

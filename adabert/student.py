@@ -20,7 +20,7 @@ from adabert import __version__
 from adabert.arch import Arch, validate_arch_json
 from adabert.embedding import ProjectedEmbedding, TableEmbedding
 from adabert.errors import AdabertError
-from adabert.fileio import load_state, read_json, save_tensors, write_json
+from adabert.fileio import load_state, member, read_json, save_tensors, write_json
 from adabert.ops import build_op
 from adabert.supernet import Readout, cell_output, embed_inputs
 from adabert.tasks import TaskSpec
@@ -117,18 +117,26 @@ class Student(nn.Module):
         folder = Path(folder)
         if not folder.is_dir():
             raise AdabertError(f"{folder}: no such student folder")
-        cfg = read_json(folder / CONFIG, "student config")
-        if not isinstance(cfg, dict) or cfg.get("model_type") != "adabert-student":
+        cfg = read_json(member(folder, CONFIG, "student config"), "student config", expect=dict)
+        if cfg.get("model_type") != "adabert-student":
             raise AdabertError(f"{folder / CONFIG}: not an adabert student (field 'model_type' must be "
                                "'adabert-student')")
         for key in ("vocab_size", "max_position_embeddings", "num_labels", "pair", "arch", "task"):
             if key not in cfg:
                 raise AdabertError(f"{folder / CONFIG}: missing field {key!r}")
+        for key in ("vocab_size", "max_position_embeddings", "num_labels"):
+            if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or not 1 <= cfg[key] <= 10_000_000:
+                raise AdabertError(f"{folder / CONFIG}: field {key!r} must be a positive integer, got {cfg[key]!r}")
+        if not isinstance(cfg["pair"], bool):
+            raise AdabertError(f"{folder / CONFIG}: field 'pair' must be true or false, got {cfg['pair']!r}")
+        task = TaskSpec.from_description(cfg["task"], f"{folder / CONFIG}: field 'task'")
+        if task.num_labels != cfg["num_labels"] or task.is_pair != cfg["pair"]:
+            raise AdabertError(f"{folder / CONFIG}: field 'task' does not match 'num_labels' and 'pair'")
         arch = validate_arch_json(cfg["arch"], f"{folder / CONFIG}: arch")
         embed = TableEmbedding(cfg["vocab_size"], cfg["max_position_embeddings"], arch.space.hidden_size,
                                arch.space.dropout)
         model = Student(arch, embed, cfg["num_labels"], bool(cfg["pair"]))
-        load_state(model, folder / WEIGHTS, folder / CONFIG)
+        load_state(model, member(folder, WEIGHTS, "student weights"), folder / CONFIG)
         return model.eval(), cfg
 
 

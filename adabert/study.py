@@ -267,7 +267,7 @@ def run_study(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, c
             save_arch(row.arch, path)
             m = finetune_student(path, teacher, probes_dir, data, replace(row.finetune, seed=s), folder, device)
         results.setdefault(row.name, []).append(m)
-        log.info("study: %s seed %d: dev %s %.2f%s", row.name, s, m["dev"][metric],
+        log.info("study: %s seed %d: dev %s %.2f%s", row.name, s, metric, m["dev"][metric],
                  f" | {row.arch.genotype()}" if row.arch is not None else "")
     latency = measure_cost_model(space, "latency_ms", task.num_labels, task.is_pair) if any(
         r.kind != "random" and r.arch is not None for r in rows) else None

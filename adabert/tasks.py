@@ -81,6 +81,25 @@ class TaskSpec:
                 "metrics": list(self.metrics), "train_file": self.train_file, "dev_file": self.dev_file,
                 "file_format": self.file_format}
 
+    @staticmethod
+    def from_description(d: object, source: str) -> "TaskSpec":
+        """The inverse of `describe`, for a description read from a file: every field is checked."""
+        def strings(v: object) -> bool:
+            return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+        if not isinstance(d, dict):
+            raise AdabertError(f"{source}: expected a task description object")
+        checks = {"name": isinstance(d.get("name"), str), "text_fields": strings(d.get("text_fields")),
+                  "label_field": isinstance(d.get("label_field"), str),
+                  "labels": d.get("labels") is None or strings(d.get("labels")),
+                  "label_names": strings(d.get("label_names", [])), "metrics": strings(d.get("metrics"))}
+        for key, ok in checks.items():
+            if not ok:
+                raise AdabertError(f"{source}: field {key!r} is missing or of the wrong type")
+        labels = None if d["labels"] is None else tuple(d["labels"])
+        return TaskSpec(d["name"], tuple(d["text_fields"]), d["label_field"], labels, tuple(d["metrics"]),
+                        label_names=tuple(d.get("label_names", [])) or None)
+
 
 GLUE_TASKS: dict[str, TaskSpec] = {
     t.name: t

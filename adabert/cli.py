@@ -12,6 +12,7 @@ from pathlib import Path
 
 from adabert import __version__
 from adabert.errors import AdabertError
+from adabert.guards import EXIT_NONFINITE, NonFiniteError
 from adabert.search_config import SearchConfig
 
 SEARCH_DEFAULTS = SearchConfig()
@@ -632,6 +633,9 @@ def main(argv: list[str] | None = None) -> int:
     except AdabertError as e:
         print(f"adabert: error: {e}", file=sys.stderr)
         return 2
+    except NonFiniteError as e:
+        print(f"adabert: error: {e}", file=sys.stderr)
+        return EXIT_NONFINITE
     except KeyboardInterrupt:
         print("adabert: interrupted", file=sys.stderr)
         return 130

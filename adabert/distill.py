@@ -37,6 +37,7 @@ from adabert.embedding import teacher_tables
 from adabert.encoding import Encoded, batch_indices, encode_joint, encode_separate
 from adabert.errors import AdabertError
 from adabert.feature_losses import attention_kl, fitnets, nst_mmd, relational
+from adabert.guards import check_terms, clip_checked
 from adabert.heads import init_regression_heads
 from adabert.fileio import atomic_dir, hash_files, meta_matches, read_json, write_json, write_meta
 from adabert.losses import hard_loss, hinton_kd, kd_weights, layer_map, mse_logits, probe_kd, soft_kd
@@ -296,10 +297,12 @@ class Distiller:
                         for o, other in ((outs[0], outs[1]), (outs[1], outs[0]))]
                 else:
                     losses = [self.batch_loss(outs[0], rows, ts, targets, projs[0])]
+                where = f"distill epoch {epoch + 1} step {b + 1}"
+                check_terms(where, **{f"loss of student {i + 1}": v for i, v in enumerate(losses)})
                 for m, o, loss in zip(models, opts, losses):
                     o.zero_grad(set_to_none=True)
                     loss.backward()
-                    torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.clip)
+                    clip_checked(m.named_parameters(), cfg.clip, where)
                     o.step()
                 for s in scheds:
                     s.step()

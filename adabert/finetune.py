@@ -22,6 +22,7 @@ from adabert.embedding import teacher_tables
 from adabert.encoding import Encoded, batch_indices, encode_separate, student_batch
 from adabert.errors import AdabertError
 from adabert.fileio import META, atomic_dir, hash_files, load_tensors, meta_matches, read_json, write_json, write_meta
+from adabert.guards import check_terms, clip_checked
 from adabert.heads import init_regression_heads
 from adabert.losses import hard_loss, probe_kd, soft_kd
 from adabert.metrics import class_report, task_metrics
@@ -145,15 +146,20 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
             with autocast(device):
                 heads = model.forward_all(*student_batch(enc, rows, device))
             heads = [h.float() for h in heads]
-            loss = (1 - cfg.gamma) * hard_loss(heads[-1], y)
+            ce = hard_loss(heads[-1], y)
+            loss = (1 - cfg.gamma) * ce
+            terms = {"CE" if not task.is_regression else "MSE": ce}
             if kd_train is not None:
                 target = kd_train[rows].to(device)
                 kd = (probe_kd(heads, target, y, cfg.temperature) if cfg.kd_target == "probes"
                       else soft_kd(heads[-1], target, cfg.temperature).mean())
                 loss = loss + cfg.gamma * kd
+                terms["KD"] = kd
+            where = f"finetune step {step + 1}"
+            check_terms(where, **terms)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            clip_checked(model.named_parameters(), cfg.clip, where)
             opt.step()
             sched.step()
             step += 1

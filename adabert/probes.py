@@ -22,6 +22,7 @@ from adabert.encoding import encode_joint
 from adabert.errors import AdabertError
 from adabert.fileio import (META, atomic_dir, load_tensors, member, meta_matches, read_json, save_tensors,
                             write_json, write_meta)
+from adabert.guards import check_terms
 from adabert.metrics import task_metrics
 from adabert.runtime import log, set_seed
 from adabert.tasks import TaskSpec
@@ -96,6 +97,7 @@ def train_probes(task: TaskSpec, feats: torch.Tensor, labels: np.ndarray, holdou
             idx = perm[start: start + cfg.batch_size]
             x = (feats[idx].float() - mu) / sd
             loss = _probe_loss(torch.einsum("nld,ldc->nlc", x, w) + b, y[idx], task)
+            check_terms(f"probes epoch {epoch + 1}", loss=loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -37,6 +37,7 @@ from adabert.encoding import batch_indices, bucketed_order, encode_separate, stu
 from adabert.errors import AdabertError
 from adabert.estimator import ChoiceEstimates
 from adabert.fileio import load_tensors, meta_matches, read_json, save_tensors, write_json, write_meta
+from adabert.guards import NonFiniteError, check_terms, clip_checked
 from adabert.gumbel import gumbel_sample, tau_schedule
 from adabert.heads import init_regression_heads
 from adabert.losses import depth_losses, efficiency_penalty
@@ -158,8 +159,11 @@ class Searcher:
         with autocast(self.device):
             heads = model(*student_batch(self.enc, rows, self.device), sample)
         model.train()
-        return depth_losses([h.float() for h in heads], self.labels[rows].to(self.device), teacher, cfg.gamma,
-                            cfg.temperature)
+        losses = depth_losses([h.float() for h in heads], self.labels[rows].to(self.device), teacher, cfg.gamma,
+                              cfg.temperature)
+        check_terms(f"search step {self.step + 1}", **{f"estimate loss at depth {k + 1}": v
+                                                       for k, v in enumerate(losses)})
+        return losses
 
     # -- one step ----------------------------------------------------------------------------------------------
     def expected_cost(self) -> torch.Tensor:
@@ -173,6 +177,7 @@ class Searcher:
         cost = self.expected_cost()
         penalty = efficiency_penalty(cost, self.target, self.max_cost)
         total = objective + self.cfg.beta * penalty
+        check_terms(f"search step {self.step}", objective=objective, efficiency=penalty)
         self.opt_a.zero_grad(set_to_none=True)
         total.backward()
         self.opt_a.step()
@@ -192,10 +197,12 @@ class Searcher:
         with autocast(self.device):
             heads = model(*batch, sample)
         losses = depth_losses([h.float() for h in heads], y, teacher, cfg.gamma, cfg.temperature)
+        where = f"search step {self.step + 1}"
+        check_terms(where, **{f"loss at depth {k + 1}": v for k, v in enumerate(losses)})
         loss = losses.mean()
         self.opt_w.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.weight_parameters(), cfg.clip)
+        clip_checked(model.named_weight_parameters(), cfg.clip, where)
         self.opt_w.step()
         adv = self.estimates.update(sample.op_index, self.estimate_losses(sample))
         parts = {"loss": float(loss.detach()), "advantage": adv, "noise": self.estimates.noise(),
@@ -326,6 +333,11 @@ class Searcher:
         except KeyboardInterrupt:
             self.save_checkpoint()
             raise
+        except NonFiniteError as e:
+            kept = self.out / "checkpoint.json"
+            last = f"the last good checkpoint (step {read_json(kept, 'search checkpoint')['step']}) is kept in " \
+                   f"{self.out}" if kept.is_file() else "no checkpoint had been written yet"
+            raise NonFiniteError(f"{e}; {last}") from None
         finally:
             board.close()
         seconds = time.time() - t0

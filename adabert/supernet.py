@@ -140,9 +140,12 @@ class Supernet(nn.Module):
     def arch_parameters(self) -> list[nn.Parameter]:
         return [self.alpha, self.depth_logits]
 
-    def weight_parameters(self) -> list[nn.Parameter]:
+    def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
         arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
+        return [(n, p) for n, p in self.named_parameters() if id(p) not in arch]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for _, p in self.named_weight_parameters()]
 
     def forward(self, ids_a: torch.Tensor, mask_a: torch.Tensor, ids_b: torch.Tensor, mask_b: torch.Tensor,
                 sample: Sample) -> list[torch.Tensor]:

@@ -19,6 +19,7 @@ from adabert.data import Dataset, TaskData
 from adabert.encoding import Encoded, batch_indices, encode_joint, pad
 from adabert.errors import AdabertError
 from adabert.fileio import atomic_dir, meta_matches, model_fingerprint, read_json, write_json, write_meta
+from adabert.guards import check_terms, clip_checked
 from adabert.heads import init_regression_heads
 from adabert.metrics import task_metrics
 from adabert.runtime import autocast, log, progress, set_seed
@@ -185,9 +186,11 @@ def finetune_teacher(source: str, data: TaskData, cfg: TeacherConfig, output_dir
         for idx in bar:
             with autocast(device):
                 out = model(**_batch_to_inputs(enc, idx, device), labels=labels[idx].to(device))
+            where = f"teacher epoch {epoch + 1} step {len(losses) + 1}"
+            check_terms(where, loss=out.loss)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            clip_checked(model.named_parameters(), cfg.clip, where)
             opt.step()
             sched.step()
             losses.append(out.loss.item())

@@ -1,0 +1,81 @@
+"""Numerical guards: a NaN loss term or gradient stops the run naming the term, exit code 3, last good
+checkpoint kept, nothing half-written."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+import adabert.finetune
+import adabert.search
+from adabert.data import load_task_data
+from adabert.guards import EXIT_NONFINITE, NonFiniteError, check_terms, clip_checked
+from adabert.search import SearchConfig, Searcher
+from adabert.search_space import load_search_space
+from adabert.tasks import get_task
+from conftest import run_cli
+
+
+def test_check_terms_names_the_bad_term():
+    check_terms("step 1", ce=torch.tensor(0.5), kd=1.0)
+    with pytest.raises(NonFiniteError, match="step 3: loss term 'kd' is inf"):
+        check_terms("step 3", ce=torch.tensor(0.5), kd=torch.tensor([1.0, float("inf")]))
+    with pytest.raises(NonFiniteError, match="loss term 'ce' is nan"):
+        check_terms("step 3", ce=float("nan"))
+
+
+def test_clip_checked_names_the_parameter_and_clips():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+    model(torch.ones(1, 2)).sum().mul(100).backward()
+    norm = clip_checked(model.named_parameters(), 1.0, "step 1")
+    assert norm > 1 and torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]) <= 1.0 + 1e-5
+    model[1].bias.grad[0] = float("nan")
+    with pytest.raises(NonFiniteError, match="step 2: the gradient of '1.bias' is not finite"):
+        clip_checked(model.named_parameters(), 1.0, "step 2")
+
+
+def _nan_from_call(real, first_bad: int):
+    calls = {"n": 0}
+
+    def fn(*args, **kwargs):
+        calls["n"] += 1
+        out = real(*args, **kwargs)
+        return out * float("nan") if calls["n"] >= first_bad else out
+
+    return fn
+
+
+def test_search_stops_on_nan_and_keeps_the_last_good_checkpoint(tiny_teacher, tiny_probes, sst2_dir, tmp_path,
+                                                                  monkeypatch):
+    # depth_losses runs twice a step (train batch, estimate batch): call 7 is step 4's training loss
+    monkeypatch.setattr(adabert.search, "depth_losses", _nan_from_call(adabert.search.depth_losses, 7))
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    cfg = SearchConfig(epochs=2, batch_size=32, max_length=16, evals=1, min_steps=0, checkpoint_every=2)
+    searcher = Searcher(str(tiny_teacher), tiny_probes, data, load_search_space("tiny"), cfg, tmp_path / "s",
+                        torch.device("cpu"))
+    with pytest.raises(NonFiniteError) as e:
+        searcher.run()
+    assert "search step 4: loss term 'loss at depth 1' is nan" in str(e.value)
+    assert "the last good checkpoint (step 2) is kept" in str(e.value)
+    assert json.loads((tmp_path / "s" / "checkpoint.json").read_text())["step"] == 2
+    assert all(torch.isfinite(t).all() for t in load_file(str(tmp_path / "s" / "checkpoint.safetensors")).values()
+               if t.is_floating_point())
+    assert not (tmp_path / "s" / "arch.json").exists()
+
+
+def test_finetune_nan_exits_3_with_one_line_and_writes_nothing(tiny_teacher, tiny_probes, sst2_dir, tmp_path,
+                                                              monkeypatch, capsys):
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    Searcher(str(tiny_teacher), tiny_probes, data, load_search_space("tiny"),
+             SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0), tmp_path / "s",
+             torch.device("cpu")).run()
+    monkeypatch.setattr(adabert.finetune, "probe_kd", _nan_from_call(adabert.finetune.probe_kd, 3))
+    code, _, err = run_cli(["finetune", "--arch", tmp_path / "s" / "arch.json", "--teacher", tiny_teacher, "--probes",
+                            tiny_probes, "--task", "sst2", "--data-dir", sst2_dir, "--epochs", 1, "--batch-size", 32,
+                            "--max-length", 16, "--output-dir", tmp_path / "student"], capsys)
+    lines = err.strip().splitlines()
+    assert code == EXIT_NONFINITE == 3
+    assert lines[-1] == "adabert: error: finetune step 3: loss term 'KD' is nan; stopped before applying the step"
+    assert "Traceback" not in err and not (tmp_path / "student").exists()

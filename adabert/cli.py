@@ -67,6 +67,17 @@ def _add_runtime(p) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to an option's help unless the help already states its default, or there is none
+    worth stating (None, False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or action.default is None or action.default is False:
+            return text
+        return super()._get_help_string(action)
+
+
 def _load_data(args: argparse.Namespace):
     from adabert.data import infer_labels, load_task_data
     from adabert.tasks import custom_task, file_format_of, get_task
@@ -370,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_probes)
 
     p = sub.add_parser("augment", help="augment the training text; cache the teacher's outputs on it",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Tang et al. (2019) augmentation of the training split (never the held-out "
                                    "slice): per word, mask with --mask-prob or replace by a word of the same POS "
                                    "tag with --pos-prob; keep a random n-gram with --ngram-prob (single "
@@ -390,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_augment)
 
     p = sub.add_parser("distill", help="classic distillation baselines into a BiLSTM, transformer or searched student",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Train a student with one of the seed notes' distillation methods. Loss "
                                    "weights: alpha*CE + (1-alpha)*KD, or alpha*CE + kd_beta*KD with --kd-beta. "
                                    "Methods: none (CE only), hinton (T^2 KL on logits), mse (squared error on "
@@ -427,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("search", help="differentiable architecture search; writes arch.json",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Search a cell and a depth for the student. Each step trains one path (an op per "
                                    "edge, a number of cells; uniform during --warmup, then Gumbel-max samples of "
                                    "softmax(alpha / tau)) on (1-gamma) CE + gamma KD at every depth, and moves the "
@@ -482,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("finetune", help="train the student of arch.json with KD; save a student folder",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Build only the kept cells and edges of arch.json, train with (1-gamma) CE + "
                                    "gamma KD against the probe logits, select on the held-out slice, report dev "
                                    "once, and save config.json, model.safetensors, tokenizer and metrics.json.")
@@ -507,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("study", help="searched vs random architectures of the same budget; supernet rank fidelity",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Finetune the searched architecture and --random architectures drawn uniformly "
                                    "from the same space at the same parameter budget (+- --budget-tolerance), each "
                                    "with --seeds seeds and the same recipe; report mean +- std, rank and a "
@@ -574,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export, format=None)
 
     p = sub.add_parser("bench", help="size, FLOPs, latency and throughput against the teacher and BERT-base",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Time the student, its teacher and a BERT-base-shaped model (random weights) "
                                    "in one process: warm-up, repeated forwards, medians; prints ratios.")
     p.add_argument("--student", type=Path, required=True)
@@ -589,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("pipeline", help="every stage in one command; with no --task, an offline demo",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="teacher -> probes -> search -> finetune -> evaluate -> export -> bench, skipping "
                                    "stages whose outputs are up to date, ending with a teacher-vs-student table. "
                                    "Without --task it generates a small sentiment task and uses the offline "

@@ -38,3 +38,17 @@ def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_
     assert code == 0, err
     assert (tmp_path / "run" / "student" / "model.safetensors").stat().st_mtime_ns == stamp
     assert (tmp_path / "run" / "search" / "arch.json").stat().st_mtime_ns == arch_stamp
+
+
+def test_every_stage_has_help_that_states_each_default_once():
+    from adabert.cli import build_parser
+
+    parser = build_parser()
+    stages = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
+    assert {"teacher", "probes", "search", "finetune", "study", "pipeline"} <= set(stages)
+    for name, sub in stages.items():
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            shown = formatter._get_help_string(action) or ""
+            assert shown.count("(default:") <= 1, (name, action.dest, shown)
+        assert "--help" in sub.format_help()

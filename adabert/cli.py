@@ -236,6 +236,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from adabert.metrics import majority_baseline
     from adabert.predict import Predictor
 
     device = _setup(args)
@@ -243,8 +244,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     pred = Predictor(args.student, device)
     split = {"dev": data.dev, "holdout": data.holdout, "train": data.train}[args.split]
     result = pred.evaluate(split)
+    result["majority_baseline"] = majority_baseline(data.task, data.fit.labels, split.labels)
     print(f"{args.split} ({result['examples']} examples): "
           + ", ".join(f"{k} {v:.2f}" for k, v in result["metrics"].items()))
+    print("majority-class baseline: " + ", ".join(f"{k} {v:.2f}" for k, v in result["majority_baseline"].items()))
     if "report" in result:
         print(f"{'class':>16} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
         for name, r in result["report"]["per_class"].items():

@@ -79,6 +79,29 @@ def task_metrics(task: TaskSpec, logits: np.ndarray, gold: np.ndarray) -> dict[s
     return {m: 100.0 * fns[m]() for m in task.metrics}
 
 
+def majority_baseline(task: TaskSpec, train_labels: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    """The task's metrics of the predictor that ignores the text: the most frequent training class for every
+    example (classification; ties go to the lower index), or the mean training score (regression, whose
+    correlations are then 0)."""
+    if task.is_regression:
+        logits = np.full((len(gold), 1), float(np.mean(train_labels)) if len(train_labels) else 0.0)
+    else:
+        logits = np.zeros((len(gold), task.num_labels))
+        logits[:, int(np.bincount(train_labels.astype(np.int64), minlength=task.num_labels).argmax())] = 1.0
+    return task_metrics(task, logits, gold)
+
+
+def baseline_warning(task: TaskSpec, teacher: dict[str, float], baseline: dict[str, float],
+                     margin: float = 2.0) -> str | None:
+    """A warning when the teacher's main metric is within `margin` points of the majority baseline's: then
+    neither the teacher nor a student distilled from it has shown that it learned the task."""
+    m = task.main_metric
+    if teacher[m] - baseline[m] < margin:
+        return (f"the teacher's dev {m} ({teacher[m]:.2f}) is within {margin:g} points of the majority-class "
+                f"baseline ({baseline[m]:.2f}): neither it nor its student has shown that it learned the task")
+    return None
+
+
 def class_report(task: TaskSpec, logits: np.ndarray, gold: np.ndarray) -> dict:
     """Per-class precision / recall / F1 / support (percent) and the confusion counts of a classification task."""
     pred = predictions(task, logits)

@@ -22,6 +22,7 @@ from adabert.errors import AdabertError
 from adabert.export import export_student
 from adabert.fileio import read_json, write_json
 from adabert.finetune import FinetuneConfig, finetune_student
+from adabert.metrics import baseline_warning, majority_baseline
 from adabert.predict import Predictor
 from adabert.probes import ProbeConfig, run_probes
 from adabert.runtime import log
@@ -103,8 +104,12 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
     done("bench")
     metric = data.task.main_metric
     first = bench["timings"][0]
+    baseline = majority_baseline(data.task, data.fit.labels, data.dev.labels)
+    warning = baseline_warning(data.task, probe_metrics["teacher_dev"], baseline)
+    if warning:
+        log.warning("pipeline: %s", warning)
     summary = {
-        "task": data.task.name, "metric": metric,
+        "task": data.task.name, "metric": metric, "majority_baseline": {"dev": baseline}, "warning": warning,
         "teacher": {"dev": probe_metrics["teacher_dev"], "params": bench["models"]["teacher"]["params"],
                     "latency_ms": first["latency_ms"]["teacher"], "path": teacher},
         "student": {"dev": evaluation["metrics"], "params": bench["models"]["student"]["params"],
@@ -130,10 +135,14 @@ def format_summary(s: dict) -> str:
              f"{'teacher':>18} {t['dev'][m]:9.2f} {t['params']:>12,} {t['latency_ms']:11.2f} {'1.0x':>9}",
              f"{'student':>18} {st['dev'][m]:9.2f} {st['params']:>12,} {st['latency_ms']:11.2f} "
              f"{t['latency_ms'] / st['latency_ms']:8.1f}x"]
+    if "majority_baseline" in s:
+        lines.append(f"{'majority class':>18} {s['majority_baseline']['dev'][m]:9.2f}")
     if s.get("bert_base_latency_ms"):
         lines.append(f"{'bert-base-shaped':>18} {'':>9} {'':>12} {s['bert_base_latency_ms']:11.2f} "
                      f"{'(student ' + format(s['bert_base_latency_ms'] / st['latency_ms'], '.1f') + 'x faster)':>9}")
     lines.append(f"student: {st['genotype']}; {st['dev'][m] / t['dev'][m] * 100:.1f}% of the teacher's {m}")
+    if s.get("warning"):
+        lines.append(f"warning: {s['warning']}")
     lines.append("files: " + ", ".join(f"{k} {v}" for k, v in s["files"].items() if k != "export")
                  + ", export " + ", ".join(s["files"]["export"].values()))
     lines.append(f"TensorBoard: tensorboard --logdir {s['files']['tensorboard']}")

@@ -43,7 +43,7 @@ from adabert.data import TaskData
 from adabert.errors import AdabertError
 from adabert.fileio import atomic_write_bytes, read_json, write_json
 from adabert.finetune import FinetuneConfig, finetune_student
-from adabert.metrics import kendall_tau, spearman
+from adabert.metrics import kendall_tau, majority_baseline, spearman
 from adabert.runtime import log, progress
 from adabert.search_space import SearchSpace
 
@@ -285,6 +285,7 @@ def run_study(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, c
                                                       task.is_pair)
         table.append(entry)
     result: dict = {"task": task.name, "metric": metric, "budget_params": budget,
+                    "majority_baseline": majority_baseline(task, data.fit.labels, data.dev.labels)[metric],
                     "budget_tolerance": cfg.budget_tolerance, "seeds": cfg.seeds, "finetune": asdict(ft),
                     "parts": list(cfg.parts), "archs": table}
     if latency is not None:
@@ -352,7 +353,7 @@ def render_markdown(r: dict) -> str:
              f"table) +- {round(100 * r['budget_tolerance'])}%; every architecture finetuned {ft['epochs']} epochs, "
              f"batch {ft['batch_size']}, lr {ft['lr']}, gamma {ft['gamma']}"
              + (f", first {ft['train_limit']} training examples" if ft["train_limit"] else "")
-             + f"; {r['seeds']} seeds each.", ""]
+             + f"; {r['seeds']} seeds each. Majority-class baseline on dev: {r['majority_baseline']:.2f}.", ""]
     if "random" in r:
         q = r["random"]
         lines += ["| | dev mean | std |", "|---|---|---|",

@@ -32,3 +32,17 @@ def test_task_metrics_and_report():
     assert rep["confusion"] == [[1, 0], [1, 2]]
     assert rep["per_class"]["equivalent"]["precision"] == pytest.approx(100.0)
     assert rep["per_class"]["equivalent"]["recall"] == pytest.approx(200 / 3)
+
+
+def test_majority_baseline_and_the_warning_when_the_teacher_is_near_it():
+    from adabert.metrics import baseline_warning, majority_baseline
+
+    mrpc = get_task("mrpc")
+    train, dev = np.array([1, 1, 1, 0]), np.array([1, 1, 0, 0, 1])
+    b = majority_baseline(mrpc, train, dev)
+    assert b["accuracy"] == pytest.approx(60.0) and b["f1"] == pytest.approx(75.0)  # always "equivalent"
+    assert baseline_warning(mrpc, {"f1": 76.5, "accuracy": 62.0}, b) is not None
+    assert baseline_warning(mrpc, {"f1": 86.9, "accuracy": 80.0}, b) is None
+    stsb = get_task("stsb")
+    r = majority_baseline(stsb, np.array([1.0, 3.0]), np.array([0.0, 5.0, 2.0]))
+    assert r == {"pearson": 0.0, "spearman": 0.0}

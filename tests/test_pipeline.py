@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from adabert.data import load_task_data
 from adabert.demo_task import write_demo_task
 from adabert.tasks import get_task
@@ -31,7 +33,10 @@ def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_
     assert (tmp_path / "run" / "export" / "model.onnx").is_file()
     student = json.loads((tmp_path / "run" / "student" / "metrics.json").read_text())
     assert student["train_examples"] > len(load_task_data(get_task("sst2"), sst2_dir).fit)   # augmented text used
-    assert "teacher" in out and "student" in out and "speed-up" in out
+    assert "teacher" in out and "student" in out and "speed-up" in out and "majority class" in out
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    majority = int(data.fit.labels.mean() > 0.5)
+    assert summary["majority_baseline"]["dev"]["accuracy"] == pytest.approx(100 * (data.dev.labels == majority).mean())
     stamp = (tmp_path / "run" / "student" / "model.safetensors").stat().st_mtime_ns
     arch_stamp = (tmp_path / "run" / "search" / "arch.json").stat().st_mtime_ns
     code, out, err = run_cli(args, capsys)

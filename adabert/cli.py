@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 from adabert import __version__
-from adabert.errors import AdabertError
-from adabert.guards import EXIT_NONFINITE, NonFiniteError
-from adabert.search_config import SearchConfig
+from adabert.core.errors import AdabertError
+from adabert.core.guards import EXIT_NONFINITE, NonFiniteError
+from adabert.nas.config import SearchConfig
 
 SEARCH_DEFAULTS = SearchConfig()
 
@@ -79,8 +79,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _load_data(args: argparse.Namespace):
-    from adabert.data import infer_labels, load_task_data
-    from adabert.tasks import custom_task, file_format_of, get_task
+    from adabert.data.dataset import infer_labels, load_task_data
+    from adabert.data.tasks import custom_task, file_format_of, get_task
 
     if args.task == "custom":
         for flag in ("train_file", "dev_file", "text_fields"):
@@ -104,7 +104,7 @@ def _load_data(args: argparse.Namespace):
 
 
 def _setup(args: argparse.Namespace):
-    from adabert.runtime import resolve_device, set_threads, setup_logging
+    from adabert.core.runtime import resolve_device, set_threads, setup_logging
 
     setup_logging(args.verbose)
     set_threads(args.threads)
@@ -112,7 +112,7 @@ def _setup(args: argparse.Namespace):
 
 
 def cmd_teacher(args: argparse.Namespace) -> int:
-    from adabert.teacher import TeacherConfig, finetune_teacher
+    from adabert.teacher.model import TeacherConfig, finetune_teacher
 
     device = _setup(args)
     cfg = TeacherConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
@@ -124,7 +124,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 
 
 def cmd_probes(args: argparse.Namespace) -> int:
-    from adabert.probes import ProbeConfig, format_probe_table, run_probes
+    from adabert.teacher.probes import ProbeConfig, format_probe_table, run_probes
 
     device = _setup(args)
     cfg = ProbeConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
@@ -137,7 +137,7 @@ def cmd_probes(args: argparse.Namespace) -> int:
 
 
 def cmd_augment(args: argparse.Namespace) -> int:
-    from adabert.augment import AugmentConfig, run_augment
+    from adabert.teacher.augment import AugmentConfig, run_augment
 
     device = _setup(args)
     cfg = AugmentConfig(copies=args.copies, mask_prob=args.mask_prob, pos_prob=args.pos_prob,
@@ -150,7 +150,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from adabert.distill import DistillConfig, run_distill
+    from adabert.distill.distill import DistillConfig, run_distill
 
     device = _setup(args)
     cfg = DistillConfig(student=args.student, method=args.method, epochs=args.epochs, batch_size=args.batch_size,
@@ -168,8 +168,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from adabert.search import Searcher
-    from adabert.search_space import load_search_space
+    from adabert.nas.search import Searcher
+    from adabert.nas.search_space import load_search_space
 
     device = _setup(args)
     cfg = SearchConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, gamma=args.gamma,
@@ -200,7 +200,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from adabert.finetune import FinetuneConfig, finetune_student
+    from adabert.students.finetune import FinetuneConfig, finetune_student
 
     device = _setup(args)
     cfg = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, lr=args.lr,
@@ -216,7 +216,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from adabert.finetune import FinetuneConfig
+    from adabert.students.finetune import FinetuneConfig
     from adabert.study import StudyConfig, render_markdown, run_study
 
     device = _setup(args)
@@ -236,8 +236,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from adabert.metrics import majority_baseline
-    from adabert.predict import Predictor
+    from adabert.data.metrics import majority_baseline
+    from adabert.deploy.predict import Predictor
 
     device = _setup(args)
     data = _load_data(args)
@@ -254,14 +254,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"{name:>16} {r['precision']:9.2f} {r['recall']:7.2f} {r['f1']:7.2f} {r['support']:8d}")
         print("confusion (rows gold, columns predicted):", result["report"]["confusion"])
     if args.output_dir:
-        from adabert.fileio import write_json
+        from adabert.core.fileio import write_json
 
         write_json(args.output_dir / f"eval_{args.split}.json", result)
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from adabert.predict import Predictor, open_input, read_inputs
+    from adabert.deploy.predict import Predictor, open_input, read_inputs
 
     device = _setup(args)
     pred = Predictor(args.student, device)
@@ -291,7 +291,7 @@ def _numbers(text: str, flag: str) -> tuple[float, ...]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from adabert.export import export_student
+    from adabert.deploy.export import export_student
 
     _setup(args)
     result = export_student(args.student, args.output_dir, args.format)
@@ -301,8 +301,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from adabert.bench import BenchConfig, bench_student, format_bench
-    from adabert.fileio import write_json
+    from adabert.core.fileio import write_json
+    from adabert.deploy.bench import BenchConfig, bench_student, format_bench
 
     _setup(args)
     cfg = BenchConfig(batch_sizes=_ints(args.batch_sizes, "--batch-sizes"), lengths=_ints(args.lengths, "--lengths"),
@@ -316,17 +316,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from adabert.augment import AugmentConfig
-    from adabert.finetune import FinetuneConfig
+    from adabert.nas.search_space import load_search_space
     from adabert.pipeline import PipelineConfig, format_summary, run_pipeline
-    from adabert.probes import ProbeConfig
-    from adabert.search_space import load_search_space
-    from adabert.teacher import TeacherConfig
+    from adabert.students.finetune import FinetuneConfig
+    from adabert.teacher.augment import AugmentConfig
+    from adabert.teacher.model import TeacherConfig
+    from adabert.teacher.probes import ProbeConfig
 
     device = _setup(args)
     demo = args.task is None
     if demo:
-        from adabert.demo_task import write_demo_task
+        from adabert.data.demo_task import write_demo_task
 
         args.task, args.data_dir = "sst2", write_demo_task(args.output_dir / "data", seed=args.seed)
         print(f"offline demo: generated a sentiment task in {args.data_dir}")

@@ -15,21 +15,21 @@ from pathlib import Path
 
 import torch
 
-from adabert.augment import AugmentConfig, run_augment
-from adabert.bench import BenchConfig, bench_student
-from adabert.data import TaskData
-from adabert.errors import AdabertError
-from adabert.export import export_student
-from adabert.fileio import read_json, write_json
-from adabert.finetune import FinetuneConfig, finetune_student
-from adabert.metrics import baseline_warning, majority_baseline
-from adabert.predict import Predictor
-from adabert.probes import ProbeConfig, run_probes
-from adabert.runtime import log
-from adabert.search import Searcher
-from adabert.search_config import SearchConfig
-from adabert.search_space import SearchSpace
-from adabert.teacher import TeacherConfig, finetune_teacher
+from adabert.core.errors import AdabertError
+from adabert.core.fileio import read_json, write_json
+from adabert.core.runtime import log
+from adabert.data.dataset import TaskData
+from adabert.data.metrics import baseline_warning, majority_baseline
+from adabert.deploy.bench import BenchConfig, bench_student
+from adabert.deploy.export import export_student
+from adabert.deploy.predict import Predictor
+from adabert.nas.config import SearchConfig
+from adabert.nas.search import Searcher
+from adabert.nas.search_space import SearchSpace
+from adabert.students.finetune import FinetuneConfig, finetune_student
+from adabert.teacher.augment import AugmentConfig, run_augment
+from adabert.teacher.model import TeacherConfig, finetune_teacher
+from adabert.teacher.probes import ProbeConfig, run_probes
 
 
 def offline_base_model() -> str:

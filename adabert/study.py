@@ -37,15 +37,15 @@ import numpy as np
 import torch
 
 from adabert import __version__
-from adabert.arch import Arch, load_arch, save_arch
-from adabert.costs import CostModel, measure_cost_model
-from adabert.data import TaskData
-from adabert.errors import AdabertError
-from adabert.fileio import atomic_write_bytes, read_json, write_json
-from adabert.finetune import FinetuneConfig, finetune_student
-from adabert.metrics import kendall_tau, majority_baseline, spearman
-from adabert.runtime import log, progress
-from adabert.search_space import SearchSpace
+from adabert.core.errors import AdabertError
+from adabert.core.fileio import atomic_write_bytes, read_json, write_json
+from adabert.core.runtime import log, progress
+from adabert.data.dataset import TaskData
+from adabert.data.metrics import kendall_tau, majority_baseline, spearman
+from adabert.nas.arch import Arch, load_arch, save_arch
+from adabert.nas.costs import CostModel, measure_cost_model
+from adabert.nas.search_space import SearchSpace
+from adabert.students.finetune import FinetuneConfig, finetune_student
 
 PARTS = ("random", "rank", "kd", "budgets", "bilstm", "cross")
 ARCH_KINDS = ("searched", "random", "kd", "budget", "cross")
@@ -138,7 +138,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _search_config(search_dir: Path):
-    from adabert.search_config import SearchConfig
+    from adabert.nas.config import SearchConfig
 
     saved = read_json(search_dir / "config.json", "search config")
     fields = SearchConfig.__dataclass_fields__
@@ -148,7 +148,7 @@ def _search_config(search_dir: Path):
 def supernet_scores(search_dir: Path, teacher: str, probes_dir: Path, data: TaskData, archs: dict[str, Arch],
                     device: torch.device) -> dict[str, float]:
     """Held-out main metric of each architecture with the weights of the search's final checkpoint."""
-    from adabert.search import Searcher
+    from adabert.nas.search import Searcher
 
     space = next(iter(archs.values())).space
     searcher = Searcher(teacher, probes_dir, data, space, _search_config(search_dir), search_dir, device)
@@ -162,7 +162,7 @@ def budget_search(search_dir: Path, teacher: str, probes_dir: Path, data: TaskDa
                   target: float, cfg: StudyConfig, out: Path, device: torch.device) -> Arch:
     """The search that wrote search_dir/arch.json, rerun with `target` searched parameters (and the study's
     search_train_limit / search_min_steps when > 0); resumes an interrupted run, skips a finished one."""
-    from adabert.search import Searcher
+    from adabert.nas.search import Searcher
 
     overrides = {k: v for k, v in (("train_limit", cfg.search_train_limit), ("min_steps", cfg.search_min_steps)) if v}
     cfg = replace(_search_config(search_dir), target_params=float(target), target_flops=0.0, target_latency_ms=0.0,
@@ -186,7 +186,7 @@ def limited(data: TaskData, n: int) -> TaskData:
 def bilstm_run(teacher: str, data: TaskData, ft: FinetuneConfig, seed: int, out: Path, device: torch.device,
                augment_dir: Path | None) -> dict:
     """The BiLSTM + MSE-on-logits baseline with the study's epochs, length, seed and training rows."""
-    from adabert.distill import DistillConfig, run_distill
+    from adabert.distill.distill import DistillConfig, run_distill
 
     cfg = DistillConfig(student="bilstm", method="mse", epochs=ft.epochs, max_length=ft.max_length, seed=seed)
     return run_distill(teacher, limited(data, ft.train_limit), cfg, out, device, augment_dir=augment_dir)
@@ -195,9 +195,9 @@ def bilstm_run(teacher: str, data: TaskData, ft: FinetuneConfig, seed: int, out:
 def student_latency_ms(folder: Path, length: int, pair: bool) -> float:
     """Median ms of one forward of a saved student at batch 1 (pairs: one pair) and `length` tokens, timed the
     way the cost model times its ops (warm-up, then the median of repeats)."""
-    from adabert.bench import BenchConfig, median_ms
-    from adabert.export import wrap
-    from adabert.student import Student
+    from adabert.deploy.bench import BenchConfig, median_ms
+    from adabert.deploy.export import wrap
+    from adabert.students.student import Student
 
     student, scfg = Student.from_pretrained(folder)
     module = wrap(student, pair)
@@ -370,7 +370,8 @@ def render_markdown(r: dict) -> str:
         lines += [f"Budget sweep (searches on "
                   + (f"the first {q['search_train_limit']} fit rows" if q["search_train_limit"] else "the search's "
                      "own data")
-                  + (f", at least {q['search_min_steps']} steps" if q.get("search_min_steps") else "") + f"): every student within its target +-{round(100 * r['budget_tolerance'])}%: "
+                  + (f", at least {q['search_min_steps']} steps" if q.get("search_min_steps") else "")
+                  + f"): every student within its target +-{round(100 * r['budget_tolerance'])}%: "
                   f"{'yes' if q['all_within'] else 'no'}; dev mean non-decreasing with the budget: "
                   f"{'yes' if q['non_decreasing'] else 'no'}.", ""]
     if "latency" in r and "max_abs_relative_error" in r["latency"]:

@@ -15,12 +15,11 @@ import json
 from pathlib import Path
 
 import torch
-
 from common import run_adabert as cli
 
-from adabert.bench import BenchConfig, median_ms
-from adabert.distill_students import BiLSTMStudent
-from adabert.teacher import load_classifier
+from adabert.deploy.bench import BenchConfig, median_ms
+from adabert.students.baselines import BiLSTMStudent
+from adabert.teacher.model import load_classifier
 
 ROWS = {  # name: (student, method, with augmentation, epochs); augmented rows see 4.8x the examples per epoch
     "bilstm-nokd": ("bilstm", "none", False, 3),

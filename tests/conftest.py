@@ -109,8 +109,8 @@ def mrpc_dir(tmp_path_factory) -> Path:
 
 def teacher_and_probes(base: Path, data, root: Path, epochs: int = 4) -> tuple[Path, Path]:
     """The tiny BERT fine-tuned on `data`, and its probes, under `root`."""
-    from adabert.probes import ProbeConfig, run_probes
-    from adabert.teacher import TeacherConfig, finetune_teacher
+    from adabert.teacher.model import TeacherConfig, finetune_teacher
+    from adabert.teacher.probes import ProbeConfig, run_probes
 
     cpu = torch.device("cpu")
     finetune_teacher(str(base), data, TeacherConfig(epochs=epochs, batch_size=16, lr=3e-3, max_length=32),
@@ -128,9 +128,9 @@ def tiny_base(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory, tiny_base, sst2_dir) -> Path:
     """The tiny BERT fine-tuned on the toy SST-2 task."""
-    from adabert.data import load_task_data
-    from adabert.tasks import get_task
-    from adabert.teacher import TeacherConfig, finetune_teacher
+    from adabert.data.dataset import load_task_data
+    from adabert.data.tasks import get_task
+    from adabert.teacher.model import TeacherConfig, finetune_teacher
 
     out = tmp_path_factory.mktemp("runs") / "teacher"
     data = load_task_data(get_task("sst2"), sst2_dir)
@@ -141,9 +141,9 @@ def tiny_teacher(tmp_path_factory, tiny_base, sst2_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_probes(tmp_path_factory, tiny_teacher, sst2_dir) -> Path:
-    from adabert.data import load_task_data
-    from adabert.probes import ProbeConfig, run_probes
-    from adabert.tasks import get_task
+    from adabert.data.dataset import load_task_data
+    from adabert.data.tasks import get_task
+    from adabert.teacher.probes import ProbeConfig, run_probes
 
     out = tmp_path_factory.mktemp("runs") / "probes"
     data = load_task_data(get_task("sst2"), sst2_dir)

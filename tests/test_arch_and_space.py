@@ -2,11 +2,11 @@ import json
 
 import pytest
 import torch
-
-from adabert.arch import derive, load_arch, save_arch
-from adabert.errors import AdabertError
-from adabert.search_space import load_search_space
 from conftest import run_cli
+
+from adabert.core.errors import AdabertError
+from adabert.nas.arch import derive, load_arch, save_arch
+from adabert.nas.search_space import load_search_space
 
 
 @pytest.fixture()

@@ -5,19 +5,19 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from adabert.augment import (AugmentConfig, PosLexicon, augment_dataset, augment_words, load_augmented, run_augment,
-                             spacy_tagger)
-from adabert.arch import save_arch
-from adabert.data import load_task_data
-from adabert.distill import DistillConfig, run_distill
-from adabert.encoding import encode_joint
-from adabert.errors import AdabertError
-from adabert.finetune import FinetuneConfig, finetune_student
-from adabert.tasks import get_task
-from adabert.teacher import load_classifier, load_tokenizer, teacher_outputs
 from conftest import run_cli
 from test_student import _arch
+
+from adabert.core.errors import AdabertError
+from adabert.data.dataset import load_task_data
+from adabert.data.encoding import encode_joint
+from adabert.data.tasks import get_task
+from adabert.distill.distill import DistillConfig, run_distill
+from adabert.nas.arch import save_arch
+from adabert.students.finetune import FinetuneConfig, finetune_student
+from adabert.teacher.augment import (AugmentConfig, PosLexicon, augment_dataset, augment_words, load_augmented,
+                                     run_augment, spacy_tagger)
+from adabert.teacher.model import load_classifier, load_tokenizer, teacher_outputs
 
 CPU = torch.device("cpu")
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
-
-from adabert.data import holdout_split, infer_labels, load_task_data, read_split
-from adabert.errors import AdabertError
-from adabert.tasks import custom_task, get_task
 from conftest import run_cli
+
+from adabert.core.errors import AdabertError
+from adabert.data.dataset import holdout_split, infer_labels, load_task_data, read_split
+from adabert.data.tasks import custom_task, get_task
 
 
 def test_mrpc_bom_header_pairs(mrpc_dir):

@@ -2,17 +2,17 @@
 
 import pytest
 import torch
-
-from adabert.arch import save_arch
-from adabert.data import load_task_data
-from adabert.distill import DistillConfig, Distiller, run_distill
-from adabert.distill_students import BiLSTMStudent, make_batch, teacher_layer_subset
-from adabert.encoding import encode_joint, encode_separate
-from adabert.errors import AdabertError
-from adabert.tasks import get_task
-from adabert.teacher import load_classifier
 from conftest import run_cli
 from test_student import _arch
+
+from adabert.core.errors import AdabertError
+from adabert.data.dataset import load_task_data
+from adabert.data.encoding import encode_joint, encode_separate
+from adabert.data.tasks import get_task
+from adabert.distill.distill import DistillConfig, Distiller, run_distill
+from adabert.nas.arch import save_arch
+from adabert.students.baselines import BiLSTMStudent, make_batch, teacher_layer_subset
+from adabert.teacher.model import load_classifier
 
 CPU = torch.device("cpu")
 SMALL = dict(epochs=5, batch_size=16, max_length=32, embed_dim=16, hidden=16, fc=16, evals_per_epoch=1)
@@ -54,7 +54,7 @@ def test_searched_student_uses_the_same_losses(toy, tiny_teacher, tiny_probes, t
 
 def test_siamese_bilstm_on_pairs(mrpc_dir, tmp_path, tiny_base):
     # the pair task's own teacher is not needed for method none; the tiny base gives embeddings and tokenizer
-    from adabert.teacher import TeacherConfig, finetune_teacher
+    from adabert.teacher.model import TeacherConfig, finetune_teacher
 
     data = load_task_data(get_task("mrpc"), mrpc_dir)
     teacher = tmp_path / "teacher"

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from adabert.feature_losses import attention_kl, fitnets, nst_mmd, relational
-from adabert.losses import hinton_kd, kd_weights, mse_logits
+from adabert.core.losses import hinton_kd, kd_weights, mse_logits
+from adabert.distill.feature_losses import attention_kl, fitnets, nst_mmd, relational
 
 
 def _softmax(xs):

@@ -5,17 +5,17 @@ import json
 
 import pytest
 import torch
+from conftest import run_cli
 from safetensors.torch import load_file
 from torch import nn
 
-import adabert.finetune
-import adabert.search
-from adabert.data import load_task_data
-from adabert.guards import EXIT_NONFINITE, NonFiniteError, check_terms, clip_checked
-from adabert.search import SearchConfig, Searcher
-from adabert.search_space import load_search_space
-from adabert.tasks import get_task
-from conftest import run_cli
+import adabert.nas.search
+import adabert.students.finetune
+from adabert.core.guards import EXIT_NONFINITE, NonFiniteError, check_terms, clip_checked
+from adabert.data.dataset import load_task_data
+from adabert.data.tasks import get_task
+from adabert.nas.search import SearchConfig, Searcher
+from adabert.nas.search_space import load_search_space
 
 
 def test_check_terms_names_the_bad_term():
@@ -50,7 +50,7 @@ def _nan_from_call(real, first_bad: int):
 def test_search_stops_on_nan_and_keeps_the_last_good_checkpoint(tiny_teacher, tiny_probes, sst2_dir, tmp_path,
                                                                   monkeypatch):
     # depth_losses runs twice a step (train batch, estimate batch): call 7 is step 4's training loss
-    monkeypatch.setattr(adabert.search, "depth_losses", _nan_from_call(adabert.search.depth_losses, 7))
+    monkeypatch.setattr(adabert.nas.search, "depth_losses", _nan_from_call(adabert.nas.search.depth_losses, 7))
     data = load_task_data(get_task("sst2"), sst2_dir)
     cfg = SearchConfig(epochs=2, batch_size=32, max_length=16, evals=1, min_steps=0, checkpoint_every=2)
     searcher = Searcher(str(tiny_teacher), tiny_probes, data, load_search_space("tiny"), cfg, tmp_path / "s",
@@ -71,7 +71,7 @@ def test_finetune_nan_exits_3_with_one_line_and_writes_nothing(tiny_teacher, tin
     Searcher(str(tiny_teacher), tiny_probes, data, load_search_space("tiny"),
              SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0), tmp_path / "s",
              torch.device("cpu")).run()
-    monkeypatch.setattr(adabert.finetune, "probe_kd", _nan_from_call(adabert.finetune.probe_kd, 3))
+    monkeypatch.setattr(adabert.students.finetune, "probe_kd", _nan_from_call(adabert.students.finetune.probe_kd, 3))
     code, _, err = run_cli(["finetune", "--arch", tmp_path / "s" / "arch.json", "--teacher", tiny_teacher, "--probes",
                             tiny_probes, "--task", "sst2", "--data-dir", sst2_dir, "--epochs", 1, "--batch-size", 32,
                             "--max-length", 16, "--output-dir", tmp_path / "student"], capsys)

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 from safetensors.torch import load_file, save_file
 
-from adabert.augment import AugmentConfig, run_augment
-from adabert.data import load_task_data
-from adabert.finetune import FinetuneConfig, finetune_student
-from adabert.search import SearchConfig, Searcher
-from adabert.search_space import BUILTIN_DIR, load_search_space
-from adabert.tasks import get_task
-from conftest import run_cli
+from adabert.data.dataset import load_task_data
+from adabert.data.tasks import get_task
+from adabert.nas.search import SearchConfig, Searcher
+from adabert.nas.search_space import BUILTIN_DIR, load_search_space
+from adabert.students.finetune import FinetuneConfig, finetune_student
+from adabert.teacher.augment import AugmentConfig, run_augment
 
 
 @dataclass
@@ -347,7 +347,7 @@ def test_hostile_input_gives_one_line_and_exit_2(case, world, tmp_path, capsys):
 
 
 def test_empty_text_rows_are_skipped_and_counted(world, tmp_path, caplog, monkeypatch):
-    from adabert.runtime import log
+    from adabert.core.runtime import log
 
     monkeypatch.setattr(log, "propagate", True)  # the CLI's handler writes to the stderr of its first run
     d = spoil_line(world, tmp_path, 3, " \t1")

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from adabert.metrics import class_report, f1_binary, matthews, pearson, spearman, task_metrics
-from adabert.tasks import get_task
+from adabert.data.metrics import class_report, f1_binary, matthews, pearson, spearman, task_metrics
+from adabert.data.tasks import get_task
 
 
 def test_f1_and_matthews_by_hand():
@@ -35,7 +35,7 @@ def test_task_metrics_and_report():
 
 
 def test_majority_baseline_and_the_warning_when_the_teacher_is_near_it():
-    from adabert.metrics import baseline_warning, majority_baseline
+    from adabert.data.metrics import baseline_warning, majority_baseline
 
     mrpc = get_task("mrpc")
     train, dev = np.array([1, 1, 1, 0]), np.array([1, 1, 0, 0, 1])

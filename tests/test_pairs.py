@@ -4,15 +4,15 @@ import json
 
 import pytest
 import torch
-
-from adabert.data import load_task_data
-from adabert.finetune import FinetuneConfig, finetune_student
-from adabert.probes import ProbeConfig, run_probes
-from adabert.search import SearchConfig, Searcher
-from adabert.search_space import load_search_space
-from adabert.tasks import get_task
-from adabert.teacher import TeacherConfig, finetune_teacher
 from conftest import run_cli, write_sst2
+
+from adabert.data.dataset import load_task_data
+from adabert.data.tasks import get_task
+from adabert.nas.search import SearchConfig, Searcher
+from adabert.nas.search_space import load_search_space
+from adabert.students.finetune import FinetuneConfig, finetune_student
+from adabert.teacher.model import TeacherConfig, finetune_teacher
+from adabert.teacher.probes import ProbeConfig, run_probes
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +72,8 @@ def test_pair_regression_student_learns(tiny_base, tmp_path):
 def test_regression_heads_start_at_the_mean_score(tmp_path):
     from conftest import write_stsb
 
-    from adabert.heads import init_regression_heads
-    from adabert.supernet import Readout
+    from adabert.core.heads import init_regression_heads
+    from adabert.nas.supernet import Readout
 
     data = load_task_data(get_task("stsb"), write_stsb(tmp_path / "STS-B"))
     head = Readout(8, 1, 0.0, pair=True)

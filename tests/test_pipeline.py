@@ -1,11 +1,11 @@
 import json
 
 import pytest
-
-from adabert.data import load_task_data
-from adabert.demo_task import write_demo_task
-from adabert.tasks import get_task
 from conftest import run_cli
+
+from adabert.data.dataset import load_task_data
+from adabert.data.demo_task import write_demo_task
+from adabert.data.tasks import get_task
 
 
 def test_demo_task_is_deterministic_and_balanced(tmp_path):

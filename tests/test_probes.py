@@ -3,15 +3,15 @@ import shutil
 
 import pytest
 import torch
-
-from adabert.data import load_task_data
-from adabert.encoding import encode_joint
-from adabert.errors import AdabertError
-from adabert.fileio import load_tensors
-from adabert.probes import load_probe_logits, probe_logits
-from adabert.tasks import get_task
-from adabert.teacher import load_classifier, load_tokenizer, teacher_outputs
 from conftest import run_cli, write_sst2
+
+from adabert.core.errors import AdabertError
+from adabert.core.fileio import load_tensors
+from adabert.data.dataset import load_task_data
+from adabert.data.encoding import encode_joint
+from adabert.data.tasks import get_task
+from adabert.teacher.model import load_classifier, load_tokenizer, teacher_outputs
+from adabert.teacher.probes import load_probe_logits, probe_logits
 
 
 def test_probe_logits_shape_and_order(tiny_teacher, tiny_probes, sst2_dir):
@@ -64,7 +64,7 @@ def test_probes_recompute_for_another_teacher(tiny_teacher, tiny_base, sst2_dir,
     second = load_tensors(out / "logits.safetensors")["teacher_dev"]
     assert not torch.allclose(first, second)
     meta = json.loads((out / "meta.json").read_text())
-    from adabert.teacher import model_source_fingerprint
+    from adabert.teacher.model import model_source_fingerprint
     assert meta["inputs"]["teacher"] == model_source_fingerprint(str(other))
 
 

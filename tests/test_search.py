@@ -4,14 +4,14 @@ import json
 
 import pytest
 import torch
-
-from adabert.arch import load_arch
-from adabert.data import load_task_data
-from adabert.costs import measure_cost_model
-from adabert.search import SearchConfig, Searcher
-from adabert.search_space import load_search_space
-from adabert.tasks import get_task
 from conftest import run_cli, teacher_and_probes, write_word_order
+
+from adabert.data.dataset import load_task_data
+from adabert.data.tasks import get_task
+from adabert.nas.arch import load_arch
+from adabert.nas.costs import measure_cost_model
+from adabert.nas.search import SearchConfig, Searcher
+from adabert.nas.search_space import load_search_space
 
 TOY = {"epochs": 6, "batch_size": 32, "max_length": 32, "evals": 2, "min_steps": 0, "checkpoint_every": 3,
        "log_every": 1, "lr": 1e-2}
@@ -72,7 +72,7 @@ def test_interrupted_and_resumed_search_gives_the_same_arch(searched, tiny_teach
 
 
 def test_resume_refuses_other_settings(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
-    from adabert.errors import AdabertError
+    from adabert.core.errors import AdabertError
 
     out = tmp_path / "s"
     _searcher(tiny_teacher, tiny_probes, sst2_dir, out, epochs=1).run(max_steps=2)

@@ -6,14 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adabert.arch import Arch
-from adabert.costs import CostModel, derive_under_budget, measure_cost_model, readout_params
-from adabert.estimator import ChoiceEstimates
-from adabert.gumbel import gumbel_sample, tau_schedule
-from adabert.losses import depth_losses, efficiency_penalty, layer_map, probe_kd, probe_weights, soft_kd
-from adabert.ops import OPS, build_op
-from adabert.search_space import load_search_space
-from adabert.supernet import DROPPED, Sample, Supernet
+from adabert.core.losses import depth_losses, efficiency_penalty, layer_map, probe_kd, probe_weights, soft_kd
+from adabert.nas.arch import Arch
+from adabert.nas.costs import CostModel, derive_under_budget, measure_cost_model, readout_params
+from adabert.nas.estimator import ChoiceEstimates
+from adabert.nas.gumbel import gumbel_sample, tau_schedule
+from adabert.nas.ops import OPS, build_op
+from adabert.nas.search_space import load_search_space
+from adabert.nas.supernet import DROPPED, Sample, Supernet
 
 
 def _padded(x: torch.Tensor, lengths: list[int], extra: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

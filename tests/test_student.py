@@ -5,17 +5,17 @@ import shutil
 
 import pytest
 import torch
-
-from adabert.arch import derive, save_arch
-from adabert.data import load_task_data
-from adabert.encoding import encode_separate, student_batch
-from adabert.errors import AdabertError
-from adabert.finetune import FinetuneConfig, finetune_student
-from adabert.search_space import load_search_space
-from adabert.student import Student, inherit_search_weights
-from adabert.supernet import Sample, Supernet
-from adabert.tasks import get_task
 from conftest import run_cli
+
+from adabert.core.errors import AdabertError
+from adabert.data.dataset import load_task_data
+from adabert.data.encoding import encode_separate, student_batch
+from adabert.data.tasks import get_task
+from adabert.nas.arch import derive, save_arch
+from adabert.nas.search_space import load_search_space
+from adabert.nas.supernet import Sample, Supernet
+from adabert.students.finetune import FinetuneConfig, finetune_student
+from adabert.students.student import Student, inherit_search_weights
 
 
 def _arch(seed=0):
@@ -123,7 +123,7 @@ def test_finetune_missing_arch(tiny_teacher, tiny_probes, sst2_dir, tmp_path, ca
 
 
 def test_finetune_without_kd_and_inherit(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
-    from adabert.search import SearchConfig, Searcher
+    from adabert.nas.search import SearchConfig, Searcher
 
     data = load_task_data(get_task("sst2"), sst2_dir)
     s = Searcher(str(tiny_teacher), tiny_probes, data, load_search_space("tiny"),
@@ -139,7 +139,7 @@ def test_finetune_without_kd_and_inherit(tiny_teacher, tiny_probes, sst2_dir, tm
 def test_export_torchscript_and_onnx_match_pytorch(trained, tmp_path, capsys):
     import onnxruntime as ort
 
-    from adabert.export import example_inputs, wrap
+    from adabert.deploy.export import example_inputs, wrap
     root, _, _ = trained
     code, out, err = run_cli(["export", "--student", root / "student", "--output-dir", tmp_path / "exp"], capsys)
     assert code == 0, err

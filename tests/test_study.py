@@ -5,16 +5,16 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from adabert.arch import validate_arch_json
-from adabert.costs import measure_cost_model
-from adabert.data import load_task_data
-from adabert.errors import AdabertError
-from adabert.search import SearchConfig, Searcher
-from adabert.search_space import load_search_space
-from adabert.study import random_arch, sample_arch
-from adabert.tasks import get_task
 from conftest import run_cli
+
+from adabert.core.errors import AdabertError
+from adabert.data.dataset import load_task_data
+from adabert.data.tasks import get_task
+from adabert.nas.arch import validate_arch_json
+from adabert.nas.costs import measure_cost_model
+from adabert.nas.search import SearchConfig, Searcher
+from adabert.nas.search_space import load_search_space
+from adabert.study import random_arch, sample_arch
 
 
 @pytest.fixture(scope="module")

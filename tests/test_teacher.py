@@ -5,11 +5,11 @@ import sys
 
 import numpy as np
 import torch
-
-from adabert.data import load_task_data
-from adabert.tasks import get_task
-from adabert.teacher import evaluate_teacher, load_classifier, load_tokenizer
 from conftest import run_cli, save_tiny_bert
+
+from adabert.data.dataset import load_task_data
+from adabert.data.tasks import get_task
+from adabert.teacher.model import evaluate_teacher, load_classifier, load_tokenizer
 
 
 def test_tiny_teacher_learns_the_toy_task(tiny_base, tiny_teacher, sst2_dir):
@@ -81,7 +81,7 @@ def test_regression_task_teacher(tmp_path, tiny_base):
         rows.append(f"{i}\tg\tf\ty\t{i}\ts\ts\tgood film\tbad film\t{rng.uniform(0, 5):.2f}")
     for name in ("train.tsv", "dev.tsv"):
         (tmp_path / name).write_text("\n".join(rows) + "\n")
-    from adabert.teacher import TeacherConfig, finetune_teacher
+    from adabert.teacher.model import TeacherConfig, finetune_teacher
     data = load_task_data(get_task("stsb"), tmp_path)
     m = finetune_teacher(str(tiny_base), data, TeacherConfig(epochs=1, max_length=16), tmp_path / "out",
                          torch.device("cpu"))

@@ -1,0 +1,82 @@
+"""Process-wide settings for a run: seeds, device, threads, autocast and logging."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import sys
+
+import numpy as np
+import torch
+
+from adabert.core.errors import AdabertError
+
+log = logging.getLogger("adabert")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record is emitted (tests, notebooks and wrappers swap it; a
+    handler bound to the stream of its creation would write to a closed one)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """adabert's own messages at INFO (DEBUG with verbose) on stderr; other libraries keep their defaults."""
+    if not log.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    if not verbose:
+        hf_logging.disable_progress_bar()
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present, else CPU; 'cuda' without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise AdabertError(f"--device: {name} requested but no CUDA GPU is available; use --device cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise AdabertError(f"--device: expected cpu, cuda, cuda:N or auto, got {name!r}")
+    return torch.device(name)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise AdabertError(f"--threads: expected a positive integer, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA devices that support it; a no-op on CPU."""
+    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def progress(iterable, **kwargs):
+    """A tqdm progress bar on a terminal, silent otherwise (logs carry the summaries)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=None, dynamic_ncols=True, leave=False, **kwargs)

@@ -1,0 +1,237 @@
+"""Reading a task's files into memory, and the deterministic held-out split.
+
+GLUE TSV files are tab-separated with no quoting (sentences hold stray `"`), MRPC's header starts with a BOM,
+CoLA has no header. Custom files may be CSV (standard quoting), TSV (no quoting) or JSON Lines. Every problem
+is an `AdabertError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from adabert.core.errors import AdabertError
+from adabert.core.fileio import hash_files, hash_obj
+from adabert.core.runtime import log
+from adabert.data.tasks import TaskSpec
+
+
+@dataclass
+class Dataset:
+    """One split of a task in memory.
+
+    texts: one tuple per example, holding 1 (single sentence) or 2 (pair) strings.
+    labels: int64 class indices [N], or float32 scores [N] for regression.
+    """
+
+    task: TaskSpec
+    split: str
+    path: Path
+    texts: list[tuple[str, ...]]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, idx: np.ndarray) -> "Dataset":
+        return Dataset(self.task, self.split, self.path, [self.texts[i] for i in idx], self.labels[idx])
+
+
+# C0 controls other than tab, newline and carriage return; DEL; lone UTF-16 surrogates (from JSON escapes).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def check_text(value: str, where: str, field: str) -> str:
+    """`value` unless it holds a control character (then an error naming `where` and `field`)."""
+    bad = _CONTROL.search(value)
+    if bad:
+        raise AdabertError(f"{where}: field {field!r} holds control character U+{ord(bad.group()):04X}; expected "
+                           "plain text")
+    return value
+
+
+def _decode(path: Path) -> str:
+    if not path.is_file():
+        raise AdabertError(f"{path}: data file not found")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise AdabertError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save the file as UTF-8")
+    if not text.strip():
+        raise AdabertError(f"{path}: file is empty; expected a header line and data rows")
+    return text
+
+
+def read_rows(path: Path, fmt: str, columns: tuple[str, ...] | None = None) -> list[tuple[int, dict[str, str]]]:
+    """Rows of a data file as (line number, {column: value}).
+
+    fmt: 'glue-tsv' or 'tsv' (tab-separated, no quoting), 'csv' (standard quoting) or 'jsonl'.
+    columns: names for a header-less file; None reads them from the first line.
+    """
+    path = Path(path)
+    text = _decode(path)
+    if fmt == "jsonl":
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise AdabertError(f"{path}:{n}: not a JSON object ({e.msg})") from None
+            except RecursionError:
+                raise AdabertError(f"{path}:{n}: JSON nested too deeply; expected a flat object") from None
+            if not isinstance(obj, dict):
+                raise AdabertError(f"{path}:{n}: expected a JSON object per line, got {type(obj).__name__}")
+            rows.append((n, {k: v if isinstance(v, str) else json.dumps(v) for k, v in obj.items()}))
+        if not rows:
+            raise AdabertError(f"{path}: no data rows")
+        return rows
+    if fmt == "csv":
+        reader = csv.reader(io.StringIO(text, newline=""))
+        records = []
+        try:
+            for fields in reader:
+                records.append((reader.line_num, fields))
+        except csv.Error as e:
+            raise AdabertError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
+    elif fmt in ("glue-tsv", "tsv"):
+        records = [(n, line.rstrip("\r").split("\t")) for n, line in enumerate(text.split("\n"), 1)]
+    else:
+        raise AdabertError(f"{path}: unknown file format {fmt!r}; expected csv, tsv or jsonl")
+    records = [(n, f) for n, f in records if f and any(x.strip() for x in f)]
+    if columns is None:
+        if not records:
+            raise AdabertError(f"{path}: file is empty; expected a header line")
+        _, header = records.pop(0)
+        columns = tuple(h.strip() for h in header)
+    if not records:
+        raise AdabertError(f"{path}: no data rows after the header")
+    out = []
+    for n, fields in records:
+        if len(fields) != len(columns):
+            raise AdabertError(f"{path}:{n}: expected {len(columns)} fields ({', '.join(columns)}), "
+                               f"found {len(fields)}")
+        out.append((n, dict(zip(columns, fields))))
+    return out
+
+
+def read_split(task: TaskSpec, path: Path, split: str) -> Dataset:
+    """Read one split of `task` from `path`, checking columns and labels.
+
+    Text with control characters (NUL, escape codes, ...) is an error naming the line and field; a row whose
+    text field is empty is skipped, and the skipped rows are counted in a warning."""
+    path = Path(path)
+    rows = read_rows(path, task.file_format, task.columns)
+    needed = (*task.text_fields, task.label_field)
+    first_line, first = rows[0]
+    for col in needed:
+        if col not in first:
+            raise AdabertError(f"{path}: no column {col!r}; found {', '.join(first)}")
+    texts: list[tuple[str, ...]] = []
+    labels: list = []
+    index = {v: i for i, v in enumerate(task.labels or ())}
+    empty: list[int] = []
+    for n, row in rows:
+        text = tuple(row[c].strip() for c in task.text_fields)
+        for col, value in zip(task.text_fields, text):
+            check_text(value, f"{path}:{n}", col)
+        if not all(text):
+            empty.append(n)
+            continue
+        texts.append(text)
+        raw = row[task.label_field].strip()
+        if task.is_regression:
+            try:
+                value = float(raw)
+            except ValueError:
+                raise AdabertError(f"{path}:{n}: field {task.label_field!r} = {raw!r} is not a number") from None
+            if not math.isfinite(value):
+                raise AdabertError(f"{path}:{n}: field {task.label_field!r} = {raw!r} is not a finite number")
+            labels.append(value)
+        else:
+            if raw not in index:
+                raise AdabertError(f"{path}:{n}: field {task.label_field!r} = {raw!r} is not a label of task "
+                                   f"{task.name}; expected one of {', '.join(task.labels)}")
+            labels.append(index[raw])
+    if empty:
+        if not texts:
+            raise AdabertError(f"{path}: every row has an empty text field ({', '.join(task.text_fields)})")
+        log.warning("%s: skipped %d row(s) with an empty text field (line %s%s)", path, len(empty), empty[0],
+                    f" and {len(empty) - 1} more" if len(empty) > 1 else "")
+    dtype = np.float32 if task.is_regression else np.int64
+    return Dataset(task, split, path, texts, np.asarray(labels, dtype=dtype))
+
+
+def infer_labels(path: Path, fmt: str, label_field: str) -> list[str]:
+    """The sorted distinct values of `label_field` in a file (for custom tasks given no --labels)."""
+    rows = read_rows(Path(path), fmt)
+    if label_field not in rows[0][1]:
+        raise AdabertError(f"{path}: no column {label_field!r}; found {', '.join(rows[0][1])}")
+    values = sorted({r[label_field].strip() for _, r in rows})
+    if len(values) < 2:
+        raise AdabertError(f"{path}: column {label_field!r} has fewer than 2 distinct labels")
+    return values
+
+
+@dataclass
+class TaskData:
+    """A task's train and dev splits plus the held-out slice of train used for model selection."""
+
+    task: TaskSpec
+    train: Dataset
+    dev: Dataset
+    train_idx: np.ndarray
+    holdout_idx: np.ndarray
+    fingerprint: str
+
+    @property
+    def fit(self) -> Dataset:
+        """The training examples minus the held-out slice."""
+        return self.train.subset(self.train_idx)
+
+    @property
+    def holdout(self) -> Dataset:
+        return self.train.subset(self.holdout_idx)
+
+
+def holdout_split(n: int, fraction: float, max_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic split of range(n) into (train, held-out) index arrays, both sorted.
+
+    size = min(max_size, round(n * fraction)), at least 1 when n > 1; a permutation from `seed` picks them.
+    """
+    if not 0 < fraction < 1:
+        raise AdabertError(f"--holdout-fraction: expected a number in (0, 1), got {fraction}")
+    size = max(1, min(max_size, int(round(n * fraction)))) if n > 1 else 0
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[size:]), np.sort(perm[:size])
+
+
+def file_paths(task: TaskSpec, data_dir: Path | None) -> tuple[Path, Path]:
+    """Paths of the train and dev files: inside `data_dir` for GLUE tasks, as given for custom ones."""
+    if data_dir is None:
+        return Path(task.train_file), Path(task.dev_file)
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise AdabertError(f"--data-dir: {data_dir}: no such folder")
+    return data_dir / task.train_file, data_dir / task.dev_file
+
+
+def load_task_data(task: TaskSpec, data_dir: Path | None, holdout_fraction: float = 0.1,
+                   holdout_max: int = 2000, seed: int = 0) -> TaskData:
+    """Read train and dev, and split the held-out slice off train (it depends on the seed, not on order of use)."""
+    train_path, dev_path = file_paths(task, data_dir)
+    train = read_split(task, train_path, "train")
+    dev = read_split(task, dev_path, "dev")
+    train_idx, holdout_idx = holdout_split(len(train), holdout_fraction, holdout_max, seed)
+    fp = hash_files([train_path, dev_path], extra=hash_obj([task.describe(), holdout_fraction, holdout_max, seed]))
+    return TaskData(task, train, dev, train_idx, holdout_idx, fp)

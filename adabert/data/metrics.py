@@ -1,0 +1,116 @@
+"""Task metrics on numpy arrays: accuracy, binary F1, Matthews correlation, Pearson and Spearman, and the
+per-class report (precision, recall, F1, confusion counts)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from adabert.data.tasks import TaskSpec
+
+
+def accuracy(pred: np.ndarray, gold: np.ndarray) -> float:
+    return float((pred == gold).mean()) if len(gold) else 0.0
+
+
+def confusion(pred: np.ndarray, gold: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts [C, C]: row = gold class, column = predicted class."""
+    m = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(m, (gold.astype(np.int64), pred.astype(np.int64)), 1)
+    return m
+
+
+def f1_binary(pred: np.ndarray, gold: np.ndarray) -> float:
+    """F1 of the positive class (index 1): 2 tp / (2 tp + fp + fn)."""
+    tp = float(((pred == 1) & (gold == 1)).sum())
+    fp = float(((pred == 1) & (gold != 1)).sum())
+    fn = float(((pred != 1) & (gold == 1)).sum())
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def matthews(pred: np.ndarray, gold: np.ndarray, num_classes: int = 2) -> float:
+    """Matthews correlation (multi-class form of Gorodkin 2004; equals the phi coefficient for 2 classes)."""
+    c = confusion(pred, gold, num_classes).astype(np.float64)
+    t, p, n, s = c.sum(1), c.sum(0), np.trace(c), c.sum()
+    denom = np.sqrt(s * s - (p * p).sum()) * np.sqrt(s * s - (t * t).sum())
+    return float((n * s - (t * p).sum()) / denom) if denom else 0.0
+
+
+def pearson(pred: np.ndarray, gold: np.ndarray) -> float:
+    x, y = pred.astype(np.float64) - pred.mean(), gold.astype(np.float64) - gold.mean()
+    denom = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / denom) if denom else 0.0
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share the mean rank)."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.arange(len(x), dtype=np.float64)
+    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.zeros(len(counts))
+    np.add.at(sums, inv, ranks)
+    return (sums / counts)[inv]
+
+
+def spearman(pred: np.ndarray, gold: np.ndarray) -> float:
+    return pearson(_ranks(pred), _ranks(gold))
+
+
+def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's tau-b: (concordant - discordant) / sqrt((n0 - ties_x) (n0 - ties_y)) over all pairs."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    i, j = np.triu_indices(len(x), 1)
+    sx, sy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    denom = np.sqrt(np.count_nonzero(sx) * np.count_nonzero(sy))
+    return float((sx * sy).sum() / denom) if denom else 0.0
+
+
+def predictions(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
+    """Class indices [N] from logits [N, C], or the scores [N] of a regression head [N, 1]."""
+    return logits[:, 0] if task.is_regression else logits.argmax(-1)
+
+
+def task_metrics(task: TaskSpec, logits: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    """All of the task's metrics (in percent) from logits [N, C] and gold labels [N]."""
+    pred = predictions(task, logits)
+    fns = {"accuracy": lambda: accuracy(pred, gold), "f1": lambda: f1_binary(pred, gold),
+           "matthews": lambda: matthews(pred, gold, task.num_labels), "pearson": lambda: pearson(pred, gold),
+           "spearman": lambda: spearman(pred, gold)}
+    return {m: 100.0 * fns[m]() for m in task.metrics}
+
+
+def majority_baseline(task: TaskSpec, train_labels: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    """The task's metrics of the predictor that ignores the text: the most frequent training class for every
+    example (classification; ties go to the lower index), or the mean training score (regression, whose
+    correlations are then 0)."""
+    if task.is_regression:
+        logits = np.full((len(gold), 1), float(np.mean(train_labels)) if len(train_labels) else 0.0)
+    else:
+        logits = np.zeros((len(gold), task.num_labels))
+        logits[:, int(np.bincount(train_labels.astype(np.int64), minlength=task.num_labels).argmax())] = 1.0
+    return task_metrics(task, logits, gold)
+
+
+def baseline_warning(task: TaskSpec, teacher: dict[str, float], baseline: dict[str, float],
+                     margin: float = 2.0) -> str | None:
+    """A warning when the teacher's main metric is within `margin` points of the majority baseline's: then
+    neither the teacher nor a student distilled from it has shown that it learned the task."""
+    m = task.main_metric
+    if teacher[m] - baseline[m] < margin:
+        return (f"the teacher's dev {m} ({teacher[m]:.2f}) is within {margin:g} points of the majority-class "
+                f"baseline ({baseline[m]:.2f}): neither it nor its student has shown that it learned the task")
+    return None
+
+
+def class_report(task: TaskSpec, logits: np.ndarray, gold: np.ndarray) -> dict:
+    """Per-class precision / recall / F1 / support (percent) and the confusion counts of a classification task."""
+    pred = predictions(task, logits)
+    c = confusion(pred, gold, task.num_labels)
+    per_class = {}
+    for i, name in enumerate(task.names):
+        tp, fp, fn = c[i, i], c[:, i].sum() - c[i, i], c[i, :].sum() - c[i, i]
+        p = tp / (tp + fp) if tp + fp else 0.0
+        r = tp / (tp + fn) if tp + fn else 0.0
+        per_class[name] = {"precision": 100 * p, "recall": 100 * r,
+                           "f1": 100 * (2 * p * r / (p + r) if p + r else 0.0), "support": int(c[i].sum())}
+    return {"per_class": per_class, "confusion": c.tolist(), "labels": list(task.names)}

@@ -1,0 +1,134 @@
+"""`adabert bench`: size and speed of the student against its teacher and a BERT-base-shaped model.
+
+All models run in one process on the same random inputs (latency does not depend on weights, so the
+BERT-base-shaped model has random weights): for every batch size, sequence length and thread count, a warm-up
+and then repeated forwards (at least `min_repeats`, and until `min_seconds` have passed); the median is
+reported. Inputs are full-length single sequences (no padding). FLOPs are counted with
+`torch.utils.flop_counter` at batch 1.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from adabert.core.errors import AdabertError
+from adabert.deploy.export import wrap
+from adabert.students.student import Student
+
+
+@dataclass
+class BenchConfig:
+    batch_sizes: tuple[int, ...] = (1, 32)
+    lengths: tuple[int, ...] = (64, 128)
+    threads: tuple[int, ...] = (1, 2)
+    min_repeats: int = 5
+    min_seconds: float = 1.0
+    warmup: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("batch_sizes", "lengths", "threads"):
+            if not getattr(self, name) or any(v < 1 for v in getattr(self, name)):
+                raise AdabertError(f"--{name.replace('_', '-')}: expected positive integers")
+
+
+class _HF(nn.Module):
+    """A Hugging Face classifier called as (ids, mask) -> logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=ids, attention_mask=mask).logits
+
+
+def bert_base_shaped(num_labels: int) -> nn.Module:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    return _HF(BertForSequenceClassification(BertConfig(num_labels=num_labels)))
+
+
+def median_ms(fn, cfg: BenchConfig) -> float:
+    for _ in range(cfg.warmup):
+        fn()
+    times, start = [], time.perf_counter()
+    while len(times) < cfg.min_repeats or time.perf_counter() - start < cfg.min_seconds:
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def flops(module: nn.Module, length: int, vocab: int) -> int:
+    ids = torch.randint(1, vocab, (1, length))
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        module(ids, torch.ones_like(ids))
+    return int(counter.get_total_flops())
+
+
+def run_bench(models: dict[str, nn.Module], vocab: int, cfg: BenchConfig) -> dict:
+    """models: name -> module called as (ids [B, T], mask [B, T]) -> logits. Returns params, FLOPs and timings."""
+    result: dict = {"models": {}, "timings": []}
+    for name, m in models.items():
+        m.eval()
+        result["models"][name] = {"params": sum(p.numel() for p in m.parameters()),
+                                  "flops": {str(length): flops(m, length, vocab) for length in cfg.lengths}}
+    old_threads = torch.get_num_threads()
+    try:
+        for threads in cfg.threads:
+            torch.set_num_threads(threads)
+            for batch in cfg.batch_sizes:
+                for length in cfg.lengths:
+                    g = torch.Generator().manual_seed(0)
+                    ids = torch.randint(1, vocab, (batch, length), generator=g)
+                    mask = torch.ones_like(ids)
+                    row = {"threads": threads, "batch": batch, "length": length, "latency_ms": {}}
+                    for name, m in models.items():
+                        with torch.inference_mode():
+                            row["latency_ms"][name] = median_ms(lambda: m(ids, mask), cfg)
+                    row["throughput_per_s"] = {n: batch * 1e3 / v for n, v in row["latency_ms"].items()}
+                    result["timings"].append(row)
+    finally:
+        torch.set_num_threads(old_threads)
+    return result
+
+
+def bench_student(student_dir: Path, teacher: str | None, cfg: BenchConfig, bert_base: bool = True) -> dict:
+    student, scfg = Student.from_pretrained(Path(student_dir))
+    models: dict[str, nn.Module] = {"student": wrap(student, pair=False)}
+    if teacher:
+        from adabert.teacher.model import load_classifier
+
+        models["teacher"] = _HF(load_classifier(teacher))
+    if bert_base:
+        models["bert-base-shaped"] = bert_base_shaped(scfg["num_labels"])
+    return run_bench(models, scfg["vocab_size"], cfg)
+
+
+def format_bench(result: dict) -> str:
+    names = list(result["models"])
+    lines = [f"{'model':>18} {'params':>12} " + " ".join(f"{'GFLOPs@' + k:>11}" for k in
+                                                         result["models"][names[0]]["flops"])]
+    for n in names:
+        m = result["models"][n]
+        lines.append(f"{n:>18} {m['params']:>12,} " + " ".join(f"{v / 1e9:11.3f}" for v in m["flops"].values()))
+    lines.append("")
+    head = f"{'threads':>7} {'batch':>5} {'len':>4} " + " ".join(f"{n + ' ms':>22}" for n in names)
+    others = [n for n in names if n != "student"]
+    head += " " + " ".join(f"{n + '/student':>26}" for n in others)
+    lines.append(head)
+    for r in result["timings"]:
+        lat = r["latency_ms"]
+        lines.append(f"{r['threads']:>7} {r['batch']:>5} {r['length']:>4} "
+                     + " ".join(f"{lat[n]:22.2f}" for n in names) + " "
+                     + " ".join(f"{lat[n] / lat['student']:25.1f}x" for n in others))
+    return "\n".join(lines)

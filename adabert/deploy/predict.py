@@ -1,0 +1,99 @@
+"""Using a saved student: load it with its tokenizer, predict labels and probabilities, evaluate on a split."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterable, TextIO
+
+import numpy as np
+import torch
+
+from adabert.core.errors import AdabertError
+from adabert.data.dataset import Dataset, check_text
+from adabert.data.encoding import Encoded, encode_separate
+from adabert.data.metrics import class_report, task_metrics
+from adabert.data.tasks import TaskSpec
+from adabert.students.finetune import student_logits
+from adabert.students.student import Student
+
+
+class Predictor:
+    """A saved student folder ready to use: `Predictor(folder).predict([("a sentence",), ...])`."""
+
+    def __init__(self, folder: Path, device: torch.device | None = None) -> None:
+        from transformers import AutoTokenizer
+
+        self.folder = Path(folder)
+        self.model, self.config = Student.from_pretrained(self.folder)
+        self.device = device or torch.device("cpu")
+        self.model.to(self.device)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
+        except Exception as e:  # noqa: BLE001 (tokenizers raises bare Exceptions on tampered files)
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise AdabertError(f"{self.folder}: cannot load the student's tokenizer ({first})") from None
+        self.task = TaskSpec.from_description(self.config["task"], f"{self.folder}/config.json: field 'task'")
+        self.max_length = self.config.get("max_length", 128)
+        if not isinstance(self.max_length, int) or isinstance(self.max_length, bool) or self.max_length < 2:
+            raise AdabertError(f"{self.folder}/config.json: field 'max_length' must be an integer >= 2")
+
+    def check_task(self, task: TaskSpec) -> None:
+        """Refuse data of another task (other name, labels or number of text fields)."""
+        mine = self.task
+        if (mine.name, mine.labels, len(mine.text_fields)) != (task.name, task.labels, len(task.text_fields)):
+            raise AdabertError(f"{self.folder}: this student was trained for task {mine.name!r} (labels "
+                               f"{mine.labels}), not {task.name!r} (labels {task.labels})")
+
+    def encode(self, texts: list[tuple[str, ...]]) -> Encoded:
+        ds = Dataset(self.task, "input", self.folder, texts, np.zeros(len(texts)))
+        return encode_separate(self.tokenizer, ds, self.max_length)
+
+    def logits(self, texts: list[tuple[str, ...]]) -> np.ndarray:
+        return student_logits(self.model, self.encode(texts), self.device).numpy()
+
+    def predict(self, texts: list[tuple[str, ...]]) -> tuple[list[str], np.ndarray]:
+        """Labels (names) and probabilities [N, C] (or scores [N, 1] for regression)."""
+        logits = self.logits(texts)
+        if self.task.is_regression:
+            return [f"{v:.4f}" for v in logits[:, 0]], logits
+        probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
+        return [self.task.names[i] for i in probs.argmax(-1)], probs
+
+    def evaluate(self, data: Dataset) -> dict:
+        self.check_task(data.task)
+        logits = self.logits(data.texts)
+        out = {"metrics": task_metrics(data.task, logits, data.labels), "examples": len(data)}
+        if not data.task.is_regression:
+            out["report"] = class_report(data.task, logits, data.labels)
+        return out
+
+
+def read_inputs(lines: Iterable[str], fields: int, source: str) -> list[tuple[str, ...]]:
+    """Tab-separated lines with exactly `fields` columns (1: sentence, 2: pair); blank lines are skipped."""
+    out = []
+    n = 0
+    try:
+        for n, line in enumerate(lines, 1):
+            line = line.rstrip("\n").rstrip("\r")
+            if not line.strip():
+                continue
+            cols = line.split("\t")
+            if len(cols) != fields:
+                raise AdabertError(f"{source}:{n}: expected {fields} tab-separated column{'s' if fields > 1 else ''}"
+                                   f" ({'sentence' if fields == 1 else 'sentence A, sentence B'}), found {len(cols)}")
+            out.append(tuple(check_text(c.strip(), f"{source}:{n}", f"column {i + 1}") for i, c in enumerate(cols)))
+    except UnicodeDecodeError as e:
+        raise AdabertError(f"{source}:{n + 1}: not UTF-8 text ({e.reason}); save the file as UTF-8") from None
+    if not out:
+        raise AdabertError(f"{source}: no input lines")
+    return out
+
+
+def open_input(path: str | None) -> tuple[TextIO, str]:
+    if path in (None, "-"):
+        return sys.stdin, "<stdin>"
+    p = Path(path)
+    if not p.is_file():
+        raise AdabertError(f"{path}: input file not found")
+    return open(p, encoding="utf-8"), str(p)

@@ -1,0 +1,397 @@
+"""`adabert distill`: classic distillation methods (the seed notes' baselines) for any student.
+
+Every method minimises, per batch, with (w_CE, w_KD) = `losses.kd_weights(alpha, kd_beta)`:
+    none        CE(s, y)
+    hinton      w_CE CE(s, y) + w_KD T^2 KL(softmax(t/T) || softmax(s/T))           (Hinton et al., 2015)
+    mse         w_CE CE(s, y) + w_KD ||s - t||^2                                    (Tang et al., 2019)
+    probe       w_CE CE(s, y) + w_KD probe_kd(student layer heads, teacher probes)  (seed 003)
+    fitnets     hinton + feature_weight * mean_k FitNets(student layer k, teacher layer m(k))
+    attention   hinton + feature_weight * mean_k KL(teacher attention m(k) || student attention k)
+    nst         hinton + feature_weight * mean_k MMD^2(student layer k, teacher layer m(k))
+    relational  hinton + feature_weight * RKD(student sentence vectors, teacher [CLS] vectors)
+    born-again  generation 1 learns from the teacher (hinton), generation g from generation g-1, same student
+    mutual      two students (seeds s, s+1) learn together: w_CE CE + w_KD T^2 KL(other || self), no teacher
+s, t: student and teacher logits; m(k) = `losses.layer_map`. The teacher's logits come from the probes folder
+(cached) or one teacher pass; the intermediate methods run the frozen teacher alongside the student. With an
+augment folder, the augmented text joins the training set with the teacher's outputs as targets.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from adabert.core.errors import AdabertError
+from adabert.core.fileio import atomic_dir, hash_files, meta_matches, read_json, write_json, write_meta
+from adabert.core.guards import check_terms, clip_checked
+from adabert.core.heads import init_regression_heads
+from adabert.core.losses import hard_loss, hinton_kd, kd_weights, layer_map, mse_logits, probe_kd, soft_kd
+from adabert.core.runtime import autocast, log, progress, set_seed
+from adabert.core.schedule import cosine_decay, eval_points
+from adabert.core.validation import require_fraction, require_non_negative, require_positive, require_positive_ints
+from adabert.data.dataset import Dataset, TaskData
+from adabert.data.encoding import Encoded, batch_indices, encode_joint, encode_separate
+from adabert.data.metrics import class_report, task_metrics
+from adabert.distill.feature_losses import attention_kl, fitnets, nst_mmd, relational
+from adabert.nas.arch import load_arch
+from adabert.nas.embedding import teacher_tables
+from adabert.students.baselines import BiLSTMStudent, LayerSubsetTransformer, SearchedStudent, StudentOutput, make_batch
+from adabert.students.student import Student
+from adabert.teacher.augment import load_augmented
+from adabert.teacher.model import (check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint,
+                                   teacher_outputs)
+from adabert.teacher.probes import load_probe_logits
+
+STUDENTS = ("bilstm", "transformer", "adabert")
+METHODS = ("none", "hinton", "mse", "probe", "fitnets", "attention", "nst", "relational", "born-again", "mutual")
+FEATURE_METHODS = ("fitnets", "attention", "nst", "relational")
+TOKEN_METHODS = ("fitnets", "attention", "nst")
+DEFAULT_LR = {"bilstm": 1e-3, "transformer": 5e-5, "adabert": 2e-3}
+STUDENT_CLASSES = {"bilstm": BiLSTMStudent, "transformer": LayerSubsetTransformer, "adabert": SearchedStudent}
+
+
+@dataclass
+class DistillConfig:
+    """alpha: weight of CE; the KD weight is 1 - alpha, or kd_beta when given (see `losses.kd_weights`).
+    lr: AdamW learning rate, by default 1e-3 (BiLSTM), 5e-5 (transformer), 2e-3 (searched student)."""
+
+    student: str = "bilstm"
+    method: str = "hinton"
+    epochs: int = 3
+    batch_size: int = 50
+    lr: float | None = None
+    weight_decay: float = 0.0
+    max_length: int = 64
+    alpha: float = 0.5
+    kd_beta: float | None = None
+    temperature: float = 1.0
+    feature_weight: float = 1.0
+    generations: int = 2
+    layers: int = 2
+    embed_dim: int = 300
+    hidden: int = 150
+    fc: int = 200
+    dropout: float = 0.1
+    clip: float = 5.0
+    evals_per_epoch: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.student not in STUDENTS:
+            raise AdabertError(f"--student: expected one of {', '.join(STUDENTS)}, got {self.student!r}")
+        if self.method not in METHODS:
+            raise AdabertError(f"--method: expected one of {', '.join(METHODS)}, got {self.method!r}")
+        require_positive_ints(self, "epochs", "batch_size", "max_length", "generations", "layers", "embed_dim",
+                              "hidden", "fc", "evals_per_epoch")
+        require_fraction(self, "alpha", 0, 1, closed_high=True)
+        require_fraction(self, "dropout", 0, 1)
+        require_positive(self, "temperature", "clip")
+        require_non_negative(self, "weight_decay", "feature_weight")
+        if self.kd_beta is not None:
+            require_non_negative(self, "kd_beta")
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.student]
+        require_positive(self, "lr")
+        if self.method == "attention" and self.student != "transformer":
+            raise AdabertError("--method attention: needs attention maps; use --student transformer")
+        if self.method == "relational" and self.batch_size < 3:
+            raise AdabertError("--batch-size: relational KD compares samples within a batch; expected at least 3")
+
+
+@dataclass
+class TrainSet:
+    """What one training run iterates over: student inputs, labels, per-example teacher targets [N, C] and
+    probe logits [N, L+1, C] (None when the method needs none), and the teacher-format inputs for the methods
+    that run the teacher alongside."""
+
+    enc: Encoded
+    labels: torch.Tensor
+    targets: torch.Tensor | None
+    probes: torch.Tensor | None
+    teacher_enc: Encoded | None
+
+
+class Distiller:
+    """Builds students, prepares the data once, and runs the configured method."""
+
+    def __init__(self, teacher: str, data: TaskData, cfg: DistillConfig, device: torch.device,
+                 probes_dir: Path | None = None, augment_dir: Path | None = None, arch_path: Path | None = None):
+        self.teacher_src, self.data, self.cfg, self.device = teacher, data, cfg, device
+        self.task = data.task
+        if cfg.student == "adabert" and arch_path is None:
+            raise AdabertError("--arch: required with --student adabert (the arch.json of `adabert search`)")
+        if cfg.method == "probe" and probes_dir is None:
+            raise AdabertError("--probes: required by --method probe (the folder of `adabert probes`)")
+        if cfg.method in TOKEN_METHODS and cfg.student != "transformer" and self.task.is_pair:
+            raise AdabertError(f"--method {cfg.method}: matches token states, which align with the teacher's only "
+                               "for single sentences with this student; use --student transformer for pairs")
+        self.arch = load_arch(Path(arch_path)) if arch_path is not None else None
+        self.tokenizer = load_tokenizer(teacher)
+        self.teacher = load_classifier(teacher)
+        check_teacher_for_task(self.teacher, teacher, self.task)
+        self.teacher.eval().requires_grad_(False)
+        if cfg.method == "attention":
+            self.teacher.set_attn_implementation("eager")
+        self.probes = load_probe_logits(Path(probes_dir), data, teacher) if probes_dir is not None else None
+        self.augmented = load_augmented(Path(augment_dir), data, teacher) if augment_dir is not None else None
+        if self.augmented is not None and cfg.method == "probe" and self.augmented.probes is None:
+            raise AdabertError(f"{augment_dir}: holds no probe logits for --method probe; rerun `adabert augment` "
+                               "with --probes")
+
+    # ---- students and data -------------------------------------------------------------------------------
+    def new_student(self, seed: int) -> nn.Module:
+        set_seed(seed)
+        cfg = self.cfg
+        if cfg.student == "bilstm":
+            word, _ = teacher_tables(self.teacher)
+            model = BiLSTMStudent(word.shape[0], cfg.embed_dim, cfg.hidden, cfg.fc, self.task.num_labels,
+                                  self.task.is_pair, cfg.dropout, teacher_word=word)
+            init_regression_heads(model, self.data)
+            return model
+        if cfg.student == "transformer":
+            model = LayerSubsetTransformer(self.teacher, cfg.layers).requires_grad_(True)
+            init_regression_heads(model.layer_heads, self.data)  # the final head is the teacher's, trained
+            if cfg.method == "attention":
+                model.use_eager_attention()
+            return model
+        word, pos = teacher_tables(self.teacher)
+        model = Student.from_teacher_tables(self.arch, word, pos, self.task.num_labels, self.task.is_pair)
+        init_regression_heads(model, self.data)
+        return SearchedStudent(model)
+
+    def encode(self, ds: Dataset, encoding: str) -> Encoded:
+        if encoding == "joint":
+            return encode_joint(self.tokenizer, ds, self.cfg.max_length)
+        return encode_separate(self.tokenizer, ds, self.cfg.max_length)
+
+    def train_set(self, encoding: str) -> TrainSet:
+        """The fit split, plus the augmented text when given, with the targets the method needs."""
+        cfg, data = self.cfg, self.data
+        fit = data.fit
+        targets = probes = None
+        if cfg.method not in ("none", "mutual", *FEATURE_METHODS):  # feature methods run the teacher per batch
+            if self.probes is not None:
+                targets = self.probes.teacher_train[data.train_idx]
+            else:
+                targets, _ = teacher_outputs(self.teacher.to(self.device), self.encode(fit, "joint"), self.device,
+                                             desc="teacher logits")
+            if cfg.method == "probe":
+                probes = self.probes.train[data.train_idx]
+        ds = fit
+        if self.augmented is not None:
+            aug = self.augmented
+            ds = aug.after(fit)
+            if targets is not None:
+                targets = torch.cat([targets, aug.teacher])
+            if probes is not None:
+                probes = torch.cat([probes, aug.probes])
+        teacher_enc = self.encode(ds, "joint") if cfg.method in FEATURE_METHODS else None
+        return TrainSet(self.encode(ds, encoding), torch.as_tensor(ds.labels), targets, probes, teacher_enc)
+
+    # ---- training ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def logits(self, model: nn.Module, enc: Encoded, batch_size: int = 256) -> torch.Tensor:
+        """Logits [N, C] in example order."""
+        model.eval()
+        out = torch.empty(len(enc), self.task.num_labels)
+        for idx in batch_indices(enc.lengths(), batch_size, shuffle=False):
+            with autocast(self.device):
+                out[idx] = model(make_batch(model.encoding, enc, idx, self.device)).logits.float().cpu()
+        return out
+
+    def feature_loss(self, out: StudentOutput, rows: np.ndarray, ts: TrainSet,
+                     projs: nn.ModuleList | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(teacher logits [B, C], the method's intermediate term) with the teacher run on the same rows."""
+        method = self.cfg.method
+        with torch.no_grad():
+            t = self.teacher(**make_batch("joint", ts.teacher_enc, rows, self.device), output_hidden_states=True,
+                             output_attentions=method == "attention")
+        layers = len(t.hidden_states) - 1
+        k_all = len(out.states)
+        if method == "relational":
+            return t.logits, relational(out.pooled.float(), t.hidden_states[-1][:, 0].float())
+        terms = []
+        for k in range(1, k_all + 1):
+            m = layer_map(k, k_all, layers)
+            s = out.states[k - 1].float()
+            if method == "attention":
+                terms.append(attention_kl(out.attentions[k - 1], t.attentions[max(m, 1) - 1], out.mask))
+                continue
+            th = t.hidden_states[m].float()
+            if th.shape[1] != s.shape[1]:
+                raise AdabertError(f"--method {method}: student and teacher token sequences differ in length "
+                                   f"({s.shape[1]} vs {th.shape[1]})")
+            terms.append(fitnets(s, th, out.mask, projs[k - 1]) if method == "fitnets" else nst_mmd(s, th, out.mask))
+        return t.logits, torch.stack(terms).mean()
+
+    def batch_loss(self, out: StudentOutput, rows: np.ndarray, ts: TrainSet, targets: torch.Tensor | None,
+                   projs: nn.ModuleList | None) -> torch.Tensor:
+        cfg = self.cfg
+        y = ts.labels[rows].to(self.device)
+        method = cfg.method
+        logits = out.logits.float()
+        if method == "none":
+            return hard_loss(logits, y)
+        w_ce, w_kd = kd_weights(cfg.alpha, cfg.kd_beta)
+        if method in FEATURE_METHODS:
+            t_logits, feat = self.feature_loss(out, rows, ts, projs)
+            return hinton_kd(logits, t_logits.float(), y, cfg.temperature, cfg.alpha, cfg.kd_beta) \
+                + cfg.feature_weight * feat
+        t = targets[rows].to(self.device)
+        if method == "mse":
+            return w_ce * hard_loss(logits, y) + w_kd * mse_logits(logits, t)
+        if method == "probe":
+            return w_ce * hard_loss(logits, y) + w_kd * probe_kd([h.float() for h in out.heads],
+                                                                 ts.probes[rows].to(self.device), y, cfg.temperature)
+        return hinton_kd(logits, t, y, cfg.temperature, cfg.alpha, cfg.kd_beta)
+
+    def projections(self, model: nn.Module) -> nn.ModuleList | None:
+        """FitNets regressors, one per student layer (trained with the student, not saved)."""
+        if self.cfg.method != "fitnets":
+            return None
+        probe = model(make_batch(model.encoding, self.encode(self.data.fit.subset(np.arange(2)), model.encoding),
+                                 np.arange(2), self.device))
+        width = self.teacher.config.hidden_size
+        return nn.ModuleList(nn.Linear(s.shape[-1], width) for s in probe.states).to(self.device)
+
+    def fit(self, models: list[nn.Module], ts: TrainSet, targets: torch.Tensor | None, desc: str
+            ) -> tuple[nn.Module, list[dict], float]:
+        """Train `models` (one, or two for mutual learning) for cfg.epochs; returns the best (held-out) model
+        state loaded into its model, the history and the best held-out score."""
+        cfg, task = self.cfg, self.task
+        for m in models:
+            m.to(self.device)
+        self.teacher.to(self.device)
+        projs = [self.projections(m) for m in models]
+        opts = [torch.optim.AdamW([p for p in list(m.parameters()) + (list(pj.parameters()) if pj else [])
+                                   if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+                for m, pj in zip(models, projs)]
+        holdout_enc = self.encode(self.data.holdout, models[0].encoding)
+        steps_per_epoch = math.ceil(len(ts.enc) / cfg.batch_size)
+        total = steps_per_epoch * cfg.epochs
+        scheds = [cosine_decay(o, total) for o in opts]
+        eval_at = eval_points(steps_per_epoch, cfg.evals_per_epoch)
+        history, best, best_state, best_i = [], -math.inf, None, 0
+        step = 0
+        for epoch in range(cfg.epochs):
+            order = np.random.default_rng([cfg.seed, epoch]).permutation(len(ts.enc))
+            for b in progress(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}"):
+                rows = order[b * cfg.batch_size: (b + 1) * cfg.batch_size]
+                for m in models:
+                    m.train()
+                with autocast(self.device):
+                    outs = [m(make_batch(m.encoding, ts.enc, rows, self.device)) for m in models]
+                if len(models) == 2:  # mutual learning: each learns from the other's current predictions
+                    y = ts.labels[rows].to(self.device)
+                    w_ce, w_kd = kd_weights(cfg.alpha, cfg.kd_beta)
+                    losses = [w_ce * hard_loss(o.logits.float(), y) + w_kd * soft_kd(
+                        o.logits.float(), other.logits.float().detach(), cfg.temperature).mean()
+                        for o, other in ((outs[0], outs[1]), (outs[1], outs[0]))]
+                else:
+                    losses = [self.batch_loss(outs[0], rows, ts, targets, projs[0])]
+                where = f"distill epoch {epoch + 1} step {b + 1}"
+                check_terms(where, **{f"loss of student {i + 1}": v for i, v in enumerate(losses)})
+                for m, o, loss in zip(models, opts, losses):
+                    o.zero_grad(set_to_none=True)
+                    loss.backward()
+                    clip_checked(m.named_parameters(), cfg.clip, where)
+                    o.step()
+                for s in scheds:
+                    s.step()
+                step += 1
+                if b + 1 in eval_at:
+                    for i, m in enumerate(models):
+                        score = task_metrics(task, self.logits(m, holdout_enc).numpy(), self.data.holdout.labels)
+                        history.append({"step": step, "epoch": epoch + 1, "model": i,
+                                        "loss": float(losses[i].detach()), "holdout": score})
+                        log.info("%s step %d%s: loss %.4f, held-out %s", desc, step, f" (student {i + 1})"
+                                 if len(models) > 1 else "", float(losses[i].detach()),
+                                 ", ".join(f"{k} {v:.2f}" for k, v in score.items()))
+                        if score[task.main_metric] > best:
+                            best, best_i = score[task.main_metric], i
+                            best_state = copy.deepcopy(m.state_dict())
+        model = models[best_i]
+        model.load_state_dict(best_state)
+        return model, history, best
+
+    def run(self) -> tuple[nn.Module, dict]:
+        """Train with the configured method; returns (best student, metrics with dev figures)."""
+        cfg = self.cfg
+        t0 = time.time()
+        encoding = STUDENT_CLASSES[cfg.student].encoding
+        ts = self.train_set(encoding)
+        dev_enc = self.encode(self.data.dev, encoding)
+        generations = []
+        if cfg.method == "mutual":
+            model, history, best = self.fit([self.new_student(cfg.seed), self.new_student(cfg.seed + 1)], ts, None,
+                                            "mutual")
+        elif cfg.method == "born-again":
+            targets = ts.targets
+            for g in range(1, cfg.generations + 1):
+                model, history, best = self.fit([self.new_student(cfg.seed + g - 1)], ts, targets,
+                                                f"generation {g}")
+                dev = task_metrics(self.task, self.logits(model, dev_enc).numpy(), self.data.dev.labels)
+                generations.append({"generation": g, "best_holdout": best, "dev": dev})
+                log.info("born-again generation %d dev: %s", g, ", ".join(f"{k} {v:.2f}" for k, v in dev.items()))
+                targets = self.logits(model, ts.enc)
+        else:
+            model, history, best = self.fit([self.new_student(cfg.seed)], ts, ts.targets, cfg.method)
+        seconds = time.time() - t0
+        dev_logits = self.logits(model, dev_enc).numpy()
+        metrics = {"dev": task_metrics(self.task, dev_logits, self.data.dev.labels),
+                   "dev_report": class_report(self.task, dev_logits, self.data.dev.labels)
+                   if not self.task.is_regression else {},
+                   "history": history, "best_holdout": best, "train_seconds": seconds,
+                   "train_examples": len(ts.enc), "student": cfg.student, "method": cfg.method,
+                   "params": deployable_params(model)}
+        if generations:
+            metrics["generations"] = generations
+        return model, metrics
+
+
+def deployable_params(model: nn.Module) -> int:
+    """Parameters of the model as saved: the BiLSTM's and the searched student's embedding tables
+    materialised, the transformer without its training-only layer heads."""
+    if isinstance(model, BiLSTMStudent):
+        model = model.deployable()
+    elif isinstance(model, SearchedStudent):
+        model = model.student.materialised()
+    elif isinstance(model, LayerSubsetTransformer):
+        model = model.model
+    return sum(p.numel() for p in model.parameters())
+
+
+def _folder_fingerprint(folder: Path | None) -> str:
+    return hash_files([Path(folder) / "meta.json"]) if folder is not None else ""
+
+
+def run_distill(teacher: str, data: TaskData, cfg: DistillConfig, output_dir: Path, device: torch.device,
+                probes_dir: Path | None = None, augment_dir: Path | None = None, arch_path: Path | None = None,
+                force: bool = False) -> dict:
+    """Train a student with `cfg.method`, report dev once, save a student folder; skipped when up to date."""
+    output_dir = Path(output_dir)
+    inputs = {"data": data.fingerprint, "teacher": model_source_fingerprint(teacher),
+              "probes": _folder_fingerprint(probes_dir), "augment": _folder_fingerprint(augment_dir),
+              "arch": hash_files([Path(arch_path)]) if arch_path is not None else ""}
+    config = {**asdict(cfg), "task": data.task.describe()}
+    if not force and meta_matches(output_dir, "distill", inputs, config):
+        log.info("distill: %s is up to date (fingerprints match); skipping", output_dir)
+        return read_json(output_dir / "metrics.json", "distill metrics")
+    distiller = Distiller(teacher, data, cfg, device, probes_dir, augment_dir, arch_path)
+    model, metrics = distiller.run()
+    log.info("distill %s/%s dev: %s", cfg.student, cfg.method,
+             ", ".join(f"{k} {v:.2f}" for k, v in metrics["dev"].items()))
+    with atomic_dir(output_dir) as tmp:
+        model.cpu().save(tmp, data.task, {"max_length": cfg.max_length, "method": cfg.method})
+        distiller.tokenizer.save_pretrained(tmp)
+        write_json(tmp / "metrics.json", metrics)
+        write_meta(tmp, "distill", inputs, config)
+    return metrics
+

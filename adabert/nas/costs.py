@@ -1,0 +1,188 @@
+"""What an architecture costs, in the user's units, for the efficiency term and the budget of a search.
+
+Per op (measured on the real modules at the space's width H):
+- params: parameter count;
+- flops: FLOPs of one forward at batch 1 and the space's `cost_length` (`torch.utils.flop_counter`: matmuls and
+  convolutions; pools, identity and zero count 0);
+- latency_ms: median milliseconds of one forward on the current device at batch 1 and `cost_length`
+  (FBNet-style lookup table; warm-up, then the median of repeats).
+
+A derived student of K cells costs
+
+    cost = fixed + K * (per_cell + sum over the cell's kept edges of per_op[op])
+
+params: the searched part of the student, i.e. everything but the embedding table (whose size is the vocabulary's,
+not the search's): per_cell = node weights + LayerNorm + the cell's readout; fixed = 0.
+flops: per_cell = fixed = 0 (the ops dominate); latency_ms: per_cell and fixed are timed too (a cell's residual
+and normalisation; the embedding lookup and one readout). Sentence pairs run both sentences: flops and latency
+are those of a batch of two.
+
+Under the architecture distribution (softmax(alpha), softmax(depth_logits)) the expected cost is
+    E[cost] = fixed + E[K] * (per_cell + sum_j (n_keep / n_j) sum_{e -> j} sum_{o != zero} p~[e, o] per_op[o])
+with p~ the probabilities renormalised over the non-zero ops (a derived cell keeps n_keep of the n_j edges into
+node j, each with a non-zero op).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from adabert.core.errors import AdabertError
+from adabert.nas.arch import Arch
+from adabert.nas.config import COST_UNITS
+from adabert.nas.ops import build_op
+from adabert.nas.search_space import SearchSpace
+
+
+def _median_ms(fn, repeats: int = 30) -> float:
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def readout_params(hidden: int, num_labels: int, pair: bool) -> int:
+    """Parameters of one `supernet.Readout`."""
+    return (4 * hidden * hidden + hidden if pair else 0) + hidden * num_labels + num_labels
+
+
+@dataclass
+class CostModel:
+    unit: str
+    ops: tuple[str, ...]
+    per_op: list[float]
+    per_cell: float
+    fixed: float
+
+    def arch_cost(self, arch: Arch) -> float:
+        kept = sum(self.per_op[self.ops.index(op)] for node in arch.cell for _, op in node)
+        return self.fixed + arch.num_cells * (self.per_cell + kept)
+
+    def expected(self, space: SearchSpace, alpha: torch.Tensor, depth_logits: torch.Tensor) -> torch.Tensor:
+        """E[cost] under softmax(alpha) [E, n_ops] and softmax(depth_logits) [Kmax]; differentiable."""
+        c = torch.tensor(self.per_op, dtype=alpha.dtype, device=alpha.device)
+        nonzero = torch.tensor([o != "zero" for o in self.ops], device=alpha.device)
+        p = torch.softmax(alpha.masked_fill(~nonzero, -math.inf), -1)
+        per_edge = (p * c).sum(-1)
+        cell = alpha.new_zeros(())
+        for j in range(2, 2 + space.intermediate_nodes):
+            into = [e for e, (_, jj) in enumerate(space.edges) if jj == j]
+            cell = cell + min(space.inputs_per_node, len(into)) / len(into) * per_edge[into].sum()
+        q = torch.softmax(depth_logits, -1)
+        depth = (q * torch.arange(1, len(q) + 1, dtype=q.dtype, device=q.device)).sum()
+        return self.fixed + depth * (self.per_cell + cell)
+
+    def bounds(self, space: SearchSpace) -> tuple[float, float]:
+        """(cheapest, dearest) derivable student: 1 cell of the cheapest non-zero ops, Kmax of the dearest."""
+        costs = [c for c, o in zip(self.per_op, self.ops) if o != "zero"]
+        kept = space.intermediate_nodes * space.inputs_per_node
+        return (self.fixed + self.per_cell + kept * min(costs),
+                self.fixed + space.max_cells * (self.per_cell + kept * max(costs)))
+
+    def as_dict(self) -> dict:
+        return {"unit": self.unit, "ops": list(self.ops), "per_op": self.per_op, "per_cell": self.per_cell,
+                "fixed": self.fixed}
+
+
+def measure_cost_model(space: SearchSpace, unit: str, num_labels: int, pair: bool,
+                       device: torch.device | None = None) -> CostModel:
+    """The cost table of `space` in `unit` (one of COST_UNITS), measured on `device`."""
+    if unit not in COST_UNITS:
+        raise AdabertError(f"cost unit: expected one of {', '.join(COST_UNITS)}, got {unit!r}")
+    from adabert.nas.supernet import Readout, Sample, SearchCell
+
+    device = device or torch.device("cpu")
+    h, length, batch = space.hidden_size, space.cost_length, 2 if pair else 1
+    x = torch.randn(batch, length, h, device=device)
+    mask = torch.ones(batch, length, dtype=torch.bool, device=device)
+    per_op: list[float] = []
+    for name in space.ops:
+        op = build_op(name, h).to(device).eval()
+        if unit == "params":
+            per_op.append(float(sum(p.numel() for p in op.parameters())))
+        elif unit == "flops":
+            counter = FlopCounterMode(display=False)
+            with counter, torch.no_grad():
+                op(x, mask)
+            per_op.append(float(counter.get_total_flops()))
+        else:
+            with torch.no_grad():
+                per_op.append(0.0 if name == "zero" else _median_ms(lambda: op(x, mask)))
+    if unit == "params":
+        per_cell = float(space.intermediate_nodes + 2 * h + readout_params(h, num_labels, pair))
+        return CostModel(unit, space.ops, per_op, per_cell, 0.0)
+    if unit == "flops":
+        return CostModel(unit, space.ops, per_op, 0.0, 0.0)
+    # Latency: a cell whose kept edges are all `zero` times the residual, mean and normalisation overhead;
+    # the embedding lookup plus one readout is the fixed part.
+    cell = SearchCell(space).to(device).eval()
+    zero = space.ops.index("zero") if "zero" in space.ops else space.ops.index(min(
+        space.ops, key=lambda o: per_op[space.ops.index(o)]))
+    sample = Sample([zero] * space.num_edges, 1)
+    table = torch.nn.Embedding(30522, h).to(device)
+    norm = torch.nn.LayerNorm(h).to(device)
+    head = Readout(h, num_labels, 0.0, pair).to(device).eval()
+    ids = torch.randint(0, 30522, (batch, length), device=device)
+    with torch.no_grad():
+        per_cell = _median_ms(lambda: cell(x, mask, x, mask, sample))
+        fixed = _median_ms(lambda: head(norm(table(ids) + x), mask))
+    return CostModel(unit, space.ops, per_op, per_cell, fixed)
+
+
+def derive_under_budget(space: SearchSpace, alpha: torch.Tensor, depth_logits: torch.Tensor, model: CostModel,
+                        target: float, tolerance: float) -> tuple[list[list[tuple[int, str]]], int, bool]:
+    """The most probable derivable architecture whose cost lies within target * (1 +- tolerance).
+
+    Score of an architecture = sum over kept (edge, op) of log p~[e, o] + log q[K] (p~: softmax over non-zero
+    ops). Exact: per node every choice of n_keep incoming edges and their ops, best score per distinct cost
+    (costs rounded to 1e-6 relative), then every combination of nodes and every K. Returns (cell, K, feasible);
+    when nothing lies within the tolerance, the architecture closest to the target (feasible False).
+    """
+    nonzero = [k for k, o in enumerate(space.ops) if o != "zero"]
+    logp = torch.log_softmax(alpha.detach().float().cpu()[:, nonzero], -1)
+    logq = torch.log_softmax(depth_logits.detach().float().cpu(), -1)
+    scale = max(abs(target), 1e-12) * 1e-6
+    per_node: list[dict[int, tuple[float, float, list[tuple[int, str]]]]] = []
+    for j in range(2, 2 + space.intermediate_nodes):
+        into = [(e, i) for e, (i, jj) in enumerate(space.edges) if jj == j]
+        best: dict[int, tuple[float, float, list[tuple[int, str]]]] = {}
+        for chosen in itertools.combinations(into, min(space.inputs_per_node, len(into))):
+            for ops in itertools.product(range(len(nonzero)), repeat=len(chosen)):
+                score = sum(float(logp[e, o]) for (e, _), o in zip(chosen, ops))
+                cost = sum(model.per_op[nonzero[o]] for o in ops)
+                key = round(cost / scale)
+                if key not in best or score > best[key][0]:
+                    best[key] = (score, cost, sorted((i, space.ops[nonzero[o]]) for (_, i), o in zip(chosen, ops)))
+        per_node.append(best)
+    cells: dict[int, tuple[float, float, list]] = {0: (0.0, 0.0, [])}
+    for best in per_node:
+        merged: dict[int, tuple[float, float, list]] = {}
+        for s1, c1, n1 in cells.values():
+            for s2, c2, n2 in best.values():
+                key = round((c1 + c2) / scale)
+                if key not in merged or s1 + s2 > merged[key][0]:
+                    merged[key] = (s1 + s2, c1 + c2, n1 + [n2])
+        cells = merged
+    best_fit, closest = None, None
+    for score, cost, cell in cells.values():
+        for k in range(1, space.max_cells + 1):
+            total = model.fixed + k * (model.per_cell + cost)
+            gap = abs(total / target - 1)
+            s = score + float(logq[k - 1])
+            if gap <= tolerance and (best_fit is None or s > best_fit[0]):
+                best_fit = (s, cell, k)
+            if closest is None or gap < closest[0]:
+                closest = (gap, cell, k)
+    if best_fit is not None:
+        return best_fit[1], best_fit[2], True
+    return closest[1], closest[2], False

@@ -1,0 +1,382 @@
+"""`adabert search`: single-path architecture search with per-choice loss estimates.
+
+The fit split is cut once into a weight part (1 - estimate_fraction) and an estimate part. Per step:
+1. draw a path, one op per edge: uniformly during the warm-up and for an `explore` share of the later steps
+   (fair training of every op), else from softmax(alpha / tau) with the Gumbel-max trick, tau annealed;
+2. run all Kmax cells of that path on a weight batch and train the weights on the mean over k of every depth's
+   loss  L_k = (1 - gamma) * CE(head_k, y) + gamma * KD(head_k, teacher)   (`losses.depth_losses`): every
+   depth is read out by its own head, so each cell and each depth is trained at every step;
+3. measure L_1..L_Kmax of the same path on an estimate batch (no gradient, dropout off) and fold them into the
+   running estimates of each choice's effect on the loss (`adabert.nas.estimator`): choices are compared on data the
+   weights never trained on, so capacity that only memorises does not win;
+4. after the warm-up, one gradient step of the architecture logits on J + beta * L_E(E[cost])
+   (`losses.efficiency_penalty`).
+The written architecture is derived from the final logits (most probable choices; with a budget, the most
+probable architecture within it: `costs.derive_under_budget`), not picked among noisy supernet evaluations;
+the held-out scores of the derived cell along the way are logged only.
+Checkpoints make `--resume` continue exactly where a run stopped (per-step seeds, saved optimiser states).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adabert import __version__
+from adabert.core.errors import AdabertError
+from adabert.core.fileio import load_tensors, meta_matches, read_json, save_tensors, write_json, write_meta
+from adabert.core.guards import NonFiniteError, check_terms, clip_checked
+from adabert.core.heads import init_regression_heads
+from adabert.core.losses import depth_losses, efficiency_penalty
+from adabert.core.runtime import autocast, log, progress
+from adabert.core.schedule import eval_points
+from adabert.data.dataset import TaskData
+from adabert.data.encoding import batch_indices, bucketed_order, encode_separate, student_batch
+from adabert.data.metrics import task_metrics
+from adabert.nas.arch import Arch, derive, save_arch, validate_arch_json
+from adabert.nas.board import SearchBoard
+from adabert.nas.config import SearchConfig
+from adabert.nas.costs import CostModel, derive_under_budget, measure_cost_model
+from adabert.nas.embedding import teacher_tables
+from adabert.nas.estimator import ChoiceEstimates
+from adabert.nas.gumbel import gumbel_sample, tau_schedule
+from adabert.nas.search_space import SearchSpace
+from adabert.nas.supernet import Sample, Supernet
+from adabert.teacher.model import check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint
+from adabert.teacher.probes import load_probe_logits
+
+
+def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    sd = opt.state_dict()
+    tensors = {f"{prefix}.{idx}.{k}": (v if torch.is_tensor(v) else torch.tensor(v))
+               for idx, st in sd["state"].items() for k, v in st.items()}
+    return tensors, sd["param_groups"]
+
+
+def _restore_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list) -> None:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        if key.startswith(prefix + "."):
+            idx, k = key[len(prefix) + 1:].split(".", 1)
+            state.setdefault(int(idx), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+class Searcher:
+    """Holds everything a search run needs; `run()` trains, evaluates, checkpoints and writes arch.json."""
+
+    def __init__(self, teacher: str, probes_dir: Path, data: TaskData, space: SearchSpace, cfg: SearchConfig,
+                 output_dir: Path, device: torch.device) -> None:
+        self.cfg, self.space, self.data, self.device = cfg, space, data, device
+        self.out = Path(output_dir)
+        task = data.task
+        self.probes = load_probe_logits(Path(probes_dir), data, teacher)
+        model = load_classifier(teacher)
+        check_teacher_for_task(model, teacher, task)
+        word, pos = teacher_tables(model)
+        if cfg.max_length > pos.shape[0]:
+            raise AdabertError(f"--max-length: {cfg.max_length} exceeds the teacher's {pos.shape[0]} positions")
+        del model
+        unit, self.target = cfg.budget()
+        self.cost_model: CostModel = measure_cost_model(space, unit, task.num_labels, task.is_pair, device)
+        low, self.max_cost = self.cost_model.bounds(space)
+        if self.target is not None and self.target < low * (1 - cfg.budget_tolerance):
+            raise AdabertError(f"--target-{unit.replace('_', '-')}: {self.target:g} is below the cheapest "
+                               f"student of search space {space.name!r} ({low:g} {unit}: one cell of "
+                               "parameter-free ops)")
+        tok = load_tokenizer(teacher)
+        fit_idx = data.train_idx[: cfg.train_limit] if cfg.train_limit else data.train_idx
+        self.fit_idx = fit_idx  # rows of the full train split (probe logits are indexed by them)
+        self.enc = encode_separate(tok, data.train.subset(fit_idx), cfg.max_length)
+        self.holdout_enc = encode_separate(tok, data.holdout, cfg.max_length)
+        self.labels = torch.tensor(data.train.labels[fit_idx])
+        torch.manual_seed(cfg.seed)
+        self.model = Supernet(space, word, pos, task.num_labels, cfg.share_cells, task.is_pair)
+        init_regression_heads(self.model, data)
+        self.model.to(device)
+        self.estimates = ChoiceEstimates(space.num_edges, len(space.ops), space.max_cells, cfg.estimate_window)
+        self.opt_w = torch.optim.AdamW(self.model.weight_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt_a = torch.optim.SGD(self.model.arch_parameters(), lr=cfg.alpha_lr)
+        perm = np.random.default_rng([cfg.seed, 7]).permutation(len(self.enc))
+        n_est = max(1, int(round(cfg.estimate_fraction * len(self.enc))))
+        self.lengths = self.enc.lengths()
+        self.w_rows = np.sort(perm[n_est:])
+        self.e_rows = perm[:n_est][np.argsort(self.lengths[perm[:n_est]], kind="stable")]
+        self.steps_per_epoch = math.ceil(len(self.w_rows) / cfg.batch_size)
+        self.epochs = cfg.epochs_for(self.steps_per_epoch)
+        if self.epochs > cfg.epochs:
+            log.info("search: %d epochs of %d steps, to reach --min-steps %d", self.epochs, self.steps_per_epoch,
+                     cfg.min_steps)
+        self.total_steps = self.steps_per_epoch * self.epochs
+        self.warmup_steps = int(cfg.warmup * self.total_steps)
+        self.inputs = {"data": data.fingerprint, "teacher": model_source_fingerprint(teacher),
+                       "search_space": space.hash}
+        self.config = {**asdict(cfg), "task": task.describe(), "search_space": space.name}
+        self.step = 0
+        self._order: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=np.int64))
+        self.history: list[dict] = []
+
+    # -- schedules ---------------------------------------------------------------------------------------------
+    def tau(self, step: int) -> float:
+        """Sampling temperature: annealed over the steps after the warm-up."""
+        after = self.total_steps - self.warmup_steps
+        return tau_schedule(max(0, step - self.warmup_steps), after, self.cfg.tau_start, self.cfg.tau_end)
+
+    def lr_factor(self, step: int) -> float:
+        """Cosine decay of the weight learning rate to 10% over the run."""
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, self.total_steps)))
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The epoch's permutation of the weight rows (a function of seed and epoch; cached)."""
+        if self._order[0] != epoch:
+            rng = np.random.default_rng([self.cfg.seed, epoch])
+            self._order = (epoch, bucketed_order(self.w_rows, self.lengths, self.cfg.batch_size, rng))
+        return self._order[1]
+
+    def draw(self, step: int) -> Sample:
+        """A path over all Kmax cells: uniform ops during the warm-up and with probability `explore` later
+        (every op keeps being trained and measured), else Gumbel-max samples of softmax(alpha / tau)."""
+        alpha = self.model.alpha
+        if step < self.warmup_steps or float(torch.rand(())) < self.cfg.explore:
+            return Sample(gumbel_sample(torch.zeros_like(alpha), 1.0).tolist(), self.space.max_cells)
+        return Sample(gumbel_sample(alpha, self.tau(step)).tolist(), self.space.max_cells)
+
+    @torch.no_grad()
+    def estimate_losses(self, sample: Sample) -> torch.Tensor:
+        """L_1..L_Kmax [Kmax] of `sample` on a batch of the estimate rows (dropout off)."""
+        cfg, model = self.cfg, self.model
+        n = min(cfg.batch_size, len(self.e_rows))
+        start = int(torch.randint(0, len(self.e_rows) - n + 1, ()))
+        rows = self.e_rows[start: start + n]  # e_rows is sorted by length: a window of similar lengths
+        teacher = self.probes.teacher_train[self.fit_idx[rows]].to(self.device) if cfg.gamma > 0 else None
+        model.eval()
+        with autocast(self.device):
+            heads = model(*student_batch(self.enc, rows, self.device), sample)
+        model.train()
+        losses = depth_losses([h.float() for h in heads], self.labels[rows].to(self.device), teacher, cfg.gamma,
+                              cfg.temperature)
+        check_terms(f"search step {self.step + 1}", **{f"estimate loss at depth {k + 1}": v
+                                                       for k, v in enumerate(losses)})
+        return losses
+
+    # -- one step ----------------------------------------------------------------------------------------------
+    def expected_cost(self) -> torch.Tensor:
+        return self.cost_model.expected(self.space, self.model.alpha, self.model.depth_logits)
+
+    def arch_step(self) -> dict[str, float]:
+        """One gradient step of alpha and the depth logits on J + beta * L_E (plain SGD: J is in noise units, so
+        the logits move in proportion to the evidence; Adam would normalise noise into confident steps)."""
+        model = self.model
+        objective = self.estimates.objective(model.alpha, model.depth_logits)
+        cost = self.expected_cost()
+        penalty = efficiency_penalty(cost, self.target, self.max_cost)
+        total = objective + self.cfg.beta * penalty
+        check_terms(f"search step {self.step}", objective=objective, efficiency=penalty)
+        self.opt_a.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_a.step()
+        return {"objective": float(objective.detach()), "efficiency": float(penalty.detach()),
+                "expected_cost": float(cost.detach())}
+
+    def train_step(self, rows: np.ndarray) -> dict[str, float]:
+        cfg, model = self.cfg, self.model
+        torch.manual_seed(cfg.seed * 1_000_003 + self.step)  # dropout and path samples depend on the step only
+        for g in self.opt_w.param_groups:
+            g["lr"] = cfg.lr * self.lr_factor(self.step)
+        model.train()
+        sample = self.draw(self.step)
+        batch = student_batch(self.enc, rows, self.device)
+        y = self.labels[rows].to(self.device)
+        teacher = self.probes.teacher_train[self.fit_idx[rows]].to(self.device) if cfg.gamma > 0 else None
+        with autocast(self.device):
+            heads = model(*batch, sample)
+        losses = depth_losses([h.float() for h in heads], y, teacher, cfg.gamma, cfg.temperature)
+        where = f"search step {self.step + 1}"
+        check_terms(where, **{f"loss at depth {k + 1}": v for k, v in enumerate(losses)})
+        loss = losses.mean()
+        self.opt_w.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_checked(model.named_weight_parameters(), cfg.clip, where)
+        self.opt_w.step()
+        adv = self.estimates.update(sample.op_index, self.estimate_losses(sample))
+        parts = {"loss": float(loss.detach()), "advantage": adv, "noise": self.estimates.noise(),
+                 "tau": self.tau(self.step)}
+        if self.step >= self.warmup_steps:
+            parts.update(self.arch_step())
+        return parts
+
+    # -- evaluation --------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, arch: Arch) -> dict[str, float]:
+        """Task metrics of a derived architecture (with the supernet's weights) on the held-out slice."""
+        self.model.eval()
+        sample = Sample(arch.op_index(), arch.num_cells)
+        logits = torch.empty(len(self.holdout_enc), self.data.task.num_labels)
+        for idx in batch_indices(self.holdout_enc.lengths(), 256, shuffle=False):
+            with autocast(self.device):
+                heads = self.model(*student_batch(self.holdout_enc, idx, self.device), sample)
+            logits[idx] = heads[-1].float().cpu()
+        return task_metrics(self.data.task, logits.numpy(), self.data.holdout.labels)
+
+    def derive(self) -> tuple[Arch, dict]:
+        """The architecture the logits choose now, and how it meets the budget."""
+        model, space = self.model, self.space
+        arch = derive(space, model.alpha, model.depth_logits)
+        budget: dict = {"unit": self.cost_model.unit, "target": self.target}
+        if self.target is not None:
+            cell, k, feasible = derive_under_budget(space, model.alpha, model.depth_logits, self.cost_model,
+                                                    self.target, self.cfg.budget_tolerance)
+            arch.cell, arch.num_cells = cell, k
+            budget.update({"tolerance": self.cfg.budget_tolerance, "within": feasible})
+        budget["cost"] = self.cost_model.arch_cost(arch)
+        return arch, budget
+
+    def efficiency(self, arch: Arch) -> dict:
+        """Parameter and FLOP estimate of the derived student (embedding tables materialised at width H)."""
+        task = self.data.task
+        params = measure_cost_model(self.space, "params", task.num_labels, task.is_pair)
+        flops = measure_cost_model(self.space, "flops", task.num_labels, task.is_pair)
+        emb = self.model.embed
+        emb_params = (emb.word.shape[0] + emb.pos.shape[0] + 2) * self.space.hidden_size
+        searched = params.arch_cost(arch)
+        return {"params": int(searched + emb_params), "embedding_params": emb_params, "searched_params": int(searched),
+                "flops_per_token_length": self.space.cost_length, "flops": int(flops.arch_cost(arch)),
+                "cost_model": self.cost_model.as_dict()}
+
+    def evaluate_and_log(self, board: SearchBoard) -> None:
+        model, task = self.model, self.data.task
+        arch, budget = self.derive()
+        m = self.evaluate(arch)
+        diag = board.snapshot(self.step, arch, model.alpha, model.depth_logits)
+        board.scalars(self.step, {f"holdout/{k}": v for k, v in m.items()})
+        record = {"step": self.step, "holdout": m, "genotype": arch.genotype(), "cost": budget["cost"], **diag}
+        self.history.append(record)
+        log.info("step %d: held-out %s %.2f | %s | %s %.4g | edge entropy %.2f", self.step, task.main_metric,
+                 m[task.main_metric], arch.genotype(), budget["unit"], budget["cost"], diag["edge_entropy_mean"])
+
+    def up_to_date(self) -> bool:
+        """True when OUT holds a finished search (arch.json) for these inputs and settings."""
+        return (self.out / "arch.json").is_file() and meta_matches(self.out, "search", self.inputs, self.config)
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update({f"estimates.{k}": v for k, v in self.estimates.state().items()})
+        tw, gw = _flatten_optimizer("opt_w", self.opt_w)
+        ta, ga = _flatten_optimizer("opt_a", self.opt_a)
+        save_tensors(self.out / "checkpoint.safetensors", {**tensors, **tw, **ta})
+        write_json(self.out / "checkpoint.json", {"step": self.step, "inputs": self.inputs, "config": self.config,
+                                                  "opt_w_groups": gw, "opt_a_groups": ga, "history": self.history})
+
+    def checkpoint_compatible(self) -> bool:
+        """True when OUT holds a checkpoint made with these inputs and settings."""
+        path = self.out / "checkpoint.json"
+        if not path.is_file():
+            return False
+        meta = read_json(path, "search checkpoint")
+        return meta.get("inputs") == self.inputs and meta.get("config") == json.loads(json.dumps(self.config))
+
+    def load_checkpoint(self) -> bool:
+        path = self.out / "checkpoint.json"
+        if not path.is_file():
+            return False
+        if not self.checkpoint_compatible():
+            raise AdabertError(f"{path}: the checkpoint was made with other inputs or settings; use the same "
+                               "options, or a new --output-dir")
+        meta = read_json(path, "search checkpoint")
+        t = load_tensors(self.out / "checkpoint.safetensors", "search checkpoint")
+        self.model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+        self.estimates.load({k[10:]: v for k, v in t.items() if k.startswith("estimates.")})
+        _restore_optimizer("opt_w", self.opt_w, t, meta["opt_w_groups"])
+        _restore_optimizer("opt_a", self.opt_a, t, meta["opt_a_groups"])
+        self.step, self.history = meta["step"], meta["history"]
+        log.info("search: resumed from %s at step %d", path, self.step)
+        return True
+
+    # -- the run -----------------------------------------------------------------------------------------------
+    def run(self, resume: bool = False, max_steps: int | None = None) -> dict | None:
+        """Train until the end (or `max_steps` steps in total, leaving a checkpoint); return the summary, or None
+        when stopped early."""
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.load_checkpoint()
+        elif (self.out / "checkpoint.json").is_file():
+            log.info("search: starting afresh (use --resume to continue the checkpoint in %s)", self.out)
+        write_json(self.out / "config.json", {"adabert_version": __version__, **self.config})
+        board = SearchBoard(self.out / "tensorboard", purge_step=self.step if self.step else None)
+        eval_at = eval_points(self.total_steps, min(cfg.evals, self.total_steps))
+        t0, done_at_start = time.time(), self.step
+        bar = progress(range(self.step, self.total_steps), desc="search", initial=self.step, total=self.total_steps)
+        try:
+            for step in bar:
+                epoch, b = divmod(step, self.steps_per_epoch)
+                rows = self.epoch_order(epoch)[b * cfg.batch_size: (b + 1) * cfg.batch_size]
+                parts = self.train_step(rows)
+                self.step = step + 1
+                if step % cfg.log_every == 0:
+                    self.log_scalars(board, step, parts)
+                if self.step in eval_at:
+                    self.evaluate_and_log(board)
+                if self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if max_steps is not None and self.step >= max_steps and self.step < self.total_steps:
+                    self.save_checkpoint()
+                    log.info("search: stopped at step %d of %d; continue with --resume", self.step, self.total_steps)
+                    return None
+        except KeyboardInterrupt:
+            self.save_checkpoint()
+            raise
+        except NonFiniteError as e:
+            kept = self.out / "checkpoint.json"
+            last = f"the last good checkpoint (step {read_json(kept, 'search checkpoint')['step']}) is kept in " \
+                   f"{self.out}" if kept.is_file() else "no checkpoint had been written yet"
+            raise NonFiniteError(f"{e}; {last}") from None
+        finally:
+            board.close()
+        seconds = time.time() - t0
+        self.save_checkpoint()  # the final supernet: `finetune --inherit` and `adabert study` read it
+        return self.finish(seconds, self.step - done_at_start)
+
+    def log_scalars(self, board: SearchBoard, step: int, parts: dict[str, float]) -> None:
+        q = torch.softmax(self.model.depth_logits.detach().float(), -1)
+        unit = self.cost_model.unit
+        values = {"loss/train": parts["loss"], "search/advantage": parts["advantage"],
+                  "search/noise": parts["noise"], "search/tau": parts["tau"],
+                  "search/objective": parts.get("objective", 0.0),
+                  "loss/efficiency": parts.get("efficiency", 0.0),
+                  f"cost/expected_{unit}": float(self.expected_cost().detach()),
+                  "cost/expected_depth": float((q * torch.arange(1, len(q) + 1)).sum()),
+                  **{f"depth/p_K{k + 1}": float(v) for k, v in enumerate(q)},
+                  **{f"depth/loss_vs_K1_K{k + 1}": float(v) for k, v in enumerate(self.estimates.depth_loss())}}
+        if self.target is not None:
+            values[f"cost/target_{unit}"] = self.target
+        board.scalars(step, values)
+
+    def finish(self, seconds: float, steps: int) -> dict:
+        arch, budget = self.derive()
+        arch = validate_arch_json(arch.to_json(), "search result", self.space)
+        if self.target is not None and not budget["within"]:
+            log.warning("search: no architecture of the space costs %g %s +- %d%%; wrote the closest (%g)",
+                        self.target, budget["unit"], round(100 * self.cfg.budget_tolerance), budget["cost"])
+        holdout = self.evaluate(arch)
+        arch.info = {"teacher": {"fingerprint": self.inputs["teacher"]}, "task": self.data.task.describe(),
+                     "efficiency": {**self.efficiency(arch), "budget": budget},
+                     "selection": {"rule": "final logits" + (" within the budget" if self.target else ""),
+                                   "metric": self.data.task.main_metric, "holdout": holdout,
+                                   "step": self.step, "of_steps": self.total_steps}}
+        save_arch(arch, self.out / "arch.json")
+        summary = {"arch": str(self.out / "arch.json"), "genotype": arch.genotype(), "selection": arch.info["selection"],
+                   "efficiency": {k: v for k, v in arch.info["efficiency"].items() if k != "cost_model"},
+                   "steps": self.total_steps, "seconds_this_run": seconds,
+                   "examples_per_second": steps * self.cfg.batch_size / max(seconds, 1e-9),
+                   "estimates": self.estimates.report(self.space.ops), "history": self.history}
+        write_json(self.out / "search_metrics.json", summary)
+        write_meta(self.out, "search", self.inputs, self.config)
+        return summary

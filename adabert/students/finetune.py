@@ -1,0 +1,189 @@
+"""`adabert finetune --arch arch.json`: build the derived student, train it with KD, select on the held-out
+slice, report dev once, and save a student folder.
+
+    L = (1 - gamma) * CE(logits, y) + gamma * L_KD(per-cell heads, teacher probe logits)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adabert.core.errors import AdabertError
+from adabert.core.fileio import (META, atomic_dir, hash_files, load_tensors, meta_matches, read_json, write_json,
+                                 write_meta)
+from adabert.core.guards import check_terms, clip_checked
+from adabert.core.heads import init_regression_heads
+from adabert.core.losses import hard_loss, probe_kd, soft_kd
+from adabert.core.runtime import autocast, log, progress, set_seed
+from adabert.core.schedule import cosine_decay, eval_points
+from adabert.core.validation import require_fraction, require_positive, require_positive_ints
+from adabert.data.dataset import TaskData
+from adabert.data.encoding import Encoded, batch_indices, encode_separate, student_batch
+from adabert.data.metrics import class_report, task_metrics
+from adabert.nas.arch import load_arch
+from adabert.nas.embedding import teacher_tables
+from adabert.students.student import Student, inherit_search_weights
+from adabert.teacher.augment import load_augmented
+from adabert.teacher.model import check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint
+from adabert.teacher.probes import load_probe_logits
+
+
+@dataclass
+class FinetuneConfig:
+    """embeddings: 'projected' trains a projection of the frozen teacher tables; 'table' materialises the
+    projection first and trains the small [V, H] table itself (more capacity, more to overfit).
+    kd_target: 'probes' matches every cell's head to its teacher probe layer (`losses.probe_kd`); 'teacher'
+    matches the last head to the teacher's own logits (Hinton KD, `losses.soft_kd`)."""
+
+    epochs: int = 5
+    batch_size: int = 64
+    max_length: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    gamma: float = 0.8
+    temperature: float = 1.0
+    clip: float = 5.0
+    inherit: bool = False
+    embeddings: str = "projected"
+    kd_target: str = "probes"
+    evals_per_epoch: int = 2
+    train_limit: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require_positive_ints(self, "epochs", "batch_size", "max_length", "evals_per_epoch")
+        if self.train_limit < 0:
+            raise AdabertError(f"--train-limit: expected a non-negative integer, got {self.train_limit}")
+        require_fraction(self, "gamma", 0, 1, closed_high=True)
+        require_positive(self, "lr", "temperature", "clip")
+        if self.embeddings not in ("projected", "table"):
+            raise AdabertError(f"--embeddings: expected projected or table, got {self.embeddings!r}")
+        if self.kd_target not in ("probes", "teacher"):
+            raise AdabertError(f"--kd-target: expected probes or teacher, got {self.kd_target!r}")
+
+
+@torch.no_grad()
+def student_logits(model: Student, enc: Encoded, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """Logits [N, C] in example order (length-sorted batches)."""
+    model.eval()
+    out = torch.empty(len(enc), model.num_labels)
+    for idx in batch_indices(enc.lengths(), batch_size, shuffle=False):
+        with autocast(device):
+            out[idx] = model(*student_batch(enc, idx, device)).float().cpu()
+    return out
+
+
+def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, cfg: FinetuneConfig,
+                     output_dir: Path, device: torch.device, force: bool = False, augment_dir: Path | None = None
+                     ) -> dict:
+    """With `augment_dir` (from `adabert augment`), the augmented text joins the training set, labelled with the
+    teacher's predictions and distilled from the cached teacher or probe logits on it."""
+    output_dir = Path(output_dir)
+    arch = load_arch(Path(arch_path))
+    task = data.task
+    inputs = {"data": data.fingerprint, "teacher": model_source_fingerprint(teacher),
+              "arch": arch.genotype() + "|" + arch.space.hash}
+    if augment_dir is not None:
+        inputs["augment"] = hash_files([Path(augment_dir) / META])
+    config = {**asdict(cfg), "task": task.describe()}
+    if not force and meta_matches(output_dir, "finetune", inputs, config):
+        log.info("finetune: %s is up to date (fingerprints match); skipping", output_dir)
+        return read_json(output_dir / "metrics.json", "student metrics")
+    probes = load_probe_logits(Path(probes_dir), data, teacher) if cfg.gamma > 0 else None
+    augmented = load_augmented(Path(augment_dir), data, teacher) if augment_dir is not None else None
+    if augmented is not None and probes is not None and cfg.kd_target == "probes" and augmented.probes is None:
+        raise AdabertError(f"{augment_dir}: holds no probe logits for --kd-target probes; rerun `adabert augment` "
+                           "with --probes, or use --kd-target teacher")
+    tmodel = load_classifier(teacher)
+    check_teacher_for_task(tmodel, teacher, task)
+    word, pos = teacher_tables(tmodel)
+    del tmodel
+    tok = load_tokenizer(teacher)
+    set_seed(cfg.seed)
+    model = Student.from_teacher_tables(arch, word, pos, task.num_labels, task.is_pair)
+    init_regression_heads(model, data)
+    if cfg.inherit:
+        ckpt = Path(arch_path).parent / "checkpoint.safetensors"
+        state = {k[6:]: v for k, v in load_tensors(ckpt, "search checkpoint").items() if k.startswith("model.")}
+        log.info("finetune: inherited %d tensors from %s", inherit_search_weights(model, state), ckpt)
+    if cfg.embeddings == "table":
+        model = model.materialised()  # train the small [V, H] table itself rather than the projection
+    model.to(device)
+    train_idx = data.train_idx[: cfg.train_limit] if cfg.train_limit else data.train_idx
+    fit = data.train.subset(train_idx)
+    kd_train = None
+    if probes is not None:
+        kd_train = (probes.train if cfg.kd_target == "probes" else probes.teacher_train)[train_idx]
+    if augmented is not None:
+        fit = augmented.after(fit)
+        if kd_train is not None:
+            kd_train = torch.cat([kd_train, augmented.probes if cfg.kd_target == "probes" else augmented.teacher])
+        log.info("finetune: %d training examples + %d augmented", len(train_idx), len(augmented.data))
+    enc = encode_separate(tok, fit, cfg.max_length)
+    holdout_enc = encode_separate(tok, data.holdout, cfg.max_length)
+    dev_enc = encode_separate(tok, data.dev, cfg.max_length)
+    labels = torch.as_tensor(fit.labels)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(enc) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    sched = cosine_decay(opt, total)
+    eval_at = eval_points(steps_per_epoch, cfg.evals_per_epoch)
+    history, best, best_state = [], -math.inf, None
+    t0, step = time.time(), 0
+    for epoch in range(cfg.epochs):
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(enc))
+        for b in progress(range(steps_per_epoch), desc=f"finetune epoch {epoch + 1}"):
+            model.train()
+            rows = order[b * cfg.batch_size: (b + 1) * cfg.batch_size]
+            y = labels[rows].to(device)
+            with autocast(device):
+                heads = model.forward_all(*student_batch(enc, rows, device))
+            heads = [h.float() for h in heads]
+            ce = hard_loss(heads[-1], y)
+            loss = (1 - cfg.gamma) * ce
+            terms = {"CE" if not task.is_regression else "MSE": ce}
+            if kd_train is not None:
+                target = kd_train[rows].to(device)
+                kd = (probe_kd(heads, target, y, cfg.temperature) if cfg.kd_target == "probes"
+                      else soft_kd(heads[-1], target, cfg.temperature).mean())
+                loss = loss + cfg.gamma * kd
+                terms["KD"] = kd
+            where = f"finetune step {step + 1}"
+            check_terms(where, **terms)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            clip_checked(model.named_parameters(), cfg.clip, where)
+            opt.step()
+            sched.step()
+            step += 1
+            if b + 1 in eval_at:
+                m = task_metrics(task, student_logits(model, holdout_enc, device).numpy(), data.holdout.labels)
+                history.append({"step": step, "epoch": epoch + 1, "loss": float(loss.detach()), "holdout": m})
+                log.info("finetune step %d: loss %.4f, held-out %s", step, float(loss.detach()),
+                         ", ".join(f"{k} {v:.2f}" for k, v in m.items()))
+                if m[task.main_metric] > best:
+                    best, best_state = m[task.main_metric], copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    seconds = time.time() - t0
+    dev_logits = student_logits(model, dev_enc, device).numpy()
+    dev = task_metrics(task, dev_logits, data.dev.labels)
+    report = class_report(task, dev_logits, data.dev.labels) if not task.is_regression else {}
+    saved = model.cpu().materialised()
+    metrics = {"dev": dev, "dev_report": report, "history": history, "train_seconds": seconds,
+               "params": sum(p.numel() for p in saved.parameters()), "genotype": arch.genotype(),
+               "best_holdout": best, "train_examples": len(fit)}
+    log.info("finetune dev: %s", ", ".join(f"{k} {v:.2f}" for k, v in dev.items()))
+    with atomic_dir(output_dir) as tmp:
+        saved.save_pretrained(tmp, task, {"max_length": cfg.max_length})
+        tok.save_pretrained(tmp)
+        write_json(tmp / "metrics.json", metrics)
+        write_meta(tmp, "finetune", inputs, config)
+    return metrics

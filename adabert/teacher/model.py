@@ -1,0 +1,228 @@
+"""The teacher: loading any Hugging Face BERT-family checkpoint (hub id or folder), fine-tuning it on a task,
+and running it to get logits and per-layer hidden states."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from adabert.core.errors import AdabertError
+from adabert.core.fileio import atomic_dir, meta_matches, model_fingerprint, read_json, write_json, write_meta
+from adabert.core.guards import check_terms, clip_checked
+from adabert.core.heads import init_regression_heads
+from adabert.core.runtime import autocast, log, progress, set_seed
+from adabert.core.validation import require_fraction, require_positive, require_positive_ints
+from adabert.data.dataset import Dataset, TaskData
+from adabert.data.encoding import Encoded, batch_indices, encode_joint, pad
+from adabert.data.metrics import task_metrics
+from adabert.data.tasks import TaskSpec
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def resolve_model_source(source: str) -> str:
+    """Check that `source` is a model folder (with config.json) or looks like a hub id; return it as a string.
+
+    An existing path must be a folder holding `config.json`; anything else that is not shaped like
+    `name` or `org/name` is reported as a missing folder.
+    """
+    path = Path(source)
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise AdabertError(f"{source}: not a model folder (expected a folder with config.json and weights, "
+                               "as written by save_pretrained)")
+        return str(path)
+    if source.startswith((".", "/", "~")) or not _HUB_ID.match(source):
+        raise AdabertError(f"{source}: no such model folder")
+    return source
+
+
+def load_tokenizer(source: str):
+    from transformers import AutoTokenizer
+
+    src = resolve_model_source(source)
+    try:
+        return AutoTokenizer.from_pretrained(src)
+    except (OSError, ValueError) as e:
+        raise AdabertError(f"{source}: cannot load a tokenizer ({str(e).splitlines()[0]})") from None
+
+
+def load_classifier(source: str, task: TaskSpec | None = None) -> nn.Module:
+    """A sequence classifier from a folder or hub id, in float32.
+
+    With `task`, the classification head is sized for it (and re-initialised if the checkpoint had another
+    shape); without it, the checkpoint must already be a fine-tuned classifier.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    src = resolve_model_source(source)
+    kwargs: dict = {"dtype": torch.float32}
+    if task is not None:
+        kwargs.update(num_labels=task.num_labels, ignore_mismatched_sizes=True,
+                      problem_type="regression" if task.is_regression else "single_label_classification")
+        if not task.is_regression:
+            kwargs.update(id2label=dict(enumerate(task.names)), label2id={n: i for i, n in enumerate(task.names)})
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(src, **kwargs)
+    except (OSError, ValueError, KeyError) as e:
+        raise AdabertError(f"{source}: cannot load a BERT-family model ({str(e).splitlines()[0]})") from None
+    return model
+
+
+def check_teacher_for_task(model: nn.Module, source: str, task: TaskSpec) -> None:
+    """A fine-tuned teacher must have the task's number of outputs."""
+    if model.config.num_labels != task.num_labels:
+        raise AdabertError(f"{source}: teacher has {model.config.num_labels} outputs but task {task.name} needs "
+                           f"{task.num_labels}; fine-tune it for this task with `adabert teacher`")
+
+
+@dataclass
+class TeacherConfig:
+    """Fine-tuning recipe (defaults follow common BERT GLUE practice)."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 3e-5
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    max_length: int = 128
+    clip: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require_positive_ints(self, "epochs", "batch_size", "max_length")
+        require_positive(self, "lr")
+        require_fraction(self, "warmup", 0, 1)
+
+
+def _batch_to_inputs(enc: Encoded, idx: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
+    ids, mask = pad([enc.ids[0][i] for i in idx])
+    types, _ = pad([enc.types[i] for i in idx])
+    return {"input_ids": ids.to(device), "attention_mask": mask.long().to(device), "token_type_ids": types.to(device)}
+
+
+@torch.no_grad()
+def teacher_outputs(model: nn.Module, enc: Encoded, device: torch.device, batch_size: int = 128,
+                    hidden: bool = False, desc: str = "teacher") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run the teacher over every example (length-sorted batches, returned in the original order).
+
+    Returns logits [N, C] (float32) and, with hidden=True, sentence vectors per layer [N, L+1, D] (float16):
+    layer 0 is the masked mean of the embedding output, layers 1..L the [CLS] state.
+    """
+    model.eval()
+    n = len(enc)
+    logits = torch.empty(n, model.config.num_labels)
+    feats = None
+    for idx in progress(list(batch_indices(enc.lengths(), batch_size, shuffle=False)), desc=desc):
+        inputs = _batch_to_inputs(enc, idx, device)
+        with autocast(device):
+            out = model(**inputs, output_hidden_states=hidden)
+        logits[idx] = out.logits.float().cpu()
+        if hidden:
+            states = out.hidden_states
+            if feats is None:
+                feats = torch.empty(n, len(states), states[0].shape[-1], dtype=torch.float16)
+            m = inputs["attention_mask"].unsqueeze(-1).to(states[0].dtype)
+            layer0 = (states[0] * m).sum(1) / m.sum(1)
+            vecs = torch.stack([layer0] + [s[:, 0] for s in states[1:]], dim=1)
+            feats[idx] = vecs.half().cpu()
+    return logits, feats
+
+
+def evaluate_teacher(model: nn.Module, tokenizer, data: Dataset, max_length: int, device: torch.device,
+                     batch_size: int = 128) -> dict[str, float]:
+    logits, _ = teacher_outputs(model, encode_joint(tokenizer, data, max_length), device, batch_size,
+                                desc=f"eval {data.split}")
+    return task_metrics(data.task, logits.numpy(), data.labels)
+
+
+def finetune_teacher(source: str, data: TaskData, cfg: TeacherConfig, output_dir: Path, device: torch.device,
+                     force: bool = False) -> dict:
+    """Fine-tune `source` on the task; select the epoch on the held-out slice; save the best to `output_dir`.
+
+    Writes a save_pretrained folder (config, safetensors weights, tokenizer), `metrics.json` (held-out per
+    epoch, dev once at the end) and `meta.json`. Skips the work when `meta.json` already matches.
+    """
+    output_dir = Path(output_dir)
+    inputs = {"data": data.fingerprint, "base_model": model_source_fingerprint(source)}
+    config = {**asdict(cfg), "task": data.task.describe()}
+    if not force and meta_matches(output_dir, "teacher", inputs, config):
+        log.info("teacher: %s is up to date (fingerprints match); skipping", output_dir)
+        return json_metrics(output_dir)
+    set_seed(cfg.seed)
+    tokenizer = load_tokenizer(source)
+    model = load_classifier(source, data.task)
+    init_regression_heads(model, data)
+    model.to(device)
+    task = data.task
+    enc = encode_joint(tokenizer, data.fit, cfg.max_length)
+    holdout_enc = encode_joint(tokenizer, data.holdout, cfg.max_length)
+    labels = torch.tensor(data.fit.labels)
+    steps_per_epoch = math.ceil(len(enc) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    decay = [p for n, p in model.named_parameters() if not any(k in n for k in ("bias", "LayerNorm", "norm"))]
+    no_decay = [p for n, p in model.named_parameters() if any(k in n for k in ("bias", "LayerNorm", "norm"))]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    warm = int(cfg.warmup * total)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm)))
+    rng = np.random.default_rng(cfg.seed)
+    history, best, best_state = [], -math.inf, None
+    t0 = time.time()
+    for epoch in range(cfg.epochs):
+        model.train()
+        losses = []
+        bar = progress(list(batch_indices(enc.lengths(), cfg.batch_size, True, rng)), desc=f"teacher epoch {epoch + 1}")
+        for idx in bar:
+            with autocast(device):
+                out = model(**_batch_to_inputs(enc, idx, device), labels=labels[idx].to(device))
+            where = f"teacher epoch {epoch + 1} step {len(losses) + 1}"
+            check_terms(where, loss=out.loss)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            clip_checked(model.named_parameters(), cfg.clip, where)
+            opt.step()
+            sched.step()
+            losses.append(out.loss.item())
+        logits, _ = teacher_outputs(model, holdout_enc, device, desc="held-out")
+        m = task_metrics(task, logits.numpy(), data.holdout.labels)
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "holdout": m})
+        log.info("teacher epoch %d: loss %.4f, held-out %s", epoch + 1, np.mean(losses), _fmt(m))
+        if m[task.main_metric] > best:
+            best, best_state = m[task.main_metric], copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    dev = evaluate_teacher(model, tokenizer, data.dev, cfg.max_length, device)
+    log.info("teacher dev: %s", _fmt(dev))
+    metrics = {"dev": dev, "history": history, "best_epoch": int(np.argmax(
+        [h["holdout"][task.main_metric] for h in history])) + 1, "train_seconds": time.time() - t0,
+        "train_examples": len(enc), "holdout_examples": len(holdout_enc)}
+    with atomic_dir(output_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "metrics.json", metrics)
+        write_meta(tmp, "teacher", inputs, config)
+    return metrics
+
+
+def json_metrics(folder: Path) -> dict:
+    return read_json(Path(folder) / "metrics.json", "metrics file")
+
+
+def _fmt(m: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in m.items())
+
+
+def model_source_fingerprint(source: str) -> str:
+    """Fingerprint of a model folder (config and weights), or the hub id."""
+    src = resolve_model_source(source)
+    return model_fingerprint(Path(src)) if os.path.isdir(src) else f"hub:{src}"

@@ -1,0 +1,218 @@
+"""Linear classifier probes on a frozen teacher (Alain & Bengio), and the cached probe logits.
+
+With the teacher frozen, its sentence vector at every layer l = 0..L is computed once ([CLS] state for layers
+1..L, masked mean of the embedding output for layer 0). One linear classifier per layer is trained on those
+vectors with cross entropy (MSE for regression). Their logits on every train and dev example, `[N, L+1, C]`,
+are the teacher's layer-wise knowledge that students distil from.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from adabert.core.errors import AdabertError
+from adabert.core.fileio import (META, atomic_dir, load_tensors, member, meta_matches, read_json, save_tensors,
+                                 write_json, write_meta)
+from adabert.core.guards import check_terms
+from adabert.core.runtime import log, set_seed
+from adabert.core.validation import require_positive, require_positive_ints
+from adabert.data.dataset import TaskData
+from adabert.data.encoding import encode_joint
+from adabert.data.metrics import task_metrics
+from adabert.data.tasks import TaskSpec
+from adabert.teacher.model import (check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint,
+                                   teacher_outputs)
+
+
+@dataclass
+class ProbeConfig:
+    """Probe training: Adam on standardised features, per-layer epoch chosen on the held-out slice."""
+
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    max_length: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require_positive_ints(self, "epochs", "batch_size", "max_length")
+        require_positive(self, "lr")
+
+
+def probe_logits(feats: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """logits[n, l] = feats[n, l] @ weight[l] + bias[l]: feats [N, L+1, D], weight [L+1, D, C] -> [N, L+1, C]."""
+    out = [torch.einsum("nld,ldc->nlc", feats[i: i + chunk].float(), weight) + bias
+           for i in range(0, len(feats), chunk)]
+    return torch.cat(out) if out else feats.new_zeros(0, *bias.shape, dtype=torch.float32)
+
+
+def _probe_loss(logits: torch.Tensor, y: torch.Tensor, task: TaskSpec) -> torch.Tensor:
+    """Mean over examples and layers: logits [B, L+1, C], y [B]."""
+    layers = logits.shape[1]
+    if task.is_regression:
+        return F.mse_loss(logits[..., 0], y[:, None].expand(-1, layers))
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat_interleave(layers))
+
+
+def train_probes(task: TaskSpec, feats: torch.Tensor, labels: np.ndarray, holdout_feats: torch.Tensor,
+                 holdout_labels: np.ndarray, cfg: ProbeConfig) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """Train all L+1 probes at once; keep, per layer, the epoch with the best held-out task metric.
+
+    feats [N, L+1, D] (any float dtype), labels [N]. Features are standardised per layer for conditioning and
+    the scaling is folded back, so the returned weight [L+1, D, C] and bias [L+1, C] act on raw features.
+    Returns (weight, bias, best held-out metric per layer).
+    """
+    set_seed(cfg.seed)
+    n, layers, dim = feats.shape
+    c = task.num_labels
+    mu = torch.stack([feats[i: i + 4096].float().sum(0) for i in range(0, n, 4096)]).sum(0) / n
+    var = torch.stack([((feats[i: i + 4096].float() - mu) ** 2).sum(0) for i in range(0, n, 4096)]).sum(0) / n
+    sd = var.sqrt().clamp_min(1e-6)
+    w = torch.zeros(layers, dim, c, requires_grad=True)
+    b = torch.zeros(layers, c)
+    if task.is_regression:  # start at the mean score (see adabert.core.heads)
+        b += float(np.mean(labels))
+    b.requires_grad_(True)
+    opt = torch.optim.Adam([w, b], lr=cfg.lr)
+    y = torch.tensor(labels)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def folded() -> tuple[torch.Tensor, torch.Tensor]:
+        wf = w.detach() / sd[..., None]
+        return wf, b.detach() - torch.einsum("ld,ldc->lc", mu, wf)
+
+    best = [-math.inf] * layers
+    best_w, best_b = folded()
+    best_w, best_b = best_w.clone(), best_b.clone()
+    for epoch in range(cfg.epochs):
+        perm = torch.randperm(n, generator=gen)
+        for start in range(0, n, cfg.batch_size):
+            idx = perm[start: start + cfg.batch_size]
+            x = (feats[idx].float() - mu) / sd
+            loss = _probe_loss(torch.einsum("nld,ldc->nlc", x, w) + b, y[idx], task)
+            check_terms(f"probes epoch {epoch + 1}", loss=loss)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        wf, bf = folded()
+        logits = probe_logits(holdout_feats, wf, bf).numpy()
+        for layer in range(layers):
+            score = task_metrics(task, logits[:, layer], holdout_labels)[task.main_metric]
+            if score > best[layer]:
+                best[layer] = score
+                best_w[layer], best_b[layer] = wf[layer], bf[layer]
+        log.debug("probe epoch %d: held-out %s", epoch + 1, [round(s, 2) for s in best])
+    return best_w, best_b, best
+
+
+@dataclass
+class ProbeLogits:
+    """Cached teacher knowledge for one task: probe logits [N, L+1, C] and teacher logits [N, C] for the full
+    train split (in file order) and the dev split, plus the probes' per-layer held-out metric."""
+
+    train: torch.Tensor
+    dev: torch.Tensor
+    teacher_train: torch.Tensor
+    teacher_dev: torch.Tensor
+    layer_metric: list[float]
+
+    @property
+    def num_layers(self) -> int:
+        """L: teacher layers (the probe logits hold L+1 entries, layer 0 being the embeddings)."""
+        return self.train.shape[1] - 1
+
+
+def run_probes(teacher: str, data: TaskData, cfg: ProbeConfig, output_dir: Path, device: torch.device,
+               force: bool = False) -> dict:
+    """Compute teacher features once, train the probes, cache logits for every example; skip if up to date.
+
+    If `output_dir` holds probes for another teacher or data, they are recomputed (logged), never mixed.
+    """
+    output_dir = Path(output_dir)
+    inputs = {"data": data.fingerprint, "teacher": model_source_fingerprint(teacher)}
+    config = {**asdict(cfg), "task": data.task.describe()}
+    if not force and meta_matches(output_dir, "probes", inputs, config):
+        log.info("probes: %s is up to date (fingerprints match); skipping", output_dir)
+        return read_json(output_dir / "metrics.json", "probe metrics")
+    if (output_dir / META).is_file():
+        log.info("probes: %s holds probes for other inputs or settings; recomputing", output_dir)
+    task = data.task
+    tokenizer = load_tokenizer(teacher)
+    model = load_classifier(teacher).to(device)
+    check_teacher_for_task(model, teacher, task)
+    t0 = time.time()
+    train_logits, train_feats = teacher_outputs(model, encode_joint(tokenizer, data.train, cfg.max_length), device,
+                                                hidden=True, desc="teacher features (train)")
+    dev_logits, dev_feats = teacher_outputs(model, encode_joint(tokenizer, data.dev, cfg.max_length), device,
+                                            hidden=True, desc="teacher features (dev)")
+    t_feats = time.time() - t0
+    log.info("probes: teacher features for %d + %d examples in %.0fs", len(data.train), len(data.dev), t_feats)
+    weight, bias, holdout = train_probes(task, train_feats[data.train_idx], data.train.labels[data.train_idx],
+                                         train_feats[data.holdout_idx], data.train.labels[data.holdout_idx], cfg)
+    logits_train = probe_logits(train_feats, weight, bias)
+    logits_dev = probe_logits(dev_feats, weight, bias)
+    dev_np = logits_dev.numpy()
+    layers = [{"layer": layer, "holdout": holdout[layer], "dev": task_metrics(task, dev_np[:, layer], data.dev.labels)}
+              for layer in range(weight.shape[0])]
+    teacher_dev = task_metrics(task, dev_logits.numpy(), data.dev.labels)
+    metrics = {"layers": layers, "teacher_dev": teacher_dev, "feature_seconds": t_feats,
+               "total_seconds": time.time() - t0, "train_examples": len(data.train), "dev_examples": len(data.dev)}
+    with atomic_dir(output_dir) as tmp:
+        save_tensors(tmp / "probes.safetensors", {"weight": weight, "bias": bias})
+        save_tensors(tmp / "logits.safetensors", {"train": logits_train, "dev": logits_dev,
+                                                  "teacher_train": train_logits, "teacher_dev": dev_logits})
+        write_json(tmp / "metrics.json", metrics)
+        write_meta(tmp, "probes", inputs, config)
+    return metrics
+
+
+def format_probe_table(metrics: dict, metric: str) -> str:
+    """The per-layer table: layer, held-out and dev task metric, with the teacher's own dev figure."""
+    lines = [f"{'layer':>5}  {'held-out':>8}  {'dev ' + metric:>12}"]
+    for row in metrics["layers"]:
+        lines.append(f"{row['layer']:>5}  {row['holdout']:8.2f}  {row['dev'][metric]:12.2f}")
+    lines.append(f"{'teacher':>5}  {'':>8}  {metrics['teacher_dev'][metric]:12.2f}")
+    return "\n".join(lines)
+
+
+def load_probe_logits(folder: Path, data: TaskData, teacher: str | None = None) -> ProbeLogits:
+    """Load cached probe logits, refusing ones computed for other data (or, if given, another teacher)."""
+    folder = Path(folder)
+    meta = read_json(member(folder, META, "probes meta file"), "probes meta file", expect=dict)
+    inputs = meta.get("inputs")
+    if not isinstance(inputs, dict):
+        raise AdabertError(f"{folder / META}: field 'inputs' must be an object of fingerprints")
+    if meta.get("stage") != "probes":
+        raise AdabertError(f"{folder}: not a probes folder (meta.json stage is {meta.get('stage')!r})")
+    if inputs.get("data") != data.fingerprint:
+        raise AdabertError(f"{folder}: probe logits were computed for other data or split settings "
+                           f"(fingerprint {inputs.get('data')} != {data.fingerprint}); rerun `adabert probes`")
+    if teacher is not None and inputs.get("teacher") != model_source_fingerprint(teacher):
+        raise AdabertError(f"{folder}: probe logits were computed for another teacher than {teacher}; "
+                           "rerun `adabert probes`")
+    path = member(folder, "logits.safetensors", "probe logits")
+    t = load_tensors(path, "probe logits")
+    c = data.task.num_labels
+    layers = t["train"].shape[1] if "train" in t and t["train"].dim() == 3 else None
+    expected = {"train": (len(data.train), layers, c), "dev": (len(data.dev), layers, c),
+                "teacher_train": (len(data.train), c), "teacher_dev": (len(data.dev), c)}
+    for key, shape in expected.items():
+        if key not in t or tuple(t[key].shape) != shape or not t[key].is_floating_point():
+            raise AdabertError(f"{path}: {key!r} must be a float tensor of shape {list(shape)}, got "
+                               + (f"{t[key].dtype} {list(t[key].shape)}" if key in t else "nothing"))
+        if not torch.isfinite(t[key]).all():
+            raise AdabertError(f"{path}: {key!r} holds NaN or infinite values; rerun `adabert probes`")
+    m = read_json(member(folder, "metrics.json", "probe metrics"), "probe metrics", expect=dict)
+    rows = m.get("layers")
+    if (not isinstance(rows, list) or len(rows) != layers
+            or not all(isinstance(r, dict) and isinstance(r.get("holdout"), (int, float)) for r in rows)):
+        raise AdabertError(f"{folder / 'metrics.json'}: field 'layers' must list {layers} objects with a numeric "
+                           "'holdout'")
+    return ProbeLogits(t["train"], t["dev"], t["teacher_train"], t["teacher_dev"], [r["holdout"] for r in rows])

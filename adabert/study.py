@@ -192,20 +192,16 @@ def bilstm_run(teacher: str, data: TaskData, ft: FinetuneConfig, seed: int, out:
     return run_distill(teacher, limited(data, ft.train_limit), cfg, out, device, augment_dir=augment_dir)
 
 
-def student_latency_ms(folder: Path, length: int, pair: bool) -> float:
-    """Median ms of one forward of a saved student at batch 1 (pairs: one pair) and `length` tokens, timed the
-    way the cost model times its ops (warm-up, then the median of repeats)."""
+def student_latency_ms(folder: Path, length: int) -> float:
+    """Median ms of one forward of a saved student at batch 1 (pairs: one pair) and `length` tokens (no
+    padding), timed the way the cost model times its ops (warm-up, then the median of repeats)."""
     from adabert.deploy.bench import BenchConfig, median_ms
-    from adabert.deploy.export import wrap
-    from adabert.students.student import Student
+    from adabert.students.load import load_student
 
-    student, scfg = Student.from_pretrained(folder)
-    module = wrap(student, pair)
-    ids = torch.randint(1, scfg["vocab_size"], (1, length), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(ids)
-    inputs = (ids, mask, ids.flip(1), mask) if pair else (ids, mask)
+    student = load_student(folder)
+    inputs = tuple(torch.ones_like(t) if i % 2 else t for i, t in enumerate(student.random_inputs(1, length)))
     with torch.inference_mode():
-        return median_ms(lambda: module(*inputs), BenchConfig(min_repeats=30, min_seconds=1.0, warmup=5))
+        return median_ms(lambda: student.module(*inputs), BenchConfig(min_repeats=30, min_seconds=1.0, warmup=5))
 
 
 def run_study(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, cfg: StudyConfig, output_dir: Path,
@@ -281,8 +277,7 @@ def run_study(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, c
                  "params": int(results[row.name][0]["params"]), "dev": devs, "dev_mean": mean, "dev_std": std}
         if latency is not None and row.arch is not None and row.kind != "random":
             entry["predicted_ms"] = latency.arch_cost(row.arch)
-            entry["measured_ms"] = student_latency_ms(out / "runs" / row.name / "seed0", space.cost_length,
-                                                      task.is_pair)
+            entry["measured_ms"] = student_latency_ms(out / "runs" / row.name / "seed0", space.cost_length)
         table.append(entry)
     result: dict = {"task": task.name, "metric": metric, "budget_params": budget,
                     "majority_baseline": majority_baseline(task, data.fit.labels, data.dev.labels)[metric],

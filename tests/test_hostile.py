@@ -278,7 +278,7 @@ CASES = [
     ("student-config-list", lambda w, t, o: evaluate(student_with(
         w, t, fn=lambda s: (s / "config.json").write_text("[]")), w), "must be a JSON object"),
     ("student-model-type", lambda w, t, o: evaluate(student_with(
-        w, t, config=lambda d: d.update(model_type="bert")), w), "not an adabert student"),
+        w, t, config=lambda d: d.update(model_type="bert")), w), "not a student saved by adabert"),
     ("student-vocab-string", lambda w, t, o: evaluate(student_with(
         w, t, config=lambda d: d.update(vocab_size="many")), w), "'vocab_size' must be a positive integer"),
     ("student-vocab-huge", lambda w, t, o: evaluate(student_with(

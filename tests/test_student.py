@@ -139,16 +139,17 @@ def test_finetune_without_kd_and_inherit(tiny_teacher, tiny_probes, sst2_dir, tm
 def test_export_torchscript_and_onnx_match_pytorch(trained, tmp_path, capsys):
     import onnxruntime as ort
 
-    from adabert.deploy.export import example_inputs, wrap
+    from adabert.students.load import load_student
     root, _, _ = trained
     code, out, err = run_cli(["export", "--student", root / "student", "--output-dir", tmp_path / "exp"], capsys)
     assert code == 0, err
     assert (tmp_path / "exp" / "model.onnx").is_file() and (tmp_path / "exp" / "model.torchscript.pt").is_file()
     assert (tmp_path / "exp" / "tokenizer.json").is_file()
-    student, cfg = Student.from_pretrained(root / "student")
-    ref_module = wrap(student, pair=False)
+    loaded = load_student(root / "student")
+    assert loaded.kind == "adabert" and loaded.input_names == ["input_ids", "attention_mask"]
+    ref_module = loaded.module
     for batch, length in ((1, 3), (7, 50)):
-        inputs = example_inputs(cfg["vocab_size"], batch, length, pair=False, seed=batch)
+        inputs = loaded.random_inputs(batch, length, seed=batch)
         with torch.no_grad():
             ref = ref_module(*inputs)
             ts = torch.jit.load(str(tmp_path / "exp" / "model.torchscript.pt"))(*inputs)

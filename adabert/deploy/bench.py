@@ -18,8 +18,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from adabert.core.errors import AdabertError
-from adabert.deploy.export import wrap
-from adabert.students.student import Student
+from adabert.students.load import LoadedStudent, load_student
 
 
 @dataclass
@@ -102,16 +101,34 @@ def run_bench(models: dict[str, nn.Module], vocab: int, cfg: BenchConfig) -> dic
     return result
 
 
+class _OneSequence(nn.Module):
+    """Any loaded student called as (ids, mask): a pair student reads the sequence as both sentences, the joint
+    (transformer) student gets token type 0."""
+
+    def __init__(self, student: LoadedStudent) -> None:
+        super().__init__()
+        self.student = student
+        self.module = student.module
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        s = self.student
+        if s.encoding == "joint":
+            return self.module(ids, mask, torch.zeros_like(ids))
+        return self.module(ids, mask, ids, mask) if s.task.is_pair else self.module(ids, mask)
+
+
 def bench_student(student_dir: Path, teacher: str | None, cfg: BenchConfig, bert_base: bool = True) -> dict:
-    student, scfg = Student.from_pretrained(Path(student_dir))
-    models: dict[str, nn.Module] = {"student": wrap(student, pair=False)}
+    student = load_student(Path(student_dir))
+    models: dict[str, nn.Module] = {"student": _OneSequence(student)}
     if teacher:
         from adabert.teacher.model import load_classifier
 
         models["teacher"] = _HF(load_classifier(teacher))
     if bert_base:
-        models["bert-base-shaped"] = bert_base_shaped(scfg["num_labels"])
-    return run_bench(models, scfg["vocab_size"], cfg)
+        models["bert-base-shaped"] = bert_base_shaped(student.task.num_labels)
+    result = run_bench(models, student.vocab_size, cfg)
+    result["student_kind"] = student.kind
+    return result
 
 
 def format_bench(result: dict) -> str:

@@ -1,8 +1,9 @@
-"""`adabert export`: TorchScript and ONNX files of a saved student, with dynamic batch and length, checked
+"""`adabert export`: TorchScript and ONNX files of any saved student, with dynamic batch and length, checked
 for parity against PyTorch; the tokenizer and config are copied beside them so prediction needs nothing else.
 
-Exported signature: (input_ids [B, T] int64, attention_mask [B, T] int64) for single-sentence tasks, plus
-(input_ids_b, attention_mask_b) for pairs -> logits [B, C].
+Exported signature (`adabert.students.load`): (input_ids [B, T] int64, attention_mask [B, T] int64) for
+single-sentence tasks, plus (input_ids_b, attention_mask_b) for pairs, or (input_ids, attention_mask,
+token_type_ids) for the transformer student -> logits [B, C].
 """
 
 from __future__ import annotations
@@ -15,46 +16,9 @@ from torch import nn
 
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import write_json
-from adabert.students.student import Student
+from adabert.students.load import load_student
 
 FORMATS = ("torchscript", "onnx")
-
-
-class _Single(nn.Module):
-    def __init__(self, student: Student) -> None:
-        super().__init__()
-        self.student = student
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        mask = attention_mask > 0
-        return self.student(input_ids, mask, input_ids, mask)
-
-
-class _Pair(nn.Module):
-    def __init__(self, student: Student) -> None:
-        super().__init__()
-        self.student = student
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, input_ids_b: torch.Tensor,
-                attention_mask_b: torch.Tensor) -> torch.Tensor:
-        return self.student(input_ids, attention_mask > 0, input_ids_b, attention_mask_b > 0)
-
-
-def example_inputs(vocab: int, batch: int, length: int, pair: bool, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Random ids with ragged lengths (first row full) and their int64 masks."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(2 if pair else 1):
-        ids = torch.randint(1, vocab, (batch, length), generator=g)
-        lengths = torch.randint(1, length + 1, (batch,), generator=g)
-        lengths[0] = length
-        mask = (torch.arange(length)[None] < lengths[:, None]).long()
-        out += [ids * mask, mask]
-    return tuple(out)
-
-
-def wrap(student: Student, pair: bool) -> nn.Module:
-    return (_Pair if pair else _Single)(student.eval()).eval()
 
 
 def export_torchscript(module: nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:
@@ -65,8 +29,7 @@ def export_torchscript(module: nn.Module, example: tuple[torch.Tensor, ...], pat
     tmp.replace(path)
 
 
-def export_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:
-    names = ["input_ids", "attention_mask", "input_ids_b", "attention_mask_b"][: len(example)]
+def export_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], names: list[str], path: Path) -> None:
     batch, length = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("length", min=2, max=4096)
     shapes = {n: {0: batch, 1: length} for n in names}
     tmp = path.with_suffix(".tmp.onnx")
@@ -95,13 +58,12 @@ def export_student(folder: Path, output_dir: Path, formats: list[str], atol: flo
     for f in formats:
         if f not in FORMATS:
             raise AdabertError(f"--format: expected {' or '.join(FORMATS)}, got {f!r}")
-    student, cfg = Student.from_pretrained(Path(folder))
-    pair = len(cfg["task"]["text_fields"]) == 2
-    module = wrap(student, pair)
+    student = load_student(Path(folder))
+    module = student.module
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    example = example_inputs(cfg["vocab_size"], 2, 16, pair)
-    check = example_inputs(cfg["vocab_size"], 5, 37, pair, seed=1)
+    example = student.random_inputs(2, 16)
+    check = student.random_inputs(5, 37, seed=1)
     with torch.no_grad():
         reference = module(*check)
     result = {}
@@ -113,7 +75,7 @@ def export_student(folder: Path, output_dir: Path, formats: list[str], atol: flo
                 got = torch.jit.load(str(path))(*check)
         else:
             path = output_dir / "model.onnx"
-            export_onnx(module, example, path)
+            export_onnx(module, example, student.input_names, path)
             got = run_onnx(path, check)
         diff = float((got - reference).abs().max())
         if diff > atol:
@@ -122,7 +84,6 @@ def export_student(folder: Path, output_dir: Path, formats: list[str], atol: flo
     for p in Path(folder).iterdir():
         if p.name.startswith("tokenizer") or p.name in ("config.json", "vocab.txt", "special_tokens_map.json"):
             shutil.copy(p, output_dir / p.name)
-    write_json(output_dir / "export.json", {"inputs": ["input_ids", "attention_mask"] +
-                                            (["input_ids_b", "attention_mask_b"] if pair else []),
+    write_json(output_dir / "export.json", {"kind": student.kind, "inputs": student.input_names,
                                             "outputs": ["logits"], "formats": result})
     return result

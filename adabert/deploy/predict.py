@@ -1,4 +1,5 @@
-"""Using a saved student: load it with its tokenizer, predict labels and probabilities, evaluate on a split."""
+"""Using a saved student of any kind: load it with its tokenizer, predict labels and probabilities, evaluate on a
+split."""
 
 from __future__ import annotations
 
@@ -10,33 +11,31 @@ import numpy as np
 import torch
 
 from adabert.core.errors import AdabertError
+from adabert.core.runtime import autocast
 from adabert.data.dataset import Dataset, check_text
-from adabert.data.encoding import Encoded, encode_separate
+from adabert.data.encoding import Encoded, batch_indices, encode_joint, encode_separate
 from adabert.data.metrics import class_report, task_metrics
 from adabert.data.tasks import TaskSpec
-from adabert.students.finetune import student_logits
-from adabert.students.student import Student
+from adabert.students.load import load_student
 
 
 class Predictor:
-    """A saved student folder ready to use: `Predictor(folder).predict([("a sentence",), ...])`."""
+    """Any saved student folder ready to use: `Predictor(folder).predict([("a sentence",), ...])`."""
 
     def __init__(self, folder: Path, device: torch.device | None = None) -> None:
         from transformers import AutoTokenizer
 
         self.folder = Path(folder)
-        self.model, self.config = Student.from_pretrained(self.folder)
+        self.student = load_student(self.folder)
         self.device = device or torch.device("cpu")
-        self.model.to(self.device)
+        self.student.module.to(self.device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
         except Exception as e:  # noqa: BLE001 (tokenizers raises bare Exceptions on tampered files)
             first = (str(e).splitlines() or [type(e).__name__])[0]
             raise AdabertError(f"{self.folder}: cannot load the student's tokenizer ({first})") from None
-        self.task = TaskSpec.from_description(self.config["task"], f"{self.folder}/config.json: field 'task'")
-        self.max_length = self.config.get("max_length", 128)
-        if not isinstance(self.max_length, int) or isinstance(self.max_length, bool) or self.max_length < 2:
-            raise AdabertError(f"{self.folder}/config.json: field 'max_length' must be an integer >= 2")
+        self.task = self.student.task
+        self.max_length = self.student.max_length
 
     def check_task(self, task: TaskSpec) -> None:
         """Refuse data of another task (other name, labels or number of text fields)."""
@@ -47,10 +46,18 @@ class Predictor:
 
     def encode(self, texts: list[tuple[str, ...]]) -> Encoded:
         ds = Dataset(self.task, "input", self.folder, texts, np.zeros(len(texts)))
-        return encode_separate(self.tokenizer, ds, self.max_length)
+        encode = encode_joint if self.student.encoding == "joint" else encode_separate
+        return encode(self.tokenizer, ds, self.max_length)
 
-    def logits(self, texts: list[tuple[str, ...]]) -> np.ndarray:
-        return student_logits(self.model, self.encode(texts), self.device).numpy()
+    @torch.no_grad()
+    def logits(self, texts: list[tuple[str, ...]], batch_size: int = 256) -> np.ndarray:
+        """Logits [N, C] in input order (length-sorted batches)."""
+        enc = self.encode(texts)
+        out = torch.empty(len(enc), self.task.num_labels)
+        for idx in batch_indices(enc.lengths(), batch_size, shuffle=False):
+            with autocast(self.device):
+                out[idx] = self.student.module(*self.student.inputs(enc, idx, self.device)).float().cpu()
+        return out.numpy()
 
     def predict(self, texts: list[tuple[str, ...]]) -> tuple[list[str], np.ndarray]:
         """Labels (names) and probabilities [N, C] (or scores [N, 1] for regression)."""

@@ -90,6 +90,31 @@ class BiLSTMStudent(nn.Module):
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])
         return out, torch.cat([h[0], h[1]], -1)
 
+    def final_states(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The final states [B, 2H] of `encode`, computed without packing (which neither torch.export nor ONNX
+        can trace): the forward direction's output at each row's last real token on the left-aligned batch, and
+        the backward direction's output at its first real token on the same rows right-aligned (the backward pass
+        then starts at the last real token, so that state has seen exactly the real tokens, as when packed)."""
+        t = ids.shape[1]
+        lengths = mask.long().sum(1).clamp_min(1)
+        h = self.lstm.hidden_size
+        out_left, _ = self.lstm(self._words(ids))
+        # right-aligned copy; what stands in front of the real tokens only reaches the backward pass after them
+        shift = (torch.arange(t, device=ids.device)[None] - (t - lengths)[:, None]).clamp_min(0)
+        out_right, _ = self.lstm(self._words(ids.gather(1, shift)))
+        fwd = out_left.gather(1, (lengths - 1)[:, None, None].expand(-1, 1, 2 * h))[:, 0, :h]
+        bwd = out_right.gather(1, (t - lengths)[:, None, None].expand(-1, 1, 2 * h))[:, 0, h:]
+        return torch.cat([fwd, bwd], -1)
+
+    def logits(self, ids_a: torch.Tensor, mask_a: torch.Tensor, ids_b: torch.Tensor,
+               mask_b: torch.Tensor) -> torch.Tensor:
+        """Inference logits [B, C] through `final_states` (exportable; equal to `forward(...).logits`)."""
+        h = self.final_states(ids_a, mask_a)
+        if self.pair:
+            h2 = self.final_states(ids_b, mask_b)
+            h = torch.cat([h, h2, h * h2, (h - h2).abs()], -1)
+        return self.mlp(self.drop(h))
+
     def forward(self, batch) -> StudentOutput:
         ids_a, mask_a, ids_b, mask_b = batch
         states, h = self.encode(ids_a, mask_a)

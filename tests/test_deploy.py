@@ -1,0 +1,93 @@
+"""Every student kind the tool saves (searched, BiLSTM, layer-subset transformer) goes through the same
+evaluate, predict, export (parity-checked) and bench commands."""
+
+import json
+
+import pytest
+import torch
+
+from adabert.data.dataset import load_task_data
+from adabert.data.tasks import get_task
+from adabert.distill.distill import DistillConfig, run_distill
+from adabert.nas.config import SearchConfig
+from adabert.nas.search import Searcher
+from adabert.nas.search_space import load_search_space
+from adabert.students.finetune import FinetuneConfig, finetune_student
+from adabert.students.load import load_student
+from conftest import run_cli
+
+CPU = torch.device("cpu")
+SMALL = dict(epochs=1, batch_size=16, max_length=32, embed_dim=16, hidden=16, fc=16, evals_per_epoch=1)
+
+
+@pytest.fixture(scope="module")
+def students(tiny_teacher, tiny_probes, sst2_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("deploy")
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    Searcher(str(tiny_teacher), tiny_probes, data, load_search_space("tiny"),
+             SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0), root / "search", CPU).run()
+    finetune_student(root / "search" / "arch.json", str(tiny_teacher), tiny_probes, data,
+                     FinetuneConfig(epochs=1, batch_size=32, max_length=16), root / "adabert", CPU)
+    run_distill(str(tiny_teacher), data, DistillConfig(**SMALL, method="mse"), root / "bilstm", CPU)
+    run_distill(str(tiny_teacher), data, DistillConfig(**{**SMALL, "lr": 1e-3}, student="transformer", layers=1),
+                root / "transformer", CPU)
+    return root
+
+
+KINDS = ["adabert", "bilstm", "transformer"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_loader_for_every_kind(kind, students):
+    s = load_student(students / kind)
+    assert s.kind == kind and s.task.name == "sst2"
+    inputs = s.random_inputs(3, 12)
+    assert len(inputs) == len(s.input_names)
+    with torch.no_grad():
+        a, b = s.module(*inputs), load_student(students / kind).module(*inputs)
+    assert a.shape == (3, 2) and torch.equal(a, b)  # a reload gives identical outputs
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_evaluate_and_predict_every_kind(kind, students, sst2_dir, tmp_path, capsys):
+    code, out, err = run_cli(["evaluate", "--student", students / kind, "--task", "sst2", "--data-dir", sst2_dir],
+                             capsys)
+    assert code == 0, err
+    assert out.startswith("dev (80 examples): accuracy") and "majority-class baseline" in out
+    (tmp_path / "in.txt").write_text("a good movie\nthe plot was dull\n")
+    code, out, err = run_cli(["predict", "--student", students / kind, "--input", tmp_path / "in.txt"], capsys)
+    assert code == 0, err
+    rows = [line.split("\t") for line in out.strip().split("\n")]
+    assert len(rows) == 2 and all(r[0] in ("negative", "positive") for r in rows)
+    assert all(abs(sum(json.loads(r[1]).values()) - 1) < 1e-4 for r in rows)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_export_every_kind_with_parity(kind, students, tmp_path, capsys):
+    code, _, err = run_cli(["export", "--student", students / kind, "--output-dir", tmp_path / "exp"], capsys)
+    assert code == 0, err
+    spec = json.loads((tmp_path / "exp" / "export.json").read_text())
+    assert spec["kind"] == kind and spec["inputs"] == load_student(students / kind).input_names
+    assert all(f["max_abs_diff"] <= 1e-4 for f in spec["formats"].values())
+    assert set(spec["formats"]) == {"torchscript", "onnx"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bench_every_kind(kind, students, tiny_teacher, tmp_path, capsys):
+    code, out, err = run_cli(["bench", "--student", students / kind, "--teacher", tiny_teacher, "--no-bert-base",
+                              "--batch-sizes", "1", "--lengths", "16", "--threads-list", "1", "--repeats", "2",
+                              "--output", tmp_path / "bench.json"], capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["student_kind"] == kind and result["timings"][0]["latency_ms"]["student"] > 0
+
+
+def test_bilstm_unpacked_path_equals_the_packed_one(students):
+    from adabert.students.baselines import BiLSTMStudent
+
+    model, _ = BiLSTMStudent.from_pretrained(students / "bilstm")
+    s = load_student(students / "bilstm")
+    ids, mask = s.random_inputs(6, 20, seed=3)
+    with torch.no_grad():
+        packed = model((ids, mask > 0, ids, mask > 0)).logits
+        assert torch.allclose(model.logits(ids, mask > 0, ids, mask > 0), packed, atol=1e-5)

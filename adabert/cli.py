@@ -241,11 +241,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     device = _setup(args)
     data = _load_data(args)
-    pred = Predictor(args.student, device)
+    pred = Predictor(args.student, device, int8=args.int8)
     split = {"dev": data.dev, "holdout": data.holdout, "train": data.train}[args.split]
     result = pred.evaluate(split)
     result["majority_baseline"] = majority_baseline(data.task, data.fit.labels, split.labels)
-    print(f"{args.split} ({result['examples']} examples): "
+    print(f"{args.split} ({result['examples']} examples{', int8' if args.int8 else ''}): "
           + ", ".join(f"{k} {v:.2f}" for k, v in result["metrics"].items()))
     print("majority-class baseline: " + ", ".join(f"{k} {v:.2f}" for k, v in result["majority_baseline"].items()))
     if "report" in result:
@@ -307,7 +307,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _setup(args)
     cfg = BenchConfig(batch_sizes=_ints(args.batch_sizes, "--batch-sizes"), lengths=_ints(args.lengths, "--lengths"),
                       threads=_ints(args.threads_list, "--threads-list"), min_repeats=args.repeats)
-    result = bench_student(args.student, args.teacher, cfg, bert_base=not args.no_bert_base)
+    result = bench_student(args.student, args.teacher, cfg, bert_base=not args.no_bert_base, int8=args.int8)
     print(format_bench(result))
     if args.output:
         write_json(args.output, result)
@@ -561,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "counts of a saved student on a split of the task.")
     p.add_argument("--student", type=Path, required=True, help="student folder written by `adabert finetune`")
     p.add_argument("--split", choices=["dev", "holdout", "train"], default="dev")
+    p.add_argument("--int8", action="store_true", help="evaluate the int8 (dynamic) quantised copy of the student")
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)
     for action in p._actions:
@@ -594,6 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student", type=Path, required=True)
     p.add_argument("--teacher", help="teacher folder to compare with")
     p.add_argument("--no-bert-base", action="store_true", help="leave out the BERT-base-shaped model")
+    p.add_argument("--int8", action="store_true", help="also time the student's int8 (dynamic) quantised copy")
     p.add_argument("--batch-sizes", default="1,32")
     p.add_argument("--lengths", default="64,128")
     p.add_argument("--threads-list", default="1,2", help="torch thread counts to time")

@@ -73,13 +73,29 @@ def test_export_every_kind_with_parity(kind, students, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_bench_every_kind(kind, students, tiny_teacher, tmp_path, capsys):
+def test_bench_every_kind_with_int8(kind, students, tiny_teacher, tmp_path, capsys):
     code, out, err = run_cli(["bench", "--student", students / kind, "--teacher", tiny_teacher, "--no-bert-base",
                               "--batch-sizes", "1", "--lengths", "16", "--threads-list", "1", "--repeats", "2",
-                              "--output", tmp_path / "bench.json"], capsys)
+                              "--int8", "--output", tmp_path / "bench.json"], capsys)
     assert code == 0, err
     result = json.loads((tmp_path / "bench.json").read_text())
-    assert result["student_kind"] == kind and result["timings"][0]["latency_ms"]["student"] > 0
+    assert result["student_kind"] == kind and result["timings"][0]["latency_ms"]["student-int8"] > 0
+    models = result["models"]
+    if kind != "adabert":  # the searched student's cells are convolutions, which dynamic quantisation leaves float
+        assert models["student-int8"]["weight_mb"] < 0.8 * models["student"]["weight_mb"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_int8_evaluation_stays_close_to_float(kind, students, sst2_dir, capsys):
+    from adabert.deploy.predict import Predictor
+
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    fp32 = Predictor(students / kind).logits(data.dev.texts)
+    int8 = Predictor(students / kind, int8=True).logits(data.dev.texts)
+    assert abs(int8 - fp32).max() < 0.1 * (abs(fp32).max() + 1e-3)  # quantisation noise, not another model
+    code, out, err = run_cli(["evaluate", "--student", students / kind, "--task", "sst2", "--data-dir", sst2_dir,
+                              "--int8"], capsys)
+    assert code == 0 and out.startswith("dev (80 examples, int8): accuracy"), err
 
 
 def test_bilstm_unpacked_path_equals_the_packed_one(students):

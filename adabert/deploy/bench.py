@@ -9,6 +9,7 @@ reported. Inputs are full-length single sequences (no padding). FLOPs are counte
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,12 +75,22 @@ def flops(module: nn.Module, length: int, vocab: int) -> int:
     return int(counter.get_total_flops())
 
 
+def weight_megabytes(module: nn.Module) -> float:
+    """Size of the module's serialised weights in MB (quantised weights as stored: int8 plus scales)."""
+    buffer = io.BytesIO()
+    torch.save(module.state_dict(), buffer)  # our own in-memory model, to count bytes; never loaded back
+    return buffer.getbuffer().nbytes / 1e6
+
+
 def run_bench(models: dict[str, nn.Module], vocab: int, cfg: BenchConfig) -> dict:
-    """models: name -> module called as (ids [B, T], mask [B, T]) -> logits. Returns params, FLOPs and timings."""
+    """models: name -> module called as (ids [B, T], mask [B, T]) -> logits. Returns params (float parameters:
+    int8-quantised layers hold packed weights instead and are not counted), weight MB, FLOPs (float ops only)
+    and timings."""
     result: dict = {"models": {}, "timings": []}
     for name, m in models.items():
         m.eval()
         result["models"][name] = {"params": sum(p.numel() for p in m.parameters()),
+                                  "weight_mb": weight_megabytes(m),
                                   "flops": {str(length): flops(m, length, vocab) for length in cfg.lengths}}
     old_threads = torch.get_num_threads()
     try:
@@ -117,9 +128,15 @@ class _OneSequence(nn.Module):
         return self.module(ids, mask, ids, mask) if s.task.is_pair else self.module(ids, mask)
 
 
-def bench_student(student_dir: Path, teacher: str | None, cfg: BenchConfig, bert_base: bool = True) -> dict:
+def bench_student(student_dir: Path, teacher: str | None, cfg: BenchConfig, bert_base: bool = True,
+                  int8: bool = False) -> dict:
+    """With `int8`, the student's dynamically quantised copy (`deploy.quantize`) is timed beside it."""
     student = load_student(Path(student_dir))
     models: dict[str, nn.Module] = {"student": _OneSequence(student)}
+    if int8:
+        from adabert.deploy.quantize import int8_dynamic
+
+        models["student-int8"] = int8_dynamic(models["student"])
     if teacher:
         from adabert.teacher.model import load_classifier
 
@@ -133,11 +150,12 @@ def bench_student(student_dir: Path, teacher: str | None, cfg: BenchConfig, bert
 
 def format_bench(result: dict) -> str:
     names = list(result["models"])
-    lines = [f"{'model':>18} {'params':>12} " + " ".join(f"{'GFLOPs@' + k:>11}" for k in
-                                                         result["models"][names[0]]["flops"])]
+    lines = [f"{'model':>18} {'params':>12} {'weights MB':>10} " + " ".join(f"{'GFLOPs@' + k:>11}" for k in
+                                                                         result["models"][names[0]]["flops"])]
     for n in names:
         m = result["models"][n]
-        lines.append(f"{n:>18} {m['params']:>12,} " + " ".join(f"{v / 1e9:11.3f}" for v in m["flops"].values()))
+        lines.append(f"{n:>18} {m['params']:>12,} {m['weight_mb']:10.2f} "
+                     + " ".join(f"{v / 1e9:11.3f}" for v in m["flops"].values()))
     lines.append("")
     head = f"{'threads':>7} {'batch':>5} {'len':>4} " + " ".join(f"{n + ' ms':>22}" for n in names)
     others = [n for n in names if n != "student"]

@@ -22,12 +22,18 @@ from adabert.students.load import load_student
 class Predictor:
     """Any saved student folder ready to use: `Predictor(folder).predict([("a sentence",), ...])`."""
 
-    def __init__(self, folder: Path, device: torch.device | None = None) -> None:
+    def __init__(self, folder: Path, device: torch.device | None = None, int8: bool = False) -> None:
         from transformers import AutoTokenizer
 
         self.folder = Path(folder)
         self.student = load_student(self.folder)
         self.device = device or torch.device("cpu")
+        if int8:
+            from adabert.deploy.quantize import int8_dynamic
+
+            if self.device.type != "cpu":
+                raise AdabertError("--int8: dynamic quantisation runs on the CPU; use --device cpu")
+            self.student.module = int8_dynamic(self.student.module)
         self.student.module.to(self.device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder))

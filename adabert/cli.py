@@ -261,14 +261,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from adabert.deploy.predict import Predictor, open_input, read_inputs
+    from adabert.deploy.predict import Predictor, open_input, read_inputs, read_table, write_predictions
 
     device = _setup(args)
+    if args.output and Path(args.output).suffix.lower() not in (".jsonl", ".json", ".csv", ".tsv"):
+        raise AdabertError(f"--output: {args.output}: expected a .jsonl, .csv or .tsv file")
     pred = Predictor(args.student, device)
-    stream, source = open_input(args.input)
-    with stream:
-        texts = read_inputs(stream, len(pred.task.text_fields), source)
+    table = args.input not in (None, "-") and (args.text_fields or Path(args.input).suffix.lower() in (".csv",
+                                                                                                       ".jsonl"))
+    if table:
+        fields = args.text_fields.split(",") if args.text_fields else list(pred.task.text_fields)
+        if len(fields) != len(pred.task.text_fields):
+            raise AdabertError(f"--text-fields: this student reads {len(pred.task.text_fields)} text field(s), got "
+                               f"{len(fields)}")
+        if not Path(args.input).is_file():
+            raise AdabertError(f"{args.input}: input file not found")
+        texts, rows = read_table(Path(args.input), fields)
+    else:
+        stream, source = open_input(args.input)
+        with stream:
+            texts = read_inputs(stream, len(pred.task.text_fields), source)
+        rows = [dict(zip(pred.task.text_fields, t)) for t in texts]
     labels, probs = pred.predict(texts)
+    if args.output:
+        write_predictions(args.output, rows, labels, probs, pred.task.names)
+        print(f"wrote {len(labels)} predictions to {args.output}")
+        return 0
     for label, p in zip(labels, probs):
         print(label + "\t" + json.dumps({n: round(float(v), 6) for n, v in zip(pred.task.names, p)}
                                         if pred.task.names else {"score": float(p[0])}))
@@ -570,10 +588,15 @@ def build_parser() -> argparse.ArgumentParser:
             action.help = "write eval_SPLIT.json here (optional)"
 
     p = sub.add_parser("predict", help="predict labels for sentences or pairs",
-                       description="Read one example per line (a sentence, or two tab-separated sentences for "
-                                   "pair tasks) from a file or stdin; print the label and the probabilities.")
-    p.add_argument("--student", type=Path, required=True, help="student folder written by `adabert finetune`")
+                       description="Read examples from a file or stdin: plain lines (a sentence, or two "
+                                   "tab-separated sentences for pair tasks), or a CSV / JSONL file (or a TSV with "
+                                   "--text-fields) whose --text-fields columns hold the text; print the label and "
+                                   "the probabilities, or write every row with them to --output (.jsonl, .csv or "
+                                   ".tsv).")
+    p.add_argument("--student", type=Path, required=True, help="student folder (any kind adabert saves)")
     p.add_argument("--input", help="input file (default: stdin)")
+    p.add_argument("--text-fields", help="columns holding the text in a CSV/TSV/JSONL input (default: the task's)")
+    p.add_argument("--output", type=Path, help="write the predictions as .jsonl, .csv or .tsv")
     _add_runtime(p)
     p.set_defaults(func=cmd_predict)
 

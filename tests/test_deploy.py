@@ -107,3 +107,29 @@ def test_bilstm_unpacked_path_equals_the_packed_one(students):
     with torch.no_grad():
         packed = model((ids, mask > 0, ids, mask > 0)).logits
         assert torch.allclose(model.logits(ids, mask > 0, ids, mask > 0), packed, atol=1e-5)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_predict_reads_csv_and_jsonl_and_writes_rows_back(suffix, students, tmp_path, capsys):
+    rows = [{"id": "a", "review": "a good movie"}, {"id": "b", "review": "dull, and boring"}]
+    src = tmp_path / f"in.{suffix}"
+    if suffix == "csv":
+        src.write_text('id,review\na,a good movie\nb,"dull, and boring"\n')
+    else:
+        src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for out_suffix in ("jsonl", "csv"):
+        out = tmp_path / f"out.{out_suffix}"
+        code, stdout, err = run_cli(["predict", "--student", students / "bilstm", "--input", src, "--text-fields",
+                                     "review", "--output", out], capsys)
+        assert code == 0, err
+        if out_suffix == "jsonl":
+            got = [json.loads(line) for line in out.read_text().splitlines()]
+        else:
+            import csv
+            got = list(csv.DictReader(out.open()))
+        assert [g["id"] for g in got] == ["a", "b"] and [g["review"] for g in got] == [r["review"] for r in rows]
+        assert all(g["label"] in ("negative", "positive") for g in got)
+        assert all(abs(float(g["p_negative"]) + float(g["p_positive"]) - 1) < 1e-4 for g in got)
+    code, _, err = run_cli(["predict", "--student", students / "bilstm", "--input", src, "--text-fields", "text"],
+                           capsys)
+    assert code == 2 and "no column 'text' (--text-fields)" in err

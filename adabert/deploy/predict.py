@@ -103,6 +103,52 @@ def read_inputs(lines: Iterable[str], fields: int, source: str) -> list[tuple[st
     return out
 
 
+def read_table(path: Path, fields: list[str]) -> tuple[list[tuple[str, ...]], list[dict[str, str]]]:
+    """Examples from a CSV, TSV (with a header line) or JSONL file: the `fields` columns of every row, and the rows
+    themselves (written back beside the predictions)."""
+    from adabert.data.dataset import read_rows
+    from adabert.data.tasks import file_format_of
+
+    rows = read_rows(Path(path), file_format_of(str(path)))
+    missing = [f for f in fields if f not in rows[0][1]]
+    if missing:
+        raise AdabertError(f"{path}: no column {missing[0]!r} (--text-fields); found {', '.join(rows[0][1])}")
+    texts = []
+    for n, row in rows:
+        text = tuple(check_text(row[f].strip(), f"{path}:{n}", f) for f in fields)
+        if not all(text):
+            raise AdabertError(f"{path}:{n}: field {fields[[bool(t) for t in text].index(False)]!r} is empty")
+        texts.append(text)
+    return texts, [r for _, r in rows]
+
+
+def write_predictions(path: Path, rows: list[dict[str, str]], labels: list[str], scores: np.ndarray,
+                      names: tuple[str, ...]) -> None:
+    """Each input row with `label` and the class probabilities (`p_NAME`) or the regression `score`, as JSONL or
+    CSV by the suffix of `path`, written atomically."""
+    import csv
+    import io
+    import json
+
+    from adabert.core.fileio import atomic_write_bytes
+
+    extra = [{"label": lab, **({f"p_{n}": round(float(v), 6) for n, v in zip(names, p)} if names
+                               else {"score": float(p[0])})} for lab, p in zip(labels, scores)]
+    out = [{**r, **e} for r, e in zip(rows, extra)]
+    suffix = Path(path).suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        data = "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in out)
+    elif suffix in (".csv", ".tsv"):
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(out[0]), delimiter="\t" if suffix == ".tsv" else ",")
+        writer.writeheader()
+        writer.writerows(out)
+        data = buf.getvalue()
+    else:
+        raise AdabertError(f"--output: {path}: expected a .jsonl, .csv or .tsv file")
+    atomic_write_bytes(Path(path), data.encode("utf-8"))
+
+
 def open_input(path: str | None) -> tuple[TextIO, str]:
     if path in (None, "-"):
         return sys.stdin, "<stdin>"

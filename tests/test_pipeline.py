@@ -57,3 +57,14 @@ def test_every_stage_has_help_that_states_each_default_once():
             shown = formatter._get_help_string(action) or ""
             assert shown.count("(default:") <= 1, (name, action.dest, shown)
         assert "--help" in sub.format_help()
+
+
+def test_summary_level_keeps_a_few_evenly_spaced_lines_and_the_last():
+    import logging
+
+    from adabert.core.runtime import summary_level
+
+    levels = [summary_level(i, 60) for i in range(60)]
+    info = [i for i, lv in enumerate(levels) if lv == logging.INFO]
+    assert len(info) == 4 and info[-1] == 59 and info == [14, 29, 44, 59]
+    assert all(summary_level(i, 3) == logging.INFO for i in range(3))

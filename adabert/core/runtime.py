@@ -43,6 +43,16 @@ def setup_logging(verbose: bool = False) -> None:
         hf_logging.disable_progress_bar()
 
 
+def summary_level(index: int, total: int, lines: int = 4) -> int:
+    """INFO for `lines` evenly spaced evaluations out of `total` (always the last), DEBUG for the others: a run's
+    log at default verbosity stays a few lines long however many evaluations it makes (all of them go to
+    TensorBoard, the metrics files and -v)."""
+    if total <= lines:
+        return logging.INFO
+    picked = {round((k + 1) * total / lines) - 1 for k in range(lines)}
+    return logging.INFO if index in picked else logging.DEBUG
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, numpy and torch (CPU and CUDA)."""
     random.seed(seed)

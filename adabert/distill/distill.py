@@ -33,7 +33,7 @@ from adabert.core.fileio import atomic_dir, hash_files, meta_matches, read_json,
 from adabert.core.guards import check_terms, clip_checked
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import hard_loss, hinton_kd, kd_weights, layer_map, mse_logits, probe_kd, soft_kd
-from adabert.core.runtime import autocast, log, progress, set_seed
+from adabert.core.runtime import autocast, log, progress, set_seed, summary_level
 from adabert.core.schedule import cosine_decay, eval_points
 from adabert.core.validation import require_fraction, require_non_negative, require_positive, require_positive_ints
 from adabert.data.dataset import Dataset, TaskData
@@ -311,9 +311,10 @@ class Distiller:
                         score = task_metrics(task, self.logits(m, holdout_enc).numpy(), self.data.holdout.labels)
                         history.append({"step": step, "epoch": epoch + 1, "model": i,
                                         "loss": float(losses[i].detach()), "holdout": score})
-                        log.info("%s step %d%s: loss %.4f, held-out %s", desc, step, f" (student {i + 1})"
-                                 if len(models) > 1 else "", float(losses[i].detach()),
-                                 ", ".join(f"{k} {v:.2f}" for k, v in score.items()))
+                        log.log(summary_level(len(history) - 1, cfg.epochs * len(eval_at) * len(models)),
+                                "%s step %d%s: loss %.4f, held-out %s", desc, step, f" (student {i + 1})"
+                                if len(models) > 1 else "", float(losses[i].detach()),
+                                ", ".join(f"{k} {v:.2f}" for k, v in score.items()))
                         if score[task.main_metric] > best:
                             best, best_i = score[task.main_metric], i
                             best_state = copy.deepcopy(m.state_dict())

@@ -34,7 +34,7 @@ from adabert.core.fileio import load_tensors, meta_matches, read_json, save_tens
 from adabert.core.guards import NonFiniteError, check_terms, clip_checked
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import depth_losses, efficiency_penalty
-from adabert.core.runtime import autocast, log, progress
+from adabert.core.runtime import autocast, log, progress, summary_level
 from adabert.core.schedule import eval_points
 from adabert.data.dataset import TaskData
 from adabert.data.encoding import batch_indices, bucketed_order, encode_separate, student_batch
@@ -257,8 +257,10 @@ class Searcher:
         board.scalars(self.step, {f"holdout/{k}": v for k, v in m.items()})
         record = {"step": self.step, "holdout": m, "genotype": arch.genotype(), "cost": budget["cost"], **diag}
         self.history.append(record)
-        log.info("step %d: held-out %s %.2f | %s | %s %.4g | edge entropy %.2f", self.step, task.main_metric,
-                 m[task.main_metric], arch.genotype(), budget["unit"], budget["cost"], diag["edge_entropy_mean"])
+        log.log(summary_level(len(self.history) - 1, min(self.cfg.evals, self.total_steps)),
+                "search step %d/%d: held-out %s %.2f | %s | %s %.4g | edge entropy %.2f", self.step, self.total_steps,
+                task.main_metric, m[task.main_metric], arch.genotype(), budget["unit"], budget["cost"],
+                diag["edge_entropy_mean"])
 
     def up_to_date(self) -> bool:
         """True when OUT holds a finished search (arch.json) for these inputs and settings."""

@@ -21,7 +21,7 @@ from adabert.core.fileio import (META, atomic_dir, hash_files, load_tensors, met
 from adabert.core.guards import check_terms, clip_checked
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import hard_loss, probe_kd, soft_kd
-from adabert.core.runtime import autocast, log, progress, set_seed
+from adabert.core.runtime import autocast, log, progress, set_seed, summary_level
 from adabert.core.schedule import cosine_decay, eval_points
 from adabert.core.validation import require_fraction, require_positive, require_positive_ints
 from adabert.data.dataset import TaskData
@@ -167,8 +167,9 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
             if b + 1 in eval_at:
                 m = task_metrics(task, student_logits(model, holdout_enc, device).numpy(), data.holdout.labels)
                 history.append({"step": step, "epoch": epoch + 1, "loss": float(loss.detach()), "holdout": m})
-                log.info("finetune step %d: loss %.4f, held-out %s", step, float(loss.detach()),
-                         ", ".join(f"{k} {v:.2f}" for k, v in m.items()))
+                log.log(summary_level(len(history) - 1, cfg.epochs * len(eval_at)), "finetune step %d/%d: loss %.4f, "
+                        "held-out %s", step, cfg.epochs * steps_per_epoch, float(loss.detach()),
+                        ", ".join(f"{k} {v:.2f}" for k, v in m.items()))
                 if m[task.main_metric] > best:
                     best, best_state = m[task.main_metric], copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)

@@ -25,11 +25,13 @@ EPILOG = """stages (each reads and writes plain files in a folder, and is skippe
             mutual, into a BiLSTM, a teacher-layer transformer or the searched student
   search    cell and depth search (single path, per-choice loss estimates, budgets); writes arch.json
   finetune  build the student of arch.json, train it with KD, save a student folder
-  study     the searched architecture vs random ones of the same budget, over seeds; supernet rank fidelity
-  evaluate  task metrics, per-class precision / recall / F1 and confusion counts of a saved student
-  predict   labels and probabilities for sentences (or pairs) from a file or stdin
-  export    TorchScript and ONNX files of a student, checked for parity, tokenizer beside them
-  bench     params, FLOPs, latency and throughput: student vs teacher vs a BERT-base-shaped model
+  study     the searched architecture vs random ones of the same budget, over seeds; supernet rank fidelity,
+            KD ablation, budget sweep, BiLSTM baseline, cross-task
+  evaluate  task metrics, per-class report, majority baseline of any saved student (--int8: quantised)
+  predict   labels and probabilities for sentences (or pairs) from a file, stdin, CSV or JSONL
+  export    TorchScript and ONNX files of any student, checked for parity, tokenizer beside them
+  prune-vocab  keep only the word pieces the task uses (a 2-3x smaller searched student)
+  bench     params, FLOPs, latency and throughput: student (--int8 too) vs teacher vs BERT-base-shaped
   pipeline  all of the above in one command (with no --task: an offline demo on a generated task)
 run `adabert STAGE --help` for a stage's options."""
 
@@ -315,6 +317,28 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = export_student(args.student, args.output_dir, args.format)
     for fmt, r in result.items():
         print(f"{fmt}: {r['path']} (max |diff| vs PyTorch {r['max_abs_diff']:.1e})")
+    return 0
+
+
+def cmd_prune_vocab(args: argparse.Namespace) -> int:
+    from adabert.deploy.predict import Predictor
+    from adabert.deploy.prune import prune_vocabulary
+
+    device = _setup(args)
+    data = _load_data(args)
+    texts = list(data.train.texts)
+    if args.augment:
+        from adabert.teacher.augment import load_augmented
+
+        texts += load_augmented(args.augment, data).data.texts
+    before = Predictor(args.student, device).evaluate(data.dev)["metrics"]
+    sizes = prune_vocabulary(args.student, texts, args.output_dir)
+    after = Predictor(args.output_dir, device).evaluate(data.dev)["metrics"]
+    m = data.task.main_metric
+    print(f"word table {sizes['vocab']:,} -> {sizes['rows_kept']:,} rows; parameters "
+          f"{sizes['params_before']:,} -> {sizes['params_after']:,} "
+          f"({sizes['params_before'] / sizes['params_after']:.2f}x fewer); dev {m} {before[m]:.2f} -> {after[m]:.2f}")
+    print(f"wrote {args.output_dir}")
     return 0
 
 
@@ -610,6 +634,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", type=Path, required=True)
     _add_runtime(p)
     p.set_defaults(func=cmd_export, format=None)
+
+    p = sub.add_parser("prune-vocab", help="keep only the word pieces the task uses; a smaller student folder",
+                       formatter_class=HelpFormatter,
+                       description="Tokenise the task's training text (and --augment's), keep the embedding rows "
+                                   "of the word pieces that occur plus the special tokens, point every other piece "
+                                   "at its nearest kept row, and write a smaller student folder (same tokenizer); "
+                                   "prints the parameters and the dev metric before and after.")
+    p.add_argument("--student", type=Path, required=True, help="a searched or BiLSTM student folder")
+    p.add_argument("--augment", type=Path, help="folder of `adabert augment`: keep its word pieces too")
+    _add_common(p)
+    p.set_defaults(func=cmd_prune_vocab)
 
     p = sub.add_parser("bench", help="size, FLOPs, latency and throughput against the teacher and BERT-base",
                        formatter_class=HelpFormatter,

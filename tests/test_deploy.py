@@ -133,3 +133,45 @@ def test_predict_reads_csv_and_jsonl_and_writes_rows_back(suffix, students, tmp_
     code, _, err = run_cli(["predict", "--student", students / "bilstm", "--input", src, "--text-fields", "text"],
                            capsys)
     assert code == 2 and "no column 'text' (--text-fields)" in err
+
+
+@pytest.mark.parametrize("kind", ["adabert", "bilstm"])
+def test_pruned_vocabulary_keeps_known_words_and_outputs(kind, students, sst2_dir, tmp_path, capsys):
+    from adabert.deploy.predict import Predictor
+    from adabert.nas.embedding import SharedRowEmbedding
+
+    code, out, err = run_cli(["prune-vocab", "--student", students / kind, "--task", "sst2", "--data-dir", sst2_dir,
+                              "--output-dir", tmp_path / "pruned"], capsys)
+    assert code == 0, err
+    old, new = load_student(students / kind), load_student(tmp_path / "pruned")
+    table = next(m for m in new.module.modules() if isinstance(m, SharedRowEmbedding))
+    old_rows = sum(p.numel() for p in old.module.parameters())
+    assert table.num_embeddings < len(table.rows) == old.vocab_size == new.vocab_size
+    assert sum(p.numel() for p in new.module.parameters()) < old_rows and "parameters" in out
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    before = Predictor(students / kind).logits(data.train.texts)  # every word the pruning saw: identical outputs
+    after = Predictor(tmp_path / "pruned").logits(data.train.texts)
+    assert torch.allclose(torch.from_numpy(before), torch.from_numpy(after), atol=1e-5)
+    from transformers import AutoTokenizer
+
+    from adabert.deploy.prune import used_pieces
+
+    keep = used_pieces(AutoTokenizer.from_pretrained(str(students / kind)), data.train.texts)
+    assert table.num_embeddings == len(keep)
+    old_table = next(m for m in old.module.modules() if isinstance(m, torch.nn.Embedding)
+                     and m.num_embeddings == old.vocab_size).weight
+    unseen = next(i for i in range(old.vocab_size) if i not in set(keep))
+    with torch.no_grad():  # a piece the task never used shares its nearest kept row
+        shared = keep[int(table.rows[unseen])]
+        assert shared != unseen and torch.equal(table(torch.tensor([unseen]))[0], old_table[shared])
+        cos = torch.nn.functional.cosine_similarity(old_table[unseen][None], old_table[keep], dim=-1)
+        assert keep[int(cos.argmax())] == shared
+    code, _, err = run_cli(["prune-vocab", "--student", tmp_path / "pruned", "--task", "sst2", "--data-dir",
+                            sst2_dir, "--output-dir", tmp_path / "again"], capsys)
+    assert code == 2 and "already pruned" in err
+
+
+def test_prune_refuses_the_transformer_student(students, sst2_dir, tmp_path, capsys):
+    code, _, err = run_cli(["prune-vocab", "--student", students / "transformer", "--task", "sst2", "--data-dir",
+                            sst2_dir, "--output-dir", tmp_path / "p"], capsys)
+    assert code == 2 and "supports the searched and BiLSTM students" in err and not (tmp_path / "p").exists()

@@ -27,6 +27,7 @@ from adabert.core.errors import AdabertError
 from adabert.core.fileio import load_state, read_json, save_tensors, write_json
 from adabert.data.encoding import Encoded, pad, student_batch
 from adabert.data.tasks import TaskSpec
+from adabert.nas.embedding import check_rows, shared_rows, word_table
 from adabert.nas.supernet import masked_mean
 from adabert.students.student import Student
 
@@ -61,7 +62,8 @@ class BiLSTMStudent(nn.Module):
     encoding = "separate"
 
     def __init__(self, vocab_size: int, embed_dim: int, hidden: int, fc: int, num_labels: int, pair: bool,
-                 dropout: float = 0.1, teacher_word: torch.Tensor | None = None) -> None:
+                 dropout: float = 0.1, teacher_word: torch.Tensor | None = None,
+                 embedding_rows: int | None = None) -> None:
         super().__init__()
         self.hparams = {"vocab_size": vocab_size, "embed_dim": embed_dim, "hidden": hidden, "fc": fc,
                         "num_labels": num_labels, "pair": pair, "dropout": dropout}
@@ -72,7 +74,7 @@ class BiLSTMStudent(nn.Module):
             self.proj = nn.Linear(teacher_word.shape[1], embed_dim)
             self.embed = None
         else:
-            self.embed = nn.Embedding(vocab_size, embed_dim)
+            self.embed = word_table(vocab_size, embed_dim, embedding_rows)
         self.lstm = nn.LSTM(embed_dim, hidden, batch_first=True, bidirectional=True)
         self.drop = nn.Dropout(dropout)
         features = 2 * hidden * (4 if pair else 1)
@@ -154,8 +156,9 @@ class BiLSTMStudent(nn.Module):
         missing = [k for k in keys if k not in cfg]
         if missing:
             raise AdabertError(f"{folder / CONFIG}: missing field {missing[0]!r}")
-        model = BiLSTMStudent(**{k: cfg[k] for k in keys})
+        model = BiLSTMStudent(**{k: cfg[k] for k in keys}, embedding_rows=shared_rows(cfg, folder / CONFIG))
         load_state(model, folder / WEIGHTS, folder / CONFIG)
+        check_rows(model.embed, folder / WEIGHTS)
         return model.eval(), cfg
 
 

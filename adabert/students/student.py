@@ -21,7 +21,8 @@ from adabert.core.errors import AdabertError
 from adabert.core.fileio import load_state, member, read_json, save_tensors, write_json
 from adabert.data.tasks import TaskSpec
 from adabert.nas.arch import Arch, validate_arch_json
-from adabert.nas.embedding import ProjectedEmbedding, TableEmbedding
+from adabert.nas.embedding import (ProjectedEmbedding, SharedRowEmbedding, TableEmbedding, check_rows,
+                                   shared_rows)
 from adabert.nas.ops import build_op
 from adabert.nas.supernet import Readout, cell_output, embed_inputs
 
@@ -103,8 +104,11 @@ class Student(nn.Module):
         """Write config.json and model.safetensors (the materialised form) into `folder`."""
         folder = Path(folder)
         m = self.materialised()
+        word = m.embed.word
+        shared = {"embedding_rows": word.num_embeddings} if isinstance(word, SharedRowEmbedding) else {}
         config = {"model_type": "adabert-student", "adabert_version": __version__,
-                  "vocab_size": m.embed.word.num_embeddings, "max_position_embeddings": m.embed.max_positions,
+                  "vocab_size": word.rows.numel() if shared else word.num_embeddings, **shared,
+                  "max_position_embeddings": m.embed.max_positions,
                   "hidden_size": self.arch.space.hidden_size, "num_labels": self.num_labels, "pair": self.pair,
                   "task": task.describe(), "id2label": {str(i): n for i, n in enumerate(task.names)},
                   "arch": self.arch.to_json(), **(extra or {})}
@@ -133,10 +137,12 @@ class Student(nn.Module):
         if task.num_labels != cfg["num_labels"] or task.is_pair != cfg["pair"]:
             raise AdabertError(f"{folder / CONFIG}: field 'task' does not match 'num_labels' and 'pair'")
         arch = validate_arch_json(cfg["arch"], f"{folder / CONFIG}: arch")
+        rows = shared_rows(cfg, folder / CONFIG)
         embed = TableEmbedding(cfg["vocab_size"], cfg["max_position_embeddings"], arch.space.hidden_size,
-                               arch.space.dropout)
+                               arch.space.dropout, rows)
         model = Student(arch, embed, cfg["num_labels"], bool(cfg["pair"]))
         load_state(model, member(folder, WEIGHTS, "student weights"), folder / CONFIG)
+        check_rows(model.embed.word, folder / WEIGHTS)
         return model.eval(), cfg
 
 

@@ -26,6 +26,7 @@ from adabert.deploy.predict import Predictor
 from adabert.nas.config import SearchConfig
 from adabert.nas.search import Searcher
 from adabert.nas.search_space import SearchSpace
+from adabert.students.card import write_card
 from adabert.students.finetune import FinetuneConfig, finetune_student
 from adabert.teacher.augment import AugmentConfig, run_augment
 from adabert.teacher.model import TeacherConfig, finetune_teacher
@@ -101,6 +102,9 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
     stage("bench")
     bench = bench_student(out / "student", teacher, cfg.bench)
     write_json(out / "bench.json", bench)
+    t0 = bench["timings"][0]
+    write_card(out / "student", teacher, {"latency_ms": t0["latency_ms"]["student"],
+                                          **{k: t0[k] for k in ("batch", "length", "threads")}})
     done("bench")
     metric = data.task.main_metric
     first = bench["timings"][0]

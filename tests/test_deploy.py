@@ -175,3 +175,21 @@ def test_prune_refuses_the_transformer_student(students, sst2_dir, tmp_path, cap
     code, _, err = run_cli(["prune-vocab", "--student", students / "transformer", "--task", "sst2", "--data-dir",
                             sst2_dir, "--output-dir", tmp_path / "p"], capsys)
     assert code == 2 and "supports the searched and BiLSTM students" in err and not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_student_folder_has_a_model_card_that_loads_in_two_lines(kind, students, tmp_path):
+    card = (students / kind / "README.md").read_text()
+    assert card.startswith("# sst2 student") and "| accuracy |" in card and "Parameters:" in card
+    code = card.split("```python\n")[1].split("```")[0]
+    assert len(code.strip().splitlines()) == 2
+    import os
+
+    cwd = os.getcwd()
+    try:
+        os.chdir(students)  # the card names the folder relative to where it lies
+        namespace: dict = {}
+        exec(code, namespace)
+        assert namespace["labels"][0] in ("negative", "positive")
+    finally:
+        os.chdir(cwd)

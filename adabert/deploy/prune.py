@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import atomic_dir, load_tensors, read_json, save_tensors, write_json
+from adabert.students.card import write_card
 from adabert.students.load import load_student
 
 EMBEDDING_KEYS = {"adabert": "embed.word", "bilstm": "embed"}
@@ -76,5 +77,7 @@ def prune_vocabulary(folder: Path, texts: list[tuple[str, ...]], output_dir: Pat
         for p in folder.iterdir():  # the tokenizer (unchanged) and the training record
             if p.name.startswith(("tokenizer", "special_tokens", "vocab")) or p.name == "metrics.json":
                 shutil.copy(p, tmp / p.name)
-    after = before - len(table) * table.shape[1] + len(keep) * table.shape[1]
+        after = before - len(table) * table.shape[1] + len(keep) * table.shape[1]
+        if (tmp / "metrics.json").is_file():
+            write_card(tmp, f"the teacher of {folder}", params=after, name=output_dir.name)
     return {"vocab": len(table), "rows_kept": len(keep), "params_before": before, "params_after": after}

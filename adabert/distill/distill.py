@@ -43,6 +43,7 @@ from adabert.distill.feature_losses import attention_kl, fitnets, nst_mmd, relat
 from adabert.nas.arch import load_arch
 from adabert.nas.embedding import teacher_tables
 from adabert.students.baselines import BiLSTMStudent, LayerSubsetTransformer, SearchedStudent, StudentOutput, make_batch
+from adabert.students.card import write_card
 from adabert.students.student import Student
 from adabert.teacher.augment import load_augmented
 from adabert.teacher.model import (check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint,
@@ -393,6 +394,7 @@ def run_distill(teacher: str, data: TaskData, cfg: DistillConfig, output_dir: Pa
         model.cpu().save(tmp, data.task, {"max_length": cfg.max_length, "method": cfg.method})
         distiller.tokenizer.save_pretrained(tmp)
         write_json(tmp / "metrics.json", metrics)
+        write_card(tmp, teacher, name=output_dir.name)
         write_meta(tmp, "distill", inputs, config)
     return metrics
 

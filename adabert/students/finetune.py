@@ -29,6 +29,7 @@ from adabert.data.encoding import Encoded, batch_indices, encode_separate, stude
 from adabert.data.metrics import class_report, task_metrics
 from adabert.nas.arch import load_arch
 from adabert.nas.embedding import teacher_tables
+from adabert.students.card import write_card
 from adabert.students.student import Student, inherit_search_weights
 from adabert.teacher.augment import load_augmented
 from adabert.teacher.model import check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint
@@ -186,5 +187,6 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
         saved.save_pretrained(tmp, task, {"max_length": cfg.max_length})
         tok.save_pretrained(tmp)
         write_json(tmp / "metrics.json", metrics)
+        write_card(tmp, teacher, name=output_dir.name)
         write_meta(tmp, "finetune", inputs, config)
     return metrics

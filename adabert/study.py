@@ -362,7 +362,7 @@ def render_markdown(r: dict) -> str:
                   f"{q['kendall_tau']:.2f}, Spearman {q['spearman']:.2f}.", ""]
     if "budgets" in r:
         q = r["budgets"]
-        lines += [f"Budget sweep (searches on "
+        lines += ["Budget sweep (searches on "
                   + (f"the first {q['search_train_limit']} fit rows" if q["search_train_limit"] else "the search's "
                      "own data")
                   + (f", at least {q['search_min_steps']} steps" if q.get("search_min_steps") else "")

@@ -120,6 +120,22 @@ def teacher_and_probes(base: Path, data, root: Path, epochs: int = 4) -> tuple[P
     return root / "teacher", root / "probes"
 
 
+def search_and_finetune(teacher: Path, probes: Path, data, root: Path, student: str = "student") -> Path:
+    """A 1-epoch search in the tiny space (root/search/arch.json) and a 1-epoch finetune of its arch
+    (root/STUDENT); returns the student folder."""
+    from adabert.nas.config import SearchConfig
+    from adabert.nas.search import Searcher
+    from adabert.nas.search_space import load_search_space
+    from adabert.students.finetune import FinetuneConfig, finetune_student
+
+    cpu = torch.device("cpu")
+    Searcher(str(teacher), probes, data, load_search_space("tiny"),
+             SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0), root / "search", cpu).run()
+    finetune_student(root / "search" / "arch.json", str(teacher), probes, data,
+                     FinetuneConfig(epochs=1, batch_size=32, max_length=16), root / student, cpu)
+    return root / student
+
+
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     return save_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")

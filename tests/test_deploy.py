@@ -9,12 +9,8 @@ import torch
 from adabert.data.dataset import load_task_data
 from adabert.data.tasks import get_task
 from adabert.distill.distill import DistillConfig, run_distill
-from adabert.nas.config import SearchConfig
-from adabert.nas.search import Searcher
-from adabert.nas.search_space import load_search_space
-from adabert.students.finetune import FinetuneConfig, finetune_student
 from adabert.students.load import load_student
-from conftest import run_cli
+from conftest import run_cli, search_and_finetune
 
 CPU = torch.device("cpu")
 SMALL = dict(epochs=1, batch_size=16, max_length=32, embed_dim=16, hidden=16, fc=16, evals_per_epoch=1)
@@ -24,10 +20,7 @@ SMALL = dict(epochs=1, batch_size=16, max_length=32, embed_dim=16, hidden=16, fc
 def students(tiny_teacher, tiny_probes, sst2_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("deploy")
     data = load_task_data(get_task("sst2"), sst2_dir)
-    Searcher(str(tiny_teacher), tiny_probes, data, load_search_space("tiny"),
-             SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0), root / "search", CPU).run()
-    finetune_student(root / "search" / "arch.json", str(tiny_teacher), tiny_probes, data,
-                     FinetuneConfig(epochs=1, batch_size=32, max_length=16), root / "adabert", CPU)
+    search_and_finetune(tiny_teacher, tiny_probes, data, root, "adabert")
     run_distill(str(tiny_teacher), data, DistillConfig(**SMALL, method="mse"), root / "bilstm", CPU)
     run_distill(str(tiny_teacher), data, DistillConfig(**{**SMALL, "lr": 1e-3}, student="transformer", layers=1),
                 root / "transformer", CPU)

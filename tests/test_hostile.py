@@ -12,14 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, search_and_finetune
 from safetensors.torch import load_file, save_file
 
 from adabert.data.dataset import load_task_data
 from adabert.data.tasks import get_task
-from adabert.nas.search import SearchConfig, Searcher
-from adabert.nas.search_space import BUILTIN_DIR, load_search_space
-from adabert.students.finetune import FinetuneConfig, finetune_student
+from adabert.nas.search_space import BUILTIN_DIR
 from adabert.teacher.augment import AugmentConfig, run_augment
 
 
@@ -40,10 +38,7 @@ def world(tiny_teacher, tiny_probes, sst2_dir, tmp_path_factory) -> World:
     root = tmp_path_factory.mktemp("hostile")
     cpu = torch.device("cpu")
     data = load_task_data(get_task("sst2"), sst2_dir)
-    Searcher(str(tiny_teacher), tiny_probes, data, load_search_space("tiny"),
-             SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0), root / "search", cpu).run()
-    finetune_student(root / "search" / "arch.json", str(tiny_teacher), tiny_probes, data,
-                     FinetuneConfig(epochs=1, batch_size=32, max_length=16), root / "student", cpu)
+    search_and_finetune(tiny_teacher, tiny_probes, data, root)
     run_augment(str(tiny_teacher), data, AugmentConfig(copies=1, pos_prob=0.0, max_length=16), root / "augment", cpu)
     return World(sst2_dir, tiny_teacher, tiny_probes, root / "search" / "arch.json", root / "student",
                  root / "augment")

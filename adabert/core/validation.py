@@ -16,6 +16,14 @@ def require_positive_ints(cfg: object, *names: str) -> None:
             raise AdabertError(f"{_flag(name)}: expected a positive integer, got {v}")
 
 
+def config_int(cfg: dict, key: str, source: object, high: int = 10_000_000) -> int:
+    """Field `key` of a config read from a file: an integer in 1..high, else an error naming `source`."""
+    v = cfg.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= high:
+        raise AdabertError(f"{source}: field {key!r} must be a positive integer, got {v!r}")
+    return v
+
+
 def require_positive(cfg: object, *names: str) -> None:
     for name in names:
         if not getattr(cfg, name) > 0:

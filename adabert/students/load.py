@@ -25,6 +25,7 @@ from torch import nn
 
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import member, read_json
+from adabert.core.validation import config_int
 from adabert.data.encoding import Encoded, pad, student_batch
 from adabert.data.tasks import TaskSpec
 from adabert.students.baselines import BiLSTMStudent
@@ -118,13 +119,6 @@ class LoadedStudent:
         return tuple(out)
 
 
-def _positive_int(cfg: dict, key: str, path: Path) -> int:
-    v = cfg.get(key)
-    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 10_000_000:
-        raise AdabertError(f"{path}: field {key!r} must be a positive integer, got {v!r}")
-    return v
-
-
 def load_student(folder: Path) -> LoadedStudent:
     """Load any student folder the tool saves (see the module docstring); one-line errors for anything else."""
     folder = Path(folder)
@@ -140,12 +134,12 @@ def load_student(folder: Path) -> LoadedStudent:
     elif model_type == "adabert-bilstm":
         bilstm, cfg = BiLSTMStudent.from_pretrained(folder)
         kind, encoding, module = "bilstm", "separate", SeparateInputs(_BiLSTMCall(bilstm), bool(cfg["pair"]))
-        task_desc, vocab = cfg.get("task"), _positive_int(cfg, "vocab_size", path)
+        task_desc, vocab = cfg.get("task"), config_int(cfg, "vocab_size", path)
     elif isinstance(cfg.get("adabert"), dict):
         from adabert.teacher.model import load_classifier
 
         kind, encoding, module = "transformer", "joint", JointInputs(load_classifier(str(folder)))
-        task_desc, vocab = cfg["adabert"].get("task"), _positive_int(cfg, "vocab_size", path)
+        task_desc, vocab = cfg["adabert"].get("task"), config_int(cfg, "vocab_size", path)
     else:
         raise AdabertError(f"{path}: not a student saved by adabert (field 'model_type' is {model_type!r}; "
                            "expected 'adabert-student', 'adabert-bilstm' or a transformer with an 'adabert' section)")

@@ -19,6 +19,7 @@ from torch import nn
 from adabert import __version__
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import load_state, member, read_json, save_tensors, write_json
+from adabert.core.validation import config_int
 from adabert.data.tasks import TaskSpec
 from adabert.nas.arch import Arch, validate_arch_json
 from adabert.nas.embedding import (ProjectedEmbedding, SharedRowEmbedding, TableEmbedding, check_rows,
@@ -129,8 +130,7 @@ class Student(nn.Module):
             if key not in cfg:
                 raise AdabertError(f"{folder / CONFIG}: missing field {key!r}")
         for key in ("vocab_size", "max_position_embeddings", "num_labels"):
-            if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or not 1 <= cfg[key] <= 10_000_000:
-                raise AdabertError(f"{folder / CONFIG}: field {key!r} must be a positive integer, got {cfg[key]!r}")
+            config_int(cfg, key, folder / CONFIG)
         if not isinstance(cfg["pair"], bool):
             raise AdabertError(f"{folder / CONFIG}: field 'pair' must be true or false, got {cfg['pair']!r}")
         task = TaskSpec.from_description(cfg["task"], f"{folder / CONFIG}: field 'task'")

@@ -225,6 +225,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     ft = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, lr=args.lr,
                         gamma=args.gamma, train_limit=args.train_limit)
     cfg = StudyConfig(parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()), random=args.random,
+                      space=args.space,
                       seeds=args.seeds, budget_tolerance=args.budget_tolerance, sampler_seed=args.seed,
                       budgets=_numbers(args.budgets, "--budgets"), search_train_limit=args.search_train_limit,
                       search_min_steps=args.search_min_steps,
@@ -576,9 +577,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder")
     p.add_argument("--probes", type=Path, required=True, help="folder written by `adabert probes`")
     p.add_argument("--parts", default="random,rank",
-                   help="comma-separated: random, rank, kd (no KD; last-layer KD), budgets (a search per "
+                   help="comma-separated: random, space (random archs of any budget), rank, kd (no KD; last-layer KD), budgets (a search per "
                         "--budgets target), bilstm (BiLSTM + MSE KD baseline), cross (--cross-arch)")
     p.add_argument("--random", type=int, default=10, help="random architectures at the searched one's budget")
+    p.add_argument("--space", type=int, default=10, help="part space: random architectures of any budget")
     p.add_argument("--seeds", type=int, default=3, help="finetune seeds per architecture")
     p.add_argument("--budget-tolerance", type=float, default=0.1, help="random archs cost the budget +- this")
     p.add_argument("--epochs", type=int, default=5, help="finetune epochs of every run")

@@ -6,9 +6,12 @@ Parts (each switchable with --parts; every row is finetuned with the same recipe
   architectures' mean (over architectures, each averaged over seeds) +- std, the difference, the searched one's
   rank among all N + 1, and the permutation p-value (1 + #{random mean >= searched mean}) / (N + 1) (under the
   null the searched architecture is one more exchangeable draw).
+- space: N architectures drawn uniformly from the whole space (`random_arch`, any depth and cost): the usual
+  rank-fidelity sample of NAS benchmarks, where architectures differ by more than seed noise.
 - rank: the supernet's held-out score of every architecture above (weights of the search's final checkpoint,
   no finetuning) against its finetuned dev score: Kendall tau and Spearman rho. A search whose supernet cannot
-  rank architectures cannot choose among them.
+  rank architectures cannot choose among them. Reported separately over the same-budget and the whole-space
+  samples.
 - kd: the searched architecture without KD (gamma 0) and with last-layer KD from the teacher's logits instead
   of the probes.
 - budgets: the search that wrote --arch rerun (its saved settings) at each `--budgets` target in searched
@@ -47,8 +50,8 @@ from adabert.nas.costs import CostModel, measure_cost_model
 from adabert.nas.search_space import SearchSpace
 from adabert.students.finetune import FinetuneConfig, finetune_student
 
-PARTS = ("random", "rank", "kd", "budgets", "bilstm", "cross")
-ARCH_KINDS = ("searched", "random", "kd", "budget", "cross")
+PARTS = ("random", "space", "rank", "kd", "budgets", "bilstm", "cross")
+ARCH_KINDS = ("searched", "random", "space", "kd", "budget", "cross")
 
 
 @dataclass
@@ -60,6 +63,7 @@ class StudyConfig:
 
     parts: tuple[str, ...] = ("random", "rank")
     random: int = 10
+    space: int = 10
     seeds: int = 3
     budget_tolerance: float = 0.1
     sampler_seed: int = 0
@@ -77,6 +81,8 @@ class StudyConfig:
             raise AdabertError(f"--parts: expected some of {', '.join(PARTS)}")
         if self.random < 2 and "random" in self.parts:
             raise AdabertError(f"--random: expected at least 2 random architectures, got {self.random}")
+        if self.space < 3 and "space" in self.parts:
+            raise AdabertError(f"--space: expected at least 3 architectures, got {self.space}")
         if self.seeds < 1:
             raise AdabertError(f"--seeds: expected a positive integer, got {self.seeds}")
         if not 0 < self.budget_tolerance < 1:
@@ -226,6 +232,10 @@ def run_study(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, c
         rng = np.random.default_rng(cfg.sampler_seed)
         rows += [Row(f"random{i:02d}", "random", sample_arch(space, rng, params, budget, cfg.budget_tolerance), ft)
                  for i in range(cfg.random)]
+    if "space" in cfg.parts:
+        rng = np.random.default_rng(cfg.sampler_seed + 1)
+        rows += [Row(f"space{i:02d}", "space", random_arch(space, rng), ft, "any budget")
+                 for i in range(cfg.space)]
     if "kd" in cfg.parts:
         rows += [Row("searched-no-kd", "kd", searched, replace(ft, gamma=0.0), "gamma 0"),
                  Row("searched-last-layer-kd", "kd", searched, replace(ft, kd_target="teacher"),
@@ -275,7 +285,7 @@ def run_study(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, c
                  "genotype": row.arch.genotype() if row.arch is not None else "",
                  "searched_params": int(params.arch_cost(row.arch)) if row.arch is not None else None,
                  "params": int(results[row.name][0]["params"]), "dev": devs, "dev_mean": mean, "dev_std": std}
-        if latency is not None and row.arch is not None and row.kind != "random":
+        if latency is not None and row.arch is not None and row.kind not in ("random", "space"):
             entry["predicted_ms"] = latency.arch_cost(row.arch)
             entry["measured_ms"] = student_latency_ms(out / "runs" / row.name / "seed0", space.cost_length)
         table.append(entry)
@@ -296,15 +306,18 @@ def run_study(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, c
             "rank": 1 + sum(m > s_mean for m in r_means), "of": len(r_means) + 1,
             "p_value": (1 + sum(m >= s_mean for m in r_means)) / (len(r_means) + 1)}
     if "rank" in cfg.parts:
-        ranked = [r for r in table if r["kind"] in ("searched", "random")]
+        ranked = [r for r in table if r["kind"] in ("searched", "random", "space")]
         scores = supernet_scores(search_dir, teacher, probes_dir, data,
                                  {r["name"]: next(x.arch for x in rows if x.name == r["name"]) for r in ranked},
                                  device)
         for r in ranked:
             r["supernet_holdout"] = scores[r["name"]]
-        x = np.array([r["supernet_holdout"] for r in ranked])
-        y = np.array([r["dev_mean"] for r in ranked])
-        result["rank"] = {"kendall_tau": kendall_tau(x, y), "spearman": spearman(x, y), "archs": len(ranked)}
+        for key, kinds in (("rank", ("searched", "random")), ("rank_space", ("searched", "space"))):
+            group = [r for r in ranked if r["kind"] in kinds]
+            if len(group) >= 3:
+                x = np.array([r["supernet_holdout"] for r in group])
+                y = np.array([r["dev_mean"] for r in group])
+                result[key] = {"kendall_tau": kendall_tau(x, y), "spearman": spearman(x, y), "archs": len(group)}
     if "budgets" in cfg.parts:
         sweep = [r for r in table if r["kind"] == "budget"]
         for r, target in zip(sweep, cfg.budgets):
@@ -356,10 +369,12 @@ def render_markdown(r: dict) -> str:
                   f"| random, same budget | {q['random_mean']:.2f} | {q['random_std_over_archs']:.2f} (over archs) |",
                   "", f"Difference {q['difference']:+.2f}; rank {q['rank']} of {q['of']}; permutation p = "
                   f"{q['p_value']:.3f}.", ""]
-    if "rank" in r:
-        q = r["rank"]
-        lines += [f"Supernet held-out score vs finetuned dev over {q['archs']} architectures: Kendall tau "
-                  f"{q['kendall_tau']:.2f}, Spearman {q['spearman']:.2f}.", ""]
+    for key, which in (("rank", "the searched and the same-budget random"),
+                       ("rank_space", "the searched and the whole-space random")):
+        if key in r:
+            q = r[key]
+            lines += [f"Supernet held-out score vs finetuned dev over {which} architectures ({q['archs']}): "
+                      f"Kendall tau {q['kendall_tau']:.2f}, Spearman {q['spearman']:.2f}.", ""]
     if "budgets" in r:
         q = r["budgets"]
         lines += ["Budget sweep (searches on "
@@ -375,7 +390,7 @@ def render_markdown(r: dict) -> str:
                   f"is within {100 * q['max_abs_relative_error']:.0f}% of the measured student for every timed row.",
                   ""]
     timed = any("measured_ms" in a for a in r["archs"])
-    ranked = "rank" in r
+    ranked = any("supernet_holdout" in a for a in r["archs"])
     head = "| run | searched params | params | dev (per seed) | mean | std |"
     head += (" supernet held-out |" if ranked else "") + (" predicted ms | measured ms |" if timed else "")
     lines += [head, "|" + "---|" * (6 + ranked + 2 * timed)]
@@ -414,29 +429,37 @@ def _pyplot():
 
 
 def plot(r: dict, path: Path) -> None:
-    """Searched vs random at the same budget (left), supernet held-out vs finetuned dev (right, part rank)."""
+    """Searched vs random at the same budget and over the whole space (left), supernet held-out vs finetuned dev
+    (right, part rank)."""
     plt = _pyplot()
-    panels = 2 if "rank" in r else 1
+    rank = r.get("rank") or r.get("rank_space")
+    panels = 2 if rank else 1
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
     ax = axes[0, 0]
     for a in r["archs"]:
-        if a["kind"] not in ("searched", "random"):
+        style = {"searched": ("*", "C3", 12, "searched"), "random": ("o", "C0", 6, "random, same budget"),
+                 "space": ("s", "C2", 6, "random, whole space")}.get(a["kind"])
+        if style is None:
             continue
-        searched = a["kind"] == "searched"
-        ax.errorbar(a["searched_params"], a["dev_mean"], yerr=a["dev_std"], fmt="*" if searched else "o",
-                    color="C3" if searched else "C0", markersize=12 if searched else 6,
-                    label="searched" if searched else None)
+        ax.errorbar(a["searched_params"], a["dev_mean"], yerr=a["dev_std"], fmt=style[0], color=style[1],
+                    markersize=style[2], label=style[3])
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
     ax.set_xlabel("searched parameters")
     ax.set_ylabel(f"dev {r['metric']} (mean +- std over seeds)")
-    ax.legend()
-    ax.set_title("searched vs random, same budget")
-    if "rank" in r:
+    ax.legend(unique.values(), unique.keys())
+    ax.set_title("searched vs random architectures")
+    if rank:
         ax = axes[0, 1]
-        pts = [(a["supernet_holdout"], a["dev_mean"]) for a in r["archs"] if "supernet_holdout" in a]
-        ax.scatter(*zip(*pts))
+        for kind, color in (("searched", "C3"), ("random", "C0"), ("space", "C2")):
+            pts = [(a["supernet_holdout"], a["dev_mean"]) for a in r["archs"]
+                   if "supernet_holdout" in a and a["kind"] == kind]
+            if pts:
+                ax.scatter(*zip(*pts), color=color)
         ax.set_xlabel("supernet held-out")
         ax.set_ylabel("finetuned dev")
-        ax.set_title(f"Kendall tau {r['rank']['kendall_tau']:.2f}")
+        ax.set_title(", ".join(f"{name} tau {r[key]['kendall_tau']:.2f}" for key, name in
+                               (("rank", "same budget"), ("rank_space", "whole space")) if key in r))
     _save(fig, path)
 
 

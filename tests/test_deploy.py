@@ -66,6 +66,26 @@ def test_export_every_kind_with_parity(kind, students, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_int8_export_every_kind_within_the_stated_tolerance(kind, students, tmp_path, capsys):
+    from adabert.deploy.export import INT8_TOL, run_onnx
+
+    out = tmp_path / "exp"
+    code, _, err = run_cli(["export", "--student", students / kind, "--output-dir", out, "--int8"], capsys)
+    assert code == 0, err
+    spec = json.loads((out / "export.json").read_text())["formats"]
+    assert set(spec) == {"torchscript", "onnx", "torchscript-int8", "onnx-int8"}
+    student = load_student(students / kind)
+    inputs = student.random_inputs(3, 21, seed=7)  # a shape the export check did not use
+    with torch.no_grad():
+        reference = student.module(*inputs)
+        scripted = torch.jit.load(str(out / "model.int8.torchscript.pt"))(*inputs)
+    bound = INT8_TOL * (1 + float(reference.abs().max()))
+    for got in (scripted, run_onnx(out / "model.int8.onnx", inputs)):
+        assert got.shape == reference.shape and float((got - reference).abs().max()) <= bound
+    assert (out / "model.int8.onnx").stat().st_size < (out / "model.onnx").stat().st_size
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_bench_every_kind_with_int8(kind, students, tiny_teacher, tmp_path, capsys):
     code, out, err = run_cli(["bench", "--student", students / kind, "--teacher", tiny_teacher, "--no-bert-base",
                               "--batch-sizes", "1", "--lengths", "16", "--threads-list", "1", "--repeats", "2",

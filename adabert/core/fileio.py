@@ -76,6 +76,27 @@ def read_json(path: Path, what: str = "JSON file", expect: type | None = None) -
     return obj
 
 
+def read_yaml(path: Path, what: str, max_bytes: int = 1 << 20) -> Any:
+    """Read a small YAML file (safe loader); a missing, oversized, malformed or too deeply nested file is an
+    `AdabertError` naming it (and the line)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise AdabertError(f"{path}: {what} not found")
+    if path.stat().st_size > max_bytes:
+        raise AdabertError(f"{path}: {what} is {path.stat().st_size:,} bytes; expected at most {max_bytes:,}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as e:
+        line = e.problem_mark.line + 1 if e.problem_mark else "?"
+        raise AdabertError(f"{path}:{line}: {what} is not valid YAML ({e.problem})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise AdabertError(f"{path}: {what} is not valid YAML ({e})") from None
+    except RecursionError:
+        raise AdabertError(f"{path}: {what} is nested too deeply to be ours") from None
+
+
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Save tensors as safetensors, atomically."""
     path = Path(path)

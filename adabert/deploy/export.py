@@ -4,6 +4,13 @@ for parity against PyTorch; the tokenizer and config are copied beside them so p
 Exported signature (`adabert.students.load`): (input_ids [B, T] int64, attention_mask [B, T] int64) for
 single-sentence tasks, plus (input_ids_b, attention_mask_b) for pairs, or (input_ids, attention_mask,
 token_type_ids) for the transformer student -> logits [B, C].
+
+int8 (`--int8`): beside each float file, a dynamically quantised one (int8 weights, activations quantised per
+batch): TorchScript of `quantize.int8_dynamic` (checked against that PyTorch int8 module within `atol`), and
+ONNX quantised by onnxruntime's dynamic quantiser (`INT8_OPS`: embedding tables, matrix products and LSTMs;
+checked against the float PyTorch outputs within `INT8_TOL * (1 + max |logit|)`, since it rounds other weights
+than PyTorch's does). Both report their largest difference from the float model. Convolutions stay float: ONNX
+Runtime's integer convolution made the searched student 2x slower (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from adabert.core.fileio import write_json
 from adabert.students.load import load_student
 
 FORMATS = ("torchscript", "onnx")
+INT8_TOL = 0.1
+INT8_OPS = ["Gather", "MatMul", "Gemm", "LSTM"]
 
 
 def export_torchscript(module: nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:
@@ -63,9 +72,54 @@ def run_onnx(path: Path, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return torch.from_numpy(sess.run(None, {n: t.numpy() for n, t in zip(names, inputs)})[0])
 
 
-def export_student(folder: Path, output_dir: Path, formats: list[str], atol: float = 1e-4) -> dict:
+def quantize_onnx(source: Path, path: Path) -> None:
+    """Dynamic int8 quantisation of an ONNX file with onnxruntime (weights int8, activations per batch)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = path.with_suffix(".tmp.onnx")
+    ort_log = logging.getLogger()  # the quantiser logs advice about pre-processing on the root logger
+    level = ort_log.level
+    try:
+        ort_log.setLevel(logging.ERROR)
+        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OPS)
+    finally:
+        ort_log.setLevel(level)
+    tmp.replace(path)
+
+
+def _int8_exports(module: nn.Module, student, output_dir: Path, formats: list[str], check: tuple,
+                  reference: torch.Tensor, atol: float) -> dict:
+    from adabert.deploy.quantize import int8_dynamic
+
+    q = int8_dynamic(module)
+    with torch.no_grad():
+        q_reference = q(*check)
+    tol = INT8_TOL * (1 + float(reference.abs().max()))
+    result = {}
+    for f in formats:
+        if f == "torchscript":
+            path = output_dir / "model.int8.torchscript.pt"
+            export_torchscript(q, student.random_inputs(2, 16), path)
+            with torch.no_grad():
+                got = torch.jit.load(str(path))(*check)
+            diff, bound, against = float((got - q_reference).abs().max()), atol, "the PyTorch int8 model"
+        else:
+            path = output_dir / "model.int8.onnx"
+            quantize_onnx(output_dir / "model.onnx", path)
+            got = run_onnx(path, check)
+            diff, bound, against = float((got - reference).abs().max()), tol, "the float model"
+        if not diff <= bound:
+            raise AdabertError(f"{path}: int8 outputs differ from {against} by {diff:.2e} (> {bound:.1e})")
+        result[f"{f}-int8"] = {"path": str(path), "max_abs_diff": float((got - reference).abs().max()),
+                               "tolerance": bound, "checked_against": against}
+    return result
+
+
+def export_student(folder: Path, output_dir: Path, formats: list[str], atol: float = 1e-4,
+                   int8: bool = False) -> dict:
     """Export the student in `folder`; check parity on inputs of another batch size and length than the
-    example used for export. Returns {format: {"path", "max_abs_diff"}}."""
+    example used for export. Returns {format: {"path", "max_abs_diff"}} (max_abs_diff against the float
+    PyTorch model), with "FORMAT-int8" entries when `int8`."""
     for f in formats:
         if f not in FORMATS:
             raise AdabertError(f"--format: expected {' or '.join(FORMATS)}, got {f!r}")
@@ -92,6 +146,8 @@ def export_student(folder: Path, output_dir: Path, formats: list[str], atol: flo
         if diff > atol:
             raise AdabertError(f"{path}: exported outputs differ from PyTorch by {diff:.2e} (> {atol:.0e})")
         result[f] = {"path": str(path), "max_abs_diff": diff}
+    if int8:
+        result.update(_int8_exports(module, student, output_dir, formats, check, reference, atol))
     for p in Path(folder).iterdir():
         if p.name.startswith("tokenizer") or p.name in ("config.json", "vocab.txt", "special_tokens_map.json"):
             shutil.copy(p, output_dir / p.name)

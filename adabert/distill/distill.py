@@ -23,6 +23,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from adabert.core.fileio import atomic_dir, hash_files, meta_matches, read_json,
 from adabert.core.guards import check_terms, clip_checked
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import hard_loss, hinton_kd, kd_weights, layer_map, mse_logits, probe_kd, soft_kd
+from adabert.core.options import option
 from adabert.core.runtime import autocast, log, progress, set_seed, summary_level
 from adabert.core.schedule import cosine_decay, eval_points
 from adabert.core.validation import require_fraction, require_non_negative, require_positive, require_positive_ints
@@ -50,8 +52,10 @@ from adabert.teacher.model import (check_teacher_for_task, load_classifier, load
                                    teacher_outputs)
 from adabert.teacher.probes import load_probe_logits
 
-STUDENTS = ("bilstm", "transformer", "adabert")
-METHODS = ("none", "hinton", "mse", "probe", "fitnets", "attention", "nst", "relational", "born-again", "mutual")
+StudentKind = Literal["bilstm", "transformer", "adabert"]
+Method = Literal["none", "hinton", "mse", "probe", "fitnets", "attention", "nst", "relational", "born-again", "mutual"]
+STUDENTS = get_args(StudentKind)
+METHODS = get_args(Method)
 FEATURE_METHODS = ("fitnets", "attention", "nst", "relational")
 TOKEN_METHODS = ("fitnets", "attention", "nst")
 DEFAULT_LR = {"bilstm": 1e-3, "transformer": 5e-5, "adabert": 2e-3}
@@ -63,26 +67,30 @@ class DistillConfig:
     """alpha: weight of CE; the KD weight is 1 - alpha, or kd_beta when given (see `losses.kd_weights`).
     lr: AdamW learning rate, by default 1e-3 (BiLSTM), 5e-5 (transformer), 2e-3 (searched student)."""
 
-    student: str = "bilstm"
-    method: str = "hinton"
-    epochs: int = 3
-    batch_size: int = 50
-    lr: float | None = None
-    weight_decay: float = 0.0
-    max_length: int = 64
-    alpha: float = 0.5
-    kd_beta: float | None = None
-    temperature: float = 1.0
-    feature_weight: float = 1.0
-    generations: int = 2
-    layers: int = 2
-    embed_dim: int = 300
-    hidden: int = 150
-    fc: int = 200
-    dropout: float = 0.1
-    clip: float = 5.0
-    evals_per_epoch: int = 2
-    seed: int = 0
+    _argument_group_name = "distillation"
+
+    student: StudentKind = option("bilstm", "bilstm (siamese for pairs), transformer (--layers of the "
+                                            "teacher's), adabert (--arch)")
+    method: Method = option("hinton", "distillation method (see above)")
+    epochs: int = option(3, "training epochs")
+    batch_size: int = option(50, "examples per step")
+    lr: float | None = option(None, "AdamW learning rate (default: 1e-3 bilstm, 5e-5 transformer, "
+                                       "2e-3 adabert)")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    max_length: int = option(64, "max tokens per example")
+    alpha: float = option(0.5, "weight of the hard-label CE")
+    kd_beta: float | None = option(None, "weight of the KD term (default: 1 - alpha)")
+    temperature: float = option(1.0, "KD softmax temperature T")
+    feature_weight: float = option(1.0, "weight of the intermediate-matching term")
+    generations: int = option(2, "born-again generations")
+    layers: int = option(2, "transformer: teacher layers kept")
+    embed_dim: int = option(300, "bilstm: word embedding size")
+    hidden: int = option(150, "bilstm: hidden size per direction")
+    fc: int = option(200, "bilstm: classifier hidden size")
+    dropout: float = option(0.1, "dropout")
+    clip: float = option(5.0, "gradient-norm clip")
+    evals_per_epoch: int = option(2, "held-out evaluations per epoch (the best one is kept)")
+    seed: int = option(0, "random seed")
 
     def __post_init__(self) -> None:
         if self.student not in STUDENTS:

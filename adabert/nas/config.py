@@ -4,11 +4,14 @@ defaults quickly)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from adabert.core.errors import AdabertError
+from adabert.core.options import option
 from adabert.core.validation import require_fraction, require_non_negative, require_positive, require_positive_ints
 
-COST_UNITS = ("params", "flops", "latency_ms")
+CostUnit = Literal["params", "flops", "latency_ms"]
+COST_UNITS = get_args(CostUnit)
 
 
 @dataclass
@@ -26,34 +29,40 @@ class SearchConfig:
     target * (1 +- budget_tolerance).
     """
 
-    epochs: int = 1
-    min_steps: int = 600
-    batch_size: int = 128
-    max_length: int = 64
-    gamma: float = 0.8
-    beta: float = 1.0
-    temperature: float = 1.0
-    tau_start: float = 1.0
-    tau_end: float = 0.2
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    alpha_lr: float = 1.0
-    warmup: float = 0.3
-    explore: float = 0.3
-    estimate_fraction: float = 0.2
-    estimate_window: int = 50
-    share_cells: bool = False
-    clip: float = 5.0
-    evals: int = 8
-    checkpoint_every: int = 200
-    log_every: int = 10
-    cost: str = "params"
-    target_params: float = 0.0
-    target_flops: float = 0.0
-    target_latency_ms: float = 0.0
-    budget_tolerance: float = 0.1
-    train_limit: int = 0
-    seed: int = 0
+    _argument_group_name = "search"
+
+    epochs: int = option(1, "epochs over the weight rows")
+    min_steps: int = option(600, "small tasks run more epochs to reach this many steps")
+    batch_size: int = option(128, "examples per step")
+    max_length: int = option(64, "max tokens per sentence")
+    gamma: float = option(0.8, "KD weight: (1 - gamma) CE + gamma KD")
+    beta: float = option(1.0, "efficiency weight (loss estimates are in units of one step's noise)")
+    temperature: float = option(1.0, "KD softmax temperature T")
+    tau_start: float = option(1.0, "sampling temperature after the warm-up")
+    tau_end: float = option(0.2, "sampling temperature at the end")
+    lr: float = option(1e-3, "AdamW learning rate of the weights")
+    weight_decay: float = option(1e-4, "AdamW weight decay of the weights")
+    alpha_lr: float = option(1.0, "Adam lr of the architecture logits")
+    warmup: float = option(0.3, "share of the steps with uniform paths and frozen architecture logits")
+    explore: float = option(0.3, "after the warm-up, share of the steps that still train a uniformly drawn path")
+    estimate_fraction: float = option(0.2, "share of the training rows kept from the weights to measure the "
+                                           "choices on")
+    estimate_window: int = option(50, "observations averaged by each choice's running loss estimate")
+    share_cells: bool = option(False, "one set of cell weights for every depth during search (trains each op "
+                                      "more often)")
+    clip: float = option(5.0, "gradient-norm clip")
+    evals: int = option(8, "held-out evaluations of the derived arch over the run (logged, not used to select)")
+    checkpoint_every: int = option(200, "steps between checkpoints")
+    log_every: int = option(10, "steps between TensorBoard points")
+    cost: CostUnit = option("params", "cost unit of the efficiency term when no target is given")
+    target_params: float = option(0.0, "budget: parameters of the cells and readouts (all but the embedding "
+                                       "table); 0: none")
+    target_flops: float = option(0.0, "budget: FLOPs per example at the space's cost_length; 0: none")
+    target_latency_ms: float = option(0.0, "budget: batch-1 latency on this device at the space's cost_length "
+                                           "(per-op lookup table); 0: none")
+    budget_tolerance: float = option(0.1, "the written architecture costs target * (1 +- this)")
+    train_limit: int = option(0, "use only the first N training examples (0: all)")
+    seed: int = option(0, "random seed")
 
     def __post_init__(self) -> None:
         require_positive_ints(self, "epochs", "batch_size", "max_length", "evals", "checkpoint_every",

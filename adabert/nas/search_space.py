@@ -12,10 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
-
 from adabert.core.errors import AdabertError
-from adabert.core.fileio import hash_obj
+from adabert.core.fileio import hash_obj, read_yaml
 from adabert.nas.ops import OPS
 
 # search_spaces/ at the top of a source checkout; adabert/search_spaces/ inside an installed wheel.
@@ -99,15 +97,4 @@ def load_search_space(path_or_name: str | Path) -> SearchSpace:
     if not path.is_file():
         raise AdabertError(f"{path_or_name}: search space file not found (built-in: "
                            f"{', '.join(p.stem for p in sorted(BUILTIN_DIR.glob('*.yaml')))})")
-    if path.stat().st_size > 1 << 20:
-        raise AdabertError(f"{path}: {path.stat().st_size:,} bytes; a search space definition is a few lines")
-    try:
-        d = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.MarkedYAMLError as e:
-        line = e.problem_mark.line + 1 if e.problem_mark else "?"
-        raise AdabertError(f"{path}:{line}: invalid YAML ({e.problem})") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise AdabertError(f"{path}: invalid YAML ({e})") from None
-    except RecursionError:
-        raise AdabertError(f"{path}: YAML nested too deeply to be a search space") from None
-    return SearchSpace.from_dict(d, str(path))
+    return SearchSpace.from_dict(read_yaml(path, "search space definition"), str(path))

@@ -11,6 +11,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from adabert.core.fileio import (META, atomic_dir, hash_files, load_tensors, met
 from adabert.core.guards import check_terms, clip_checked
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import hard_loss, probe_kd, soft_kd
+from adabert.core.options import option
 from adabert.core.runtime import autocast, log, progress, set_seed, summary_level
 from adabert.core.schedule import cosine_decay, eval_points
 from adabert.core.validation import require_fraction, require_positive, require_positive_ints
@@ -43,20 +45,25 @@ class FinetuneConfig:
     kd_target: 'probes' matches every cell's head to its teacher probe layer (`losses.probe_kd`); 'teacher'
     matches the last head to the teacher's own logits (Hinton KD, `losses.soft_kd`)."""
 
-    epochs: int = 5
-    batch_size: int = 64
-    max_length: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    gamma: float = 0.8
-    temperature: float = 1.0
-    clip: float = 5.0
-    inherit: bool = False
-    embeddings: str = "projected"
-    kd_target: str = "probes"
-    evals_per_epoch: int = 2
-    train_limit: int = 0
-    seed: int = 0
+    _argument_group_name = "training"
+
+    epochs: int = option(5, "training epochs")
+    batch_size: int = option(64, "examples per step")
+    max_length: int = option(64, "max tokens per sentence")
+    lr: float = option(2e-3, "AdamW learning rate (cosine decay)")
+    weight_decay: float = option(1e-4, "AdamW weight decay")
+    gamma: float = option(0.8, "KD weight: (1 - gamma) CE + gamma KD; 0 trains on gold labels only")
+    temperature: float = option(1.0, "KD softmax temperature T")
+    clip: float = option(5.0, "gradient-norm clip")
+    inherit: bool = option(False, "start from the search's supernet weights")
+    embeddings: Literal["projected", "table"] = option(
+        "projected", "train a projection of the frozen teacher tables, or the materialised [V, H] table")
+    kd_target: Literal["probes", "teacher"] = option(
+        "probes", "probes: each cell's head matches its teacher probe layer; teacher: the last head matches the "
+                  "teacher's logits (Hinton KD)")
+    evals_per_epoch: int = option(2, "held-out evaluations per epoch (the best one is kept)")
+    train_limit: int = option(0, "use only the first N training examples (0: all)")
+    seed: int = option(0, "random seed")
 
     def __post_init__(self) -> None:
         require_positive_ints(self, "epochs", "batch_size", "max_length", "evals_per_epoch")

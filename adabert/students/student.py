@@ -22,8 +22,7 @@ from adabert.core.fileio import load_state, member, read_json, save_tensors, wri
 from adabert.core.validation import config_int
 from adabert.data.tasks import TaskSpec
 from adabert.nas.arch import Arch, validate_arch_json
-from adabert.nas.embedding import (ProjectedEmbedding, SharedRowEmbedding, TableEmbedding, check_rows,
-                                   shared_rows)
+from adabert.nas.embedding import ProjectedEmbedding, SharedRowEmbedding, TableEmbedding, check_rows, shared_rows
 from adabert.nas.ops import build_op
 from adabert.nas.supernet import Readout, cell_output, embed_inputs
 

@@ -36,6 +36,7 @@ import torch
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import (atomic_dir, atomic_write_bytes, hash_files, load_tensors, member, meta_matches,
                                  read_json, save_tensors, write_json, write_meta)
+from adabert.core.options import option
 from adabert.core.runtime import log, progress
 from adabert.core.validation import require_fraction, require_positive_ints
 from adabert.data.dataset import Dataset, TaskData, check_text
@@ -55,15 +56,17 @@ class AugmentConfig:
     """copies: new examples drawn per training example (Tang et al. drew 20 on SST-2; each one costs a teacher
     forward, so the default is a CPU-sized budget)."""
 
-    copies: int = 4
-    mask_prob: float = 0.1
-    pos_prob: float = 0.1
-    ngram_prob: float = 0.25
-    max_ngram: int = 5
-    max_length: int = 64
-    batch_size: int = 128
-    tagger: str = DEFAULT_TAGGER
-    seed: int = 0
+    _argument_group_name = "augmentation"
+
+    copies: int = option(4, "new examples drawn per training example")
+    mask_prob: float = option(0.1, "per-word probability of [MASK]")
+    pos_prob: float = option(0.1, "per-word probability of a same-POS replacement (0 needs no tagger)")
+    ngram_prob: float = option(0.25, "probability of keeping only an n-gram (single sentences)")
+    max_ngram: int = option(5, "largest n for n-gram sampling")
+    max_length: int = option(64, "max tokens per example for the teacher")
+    batch_size: int = option(128, "examples per teacher forward")
+    tagger: str = option(DEFAULT_TAGGER, "spaCy pipeline used for POS tags")
+    seed: int = option(0, "random seed (the augmented text is deterministic by seed)")
 
     def __post_init__(self) -> None:
         require_positive_ints(self, "copies", "max_ngram", "max_length", "batch_size")

@@ -19,6 +19,7 @@ from adabert.core.errors import AdabertError
 from adabert.core.fileio import atomic_dir, meta_matches, model_fingerprint, read_json, write_json, write_meta
 from adabert.core.guards import check_terms, clip_checked
 from adabert.core.heads import init_regression_heads
+from adabert.core.options import option
 from adabert.core.runtime import autocast, log, progress, set_seed
 from adabert.core.validation import require_fraction, require_positive, require_positive_ints
 from adabert.data.dataset import Dataset, TaskData
@@ -89,14 +90,16 @@ def check_teacher_for_task(model: nn.Module, source: str, task: TaskSpec) -> Non
 class TeacherConfig:
     """Fine-tuning recipe (defaults follow common BERT GLUE practice)."""
 
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 3e-5
-    weight_decay: float = 0.01
-    warmup: float = 0.1
-    max_length: int = 128
-    clip: float = 1.0
-    seed: int = 0
+    _argument_group_name = "fine-tuning"
+
+    epochs: int = option(3, "training epochs")
+    batch_size: int = option(32, "examples per step")
+    lr: float = option(3e-5, "AdamW learning rate (linear decay)")
+    weight_decay: float = option(0.01, "AdamW weight decay")
+    warmup: float = option(0.1, "linear warm-up share of the steps")
+    max_length: int = option(128, "max tokens per example")
+    clip: float = option(1.0, "gradient-norm clip")
+    seed: int = option(0, "random seed")
 
     def __post_init__(self) -> None:
         require_positive_ints(self, "epochs", "batch_size", "max_length")

@@ -21,6 +21,7 @@ from adabert.core.errors import AdabertError
 from adabert.core.fileio import (META, atomic_dir, load_tensors, member, meta_matches, read_json, save_tensors,
                                  write_json, write_meta)
 from adabert.core.guards import check_terms
+from adabert.core.options import option
 from adabert.core.runtime import log, set_seed
 from adabert.core.validation import require_positive, require_positive_ints
 from adabert.data.dataset import TaskData
@@ -35,11 +36,13 @@ from adabert.teacher.model import (check_teacher_for_task, load_classifier, load
 class ProbeConfig:
     """Probe training: Adam on standardised features, per-layer epoch chosen on the held-out slice."""
 
-    epochs: int = 10
-    batch_size: int = 256
-    lr: float = 1e-3
-    max_length: int = 128
-    seed: int = 0
+    _argument_group_name = "probes"
+
+    epochs: int = option(10, "probe training epochs")
+    batch_size: int = option(256, "examples per step")
+    lr: float = option(1e-3, "Adam learning rate")
+    max_length: int = option(128, "max tokens per example for the teacher")
+    seed: int = option(0, "random seed")
 
     def __post_init__(self) -> None:
         require_positive_ints(self, "epochs", "batch_size", "max_length")

@@ -1,0 +1,101 @@
+"""Config dataclass fields that are also command-line options.
+
+`option(default, help)` keeps a field's help text beside its default; `adabert.cli` derives every stage's flags
+from its config dataclass with transformers' `HfArgumentParser` (field `batch_size` -> `--batch-size`, a
+`Literal` type -> choices, a bool -> a switch), so an option is declared once. A class attribute
+`_argument_group_name` names the group the flags are listed under in `--help`.
+
+`--config FILE` (every stage): `apply_options` makes the file's values the parser's defaults, so flags given on
+the command line override them; each run folder keeps the options it ran with (`options_yaml`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import field, fields
+from pathlib import Path
+from typing import Any
+
+from adabert import __version__
+from adabert.core.errors import AdabertError
+from adabert.core.fileio import read_json, read_yaml
+
+
+def option(default: Any, help: str) -> Any:
+    """A dataclass field with a default and the help text of its command-line flag."""
+    return field(default=default, metadata={"help": help})
+
+
+def from_options(cls: type, values: object) -> Any:
+    """An instance of the config dataclass `cls` from the same-named attributes of `values` (a parsed
+    argparse namespace)."""
+    return cls(**{f.name: getattr(values, f.name) for f in fields(cls) if f.init})
+
+
+OPTIONS_FILE = "options.yaml"
+
+
+def read_options_file(path: Path) -> dict[str, Any]:
+    """The mapping of a --config file (YAML, or JSON by its suffix): option name -> value."""
+    path = Path(path)
+    data = read_json(path, "config file") if path.suffix.lower() == ".json" else read_yaml(path, "config file")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise AdabertError(f"{path}: config file must map option names to values, got {type(data).__name__}")
+    return data
+
+
+def _convert(action: argparse.Action, value: Any, where: str) -> Any:
+    """`value` from a config file as the flag of `action` would have parsed it."""
+    if value is None:
+        return None
+    if action.nargs == 0:  # a switch: --force, --resume
+        if not isinstance(value, bool):
+            raise AdabertError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if isinstance(action, argparse._AppendAction) or action.nargs in ("+", "*"):
+        values = value if isinstance(value, list) else [value]
+        return [_convert_one(action, v, where) for v in values]
+    return _convert_one(action, value, where)
+
+
+def _convert_one(action: argparse.Action, value: Any, where: str) -> Any:
+    if isinstance(value, (dict, list)):
+        raise AdabertError(f"{where}: expected a single value, got a {type(value).__name__}")
+    text = str(value)
+    try:
+        out = action.type(text) if callable(action.type) else text
+    except (ValueError, TypeError, argparse.ArgumentTypeError):
+        raise AdabertError(f"{where}: expected {getattr(action.type, '__name__', 'a valid value')}, got "
+                           f"{value!r}") from None
+    if action.choices is not None and out not in action.choices:
+        raise AdabertError(f"{where}: expected one of {', '.join(map(str, action.choices))}, got {value!r}")
+    return out
+
+
+def apply_options(parser: argparse.ArgumentParser, values: dict[str, Any], source: object) -> None:
+    """Make `values` (from a --config file) the defaults of `parser`, so that flags on the command line still
+    override them; an option the file gives is no longer required on the command line."""
+    actions: dict[str, argparse.Action] = {}
+    for a in parser._actions:
+        if a.dest not in ("help", "config", "func") and a.option_strings:
+            actions.setdefault(a.dest, a)  # the --x of a --x / --no_x pair
+    for key, value in values.items():
+        dest = str(key).replace("-", "_")
+        action = actions.get(dest)
+        if action is None:
+            raise AdabertError(f"{source}: unknown option {str(key)!r} for `{parser.prog}` (see --help)")
+        parser.set_defaults(**{dest: _convert(action, value, f"{source}: {key}")})
+        action.required = False
+
+
+def options_yaml(stage: str, values: dict[str, Any]) -> bytes:
+    """The options of a finished run as a --config file that repeats it."""
+    import yaml
+
+    plain = {k: (str(v) if isinstance(v, Path) else list(map(str, v)) if isinstance(v, (list, tuple)) else v)
+             for k, v in values.items()}
+    head = (f"# adabert {__version__}: the options `adabert {stage}` ran with; repeat the run with\n"
+            f"#   adabert {stage} --config {OPTIONS_FILE}\n")
+    return (head + yaml.safe_dump(plain, sort_keys=False)).encode("utf-8")

@@ -103,6 +103,10 @@ CONFIG_HELP = ("YAML (or JSON) file of this stage's options, keys as in --help w
                f"{OPTIONS_FILE}, so `adabert STAGE --config OUT/{OPTIONS_FILE}` repeats the run")
 
 
+RESUME_HELP = ("continue the checkpoint in OUT.partial (written at every held-out evaluation) of a run that was "
+               "stopped; it must have the same inputs and options")
+
+
 def _stage(sub, name: str, func, configs: list[type], **kwargs) -> HfArgumentParser:
     """The subcommand `name`: flags derived from the fields of the config dataclasses `configs` (help from each
     field's metadata), plus --config; the caller adds the stage's other flags."""
@@ -153,7 +157,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     device = _setup(args)
     cfg = from_options(TeacherConfig, args)
     data = _load_data(args)
-    metrics = finetune_teacher(args.model, data, cfg, args.output_dir, device, force=args.force)
+    metrics = finetune_teacher(args.model, data, cfg, args.output_dir, device, force=args.force, resume=args.resume)
     print(f"teacher saved to {args.output_dir}; dev: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics["dev"].items()))
     return 0
 
@@ -188,7 +192,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     cfg = from_options(DistillConfig, args)
     data = _load_data(args)
     m = run_distill(args.teacher, data, cfg, args.output_dir, device, probes_dir=args.probes,
-                    augment_dir=args.augment, arch_path=args.arch, force=args.force)
+                    augment_dir=args.augment, arch_path=args.arch, force=args.force, resume=args.resume)
     print(f"{cfg.student} student ({cfg.method}; {m['params']:,} parameters) saved to {args.output_dir}; dev: "
           + ", ".join(f"{k} {v:.2f}" for k, v in m["dev"].items()))
     return 0
@@ -225,7 +229,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     cfg = from_options(FinetuneConfig, args)
     data = _load_data(args)
     m = finetune_student(args.arch, args.teacher, args.probes, data, cfg, args.output_dir, device, force=args.force,
-                         augment_dir=args.augment)
+                         augment_dir=args.augment, resume=args.resume)
     print(f"student ({m['genotype']}; {m['params']:,} parameters) saved to {args.output_dir}; dev: "
           + ", ".join(f"{k} {v:.2f}" for k, v in m["dev"].items()))
     return 0
@@ -415,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "select the epoch on the held-out slice; save a save_pretrained folder with metrics.json "
                            "and meta.json.")
     p.add_argument("--model", required=True, help="base checkpoint: hub id or local folder")
+    p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     _add_common(p, seed=False)
 
     p = _stage(sub, "probes", cmd_probes, [ProbeConfig],
@@ -448,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probes", type=Path, help="folder of `adabert probes` (cached teacher logits; needed by probe)")
     p.add_argument("--augment", type=Path, help="folder of `adabert augment`: adds the augmented text")
     p.add_argument("--arch", type=Path, help="arch.json for --student adabert")
+    p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     _add_common(p, seed=False)
 
     p = _stage(sub, "search", cmd_search, [SearchConfig],
@@ -461,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder (word and position embeddings)")
     p.add_argument("--probes", type=Path, required=True, help="folder written by `adabert probes`")
     p.add_argument("--search-space", default="adabert", help="YAML file, or a built-in name (adabert, tiny)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.json")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
     p.add_argument("--max-steps", type=int, help="stop after this many steps in total (resume later)")
     _add_common(p, seed=False)
 
@@ -474,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder (embeddings, tokenizer)")
     p.add_argument("--probes", type=Path, required=True, help="folder written by `adabert probes`")
     p.add_argument("--augment", type=Path, help="folder of `adabert augment`: train on the augmented text too")
+    p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     _add_common(p, seed=False)
 
     p = _stage(sub, "study", cmd_study, [],

@@ -69,7 +69,7 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
 
     if teacher is None:
         stage("teacher")
-        finetune_teacher(model or offline_base_model(), data, cfg.teacher, out / "teacher", device)
+        finetune_teacher(model or offline_base_model(), data, cfg.teacher, out / "teacher", device, resume=True)
         teacher = str(out / "teacher")
         done("teacher")
     stage("probes")
@@ -90,7 +90,7 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
         done("augment")
     stage("finetune")
     student_metrics = finetune_student(out / "search" / "arch.json", teacher, out / "probes", data, cfg.finetune,
-                                       out / "student", device, augment_dir=augment_dir)
+                                       out / "student", device, augment_dir=augment_dir, resume=True)
     done("finetune")
     stage("evaluate")
     evaluation = Predictor(out / "student", device).evaluate(data.dev)

@@ -159,7 +159,8 @@ def supernet_scores(search_dir: Path, teacher: str, probes_dir: Path, data: Task
     space = next(iter(archs.values())).space
     searcher = Searcher(teacher, probes_dir, data, space, _search_config(search_dir), search_dir, device)
     if not searcher.load_checkpoint():
-        raise AdabertError(f"{search_dir}: no search checkpoint (checkpoint.json) to score architectures with")
+        raise AdabertError(f"{search_dir}: no search checkpoint (checkpoint.safetensors) to score architectures "
+                           "with")
     metric = data.task.main_metric
     return {name: searcher.evaluate(arch)[metric] for name, arch in archs.items()}
 
@@ -195,7 +196,7 @@ def bilstm_run(teacher: str, data: TaskData, ft: FinetuneConfig, seed: int, out:
     from adabert.distill.distill import DistillConfig, run_distill
 
     cfg = DistillConfig(student="bilstm", method="mse", epochs=ft.epochs, max_length=ft.max_length, seed=seed)
-    return run_distill(teacher, limited(data, ft.train_limit), cfg, out, device, augment_dir=augment_dir)
+    return run_distill(teacher, limited(data, ft.train_limit), cfg, out, device, augment_dir=augment_dir, resume=True)
 
 
 def student_latency_ms(folder: Path, length: int) -> float:
@@ -271,7 +272,8 @@ def run_study(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, c
             path = out / "archs" / f"{row.name}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             save_arch(row.arch, path)
-            m = finetune_student(path, teacher, probes_dir, data, replace(row.finetune, seed=s), folder, device)
+            m = finetune_student(path, teacher, probes_dir, data, replace(row.finetune, seed=s), folder, device,
+                                 resume=True)
         results.setdefault(row.name, []).append(m)
         log.info("study: %s seed %d: dev %s %.2f%s", row.name, s, metric, m["dev"][metric],
                  f" | {row.arch.genotype()}" if row.arch is not None else "")

@@ -5,12 +5,12 @@ import json
 
 import pytest
 import torch
+from conftest import run_cli, search_and_finetune
 
 from adabert.data.dataset import load_task_data
 from adabert.data.tasks import get_task
 from adabert.distill.distill import DistillConfig, run_distill
 from adabert.students.load import load_student
-from conftest import run_cli, search_and_finetune
 
 CPU = torch.device("cpu")
 SMALL = dict(epochs=1, batch_size=16, max_length=32, embed_dim=16, hidden=16, fc=16, evals_per_epoch=1)

@@ -11,6 +11,7 @@ from torch import nn
 
 import adabert.nas.search
 import adabert.students.finetune
+from adabert.core.checkpoint import read_record
 from adabert.core.guards import EXIT_NONFINITE, NonFiniteError, check_terms, clip_checked
 from adabert.data.dataset import load_task_data
 from adabert.data.tasks import get_task
@@ -59,23 +60,32 @@ def test_search_stops_on_nan_and_keeps_the_last_good_checkpoint(tiny_teacher, ti
         searcher.run()
     assert "search step 4: loss term 'loss at depth 1' is nan" in str(e.value)
     assert "the last good checkpoint (step 2) is kept" in str(e.value)
-    assert json.loads((tmp_path / "s" / "checkpoint.json").read_text())["step"] == 2
+    assert read_record(tmp_path / "s" / "checkpoint.safetensors")["step"] == 2
     assert all(torch.isfinite(t).all() for t in load_file(str(tmp_path / "s" / "checkpoint.safetensors")).values()
                if t.is_floating_point())
     assert not (tmp_path / "s" / "arch.json").exists()
 
 
-def test_finetune_nan_exits_3_with_one_line_and_writes_nothing(tiny_teacher, tiny_probes, sst2_dir, tmp_path,
-                                                              monkeypatch, capsys):
+def test_finetune_nan_exits_3_keeps_the_last_checkpoint_and_resumes(tiny_teacher, tiny_probes, sst2_dir, tmp_path,
+                                                                    monkeypatch, capsys):
     data = load_task_data(get_task("sst2"), sst2_dir)
     Searcher(str(tiny_teacher), tiny_probes, data, load_search_space("tiny"),
              SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0), tmp_path / "s",
              torch.device("cpu")).run()
-    monkeypatch.setattr(adabert.students.finetune, "probe_kd", _nan_from_call(adabert.students.finetune.probe_kd, 3))
-    code, _, err = run_cli(["finetune", "--arch", tmp_path / "s" / "arch.json", "--teacher", tiny_teacher, "--probes",
-                            tiny_probes, "--task", "sst2", "--data-dir", sst2_dir, "--epochs", 1, "--batch-size", 32,
-                            "--max-length", 16, "--output-dir", tmp_path / "student"], capsys)
+    monkeypatch.setattr(adabert.students.finetune, "probe_kd", _nan_from_call(adabert.students.finetune.probe_kd, 6))
+    args = ["finetune", "--arch", tmp_path / "s" / "arch.json", "--teacher", tiny_teacher, "--probes", tiny_probes,
+            "--task", "sst2", "--data-dir", sst2_dir, "--epochs", 1, "--batch-size", 32, "--max-length", 16,
+            "--output-dir", tmp_path / "student"]
+    code, _, err = run_cli(args, capsys)
     lines = err.strip().splitlines()
+    kept = tmp_path / "student.partial" / "finetune.safetensors"
     assert code == EXIT_NONFINITE == 3
-    assert lines[-1] == "adabert: error: finetune step 3: loss term 'KD' is nan; stopped before applying the step"
-    assert "Traceback" not in err and not (tmp_path / "student").exists()
+    # 7 steps an epoch, evaluations (and checkpoints) after steps 4 and 7; the NaN comes at step 6
+    assert lines[-1] == ("adabert: error: finetune epoch 1 step 6: loss term 'KD' is nan; stopped before applying the "
+                         f"step; the last good checkpoint (step 4) is kept in {kept}")
+    assert "Traceback" not in err and not (tmp_path / "student").exists() and kept.is_file()
+    monkeypatch.undo()
+    code, _, err = run_cli(args + ["--resume"], capsys)
+    assert code == 0, err
+    history = json.loads((tmp_path / "student" / "metrics.json").read_text())["history"]
+    assert [h["step"] for h in history] == [4, 7] and not kept.parent.exists()

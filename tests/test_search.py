@@ -64,7 +64,7 @@ def test_interrupted_and_resumed_search_gives_the_same_arch(searched, tiny_teach
     out_full, _ = searched
     out = tmp_path / "resumed"
     assert _searcher(tiny_teacher, tiny_probes, sst2_dir, out).run(max_steps=8) is None
-    assert (out / "checkpoint.json").is_file() and not (out / "arch.json").exists()
+    assert (out / "checkpoint.safetensors").is_file() and not (out / "arch.json").exists()
     _searcher(tiny_teacher, tiny_probes, sst2_dir, out).run(resume=True)
     a, b = json.loads((out_full / "arch.json").read_text()), json.loads((out / "arch.json").read_text())
     for key in ("cell", "num_cells", "alpha_probs", "depth_probs", "selection"):

@@ -97,14 +97,14 @@ def read_yaml(path: Path, what: str, max_bytes: int = 1 << 20) -> Any:
         raise AdabertError(f"{path}: {what} is nested too deeply to be ours") from None
 
 
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Save tensors as safetensors, atomically."""
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Save tensors (and string `metadata` in the file's header) as safetensors, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -18,7 +18,6 @@ augment folder, the augmented text joins the training set with the teacher's out
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -31,12 +30,12 @@ from torch import nn
 
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import atomic_dir, hash_files, meta_matches, read_json, write_json, write_meta
-from adabert.core.guards import check_terms, clip_checked
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import hard_loss, hinton_kd, kd_weights, layer_map, mse_logits, probe_kd, soft_kd
 from adabert.core.options import option
-from adabert.core.runtime import autocast, log, progress, set_seed, summary_level
-from adabert.core.schedule import cosine_decay, eval_points
+from adabert.core.runtime import autocast, log, set_seed
+from adabert.core.schedule import cosine_decay
+from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
 from adabert.core.validation import require_fraction, require_non_negative, require_positive, require_positive_ints
 from adabert.data.dataset import Dataset, TaskData
 from adabert.data.encoding import Encoded, batch_indices, encode_joint, encode_separate
@@ -131,8 +130,12 @@ class Distiller:
     """Builds students, prepares the data once, and runs the configured method."""
 
     def __init__(self, teacher: str, data: TaskData, cfg: DistillConfig, device: torch.device,
-                 probes_dir: Path | None = None, augment_dir: Path | None = None, arch_path: Path | None = None):
+                 probes_dir: Path | None = None, augment_dir: Path | None = None, arch_path: Path | None = None,
+                 checkpoints: Path | None = None, fingerprint: dict | None = None, resume: bool = False):
+        """checkpoints: folder of the training checkpoints (one per run of `fit`), made with `fingerprint`;
+        `resume` continues them."""
         self.teacher_src, self.data, self.cfg, self.device = teacher, data, cfg, device
+        self.checkpoints, self.fingerprint, self.resume = checkpoints, fingerprint, resume
         self.task = data.task
         if cfg.student == "adabert" and arch_path is None:
             raise AdabertError("--arch: required with --student adabert (the arch.json of `adabert search`)")
@@ -272,64 +275,46 @@ class Distiller:
 
     def fit(self, models: list[nn.Module], ts: TrainSet, targets: torch.Tensor | None, desc: str
             ) -> tuple[nn.Module, list[dict], float]:
-        """Train `models` (one, or two for mutual learning) for cfg.epochs; returns the best (held-out) model
-        state loaded into its model, the history and the best held-out score."""
+        """Train `models` (one, or two for mutual learning) for cfg.epochs through `core.trainer`; returns the
+        best (held-out) model with its best state loaded, the history and the best held-out score."""
         cfg, task = self.cfg, self.task
         for m in models:
             m.to(self.device)
         self.teacher.to(self.device)
         projs = [self.projections(m) for m in models]
-        opts = [torch.optim.AdamW([p for p in list(m.parameters()) + (list(pj.parameters()) if pj else [])
-                                   if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
-                for m, pj in zip(models, projs)]
+        steps = math.ceil(len(ts.enc) / cfg.batch_size) * cfg.epochs
+        trainees = []
+        for m, pj in zip(models, projs):
+            opt = torch.optim.AdamW([p for p in list(m.parameters()) + (list(pj.parameters()) if pj else [])
+                                     if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+            trainees.append(Trainee(m, opt, cosine_decay(opt, steps), pj))
         holdout_enc = self.encode(self.data.holdout, models[0].encoding)
-        steps_per_epoch = math.ceil(len(ts.enc) / cfg.batch_size)
-        total = steps_per_epoch * cfg.epochs
-        scheds = [cosine_decay(o, total) for o in opts]
-        eval_at = eval_points(steps_per_epoch, cfg.evals_per_epoch)
-        history, best, best_state, best_i = [], -math.inf, None, 0
-        step = 0
-        for epoch in range(cfg.epochs):
+
+        def batches(epoch: int) -> list[np.ndarray]:
             order = np.random.default_rng([cfg.seed, epoch]).permutation(len(ts.enc))
-            for b in progress(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}"):
-                rows = order[b * cfg.batch_size: (b + 1) * cfg.batch_size]
-                for m in models:
-                    m.train()
-                with autocast(self.device):
-                    outs = [m(make_batch(m.encoding, ts.enc, rows, self.device)) for m in models]
-                if len(models) == 2:  # mutual learning: each learns from the other's current predictions
-                    y = ts.labels[rows].to(self.device)
-                    w_ce, w_kd = kd_weights(cfg.alpha, cfg.kd_beta)
-                    losses = [w_ce * hard_loss(o.logits.float(), y) + w_kd * soft_kd(
-                        o.logits.float(), other.logits.float().detach(), cfg.temperature).mean()
-                        for o, other in ((outs[0], outs[1]), (outs[1], outs[0]))]
-                else:
-                    losses = [self.batch_loss(outs[0], rows, ts, targets, projs[0])]
-                where = f"distill epoch {epoch + 1} step {b + 1}"
-                check_terms(where, **{f"loss of student {i + 1}": v for i, v in enumerate(losses)})
-                for m, o, loss in zip(models, opts, losses):
-                    o.zero_grad(set_to_none=True)
-                    loss.backward()
-                    clip_checked(m.named_parameters(), cfg.clip, where)
-                    o.step()
-                for s in scheds:
-                    s.step()
-                step += 1
-                if b + 1 in eval_at:
-                    for i, m in enumerate(models):
-                        score = task_metrics(task, self.logits(m, holdout_enc).numpy(), self.data.holdout.labels)
-                        history.append({"step": step, "epoch": epoch + 1, "model": i,
-                                        "loss": float(losses[i].detach()), "holdout": score})
-                        log.log(summary_level(len(history) - 1, cfg.epochs * len(eval_at) * len(models)),
-                                "%s step %d%s: loss %.4f, held-out %s", desc, step, f" (student {i + 1})"
-                                if len(models) > 1 else "", float(losses[i].detach()),
-                                ", ".join(f"{k} {v:.2f}" for k, v in score.items()))
-                        if score[task.main_metric] > best:
-                            best, best_i = score[task.main_metric], i
-                            best_state = copy.deepcopy(m.state_dict())
-        model = models[best_i]
-        model.load_state_dict(best_state)
-        return model, history, best
+            return [order[i: i + cfg.batch_size] for i in range(0, len(ts.enc), cfg.batch_size)]
+
+        def loss(rows: np.ndarray) -> Losses:
+            with autocast(self.device):
+                outs = [m(make_batch(m.encoding, ts.enc, rows, self.device)) for m in models]
+            if len(models) == 2:  # mutual learning: each learns from the other's current predictions
+                y = ts.labels[rows].to(self.device)
+                w_ce, w_kd = kd_weights(cfg.alpha, cfg.kd_beta)
+                losses = [w_ce * hard_loss(o.logits.float(), y) + w_kd * soft_kd(
+                    o.logits.float(), other.logits.float().detach(), cfg.temperature).mean()
+                    for o, other in ((outs[0], outs[1]), (outs[1], outs[0]))]
+            else:
+                losses = [self.batch_loss(outs[0], rows, ts, targets, projs[0])]
+            return losses, {f"loss of student {i + 1}": v for i, v in enumerate(losses)}
+
+        def evaluate(m: nn.Module) -> dict[str, float]:
+            return task_metrics(task, self.logits(m, holdout_enc).numpy(), self.data.holdout.labels)
+
+        checkpoint = (self.checkpoints / f"{desc.replace(' ', '-')}.safetensors" if self.checkpoints is not None
+                      else None)
+        result = Trainer(desc, trainees, cfg.epochs, batches, loss, evaluate, task.main_metric, cfg.evals_per_epoch,
+                         cfg.clip, checkpoint, self.fingerprint).fit(self.resume)
+        return models[result.best_index], result.history, result.best_score
 
     def run(self) -> tuple[nn.Module, dict]:
         """Train with the configured method; returns (best student, metrics with dev figures)."""
@@ -384,8 +369,9 @@ def _folder_fingerprint(folder: Path | None) -> str:
 
 def run_distill(teacher: str, data: TaskData, cfg: DistillConfig, output_dir: Path, device: torch.device,
                 probes_dir: Path | None = None, augment_dir: Path | None = None, arch_path: Path | None = None,
-                force: bool = False) -> dict:
-    """Train a student with `cfg.method`, report dev once, save a student folder; skipped when up to date."""
+                force: bool = False, resume: bool = False) -> dict:
+    """Train a student with `cfg.method`, report dev once, save a student folder; skipped when up to date.
+    Checkpoints go to OUT.partial; `resume` continues them."""
     output_dir = Path(output_dir)
     inputs = {"data": data.fingerprint, "teacher": model_source_fingerprint(teacher),
               "probes": _folder_fingerprint(probes_dir), "augment": _folder_fingerprint(augment_dir),
@@ -394,7 +380,8 @@ def run_distill(teacher: str, data: TaskData, cfg: DistillConfig, output_dir: Pa
     if not force and meta_matches(output_dir, "distill", inputs, config):
         log.info("distill: %s is up to date (fingerprints match); skipping", output_dir)
         return read_json(output_dir / "metrics.json", "distill metrics")
-    distiller = Distiller(teacher, data, cfg, device, probes_dir, augment_dir, arch_path)
+    distiller = Distiller(teacher, data, cfg, device, probes_dir, augment_dir, arch_path,
+                          partial_dir(output_dir), {"inputs": inputs, "config": config}, resume)
     model, metrics = distiller.run()
     log.info("distill %s/%s dev: %s", cfg.student, cfg.method,
              ", ".join(f"{k} {v:.2f}" for k, v in metrics["dev"].items()))
@@ -404,5 +391,6 @@ def run_distill(teacher: str, data: TaskData, cfg: DistillConfig, output_dir: Pa
         write_json(tmp / "metrics.json", metrics)
         write_card(tmp, teacher, name=output_dir.name)
         write_meta(tmp, "distill", inputs, config)
+    remove_partial(output_dir)
     return metrics
 

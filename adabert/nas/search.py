@@ -29,8 +29,10 @@ import numpy as np
 import torch
 
 from adabert import __version__
+from adabert.core.checkpoint import (load_checkpoint, optimizer_tensors, read_record, restore_optimizer,
+                                     save_checkpoint, unprefixed)
 from adabert.core.errors import AdabertError
-from adabert.core.fileio import load_tensors, meta_matches, read_json, save_tensors, write_json, write_meta
+from adabert.core.fileio import meta_matches, write_json, write_meta
 from adabert.core.guards import NonFiniteError, check_terms, clip_checked
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import depth_losses, efficiency_penalty
@@ -50,22 +52,6 @@ from adabert.nas.search_space import SearchSpace
 from adabert.nas.supernet import Sample, Supernet
 from adabert.teacher.model import check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint
 from adabert.teacher.probes import load_probe_logits
-
-
-def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
-    sd = opt.state_dict()
-    tensors = {f"{prefix}.{idx}.{k}": (v if torch.is_tensor(v) else torch.tensor(v))
-               for idx, st in sd["state"].items() for k, v in st.items()}
-    return tensors, sd["param_groups"]
-
-
-def _restore_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list) -> None:
-    state: dict[int, dict] = {}
-    for key, v in tensors.items():
-        if key.startswith(prefix + "."):
-            idx, k = key[len(prefix) + 1:].split(".", 1)
-            state.setdefault(int(idx), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": groups})
 
 
 class Searcher:
@@ -270,33 +256,36 @@ class Searcher:
     def save_checkpoint(self) -> None:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         tensors.update({f"estimates.{k}": v for k, v in self.estimates.state().items()})
-        tw, gw = _flatten_optimizer("opt_w", self.opt_w)
-        ta, ga = _flatten_optimizer("opt_a", self.opt_a)
-        save_tensors(self.out / "checkpoint.safetensors", {**tensors, **tw, **ta})
-        write_json(self.out / "checkpoint.json", {"step": self.step, "inputs": self.inputs, "config": self.config,
-                                                  "opt_w_groups": gw, "opt_a_groups": ga, "history": self.history})
+        tw, gw = optimizer_tensors("opt_w", self.opt_w)
+        ta, ga = optimizer_tensors("opt_a", self.opt_a)
+        save_checkpoint(self.checkpoint, {**tensors, **tw, **ta},
+                        {"step": self.step, "inputs": self.inputs, "config": self.config, "opt_w_groups": gw,
+                         "opt_a_groups": ga, "history": self.history})
+
+    @property
+    def checkpoint(self) -> Path:
+        """One safetensors file, written atomically, with the run's record in its header (`core.checkpoint`)."""
+        return self.out / "checkpoint.safetensors"
 
     def checkpoint_compatible(self) -> bool:
         """True when OUT holds a checkpoint made with these inputs and settings."""
-        path = self.out / "checkpoint.json"
-        if not path.is_file():
+        if not self.checkpoint.is_file():
             return False
-        meta = read_json(path, "search checkpoint")
+        meta = read_record(self.checkpoint, "search checkpoint")
         return meta.get("inputs") == self.inputs and meta.get("config") == json.loads(json.dumps(self.config))
 
     def load_checkpoint(self) -> bool:
-        path = self.out / "checkpoint.json"
+        path = self.checkpoint
         if not path.is_file():
             return False
         if not self.checkpoint_compatible():
             raise AdabertError(f"{path}: the checkpoint was made with other inputs or settings; use the same "
                                "options, or a new --output-dir")
-        meta = read_json(path, "search checkpoint")
-        t = load_tensors(self.out / "checkpoint.safetensors", "search checkpoint")
-        self.model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
-        self.estimates.load({k[10:]: v for k, v in t.items() if k.startswith("estimates.")})
-        _restore_optimizer("opt_w", self.opt_w, t, meta["opt_w_groups"])
-        _restore_optimizer("opt_a", self.opt_a, t, meta["opt_a_groups"])
+        t, meta = load_checkpoint(path, "search checkpoint")
+        self.model.load_state_dict(unprefixed("model", t))
+        self.estimates.load(unprefixed("estimates", t))
+        restore_optimizer("opt_w", self.opt_w, t, meta["opt_w_groups"])
+        restore_optimizer("opt_a", self.opt_a, t, meta["opt_a_groups"])
         self.step, self.history = meta["step"], meta["history"]
         log.info("search: resumed from %s at step %d", path, self.step)
         return True
@@ -309,7 +298,7 @@ class Searcher:
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             self.load_checkpoint()
-        elif (self.out / "checkpoint.json").is_file():
+        elif self.checkpoint.is_file():
             log.info("search: starting afresh (use --resume to continue the checkpoint in %s)", self.out)
         write_json(self.out / "config.json", {"adabert_version": __version__, **self.config})
         board = SearchBoard(self.out / "tensorboard", purge_step=self.step if self.step else None)
@@ -336,8 +325,8 @@ class Searcher:
             self.save_checkpoint()
             raise
         except NonFiniteError as e:
-            kept = self.out / "checkpoint.json"
-            last = f"the last good checkpoint (step {read_json(kept, 'search checkpoint')['step']}) is kept in " \
+            kept = self.checkpoint
+            last = f"the last good checkpoint (step {read_record(kept, 'search checkpoint')['step']}) is kept in " \
                    f"{self.out}" if kept.is_file() else "no checkpoint had been written yet"
             raise NonFiniteError(f"{e}; {last}") from None
         finally:

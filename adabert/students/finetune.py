@@ -6,7 +6,6 @@ slice, report dev once, and save a student folder.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -19,12 +18,12 @@ import torch
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import (META, atomic_dir, hash_files, load_tensors, meta_matches, read_json, write_json,
                                  write_meta)
-from adabert.core.guards import check_terms, clip_checked
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import hard_loss, probe_kd, soft_kd
 from adabert.core.options import option
-from adabert.core.runtime import autocast, log, progress, set_seed, summary_level
-from adabert.core.schedule import cosine_decay, eval_points
+from adabert.core.runtime import autocast, log, set_seed
+from adabert.core.schedule import cosine_decay
+from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
 from adabert.core.validation import require_fraction, require_positive, require_positive_ints
 from adabert.data.dataset import TaskData
 from adabert.data.encoding import Encoded, batch_indices, encode_separate, student_batch
@@ -89,10 +88,11 @@ def student_logits(model: Student, enc: Encoded, device: torch.device, batch_siz
 
 
 def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, cfg: FinetuneConfig,
-                     output_dir: Path, device: torch.device, force: bool = False, augment_dir: Path | None = None
-                     ) -> dict:
+                     output_dir: Path, device: torch.device, force: bool = False, augment_dir: Path | None = None,
+                     resume: bool = False) -> dict:
     """With `augment_dir` (from `adabert augment`), the augmented text joins the training set, labelled with the
-    teacher's predictions and distilled from the cached teacher or probe logits on it."""
+    teacher's predictions and distilled from the cached teacher or probe logits on it. Trains through
+    `core.trainer` (checkpoints in OUT.partial; `resume` continues them)."""
     output_dir = Path(output_dir)
     arch = load_arch(Path(arch_path))
     task = data.task
@@ -140,47 +140,36 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
     labels = torch.as_tensor(fit.labels)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(enc) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    sched = cosine_decay(opt, total)
-    eval_at = eval_points(steps_per_epoch, cfg.evals_per_epoch)
-    history, best, best_state = [], -math.inf, None
-    t0, step = time.time(), 0
-    for epoch in range(cfg.epochs):
+    sched = cosine_decay(opt, math.ceil(len(enc) / cfg.batch_size) * cfg.epochs)
+
+    def batches(epoch: int) -> list[np.ndarray]:
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(enc))
-        for b in progress(range(steps_per_epoch), desc=f"finetune epoch {epoch + 1}"):
-            model.train()
-            rows = order[b * cfg.batch_size: (b + 1) * cfg.batch_size]
-            y = labels[rows].to(device)
-            with autocast(device):
-                heads = model.forward_all(*student_batch(enc, rows, device))
-            heads = [h.float() for h in heads]
-            ce = hard_loss(heads[-1], y)
-            loss = (1 - cfg.gamma) * ce
-            terms = {"CE" if not task.is_regression else "MSE": ce}
-            if kd_train is not None:
-                target = kd_train[rows].to(device)
-                kd = (probe_kd(heads, target, y, cfg.temperature) if cfg.kd_target == "probes"
-                      else soft_kd(heads[-1], target, cfg.temperature).mean())
-                loss = loss + cfg.gamma * kd
-                terms["KD"] = kd
-            where = f"finetune step {step + 1}"
-            check_terms(where, **terms)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            clip_checked(model.named_parameters(), cfg.clip, where)
-            opt.step()
-            sched.step()
-            step += 1
-            if b + 1 in eval_at:
-                m = task_metrics(task, student_logits(model, holdout_enc, device).numpy(), data.holdout.labels)
-                history.append({"step": step, "epoch": epoch + 1, "loss": float(loss.detach()), "holdout": m})
-                log.log(summary_level(len(history) - 1, cfg.epochs * len(eval_at)), "finetune step %d/%d: loss %.4f, "
-                        "held-out %s", step, cfg.epochs * steps_per_epoch, float(loss.detach()),
-                        ", ".join(f"{k} {v:.2f}" for k, v in m.items()))
-                if m[task.main_metric] > best:
-                    best, best_state = m[task.main_metric], copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
+        return [order[i: i + cfg.batch_size] for i in range(0, len(enc), cfg.batch_size)]
+
+    def loss(rows: np.ndarray) -> Losses:
+        y = labels[rows].to(device)
+        with autocast(device):
+            heads = model.forward_all(*student_batch(enc, rows, device))
+        heads = [h.float() for h in heads]
+        ce = hard_loss(heads[-1], y)
+        terms = {"CE" if not task.is_regression else "MSE": ce}
+        total = (1 - cfg.gamma) * ce
+        if kd_train is not None:
+            target = kd_train[rows].to(device)
+            terms["KD"] = (probe_kd(heads, target, y, cfg.temperature) if cfg.kd_target == "probes"
+                           else soft_kd(heads[-1], target, cfg.temperature).mean())
+            total = total + cfg.gamma * terms["KD"]
+        return [total], terms
+
+    def evaluate(m: Student) -> dict[str, float]:
+        return task_metrics(task, student_logits(m, holdout_enc, device).numpy(), data.holdout.labels)
+
+    t0 = time.time()
+    trainer = Trainer("finetune", [Trainee(model, opt, sched)], cfg.epochs, batches, loss, evaluate,
+                      task.main_metric, cfg.evals_per_epoch, cfg.clip, partial_dir(output_dir) / "finetune.safetensors",
+                      {"inputs": inputs, "config": config})
+    result = trainer.fit(resume)
+    history, best = result.history, result.best_score
     seconds = time.time() - t0
     dev_logits = student_logits(model, dev_enc, device).numpy()
     dev = task_metrics(task, dev_logits, data.dev.labels)
@@ -196,4 +185,5 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
         write_json(tmp / "metrics.json", metrics)
         write_card(tmp, teacher, name=output_dir.name)
         write_meta(tmp, "finetune", inputs, config)
+    remove_partial(output_dir)
     return metrics

@@ -3,7 +3,6 @@ and running it to get logits and per-layer hidden states."""
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import re
@@ -17,10 +16,10 @@ from torch import nn
 
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import atomic_dir, meta_matches, model_fingerprint, read_json, write_json, write_meta
-from adabert.core.guards import check_terms, clip_checked
 from adabert.core.heads import init_regression_heads
 from adabert.core.options import option
 from adabert.core.runtime import autocast, log, progress, set_seed
+from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
 from adabert.core.validation import require_fraction, require_positive, require_positive_ints
 from adabert.data.dataset import Dataset, TaskData
 from adabert.data.encoding import Encoded, batch_indices, encode_joint, pad
@@ -149,11 +148,12 @@ def evaluate_teacher(model: nn.Module, tokenizer, data: Dataset, max_length: int
 
 
 def finetune_teacher(source: str, data: TaskData, cfg: TeacherConfig, output_dir: Path, device: torch.device,
-                     force: bool = False) -> dict:
+                     force: bool = False, resume: bool = False) -> dict:
     """Fine-tune `source` on the task; select the epoch on the held-out slice; save the best to `output_dir`.
 
     Writes a save_pretrained folder (config, safetensors weights, tokenizer), `metrics.json` (held-out per
-    epoch, dev once at the end) and `meta.json`. Skips the work when `meta.json` already matches.
+    epoch, dev once at the end) and `meta.json`. Skips the work when `meta.json` already matches. Trains through
+    `core.trainer` (a checkpoint per epoch in OUT.partial; `resume` continues it).
     """
     output_dir = Path(output_dir)
     inputs = {"data": data.fingerprint, "base_model": model_source_fingerprint(source)}
@@ -179,31 +179,24 @@ def finetune_teacher(source: str, data: TaskData, cfg: TeacherConfig, output_dir
     warm = int(cfg.warmup * total)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm)))
-    rng = np.random.default_rng(cfg.seed)
-    history, best, best_state = [], -math.inf, None
+
+    def batches(epoch: int) -> list[np.ndarray]:
+        return list(batch_indices(enc.lengths(), cfg.batch_size, True, np.random.default_rng([cfg.seed, epoch])))
+
+    def loss(idx: np.ndarray) -> Losses:
+        with autocast(device):
+            out = model(**_batch_to_inputs(enc, idx, device), labels=labels[idx].to(device))
+        return [out.loss], {"loss": out.loss}
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        logits, _ = teacher_outputs(m, holdout_enc, device, desc="held-out")
+        return task_metrics(task, logits.numpy(), data.holdout.labels)
+
     t0 = time.time()
-    for epoch in range(cfg.epochs):
-        model.train()
-        losses = []
-        bar = progress(list(batch_indices(enc.lengths(), cfg.batch_size, True, rng)), desc=f"teacher epoch {epoch + 1}")
-        for idx in bar:
-            with autocast(device):
-                out = model(**_batch_to_inputs(enc, idx, device), labels=labels[idx].to(device))
-            where = f"teacher epoch {epoch + 1} step {len(losses) + 1}"
-            check_terms(where, loss=out.loss)
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            clip_checked(model.named_parameters(), cfg.clip, where)
-            opt.step()
-            sched.step()
-            losses.append(out.loss.item())
-        logits, _ = teacher_outputs(model, holdout_enc, device, desc="held-out")
-        m = task_metrics(task, logits.numpy(), data.holdout.labels)
-        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "holdout": m})
-        log.info("teacher epoch %d: loss %.4f, held-out %s", epoch + 1, np.mean(losses), _fmt(m))
-        if m[task.main_metric] > best:
-            best, best_state = m[task.main_metric], copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
+    result = Trainer("teacher", [Trainee(model, opt, sched)], cfg.epochs, batches, loss, evaluate, task.main_metric,
+                     1, cfg.clip, partial_dir(output_dir) / "teacher.safetensors",
+                     {"inputs": inputs, "config": config}).fit(resume)
+    history = result.history
     dev = evaluate_teacher(model, tokenizer, data.dev, cfg.max_length, device)
     log.info("teacher dev: %s", _fmt(dev))
     metrics = {"dev": dev, "history": history, "best_epoch": int(np.argmax(
@@ -214,6 +207,7 @@ def finetune_teacher(source: str, data: TaskData, cfg: TeacherConfig, output_dir
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "metrics.json", metrics)
         write_meta(tmp, "teacher", inputs, config)
+    remove_partial(output_dir)
     return metrics
 
 

@@ -1,0 +1,193 @@
+"""The one training loop of the teacher, finetune and distill stages.
+
+A stage supplies its models (each with its optimiser and schedule), the batches of an epoch, a loss function
+and a held-out evaluation; `Trainer.fit` does the rest, the same way for every stage:
+
+- steps: epoch e visits `batches(e)` in order (the stage draws them from a generator seeded by (seed, e), so an
+  epoch's order does not depend on what ran before it: a resumed run sees the same batches);
+- each step: `loss(rows)` -> one loss per model and the named terms; a NaN/inf term or gradient stops the run
+  (`guards`), naming the term and the last good checkpoint; per model: zero_grad, backward, clip, optimiser step;
+  then every schedule steps;
+- evaluation points (`evals_per_epoch` evenly spaced per epoch, the last at its end): `evaluate(model)` on the
+  held-out slice for every model; the history records the step, epoch, mean training loss since the previous
+  point and the metrics; the best state (by `metric`, over all models) is kept in memory;
+- a checkpoint at every evaluation point (`checkpoint`): models, best state, optimisers, schedules, torch RNG
+  state, step and history in one atomically written safetensors file. `fit(resume=True)` continues from it at
+  the next step, which reproduces the uninterrupted run exactly on the same device and thread count; a
+  checkpoint made with other inputs or settings (`fingerprint`) is refused in one line.
+
+Returns the index of the best model, whose best state is loaded into it, its score and the history.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from adabert.core.checkpoint import (load_checkpoint, optimizer_tensors, prefixed, read_record, restore_optimizer,
+                                     save_checkpoint, unprefixed)
+from adabert.core.errors import AdabertError
+from adabert.core.guards import NonFiniteError, check_terms, clip_checked
+from adabert.core.runtime import log, progress, summary_level
+from adabert.core.schedule import eval_points
+
+Losses = tuple[list[torch.Tensor], dict[str, torch.Tensor]]
+
+
+@dataclass
+class Trainee:
+    """A model the trainer updates, with its optimiser and learning-rate schedule; `extra`: modules trained
+    beside it but not part of it (e.g. FitNets regressors), checkpointed but not selected or saved."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    extra: nn.Module | None = None
+
+
+@dataclass
+class TrainResult:
+    best_index: int
+    best_score: float
+    history: list[dict]
+
+
+def partial_dir(output_dir: Path) -> Path:
+    """Where a stage writing `output_dir` keeps its checkpoints until the output is complete: OUT.partial."""
+    output_dir = Path(output_dir)
+    return output_dir.with_name(output_dir.name + ".partial")
+
+
+class Trainer:
+    def __init__(self, name: str, trainees: list[Trainee], epochs: int, batches: Callable[[int], list[np.ndarray]],
+                 loss: Callable[[np.ndarray], Losses], evaluate: Callable[[nn.Module], dict[str, float]],
+                 metric: str, evals_per_epoch: int, clip: float, checkpoint: Path | None = None,
+                 fingerprint: dict | None = None) -> None:
+        self.name, self.trainees, self.epochs = name, trainees, epochs
+        self.batches, self.loss, self.evaluate, self.metric = batches, loss, evaluate, metric
+        self.evals_per_epoch, self.clip = evals_per_epoch, clip
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.fingerprint = json.loads(json.dumps(fingerprint or {}))
+        self.step, self.history = 0, []
+        self.best, self.best_index, self.best_state = -math.inf, 0, None
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    def save(self) -> None:
+        tensors = {"rng.torch": torch.get_rng_state()}
+        groups = []
+        for i, t in enumerate(self.trainees):
+            tensors.update(prefixed(f"model{i}", t.model.state_dict()))
+            if t.extra is not None:
+                tensors.update(prefixed(f"extra{i}", t.extra.state_dict()))
+            opt_tensors, opt_groups = optimizer_tensors(f"opt{i}", t.opt)
+            tensors.update(opt_tensors)
+            groups.append(opt_groups)
+        if self.best_state is not None:
+            tensors.update(prefixed("best", self.best_state))
+        record = {"stage": self.name, "fingerprint": self.fingerprint, "step": self.step, "history": self.history,
+                  "best": self.best if self.best_state is not None else None, "best_index": self.best_index,
+                  "opt_groups": groups, "scheds": [t.sched.state_dict() for t in self.trainees]}
+        save_checkpoint(self.checkpoint, tensors, record)
+
+    def restore(self) -> None:
+        tensors, record = load_checkpoint(self.checkpoint, f"{self.name} checkpoint")
+        for i, t in enumerate(self.trainees):
+            t.model.load_state_dict(unprefixed(f"model{i}", tensors))
+            if t.extra is not None:
+                t.extra.load_state_dict(unprefixed(f"extra{i}", tensors))
+            restore_optimizer(f"opt{i}", t.opt, tensors, record["opt_groups"][i])
+            t.sched.load_state_dict(record["scheds"][i])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step, self.history, self.best_index = record["step"], record["history"], record["best_index"]
+        if record["best"] is not None:
+            self.best, self.best_state = record["best"], unprefixed("best", tensors)
+
+    def start(self, resume: bool) -> None:
+        path = self.checkpoint
+        if path is None or not path.is_file():
+            if resume:
+                log.info("%s: no checkpoint to resume from; starting afresh", self.name)
+            return
+        if not resume:
+            log.info("%s: starting afresh (use --resume to continue the checkpoint in %s)", self.name, path)
+            return
+        if read_record(path, f"{self.name} checkpoint").get("fingerprint") != self.fingerprint:
+            raise AdabertError(f"{path}: the checkpoint was made with other inputs or settings; use the same "
+                               "options, or delete it to start afresh")
+        self.restore()
+        log.info("%s: resumed from %s at step %d", self.name, path, self.step)
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> TrainResult:
+        self.start(resume)
+        steps = len(self.batches(0))
+        total = steps * self.epochs
+        eval_at = eval_points(steps, self.evals_per_epoch)
+        sums, count, order, order_epoch = np.zeros(len(self.trainees)), 0, None, -1
+        try:
+            for s in progress(range(self.step, total), desc=self.name, initial=self.step, total=total):
+                epoch, b = divmod(s, steps)
+                if epoch != order_epoch:
+                    order, order_epoch = self.batches(epoch), epoch
+                losses = self.train_step(order[b], f"{self.name} epoch {epoch + 1} step {b + 1}")
+                sums += losses
+                count += 1
+                self.step = s + 1
+                if b + 1 in eval_at:
+                    self.evaluate_all(epoch, sums / count, self.epochs * len(eval_at))
+                    sums, count = np.zeros(len(self.trainees)), 0
+                    if self.checkpoint is not None:
+                        self.save()
+        except NonFiniteError as e:
+            kept = (f"the last good checkpoint (step {read_record(self.checkpoint)['step']}) is kept in "
+                    f"{self.checkpoint}" if self.checkpoint is not None and self.checkpoint.is_file()
+                    else "no checkpoint had been written yet")
+            raise NonFiniteError(f"{e}; {kept}") from None
+        if self.best_state is None:
+            raise AdabertError(f"{self.name}: no evaluation point was reached (no training rows?)")
+        self.trainees[self.best_index].model.load_state_dict(self.best_state)
+        return TrainResult(self.best_index, self.best, self.history)
+
+    def train_step(self, rows: np.ndarray, where: str) -> list[float]:
+        for t in self.trainees:
+            t.model.train()
+            if t.extra is not None:
+                t.extra.train()
+        losses, terms = self.loss(rows)
+        check_terms(where, **terms)
+        for t, loss in zip(self.trainees, losses):
+            t.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            clip_checked(t.model.named_parameters(), self.clip, where)
+            t.opt.step()
+        for t in self.trainees:
+            t.sched.step()
+        return [float(loss.detach()) for loss in losses]
+
+    def evaluate_all(self, epoch: int, mean_losses: np.ndarray, evals: int) -> None:
+        several = len(self.trainees) > 1
+        for i, t in enumerate(self.trainees):
+            with torch.no_grad():
+                m = self.evaluate(t.model)
+            self.history.append({"step": self.step, "epoch": epoch + 1, **({"model": i} if several else {}),
+                                 "loss": float(mean_losses[i]), "holdout": m})
+            log.log(summary_level(len(self.history) - 1, evals * len(self.trainees)),
+                    "%s step %d%s: loss %.4f, held-out %s", self.name, self.step,
+                    f" (model {i + 1})" if several else "", mean_losses[i],
+                    ", ".join(f"{k} {v:.2f}" for k, v in m.items()))
+            if m[self.metric] > self.best:
+                self.best, self.best_index, self.best_state = m[self.metric], i, copy.deepcopy(t.model.state_dict())
+
+
+def remove_partial(output_dir: Path) -> None:
+    """Drop the checkpoints of a stage whose output is complete."""
+    shutil.rmtree(partial_dir(output_dir), ignore_errors=True)

@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import sys
 from pathlib import Path
 
 from transformers import HfArgumentParser
 
 from adabert import __version__
+from adabert.core import distributed
 from adabert.core.errors import AdabertError
 from adabert.core.guards import EXIT_NONFINITE, NonFiniteError
 from adabert.core.options import OPTIONS_FILE, apply_options, from_options, options_yaml, read_options_file
@@ -656,8 +658,13 @@ def main(argv: list[str] | None = None) -> int:
         args.format = ["torchscript", "onnx"]
     options = {k: v for k, v in vars(args).items() if k not in ("func", "config", "command")}
     try:
+        if hasattr(args, "device"):
+            args.device = distributed.init_from_env(args.device)
+            if not distributed.is_main():  # under torchrun, rank 0 prints and writes
+                sys.stdout = open(os.devnull, "w")
         code = args.func(args)
-        _save_options(args, options)
+        if distributed.is_main():
+            _save_options(args, options)
         return code
     except AdabertError as e:
         print(f"adabert: error: {e}", file=sys.stderr)

@@ -29,13 +29,16 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """adabert's own messages at INFO (DEBUG with verbose) on stderr; other libraries keep their defaults."""
+    """adabert's own messages at INFO (DEBUG with verbose) on stderr, warnings only from processes other than rank
+    0 under torchrun; other libraries keep their defaults."""
+    from adabert.core.distributed import is_main
+
     if not log.handlers:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
         log.addHandler(handler)
         log.propagate = False
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.setLevel((logging.DEBUG if verbose else logging.INFO) if is_main() else logging.WARNING)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -86,7 +89,10 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
 
 
 def progress(iterable, **kwargs):
-    """A tqdm progress bar on a terminal, silent otherwise (logs carry the summaries)."""
+    """A tqdm progress bar on a terminal (rank 0 only under torchrun), silent otherwise (logs carry the
+    summaries)."""
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, disable=None, dynamic_ncols=True, leave=False, **kwargs)
+    from adabert.core.distributed import is_main
+
+    return tqdm(iterable, disable=None if is_main() else True, dynamic_ncols=True, leave=False, **kwargs)

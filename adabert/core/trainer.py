@@ -8,6 +8,9 @@ and a held-out evaluation; `Trainer.fit` does the rest, the same way for every s
 - each step: `loss(rows)` -> one loss per model and the named terms; a NaN/inf term or gradient stops the run
   (`guards`), naming the term and the last good checkpoint; per model: zero_grad, backward, clip, optimiser step;
   then every schedule steps;
+- data parallel (`core.distributed`, under torchrun): each process trains on its share of every batch, the
+  gradients are averaged, and every process evaluates the whole held-out slice, so all make the same choices;
+  only rank 0 writes checkpoints;
 - evaluation points (`evals_per_epoch` evenly spaced per epoch, the last at its end): `evaluate(model)` on the
   held-out slice for every model; the history records the step, epoch, mean training loss since the previous
   point and the metrics; the best state (by `metric`, over all models) is kept in memory;
@@ -33,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from adabert.core import distributed
 from adabert.core.checkpoint import (load_checkpoint, optimizer_tensors, prefixed, read_record, restore_optimizer,
                                      save_checkpoint, unprefixed)
 from adabert.core.errors import AdabertError
@@ -145,7 +149,7 @@ class Trainer:
                 if b + 1 in eval_at:
                     self.evaluate_all(epoch, sums / count, self.epochs * len(eval_at))
                     sums, count = np.zeros(len(self.trainees)), 0
-                    if self.checkpoint is not None:
+                    if self.checkpoint is not None and distributed.is_main():
                         self.save()
         except NonFiniteError as e:
             kept = (f"the last good checkpoint (step {read_record(self.checkpoint)['step']}) is kept in "
@@ -162,16 +166,18 @@ class Trainer:
             t.model.train()
             if t.extra is not None:
                 t.extra.train()
-        losses, terms = self.loss(rows)
-        check_terms(where, **terms)
+        local = distributed.shard(rows)
+        losses, terms = self.loss(local)
+        check_terms(where, **{k: distributed.mean_over_processes(v, len(local)) for k, v in terms.items()})
         for t, loss in zip(self.trainees, losses):
             t.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * distributed.share(len(local), len(rows))).backward()
+            distributed.average_gradients([p for g in t.opt.param_groups for p in g["params"]])
             clip_checked(t.model.named_parameters(), self.clip, where)
             t.opt.step()
         for t in self.trainees:
             t.sched.step()
-        return [float(loss.detach()) for loss in losses]
+        return [float(distributed.mean_over_processes(loss, len(local))) for loss in losses]
 
     def evaluate_all(self, epoch: int, mean_losses: np.ndarray, evals: int) -> None:
         several = len(self.trainees) > 1

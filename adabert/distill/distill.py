@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from adabert.core import distributed
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import atomic_dir, hash_files, meta_matches, read_json, write_json, write_meta
 from adabert.core.heads import init_regression_heads
@@ -385,12 +386,13 @@ def run_distill(teacher: str, data: TaskData, cfg: DistillConfig, output_dir: Pa
     model, metrics = distiller.run()
     log.info("distill %s/%s dev: %s", cfg.student, cfg.method,
              ", ".join(f"{k} {v:.2f}" for k, v in metrics["dev"].items()))
-    with atomic_dir(output_dir) as tmp:
-        model.cpu().save(tmp, data.task, {"max_length": cfg.max_length, "method": cfg.method})
-        distiller.tokenizer.save_pretrained(tmp)
-        write_json(tmp / "metrics.json", metrics)
-        write_card(tmp, teacher, name=output_dir.name)
-        write_meta(tmp, "distill", inputs, config)
-    remove_partial(output_dir)
+    if distributed.is_main():  # under torchrun, rank 0 writes
+        with atomic_dir(output_dir) as tmp:
+            model.cpu().save(tmp, data.task, {"max_length": cfg.max_length, "method": cfg.method})
+            distiller.tokenizer.save_pretrained(tmp)
+            write_json(tmp / "metrics.json", metrics)
+            write_card(tmp, teacher, name=output_dir.name)
+            write_meta(tmp, "distill", inputs, config)
+        remove_partial(output_dir)
     return metrics
 

@@ -80,12 +80,15 @@ def _figure_cell(arch: Arch):
 
 
 class SearchBoard:
-    """Writes a search's TensorBoard event files under `log_dir`."""
+    """Writes a search's TensorBoard event files under `log_dir` (nothing when not `enabled`: processes other
+    than rank 0)."""
 
-    def __init__(self, log_dir: Path, purge_step: int | None = None) -> None:
-        self.w = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+    def __init__(self, log_dir: Path, purge_step: int | None = None, enabled: bool = True) -> None:
+        self.w = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step) if enabled else None
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
+        if self.w is None:
+            return
         for k, v in values.items():
             self.w.add_scalar(k, v, step)
 
@@ -94,13 +97,15 @@ class SearchBoard:
         space = arch.space
         probs = torch.softmax(alpha.detach().float(), -1).numpy()
         depth = torch.softmax(depth_logits.detach().float(), -1).numpy()
-        for tag, fig in (("arch/alpha", _figure_alpha(probs, space.ops, space.edges)),
-                         ("arch/depth", _figure_depth(depth)), ("arch/cell", _figure_cell(arch))):
-            self.w.add_figure(tag, fig, step, close=True)
-        self.w.add_text("arch/genotype", arch.genotype(), step)
+        if self.w is not None:
+            for tag, fig in (("arch/alpha", _figure_alpha(probs, space.ops, space.edges)),
+                             ("arch/depth", _figure_depth(depth)), ("arch/cell", _figure_cell(arch))):
+                self.w.add_figure(tag, fig, step, close=True)
+            self.w.add_text("arch/genotype", arch.genotype(), step)
         diag = collapse_diagnostics(alpha, space.ops)
         self.scalars(step, {f"collapse/{k}": v for k, v in diag.items()})
         return diag
 
     def close(self) -> None:
-        self.w.close()
+        if self.w is not None:
+            self.w.close()

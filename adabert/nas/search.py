@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from adabert import __version__
+from adabert.core import distributed
 from adabert.core.checkpoint import (load_checkpoint, optimizer_tensors, read_record, restore_optimizer,
                                      save_checkpoint, unprefixed)
 from adabert.core.errors import AdabertError
@@ -140,13 +141,15 @@ class Searcher:
         n = min(cfg.batch_size, len(self.e_rows))
         start = int(torch.randint(0, len(self.e_rows) - n + 1, ()))
         rows = self.e_rows[start: start + n]  # e_rows is sorted by length: a window of similar lengths
-        teacher = self.probes.teacher_train[self.fit_idx[rows]].to(self.device) if cfg.gamma > 0 else None
+        local = distributed.shard(rows)
+        teacher = self.probes.teacher_train[self.fit_idx[local]].to(self.device) if cfg.gamma > 0 else None
         model.eval()
         with autocast(self.device):
-            heads = model(*student_batch(self.enc, rows, self.device), sample)
+            heads = model(*student_batch(self.enc, local, self.device), sample)
         model.train()
-        losses = depth_losses([h.float() for h in heads], self.labels[rows].to(self.device), teacher, cfg.gamma,
+        losses = depth_losses([h.float() for h in heads], self.labels[local].to(self.device), teacher, cfg.gamma,
                               cfg.temperature)
+        losses = distributed.mean_over_processes(losses, len(local))
         check_terms(f"search step {self.step + 1}", **{f"estimate loss at depth {k + 1}": v
                                                        for k, v in enumerate(losses)})
         return losses
@@ -177,21 +180,24 @@ class Searcher:
             g["lr"] = cfg.lr * self.lr_factor(self.step)
         model.train()
         sample = self.draw(self.step)
-        batch = student_batch(self.enc, rows, self.device)
-        y = self.labels[rows].to(self.device)
-        teacher = self.probes.teacher_train[self.fit_idx[rows]].to(self.device) if cfg.gamma > 0 else None
+        local = distributed.shard(rows)  # this process's share of the global batch (all of it in one process)
+        batch = student_batch(self.enc, local, self.device)
+        y = self.labels[local].to(self.device)
+        teacher = self.probes.teacher_train[self.fit_idx[local]].to(self.device) if cfg.gamma > 0 else None
         with autocast(self.device):
             heads = model(*batch, sample)
         losses = depth_losses([h.float() for h in heads], y, teacher, cfg.gamma, cfg.temperature)
         where = f"search step {self.step + 1}"
-        check_terms(where, **{f"loss at depth {k + 1}": v for k, v in enumerate(losses)})
+        check_terms(where, **{f"loss at depth {k + 1}": v
+                              for k, v in enumerate(distributed.mean_over_processes(losses, len(local)))})
         loss = losses.mean()
         self.opt_w.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * distributed.share(len(local), len(rows))).backward()
+        distributed.average_gradients(self.model.weight_parameters())
         clip_checked(model.named_weight_parameters(), cfg.clip, where)
         self.opt_w.step()
         adv = self.estimates.update(sample.op_index, self.estimate_losses(sample))
-        parts = {"loss": float(loss.detach()), "advantage": adv, "noise": self.estimates.noise(),
+        parts = {"loss": float(distributed.mean_over_processes(loss, len(local))), "advantage": adv, "noise": self.estimates.noise(),
                  "tau": self.tau(self.step)}
         if self.step >= self.warmup_steps:
             parts.update(self.arch_step())
@@ -254,6 +260,8 @@ class Searcher:
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
+        if not distributed.is_main():
+            return
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         tensors.update({f"estimates.{k}": v for k, v in self.estimates.state().items()})
         tw, gw = optimizer_tensors("opt_w", self.opt_w)
@@ -300,8 +308,10 @@ class Searcher:
             self.load_checkpoint()
         elif self.checkpoint.is_file():
             log.info("search: starting afresh (use --resume to continue the checkpoint in %s)", self.out)
-        write_json(self.out / "config.json", {"adabert_version": __version__, **self.config})
-        board = SearchBoard(self.out / "tensorboard", purge_step=self.step if self.step else None)
+        main = distributed.is_main()
+        if main:
+            write_json(self.out / "config.json", {"adabert_version": __version__, **self.config})
+        board = SearchBoard(self.out / "tensorboard", purge_step=self.step if self.step else None, enabled=main)
         eval_at = eval_points(self.total_steps, min(cfg.evals, self.total_steps))
         t0, done_at_start = time.time(), self.step
         bar = progress(range(self.step, self.total_steps), desc="search", initial=self.step, total=self.total_steps)
@@ -362,12 +372,13 @@ class Searcher:
                      "selection": {"rule": "final logits" + (" within the budget" if self.target else ""),
                                    "metric": self.data.task.main_metric, "holdout": holdout,
                                    "step": self.step, "of_steps": self.total_steps}}
-        save_arch(arch, self.out / "arch.json")
         summary = {"arch": str(self.out / "arch.json"), "genotype": arch.genotype(), "selection": arch.info["selection"],
                    "efficiency": {k: v for k, v in arch.info["efficiency"].items() if k != "cost_model"},
                    "steps": self.total_steps, "seconds_this_run": seconds,
                    "examples_per_second": steps * self.cfg.batch_size / max(seconds, 1e-9),
                    "estimates": self.estimates.report(self.space.ops), "history": self.history}
-        write_json(self.out / "search_metrics.json", summary)
-        write_meta(self.out, "search", self.inputs, self.config)
+        if distributed.is_main():
+            save_arch(arch, self.out / "arch.json")
+            write_json(self.out / "search_metrics.json", summary)
+            write_meta(self.out, "search", self.inputs, self.config)
         return summary

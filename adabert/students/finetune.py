@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from adabert.core import distributed
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import (META, atomic_dir, hash_files, load_tensors, meta_matches, read_json, write_json,
                                  write_meta)
@@ -179,11 +180,12 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
                "params": sum(p.numel() for p in saved.parameters()), "genotype": arch.genotype(),
                "best_holdout": best, "train_examples": len(fit)}
     log.info("finetune dev: %s", ", ".join(f"{k} {v:.2f}" for k, v in dev.items()))
-    with atomic_dir(output_dir) as tmp:
-        saved.save_pretrained(tmp, task, {"max_length": cfg.max_length})
-        tok.save_pretrained(tmp)
-        write_json(tmp / "metrics.json", metrics)
-        write_card(tmp, teacher, name=output_dir.name)
-        write_meta(tmp, "finetune", inputs, config)
-    remove_partial(output_dir)
+    if distributed.is_main():  # under torchrun, rank 0 writes
+        with atomic_dir(output_dir) as tmp:
+            saved.save_pretrained(tmp, task, {"max_length": cfg.max_length})
+            tok.save_pretrained(tmp)
+            write_json(tmp / "metrics.json", metrics)
+            write_card(tmp, teacher, name=output_dir.name)
+            write_meta(tmp, "finetune", inputs, config)
+        remove_partial(output_dir)
     return metrics

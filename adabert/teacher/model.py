@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from adabert.core import distributed
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import atomic_dir, meta_matches, model_fingerprint, read_json, write_json, write_meta
 from adabert.core.heads import init_regression_heads
@@ -202,12 +203,13 @@ def finetune_teacher(source: str, data: TaskData, cfg: TeacherConfig, output_dir
     metrics = {"dev": dev, "history": history, "best_epoch": int(np.argmax(
         [h["holdout"][task.main_metric] for h in history])) + 1, "train_seconds": time.time() - t0,
         "train_examples": len(enc), "holdout_examples": len(holdout_enc)}
-    with atomic_dir(output_dir) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_json(tmp / "metrics.json", metrics)
-        write_meta(tmp, "teacher", inputs, config)
-    remove_partial(output_dir)
+    if distributed.is_main():  # under torchrun, rank 0 writes
+        with atomic_dir(output_dir) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_json(tmp / "metrics.json", metrics)
+            write_meta(tmp, "teacher", inputs, config)
+        remove_partial(output_dir)
     return metrics
 
 

@@ -1,0 +1,61 @@
+"""Data-parallel runs under torchrun (2 processes, gloo on CPU) against the same run in one process."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch.distributed as dist
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+
+
+def run(args: list, processes: int) -> subprocess.CompletedProcess:
+    """`adabert ARGS` in one process, or under torchrun with `processes` processes."""
+    launch = [sys.executable, "-m", "adabert"] if processes == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), "-m",
+        "adabert"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(launch + [str(a) for a in args] + ["--threads", "1"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def alpha(folder: Path) -> list[float]:
+    arch = json.loads((folder / "arch.json").read_text())
+    return [p for edge in arch["alpha_probs"] for p in edge] + arch["depth_probs"]
+
+
+def test_two_process_search_matches_one_process(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
+    args = ["search", "--search-space", "tiny", "--teacher", tiny_teacher, "--probes", tiny_probes, "--task", "sst2",
+            "--data-dir", sst2_dir, "--epochs", 4, "--min-steps", 0, "--batch-size", 32, "--max-length", 16]
+    one = run(args + ["--output-dir", tmp_path / "one"], 1)
+    two = run(args + ["--output-dir", tmp_path / "two"], 2)
+    a1, a2 = (json.loads((tmp_path / d / "arch.json").read_text()) for d in ("one", "two"))
+    assert a2["cell"] == a1["cell"] and a2["num_cells"] == a1["num_cells"]
+    # the same global batch in two halves: the summed gradients differ from one pass only by rounding
+    assert max(abs(x - y) for x, y in zip(alpha(tmp_path / "one"), alpha(tmp_path / "two"))) < 1e-3
+    # only rank 0 wrote: one TensorBoard event file, one summary on stdout
+    assert len(list((tmp_path / "two" / "tensorboard").rglob("events.out.tfevents.*"))) == 1
+    assert two.stdout.count("wrote ") == one.stdout.count("wrote ") == 1
+
+
+def test_two_process_finetune_matches_one_process(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
+    search = tmp_path / "search"
+    run(["search", "--search-space", "tiny", "--teacher", tiny_teacher, "--probes", tiny_probes, "--task", "sst2",
+         "--data-dir", sst2_dir, "--epochs", 1, "--min-steps", 0, "--batch-size", 32, "--max-length", 16,
+         "--output-dir", search], 1)
+    args = ["finetune", "--arch", search / "arch.json", "--teacher", tiny_teacher, "--probes", tiny_probes,
+            "--task", "sst2", "--data-dir", sst2_dir, "--epochs", 4, "--batch-size", 32, "--max-length", 16]
+    run(args + ["--output-dir", tmp_path / "one"], 1)
+    two = run(args + ["--output-dir", tmp_path / "two"], 2)
+    m1, m2 = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    assert [h["step"] for h in m2["history"]] == [h["step"] for h in m1["history"]]
+    for h1, h2 in zip(m1["history"], m2["history"]):
+        assert abs(h1["loss"] - h2["loss"]) < 1e-3 * max(1.0, abs(h1["loss"]))
+    assert abs(m1["dev"]["accuracy"] - m2["dev"]["accuracy"]) <= 2.5  # at most 2 of the 80 dev sentences
+    assert two.stdout.count("saved to") == 1 and not list(tmp_path.glob("two.partial"))

@@ -119,7 +119,7 @@ class Trainer:
         path = self.checkpoint
         if path is None or not path.is_file():
             if resume:
-                log.info("%s: no checkpoint to resume from; starting afresh", self.name)
+                log.debug("%s: no checkpoint to resume from; starting afresh", self.name)
             return
         if not resume:
             log.info("%s: starting afresh (use --resume to continue the checkpoint in %s)", self.name, path)

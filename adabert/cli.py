@@ -47,8 +47,8 @@ EPILOG = """stages (each reads and writes plain files in a folder, and is skippe
 run `adabert STAGE --help` for a stage's options."""
 
 
-def _add_common(p: argparse.ArgumentParser, seed: bool = True) -> None:
-    """Task, data and run options; seed=False where the stage's config dataclass declares --seed."""
+def _add_common(p: argparse.ArgumentParser) -> None:
+    """Task, data and run options (--seed unless the stage's config dataclass already declares it)."""
     g = p.add_argument_group("task and data")
     g.add_argument("--task", required=True,
                    help="GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli) or 'custom'")
@@ -70,7 +70,7 @@ def _add_common(p: argparse.ArgumentParser, seed: bool = True) -> None:
                         "training seeds share one split and the cached teacher outputs")
     r = p.add_argument_group("run")
     r.add_argument("--output-dir", type=Path, required=True, help="folder this stage writes")
-    if seed:
+    if "--seed" not in p._option_string_actions:
         r.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     r.add_argument("--force", action="store_true", help="recompute even if the outputs are up to date")
     _add_runtime(r)
@@ -422,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "and meta.json.")
     p.add_argument("--model", required=True, help="base checkpoint: hub id or local folder")
     p.add_argument("--resume", action="store_true", help=RESUME_HELP)
-    _add_common(p, seed=False)
+    _add_common(p)
 
     p = _stage(sub, "probes", cmd_probes, [ProbeConfig],
                help="linear probe per teacher layer; cache probe logits",
@@ -430,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "per layer (layer 0 = embeddings), and cache probe logits [N, L+1, C] for every train and "
                            "dev example.")
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder (from `adabert teacher`) or hub id")
-    _add_common(p, seed=False)
+    _add_common(p)
 
     p = _stage(sub, "augment", cmd_augment, [AugmentConfig],
                help="augment the training text; cache the teacher's outputs on it",
@@ -441,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "cached for distillation.")
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder (labels the new text)")
     p.add_argument("--probes", type=Path, help="folder written by `adabert probes`: also cache probe logits")
-    _add_common(p, seed=False)
+    _add_common(p)
 
     p = _stage(sub, "distill", cmd_distill, [DistillConfig],
                help="classic distillation baselines into a BiLSTM, transformer or searched student",
@@ -456,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", type=Path, help="folder of `adabert augment`: adds the augmented text")
     p.add_argument("--arch", type=Path, help="arch.json for --student adabert")
     p.add_argument("--resume", action="store_true", help=RESUME_HELP)
-    _add_common(p, seed=False)
+    _add_common(p)
 
     p = _stage(sub, "search", cmd_search, [SearchConfig],
                help="differentiable architecture search; writes arch.json",
@@ -471,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search-space", default="adabert", help="YAML file, or a built-in name (adabert, tiny)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
     p.add_argument("--max-steps", type=int, help="stop after this many steps in total (resume later)")
-    _add_common(p, seed=False)
+    _add_common(p)
 
     p = _stage(sub, "finetune", cmd_finetune, [FinetuneConfig],
                help="train the student of arch.json with KD; save a student folder",
@@ -483,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probes", type=Path, required=True, help="folder written by `adabert probes`")
     p.add_argument("--augment", type=Path, help="folder of `adabert augment`: train on the augmented text too")
     p.add_argument("--resume", action="store_true", help=RESUME_HELP)
-    _add_common(p, seed=False)
+    _add_common(p)
 
     p = _stage(sub, "study", cmd_study, [],
                help="searched vs random architectures of the same budget; supernet rank fidelity",

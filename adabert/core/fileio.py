@@ -54,14 +54,20 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
-def read_json(path: Path, what: str = "JSON file", expect: type | None = None) -> Any:
-    """Read a JSON file; a missing, oversized, malformed or too deeply nested file is an `AdabertError` naming
-    it (and the line). With `expect` (dict or list), the top level must be of that type."""
+def _small_file(path: Path, what: str, max_bytes: int) -> Path:
+    """`path` as a Path, if it is a file of at most `max_bytes`; else an `AdabertError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise AdabertError(f"{path}: {what} not found")
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise AdabertError(f"{path}: {what} is {path.stat().st_size:,} bytes; expected at most {MAX_JSON_BYTES:,}")
+    if path.stat().st_size > max_bytes:
+        raise AdabertError(f"{path}: {what} is {path.stat().st_size:,} bytes; expected at most {max_bytes:,}")
+    return path
+
+
+def read_json(path: Path, what: str = "JSON file", expect: type | None = None) -> Any:
+    """Read a JSON file; a missing, oversized, malformed or too deeply nested file is an `AdabertError` naming
+    it (and the line). With `expect` (dict or list), the top level must be of that type."""
+    path = _small_file(path, what, MAX_JSON_BYTES)
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
@@ -81,11 +87,7 @@ def read_yaml(path: Path, what: str, max_bytes: int = 1 << 20) -> Any:
     `AdabertError` naming it (and the line)."""
     import yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise AdabertError(f"{path}: {what} not found")
-    if path.stat().st_size > max_bytes:
-        raise AdabertError(f"{path}: {what} is {path.stat().st_size:,} bytes; expected at most {max_bytes:,}")
+    path = _small_file(path, what, max_bytes)
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.MarkedYAMLError as e:

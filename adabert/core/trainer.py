@@ -133,10 +133,11 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
         self.start(resume)
-        steps = len(self.batches(0))
+        order, order_epoch = self.batches(0), 0
+        steps = len(order)
         total = steps * self.epochs
         eval_at = eval_points(steps, self.evals_per_epoch)
-        sums, count, order, order_epoch = np.zeros(len(self.trainees)), 0, None, -1
+        sums, count = np.zeros(len(self.trainees)), 0
         try:
             for s in progress(range(self.step, total), desc=self.name, initial=self.step, total=total):
                 epoch, b = divmod(s, steps)

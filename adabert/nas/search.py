@@ -30,7 +30,7 @@ import torch
 
 from adabert import __version__
 from adabert.core import distributed
-from adabert.core.checkpoint import (load_checkpoint, optimizer_tensors, read_record, restore_optimizer,
+from adabert.core.checkpoint import (load_checkpoint, optimizer_tensors, prefixed, read_record, restore_optimizer,
                                      save_checkpoint, unprefixed)
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import meta_matches, write_json, write_meta
@@ -188,8 +188,8 @@ class Searcher:
             heads = model(*batch, sample)
         losses = depth_losses([h.float() for h in heads], y, teacher, cfg.gamma, cfg.temperature)
         where = f"search step {self.step + 1}"
-        check_terms(where, **{f"loss at depth {k + 1}": v
-                              for k, v in enumerate(distributed.mean_over_processes(losses, len(local)))})
+        global_losses = distributed.mean_over_processes(losses, len(local))  # per depth, over the global batch
+        check_terms(where, **{f"loss at depth {k + 1}": v for k, v in enumerate(global_losses)})
         loss = losses.mean()
         self.opt_w.zero_grad(set_to_none=True)
         (loss * distributed.share(len(local), len(rows))).backward()
@@ -197,7 +197,7 @@ class Searcher:
         clip_checked(model.named_weight_parameters(), cfg.clip, where)
         self.opt_w.step()
         adv = self.estimates.update(sample.op_index, self.estimate_losses(sample))
-        parts = {"loss": float(distributed.mean_over_processes(loss, len(local))), "advantage": adv, "noise": self.estimates.noise(),
+        parts = {"loss": float(global_losses.mean()), "advantage": adv, "noise": self.estimates.noise(),
                  "tau": self.tau(self.step)}
         if self.step >= self.warmup_steps:
             parts.update(self.arch_step())
@@ -262,8 +262,7 @@ class Searcher:
     def save_checkpoint(self) -> None:
         if not distributed.is_main():
             return
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        tensors.update({f"estimates.{k}": v for k, v in self.estimates.state().items()})
+        tensors = {**prefixed("model", self.model.state_dict()), **prefixed("estimates", self.estimates.state())}
         tw, gw = optimizer_tensors("opt_w", self.opt_w)
         ta, ga = optimizer_tensors("opt_a", self.opt_a)
         save_checkpoint(self.checkpoint, {**tensors, **tw, **ta},

@@ -145,6 +145,13 @@ def _load_data(args: argparse.Namespace):
     return load_task_data(task, data_dir, args.holdout_fraction, args.holdout_max, args.holdout_seed)
 
 
+def _bundle(args: argparse.Namespace, data):
+    """What the data and teacher stages hand the search, finetune, distill and study stages."""
+    from adabert.teacher.bundle import TaskBundle
+
+    return TaskBundle(data, args.teacher, getattr(args, "probes", None), getattr(args, "augment", None))
+
+
 def _setup(args: argparse.Namespace):
     from adabert.core.runtime import resolve_device, set_threads, setup_logging
 
@@ -193,8 +200,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     device = _setup(args)
     cfg = from_options(DistillConfig, args)
     data = _load_data(args)
-    m = run_distill(args.teacher, data, cfg, args.output_dir, device, probes_dir=args.probes,
-                    augment_dir=args.augment, arch_path=args.arch, force=args.force, resume=args.resume)
+    m = run_distill(_bundle(args, data), cfg, args.output_dir, device, arch_path=args.arch, force=args.force,
+                    resume=args.resume)
     print(f"{cfg.student} student ({cfg.method}; {m['params']:,} parameters) saved to {args.output_dir}; dev: "
           + ", ".join(f"{k} {v:.2f}" for k, v in m["dev"].items()))
     return 0
@@ -208,7 +215,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     cfg = from_options(SearchConfig, args)
     space = load_search_space(args.search_space)
     data = _load_data(args)
-    searcher = Searcher(args.teacher, args.probes, data, space, cfg, args.output_dir, device)
+    searcher = Searcher(_bundle(args, data), space, cfg, args.output_dir, device)
     summary = searcher.run(resume=args.resume, max_steps=args.max_steps)
     if summary is None:
         print(f"search stopped at step {searcher.step}; continue with --resume")
@@ -230,8 +237,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     device = _setup(args)
     cfg = from_options(FinetuneConfig, args)
     data = _load_data(args)
-    m = finetune_student(args.arch, args.teacher, args.probes, data, cfg, args.output_dir, device, force=args.force,
-                         augment_dir=args.augment, resume=args.resume)
+    m = finetune_student(args.arch, _bundle(args, data), cfg, args.output_dir, device, force=args.force,
+                         resume=args.resume)
     print(f"student ({m['genotype']}; {m['params']:,} parameters) saved to {args.output_dir}; dev: "
           + ", ".join(f"{k} {v:.2f}" for k, v in m["dev"].items()))
     return 0
@@ -250,8 +257,7 @@ def cmd_study(args: argparse.Namespace) -> int:
                       search_min_steps=args.search_min_steps,
                       cross_archs=tuple(str(a) for a in args.cross_arch), finetune=ft)
     data = _load_data(args)
-    result = run_study(args.arch, args.teacher, args.probes, data, cfg, args.output_dir, device, args.search_dir,
-                       args.augment)
+    result = run_study(args.arch, _bundle(args, data), cfg, args.output_dir, device, args.search_dir)
     print(render_markdown(result))
     print(f"wrote {args.output_dir}/results.md, results.json and plots")
     return 0

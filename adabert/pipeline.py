@@ -29,6 +29,7 @@ from adabert.nas.search_space import SearchSpace
 from adabert.students.card import write_card
 from adabert.students.finetune import FinetuneConfig, finetune_student
 from adabert.teacher.augment import AugmentConfig, run_augment
+from adabert.teacher.bundle import TaskBundle
 from adabert.teacher.model import TeacherConfig, finetune_teacher
 from adabert.teacher.probes import ProbeConfig, run_probes
 
@@ -76,7 +77,8 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
     probe_metrics = run_probes(teacher, data, cfg.probes, out / "probes", device)
     done("probes")
     stage("search")
-    searcher = Searcher(teacher, out / "probes", data, space, cfg.search, out / "search", device)
+    bundle = TaskBundle(data, teacher, out / "probes")
+    searcher = Searcher(bundle, space, cfg.search, out / "search", device)
     if searcher.up_to_date():
         log.info("search: %s is up to date (fingerprints match); skipping", out / "search")
     else:
@@ -89,8 +91,8 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
         run_augment(teacher, data, cfg.augment, augment_dir, device, probes_dir=out / "probes")
         done("augment")
     stage("finetune")
-    student_metrics = finetune_student(out / "search" / "arch.json", teacher, out / "probes", data, cfg.finetune,
-                                       out / "student", device, augment_dir=augment_dir, resume=True)
+    student_metrics = finetune_student(out / "search" / "arch.json", bundle.with_augment(augment_dir), cfg.finetune,
+                                       out / "student", device, resume=True)
     done("finetune")
     stage("evaluate")
     evaluation = Predictor(out / "student", device).evaluate(data.dev)

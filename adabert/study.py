@@ -31,7 +31,6 @@ OUT/pareto.png (budgets), OUT/tensorboard (an hparams view of every run).
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -43,12 +42,12 @@ from adabert import __version__
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import atomic_write_bytes, read_json, write_json
 from adabert.core.runtime import log, progress
-from adabert.data.dataset import TaskData
 from adabert.data.metrics import kendall_tau, majority_baseline, spearman
 from adabert.nas.arch import Arch, load_arch, save_arch
 from adabert.nas.costs import CostModel, measure_cost_model
 from adabert.nas.search_space import SearchSpace
 from adabert.students.finetune import FinetuneConfig, finetune_student
+from adabert.teacher.bundle import TaskBundle
 
 PARTS = ("random", "space", "rank", "kd", "budgets", "bilstm", "cross")
 ARCH_KINDS = ("searched", "random", "space", "kd", "budget", "cross")
@@ -151,22 +150,22 @@ def _search_config(search_dir: Path):
     return SearchConfig(**{k: v for k, v in saved.items() if k in fields})
 
 
-def supernet_scores(search_dir: Path, teacher: str, probes_dir: Path, data: TaskData, archs: dict[str, Arch],
-                    device: torch.device) -> dict[str, float]:
+def supernet_scores(search_dir: Path, bundle: TaskBundle, archs: dict[str, Arch], device: torch.device
+                    ) -> dict[str, float]:
     """Held-out main metric of each architecture with the weights of the search's final checkpoint."""
     from adabert.nas.search import Searcher
 
     space = next(iter(archs.values())).space
-    searcher = Searcher(teacher, probes_dir, data, space, _search_config(search_dir), search_dir, device)
+    searcher = Searcher(bundle, space, _search_config(search_dir), search_dir, device)
     if not searcher.load_checkpoint():
         raise AdabertError(f"{search_dir}: no search checkpoint (checkpoint.safetensors) to score architectures "
                            "with")
-    metric = data.task.main_metric
+    metric = bundle.task.main_metric
     return {name: searcher.evaluate(arch)[metric] for name, arch in archs.items()}
 
 
-def budget_search(search_dir: Path, teacher: str, probes_dir: Path, data: TaskData, space: SearchSpace,
-                  target: float, cfg: StudyConfig, out: Path, device: torch.device) -> Arch:
+def budget_search(search_dir: Path, bundle: TaskBundle, space: SearchSpace, target: float, cfg: StudyConfig,
+                  out: Path, device: torch.device) -> Arch:
     """The search that wrote search_dir/arch.json, rerun with `target` searched parameters (and the study's
     search_train_limit / search_min_steps when > 0); resumes an interrupted run, skips a finished one."""
     from adabert.nas.search import Searcher
@@ -174,7 +173,7 @@ def budget_search(search_dir: Path, teacher: str, probes_dir: Path, data: TaskDa
     overrides = {k: v for k, v in (("train_limit", cfg.search_train_limit), ("min_steps", cfg.search_min_steps)) if v}
     cfg = replace(_search_config(search_dir), target_params=float(target), target_flops=0.0, target_latency_ms=0.0,
                   cost="params", **overrides)
-    searcher = Searcher(teacher, probes_dir, data, space, cfg, out, device)
+    searcher = Searcher(bundle, space, cfg, out, device)
     if searcher.up_to_date():
         log.info("study: %s is up to date; skipping the search", out)
     else:
@@ -182,21 +181,13 @@ def budget_search(search_dir: Path, teacher: str, probes_dir: Path, data: TaskDa
     return load_arch(out / "arch.json")
 
 
-def limited(data: TaskData, n: int) -> TaskData:
-    """`data` with the fit split cut to its first n rows (the same rows `FinetuneConfig.train_limit` uses)."""
-    if not n:
-        return data
-    tag = hashlib.sha256(f"{data.fingerprint}:first {n}".encode()).hexdigest()[:16]
-    return replace(data, train_idx=data.train_idx[:n], fingerprint=tag)
-
-
-def bilstm_run(teacher: str, data: TaskData, ft: FinetuneConfig, seed: int, out: Path, device: torch.device,
-               augment_dir: Path | None) -> dict:
-    """The BiLSTM + MSE-on-logits baseline with the study's epochs, length, seed and training rows."""
+def bilstm_run(bundle: TaskBundle, ft: FinetuneConfig, seed: int, out: Path, device: torch.device) -> dict:
+    """The BiLSTM + MSE-on-logits baseline with the study's epochs, length, seed and training rows (its KD
+    targets: the bundle's cached teacher logits)."""
     from adabert.distill.distill import DistillConfig, run_distill
 
     cfg = DistillConfig(student="bilstm", method="mse", epochs=ft.epochs, max_length=ft.max_length, seed=seed)
-    return run_distill(teacher, limited(data, ft.train_limit), cfg, out, device, augment_dir=augment_dir, resume=True)
+    return run_distill(bundle.with_fit_limit(ft.train_limit), cfg, out, device, resume=True)
 
 
 def student_latency_ms(folder: Path, length: int) -> float:
@@ -211,9 +202,14 @@ def student_latency_ms(folder: Path, length: int) -> float:
         return median_ms(lambda: student.module(*inputs), BenchConfig(min_repeats=30, min_seconds=1.0, warmup=5))
 
 
-def run_study(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, cfg: StudyConfig, output_dir: Path,
-              device: torch.device, search_dir: Path | None = None, augment_dir: Path | None = None) -> dict:
+def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir: Path, device: torch.device,
+              search_dir: Path | None = None) -> dict:
+    """Finetune the searched architecture and the study's other rows (`cfg.parts`) with one recipe and several
+    seeds; the bundle's augmented text, if any, is used by the BiLSTM baseline only."""
     out = Path(output_dir)
+    data = bundle.data
+    augment_dir = bundle.augment_dir
+    plain = bundle.with_augment(None)
     searched = load_arch(Path(arch_path))
     space = searched.space
     task = data.task
@@ -256,8 +252,7 @@ def run_study(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, c
     if "budgets" in cfg.parts:
         for target in cfg.budgets:
             name = f"budget-{target:.0f}"
-            arch = budget_search(search_dir, teacher, probes_dir, data, space, target, cfg, out / "budgets" / name,
-                                 device)
+            arch = budget_search(search_dir, plain, space, target, cfg, out / "budgets" / name, device)
             rows.append(Row(name, "budget", arch, ft, f"target {target:,.0f} searched params"))
     if "bilstm" in cfg.parts:
         rows.append(Row("bilstm-mse", "bilstm", None, ft, "BiLSTM + MSE KD" + (" + augmentation" if augment_dir
@@ -267,13 +262,12 @@ def run_study(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, c
     for row, s in progress(todo, desc="study"):
         folder = out / "runs" / row.name / f"seed{s}"
         if row.arch is None:
-            m = bilstm_run(teacher, data, ft, s, folder, device, augment_dir)
+            m = bilstm_run(bundle, ft, s, folder, device)
         else:
             path = out / "archs" / f"{row.name}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             save_arch(row.arch, path)
-            m = finetune_student(path, teacher, probes_dir, data, replace(row.finetune, seed=s), folder, device,
-                                 resume=True)
+            m = finetune_student(path, plain, replace(row.finetune, seed=s), folder, device, resume=True)
         results.setdefault(row.name, []).append(m)
         log.info("study: %s seed %d: dev %s %.2f%s", row.name, s, metric, m["dev"][metric],
                  f" | {row.arch.genotype()}" if row.arch is not None else "")
@@ -309,7 +303,7 @@ def run_study(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, c
             "p_value": (1 + sum(m >= s_mean for m in r_means)) / (len(r_means) + 1)}
     if "rank" in cfg.parts:
         ranked = [r for r in table if r["kind"] in ("searched", "random", "space")]
-        scores = supernet_scores(search_dir, teacher, probes_dir, data,
+        scores = supernet_scores(search_dir, plain,
                                  {r["name"]: next(x.arch for x in rows if x.name == r["name"]) for r in ranked},
                                  device)
         for r in ranked:

@@ -127,11 +127,13 @@ def search_and_finetune(teacher: Path, probes: Path, data, root: Path, student: 
     from adabert.nas.search import Searcher
     from adabert.nas.search_space import load_search_space
     from adabert.students.finetune import FinetuneConfig, finetune_student
+    from adabert.teacher.bundle import TaskBundle
 
     cpu = torch.device("cpu")
-    Searcher(str(teacher), probes, data, load_search_space("tiny"),
+    bundle = TaskBundle(data, teacher, probes)
+    Searcher(bundle, load_search_space("tiny"),
              SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0), root / "search", cpu).run()
-    finetune_student(root / "search" / "arch.json", str(teacher), probes, data,
+    finetune_student(root / "search" / "arch.json", bundle,
                      FinetuneConfig(epochs=1, batch_size=32, max_length=16), root / student, cpu)
     return root / student
 

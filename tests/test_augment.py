@@ -17,6 +17,7 @@ from adabert.nas.arch import save_arch
 from adabert.students.finetune import FinetuneConfig, finetune_student
 from adabert.teacher.augment import (AugmentConfig, PosLexicon, augment_dataset, augment_words, load_augmented,
                                      run_augment, spacy_tagger)
+from adabert.teacher.bundle import TaskBundle
 from adabert.teacher.model import load_classifier, load_tokenizer, teacher_outputs
 
 CPU = torch.device("cpu")
@@ -113,16 +114,15 @@ def test_run_augment_caches_teacher_and_probe_logits(toy, tiny_teacher, tiny_pro
     run_augment(str(tiny_teacher), toy, AugmentConfig(copies=2, max_length=32), out, CPU, probes_dir=tiny_probes)
     assert (out / "logits.safetensors").stat().st_mtime_ns == stamp            # up to date: skipped
     # distillation on fit + augmented text
-    m = run_distill(str(tiny_teacher), toy, DistillConfig(method="mse", epochs=3, batch_size=16, max_length=32,
-                                                          embed_dim=16, hidden=16, fc=16, lr=3e-2),
-                    tmp_path / "student", CPU, probes_dir=tiny_probes, augment_dir=out)
+    bundle = TaskBundle(toy, tiny_teacher, tiny_probes, out)
+    m = run_distill(bundle, DistillConfig(method="mse", epochs=3, batch_size=16, max_length=32, embed_dim=16, hidden=16,
+                                          fc=16, lr=3e-2), tmp_path / "student", CPU)
     assert m["train_examples"] == len(toy.fit) + len(aug.data)
     assert m["dev"]["accuracy"] >= 85
     # the searched student's finetune takes the same folder (probe KD on the augmented text too)
     save_arch(_arch(), tmp_path / "arch.json")
-    m = finetune_student(tmp_path / "arch.json", str(tiny_teacher), tiny_probes, toy,
-                         FinetuneConfig(epochs=3, batch_size=32, max_length=32, lr=1e-2), tmp_path / "searched", CPU,
-                         augment_dir=out)
+    m = finetune_student(tmp_path / "arch.json", bundle,
+                         FinetuneConfig(epochs=3, batch_size=32, max_length=32, lr=1e-2), tmp_path / "searched", CPU)
     assert m["train_examples"] == len(toy.fit) + len(aug.data)
     assert m["dev"]["accuracy"] >= 85
 

@@ -11,6 +11,7 @@ from adabert.data.dataset import load_task_data
 from adabert.data.tasks import get_task
 from adabert.distill.distill import DistillConfig, run_distill
 from adabert.students.load import load_student
+from adabert.teacher.bundle import TaskBundle
 
 CPU = torch.device("cpu")
 SMALL = dict(epochs=1, batch_size=16, max_length=32, embed_dim=16, hidden=16, fc=16, evals_per_epoch=1)
@@ -21,8 +22,8 @@ def students(tiny_teacher, tiny_probes, sst2_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("deploy")
     data = load_task_data(get_task("sst2"), sst2_dir)
     search_and_finetune(tiny_teacher, tiny_probes, data, root, "adabert")
-    run_distill(str(tiny_teacher), data, DistillConfig(**SMALL, method="mse"), root / "bilstm", CPU)
-    run_distill(str(tiny_teacher), data, DistillConfig(**{**SMALL, "lr": 1e-3}, student="transformer", layers=1),
+    run_distill(TaskBundle(data, tiny_teacher), DistillConfig(**SMALL, method="mse"), root / "bilstm", CPU)
+    run_distill(TaskBundle(data, tiny_teacher), DistillConfig(**{**SMALL, "lr": 1e-3}, student="transformer", layers=1),
                 root / "transformer", CPU)
     return root
 

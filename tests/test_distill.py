@@ -12,6 +12,7 @@ from adabert.data.tasks import get_task
 from adabert.distill.distill import DistillConfig, Distiller, run_distill
 from adabert.nas.arch import save_arch
 from adabert.students.baselines import BiLSTMStudent, make_batch, teacher_layer_subset
+from adabert.teacher.bundle import TaskBundle
 from adabert.teacher.model import load_classifier
 
 CPU = torch.device("cpu")
@@ -20,7 +21,7 @@ SMALL = dict(epochs=5, batch_size=16, max_length=32, embed_dim=16, hidden=16, fc
 
 def _distill(teacher, data, out, probes=None, augment=None, arch=None, **kw):
     cfg = DistillConfig(**{**SMALL, **kw})
-    return run_distill(str(teacher), data, cfg, out, CPU, probes_dir=probes, augment_dir=augment, arch_path=arch)
+    return run_distill(TaskBundle(data, teacher, probes, augment), cfg, out, CPU, arch_path=arch)
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +61,10 @@ def test_siamese_bilstm_on_pairs(mrpc_dir, tmp_path, tiny_base):
     teacher = tmp_path / "teacher"
     finetune_teacher(str(tiny_base), data, TeacherConfig(epochs=1, batch_size=16, max_length=32), teacher, CPU)
     cfg = DistillConfig(**{**SMALL, "method": "hinton", "epochs": 1})
-    d = Distiller(str(teacher), data, cfg, CPU)
+    d = Distiller(TaskBundle(data, teacher), cfg, CPU)
     model = d.new_student(0)
     assert model.pair and model.mlp[0].in_features == 4 * 2 * SMALL["hidden"]
-    enc = encode_separate(d.tokenizer, data.dev, 32)
+    enc = encode_separate(d.bundle.tokenizer, data.dev, 32)
     out = model(make_batch("separate", enc, [0, 1, 2], CPU))
     assert out.logits.shape == (3, 2)
     # features [h1, h2, h1*h2, |h1-h2|]: swapping the sentences swaps h1 and h2 only
@@ -77,16 +78,16 @@ def test_siamese_bilstm_on_pairs(mrpc_dir, tmp_path, tiny_base):
 def test_saved_students_reload_to_identical_logits(toy, tiny_teacher, tiny_probes, tmp_path):
     _distill(tiny_teacher, toy, tmp_path / "bilstm", probes=tiny_probes, epochs=1)
     _distill(tiny_teacher, toy, tmp_path / "tf", probes=tiny_probes, epochs=1, student="transformer", layers=1)
-    d = Distiller(str(tiny_teacher), toy, DistillConfig(**{**SMALL, "epochs": 1}), CPU, probes_dir=tiny_probes)
+    d = Distiller(TaskBundle(toy, tiny_teacher, tiny_probes), DistillConfig(**{**SMALL, "epochs": 1}), CPU)
     bilstm, cfg = BiLSTMStudent.from_pretrained(tmp_path / "bilstm")
-    assert cfg["method"] == "hinton" and bilstm.embed.weight.shape == (len(d.tokenizer), SMALL["embed_dim"])
-    enc = encode_separate(d.tokenizer, toy.dev, 32)
+    assert cfg["method"] == "hinton" and bilstm.embed.weight.shape == (len(d.bundle.tokenizer), SMALL["embed_dim"])
+    enc = encode_separate(d.bundle.tokenizer, toy.dev, 32)
     first = d.logits(bilstm, enc)
     again, _ = BiLSTMStudent.from_pretrained(tmp_path / "bilstm")
     assert torch.equal(first, d.logits(again, enc))
     tf = load_classifier(str(tmp_path / "tf")).eval()
     assert tf.config.num_hidden_layers == 1
-    batch = make_batch("joint", encode_joint(d.tokenizer, toy.dev, 32), list(range(8)), CPU)
+    batch = make_batch("joint", encode_joint(d.bundle.tokenizer, toy.dev, 32), list(range(8)), CPU)
     with torch.no_grad():
         assert torch.equal(tf(**batch).logits, load_classifier(str(tmp_path / "tf")).eval()(**batch).logits)
 
@@ -100,7 +101,7 @@ def test_layer_subset_is_evenly_spaced_from_the_bottom():
 
 
 def test_transformer_student_starts_from_the_teacher_layers(toy, tiny_teacher):
-    d = Distiller(str(tiny_teacher), toy, DistillConfig(**{**SMALL, "student": "transformer", "layers": 2}), CPU)
+    d = Distiller(TaskBundle(toy, tiny_teacher), DistillConfig(**{**SMALL, "student": "transformer", "layers": 2}), CPU)
     student = d.new_student(0)
     t_state, s_state = d.teacher.state_dict(), student.model.state_dict()
     assert all(torch.equal(s_state[k], t_state[k]) for k in s_state)   # 2 of 2 layers: an exact copy

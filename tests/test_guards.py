@@ -17,6 +17,7 @@ from adabert.data.dataset import load_task_data
 from adabert.data.tasks import get_task
 from adabert.nas.search import SearchConfig, Searcher
 from adabert.nas.search_space import load_search_space
+from adabert.teacher.bundle import TaskBundle
 
 
 def test_check_terms_names_the_bad_term():
@@ -54,7 +55,7 @@ def test_search_stops_on_nan_and_keeps_the_last_good_checkpoint(tiny_teacher, ti
     monkeypatch.setattr(adabert.nas.search, "depth_losses", _nan_from_call(adabert.nas.search.depth_losses, 7))
     data = load_task_data(get_task("sst2"), sst2_dir)
     cfg = SearchConfig(epochs=2, batch_size=32, max_length=16, evals=1, min_steps=0, checkpoint_every=2)
-    searcher = Searcher(str(tiny_teacher), tiny_probes, data, load_search_space("tiny"), cfg, tmp_path / "s",
+    searcher = Searcher(TaskBundle(data, tiny_teacher, tiny_probes), load_search_space("tiny"), cfg, tmp_path / "s",
                         torch.device("cpu"))
     with pytest.raises(NonFiniteError) as e:
         searcher.run()
@@ -69,7 +70,7 @@ def test_search_stops_on_nan_and_keeps_the_last_good_checkpoint(tiny_teacher, ti
 def test_finetune_nan_exits_3_keeps_the_last_checkpoint_and_resumes(tiny_teacher, tiny_probes, sst2_dir, tmp_path,
                                                                     monkeypatch, capsys):
     data = load_task_data(get_task("sst2"), sst2_dir)
-    Searcher(str(tiny_teacher), tiny_probes, data, load_search_space("tiny"),
+    Searcher(TaskBundle(data, tiny_teacher, tiny_probes), load_search_space("tiny"),
              SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0), tmp_path / "s",
              torch.device("cpu")).run()
     monkeypatch.setattr(adabert.students.finetune, "probe_kd", _nan_from_call(adabert.students.finetune.probe_kd, 6))

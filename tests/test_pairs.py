@@ -11,6 +11,7 @@ from adabert.data.tasks import get_task
 from adabert.nas.search import SearchConfig, Searcher
 from adabert.nas.search_space import load_search_space
 from adabert.students.finetune import FinetuneConfig, finetune_student
+from adabert.teacher.bundle import TaskBundle
 from adabert.teacher.model import TeacherConfig, finetune_teacher
 from adabert.teacher.probes import ProbeConfig, run_probes
 
@@ -23,9 +24,10 @@ def pair_student(tiny_base, mrpc_dir, tmp_path_factory):
     finetune_teacher(str(tiny_base), data, TeacherConfig(epochs=2, batch_size=16, lr=3e-3, max_length=32),
                      root / "teacher", cpu)
     run_probes(str(root / "teacher"), data, ProbeConfig(epochs=3, max_length=32), root / "probes", cpu)
-    Searcher(str(root / "teacher"), root / "probes", data, load_search_space("tiny"),
+    bundle = TaskBundle(data, root / "teacher", root / "probes")
+    Searcher(bundle, load_search_space("tiny"),
              SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0), root / "search", cpu).run()
-    finetune_student(root / "search" / "arch.json", str(root / "teacher"), root / "probes", data,
+    finetune_student(root / "search" / "arch.json", bundle,
                      FinetuneConfig(epochs=1, batch_size=32, max_length=16), root / "student", cpu)
     return root
 
@@ -61,10 +63,11 @@ def test_pair_regression_student_learns(tiny_base, tmp_path):
     data = load_task_data(get_task("stsb"), write_stsb(tmp_path / "STS-B"))
     teacher, probes = teacher_and_probes(tiny_base, data, tmp_path, epochs=1)
     cpu = torch.device("cpu")
-    Searcher(str(teacher), probes, data, load_search_space("tiny"),
+    bundle = TaskBundle(data, teacher, probes)
+    Searcher(bundle, load_search_space("tiny"),
              SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0), tmp_path / "search",
              cpu).run()
-    m = finetune_student(tmp_path / "search" / "arch.json", str(teacher), probes, data,
+    m = finetune_student(tmp_path / "search" / "arch.json", bundle,
                          FinetuneConfig(epochs=5, batch_size=16, max_length=16, gamma=0.0), tmp_path / "student", cpu)
     assert m["dev"]["pearson"] > 50
 

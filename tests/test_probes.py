@@ -11,7 +11,23 @@ from adabert.data.dataset import load_task_data
 from adabert.data.encoding import encode_joint
 from adabert.data.tasks import get_task
 from adabert.teacher.model import load_classifier, load_tokenizer, teacher_outputs
-from adabert.teacher.probes import load_probe_logits, probe_logits
+from adabert.teacher.probes import ProbeConfig, load_probe_logits, probe_logits, train_probes
+
+
+def test_each_layer_probe_is_trained_and_selected_on_its_own():
+    # layer 0: noise; layer 1: the label is the sign of feature 3 (offset and scaled, so standardising matters)
+    g = torch.Generator().manual_seed(0)
+    n, d = 600, 8
+    y = torch.randint(0, 2, (n,), generator=g)
+    feats = torch.randn(n, 2, d, generator=g) * 5 + 3
+    feats[:, 1, 3] = 40 + 10 * (2 * y - 1) + torch.randn(n, generator=g)
+    task = get_task("sst2")
+    w, b, best = train_probes(task, feats[:500], y[:500].numpy(), feats[500:], y[500:].numpy(),
+                              ProbeConfig(epochs=3, batch_size=50, lr=1e-2))
+    assert w.shape == (2, d, 2) and b.shape == (2, 2)
+    assert best[1] == 100.0 and best[0] < 75
+    logits = probe_logits(feats[500:], w, b)  # the folded probes act on raw features
+    assert (logits[:, 1].argmax(-1) == y[500:]).all()
 
 
 def test_probe_logits_shape_and_order(tiny_teacher, tiny_probes, sst2_dir):

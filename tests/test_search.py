@@ -12,6 +12,7 @@ from adabert.nas.arch import load_arch
 from adabert.nas.costs import measure_cost_model
 from adabert.nas.search import SearchConfig, Searcher
 from adabert.nas.search_space import load_search_space
+from adabert.teacher.bundle import TaskBundle
 
 TOY = {"epochs": 6, "batch_size": 32, "max_length": 32, "evals": 2, "min_steps": 0, "checkpoint_every": 3,
        "log_every": 1, "lr": 1e-2}
@@ -20,7 +21,8 @@ TOY = {"epochs": 6, "batch_size": 32, "max_length": 32, "evals": 2, "min_steps":
 def _searcher(tiny_teacher, tiny_probes, data_dir, out, task="sst2", **kw):
     cfg = SearchConfig(**{**TOY, **kw})
     data = load_task_data(get_task(task), data_dir)
-    return Searcher(str(tiny_teacher), tiny_probes, data, load_search_space("tiny"), cfg, out, torch.device("cpu"))
+    return Searcher(TaskBundle(data, tiny_teacher, tiny_probes), load_search_space("tiny"), cfg, out,
+                    torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")

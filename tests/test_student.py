@@ -16,6 +16,7 @@ from adabert.nas.search_space import load_search_space
 from adabert.nas.supernet import Sample, Supernet
 from adabert.students.finetune import FinetuneConfig, finetune_student
 from adabert.students.student import Student, inherit_search_weights
+from adabert.teacher.bundle import TaskBundle
 
 
 def _arch(seed=0):
@@ -30,8 +31,8 @@ def trained(tiny_teacher, tiny_probes, sst2_dir, tmp_path_factory):
     save_arch(_arch(), root / "arch.json")
     data = load_task_data(get_task("sst2"), sst2_dir)
     cfg = FinetuneConfig(epochs=6, batch_size=32, max_length=32, lr=1e-2)
-    metrics = finetune_student(root / "arch.json", str(tiny_teacher), tiny_probes, data, cfg, root / "student",
-                               torch.device("cpu"))
+    metrics = finetune_student(root / "arch.json", TaskBundle(data, tiny_teacher, tiny_probes), cfg,
+                               root / "student", torch.device("cpu"))
     return root, metrics, data
 
 
@@ -126,11 +127,12 @@ def test_finetune_without_kd_and_inherit(tiny_teacher, tiny_probes, sst2_dir, tm
     from adabert.nas.search import SearchConfig, Searcher
 
     data = load_task_data(get_task("sst2"), sst2_dir)
-    s = Searcher(str(tiny_teacher), tiny_probes, data, load_search_space("tiny"),
+    bundle = TaskBundle(data, tiny_teacher, tiny_probes)
+    s = Searcher(bundle, load_search_space("tiny"),
                  SearchConfig(epochs=1, batch_size=32, max_length=32, evals=1, min_steps=0), tmp_path / "s",
                  torch.device("cpu"))
     s.run()
-    m = finetune_student(tmp_path / "s" / "arch.json", str(tiny_teacher), tiny_probes, data,
+    m = finetune_student(tmp_path / "s" / "arch.json", bundle,
                          FinetuneConfig(epochs=1, batch_size=32, max_length=32, gamma=0.0, inherit=True),
                          tmp_path / "st", torch.device("cpu"))
     assert m["dev"]["accuracy"] > 0 and (tmp_path / "st" / "model.safetensors").is_file()
@@ -178,7 +180,7 @@ def _finetune_toy(tiny_teacher, tiny_probes, sst2_dir, out, **kw) -> dict:
     """Finetune the toy arch on the toy task for 4 epochs with the given FinetuneConfig overrides."""
     save_arch(_arch(), out / "arch.json")
     data = load_task_data(get_task("sst2"), sst2_dir)
-    return finetune_student(out / "arch.json", str(tiny_teacher), tiny_probes, data,
+    return finetune_student(out / "arch.json", TaskBundle(data, tiny_teacher, tiny_probes),
                             FinetuneConfig(epochs=4, batch_size=32, max_length=32, lr=1e-2, **kw), out / "st",
                             torch.device("cpu"))
 

@@ -15,6 +15,7 @@ from adabert.nas.costs import measure_cost_model
 from adabert.nas.search import SearchConfig, Searcher
 from adabert.nas.search_space import load_search_space
 from adabert.study import random_arch, sample_arch
+from adabert.teacher.bundle import TaskBundle
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,8 @@ def search_dir(tiny_teacher, tiny_probes, sst2_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "search"
     cfg = SearchConfig(epochs=2, batch_size=32, max_length=32, evals=1, min_steps=0, lr=1e-2)
     data = load_task_data(get_task("sst2"), sst2_dir)
-    Searcher(str(tiny_teacher), tiny_probes, data, load_search_space("tiny"), cfg, out, torch.device("cpu")).run()
+    Searcher(TaskBundle(data, tiny_teacher, tiny_probes), load_search_space("tiny"), cfg, out,
+             torch.device("cpu")).run()
     return out
 
 

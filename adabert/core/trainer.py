@@ -13,13 +13,14 @@ and a held-out evaluation; `Trainer.fit` does the rest, the same way for every s
   only rank 0 writes checkpoints;
 - evaluation points (`evals_per_epoch` evenly spaced per epoch, the last at its end): `evaluate(model)` on the
   held-out slice for every model; the history records the step, epoch, mean training loss since the previous
-  point and the metrics; the best state (by `metric`, over all models) is kept in memory;
+  point and the metrics; each model's best state (by `metric`) is kept in memory;
 - a checkpoint at every evaluation point (`checkpoint`): models, best state, optimisers, schedules, torch RNG
   state, step and history in one atomically written safetensors file. `fit(resume=True)` continues from it at
   the next step, which reproduces the uninterrupted run exactly on the same device and thread count; a
   checkpoint made with other inputs or settings (`fingerprint`) is refused in one line.
 
-Returns the index of the best model, whose best state is loaded into it, its score and the history.
+At the end every model is loaded with its best state; returns the index of the best model, its score, every
+model's best score and the history.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class TrainResult:
     best_index: int
     best_score: float
     history: list[dict]
+    best_scores: list[float]
 
 
 def partial_dir(output_dir: Path) -> Path:
@@ -82,7 +84,8 @@ class Trainer:
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.fingerprint = json.loads(json.dumps(fingerprint or {}))
         self.step, self.history = 0, []
-        self.best, self.best_index, self.best_state = -math.inf, 0, None
+        self.best = [-math.inf] * len(trainees)
+        self.best_state: list[dict | None] = [None] * len(trainees)
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def save(self) -> None:
@@ -95,10 +98,11 @@ class Trainer:
             opt_tensors, opt_groups = optimizer_tensors(f"opt{i}", t.opt)
             tensors.update(opt_tensors)
             groups.append(opt_groups)
-        if self.best_state is not None:
-            tensors.update(prefixed("best", self.best_state))
+        for i, state in enumerate(self.best_state):
+            if state is not None:
+                tensors.update(prefixed(f"best{i}", state))
         record = {"stage": self.name, "fingerprint": self.fingerprint, "step": self.step, "history": self.history,
-                  "best": self.best if self.best_state is not None else None, "best_index": self.best_index,
+                  "best": [b if s is not None else None for b, s in zip(self.best, self.best_state)],
                   "opt_groups": groups, "scheds": [t.sched.state_dict() for t in self.trainees]}
         save_checkpoint(self.checkpoint, tensors, record)
 
@@ -111,9 +115,10 @@ class Trainer:
             restore_optimizer(f"opt{i}", t.opt, tensors, record["opt_groups"][i])
             t.sched.load_state_dict(record["scheds"][i])
         torch.set_rng_state(tensors["rng.torch"])
-        self.step, self.history, self.best_index = record["step"], record["history"], record["best_index"]
-        if record["best"] is not None:
-            self.best, self.best_state = record["best"], unprefixed("best", tensors)
+        self.step, self.history = record["step"], record["history"]
+        for i, best in enumerate(record["best"]):
+            if best is not None:
+                self.best[i], self.best_state[i] = best, unprefixed(f"best{i}", tensors)
 
     def start(self, resume: bool) -> None:
         path = self.checkpoint
@@ -157,10 +162,12 @@ class Trainer:
                     f"{self.checkpoint}" if self.checkpoint is not None and self.checkpoint.is_file()
                     else "no checkpoint had been written yet")
             raise NonFiniteError(f"{e}; {kept}") from None
-        if self.best_state is None:
+        if any(state is None for state in self.best_state):
             raise AdabertError(f"{self.name}: no evaluation point was reached (no training rows?)")
-        self.trainees[self.best_index].model.load_state_dict(self.best_state)
-        return TrainResult(self.best_index, self.best, self.history)
+        for t, state in zip(self.trainees, self.best_state):
+            t.model.load_state_dict(state)
+        best = int(np.argmax(self.best))
+        return TrainResult(best, self.best[best], self.history, list(self.best))
 
     def train_step(self, rows: np.ndarray, where: str) -> list[float]:
         for t in self.trainees:
@@ -191,8 +198,8 @@ class Trainer:
                     "%s step %d%s: loss %.4f, held-out %s", self.name, self.step,
                     f" (model {i + 1})" if several else "", mean_losses[i],
                     ", ".join(f"{k} {v:.2f}" for k, v in m.items()))
-            if m[self.metric] > self.best:
-                self.best, self.best_index, self.best_state = m[self.metric], i, copy.deepcopy(t.model.state_dict())
+            if m[self.metric] > self.best[i]:
+                self.best[i], self.best_state[i] = m[self.metric], copy.deepcopy(t.model.state_dict())
 
 
 def remove_partial(output_dir: Path) -> None:

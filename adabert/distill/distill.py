@@ -38,19 +38,15 @@ from adabert.core.runtime import autocast, log, set_seed
 from adabert.core.schedule import cosine_decay
 from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
 from adabert.core.validation import require_fraction, require_non_negative, require_positive, require_positive_ints
-from adabert.data.dataset import Dataset, TaskData
 from adabert.data.encoding import Encoded, batch_indices, encode_joint, encode_separate
 from adabert.data.metrics import class_report, task_metrics
 from adabert.distill.feature_losses import attention_kl, fitnets, nst_mmd, relational
 from adabert.nas.arch import load_arch
-from adabert.nas.embedding import teacher_tables
 from adabert.students.baselines import BiLSTMStudent, LayerSubsetTransformer, SearchedStudent, StudentOutput, make_batch
 from adabert.students.card import write_card
 from adabert.students.student import Student
-from adabert.teacher.augment import load_augmented
-from adabert.teacher.model import (check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint,
-                                   teacher_outputs)
-from adabert.teacher.probes import load_probe_logits
+from adabert.teacher.bundle import Split, TaskBundle
+from adabert.teacher.model import teacher_outputs
 
 StudentKind = Literal["bilstm", "transformer", "adabert"]
 Method = Literal["none", "hinton", "mse", "probe", "fitnets", "attention", "nst", "relational", "born-again", "mutual"]
@@ -130,40 +126,36 @@ class TrainSet:
 class Distiller:
     """Builds students, prepares the data once, and runs the configured method."""
 
-    def __init__(self, teacher: str, data: TaskData, cfg: DistillConfig, device: torch.device,
-                 probes_dir: Path | None = None, augment_dir: Path | None = None, arch_path: Path | None = None,
+    def __init__(self, bundle: TaskBundle, cfg: DistillConfig, device: torch.device, arch_path: Path | None = None,
                  checkpoints: Path | None = None, fingerprint: dict | None = None, resume: bool = False):
         """checkpoints: folder of the training checkpoints (one per run of `fit`), made with `fingerprint`;
         `resume` continues them."""
-        self.teacher_src, self.data, self.cfg, self.device = teacher, data, cfg, device
+        self.bundle, self.data, self.cfg, self.device = bundle, bundle.data, cfg, device
         self.checkpoints, self.fingerprint, self.resume = checkpoints, fingerprint, resume
-        self.task = data.task
+        self.task = bundle.task
         if cfg.student == "adabert" and arch_path is None:
             raise AdabertError("--arch: required with --student adabert (the arch.json of `adabert search`)")
-        if cfg.method == "probe" and probes_dir is None:
-            raise AdabertError("--probes: required by --method probe (the folder of `adabert probes`)")
+        if cfg.method == "probe":
+            bundle.require_probes("by --method probe")
         if cfg.method in TOKEN_METHODS and cfg.student != "transformer" and self.task.is_pair:
             raise AdabertError(f"--method {cfg.method}: matches token states, which align with the teacher's only "
                                "for single sentences with this student; use --student transformer for pairs")
         self.arch = load_arch(Path(arch_path)) if arch_path is not None else None
-        self.tokenizer = load_tokenizer(teacher)
-        self.teacher = load_classifier(teacher)
-        check_teacher_for_task(self.teacher, teacher, self.task)
-        self.teacher.eval().requires_grad_(False)
+        self.teacher = bundle.classifier
         if cfg.method == "attention":
             self.teacher.set_attn_implementation("eager")
-        self.probes = load_probe_logits(Path(probes_dir), data, teacher) if probes_dir is not None else None
-        self.augmented = load_augmented(Path(augment_dir), data, teacher) if augment_dir is not None else None
+        self.probes = bundle.probes
+        self.augmented = bundle.augmented
         if self.augmented is not None and cfg.method == "probe" and self.augmented.probes is None:
-            raise AdabertError(f"{augment_dir}: holds no probe logits for --method probe; rerun `adabert augment` "
-                               "with --probes")
+            raise AdabertError(f"{bundle.augment_dir}: holds no probe logits for --method probe; rerun "
+                               "`adabert augment` with --probes")
 
     # ---- students and data -------------------------------------------------------------------------------
     def new_student(self, seed: int) -> nn.Module:
         set_seed(seed)
         cfg = self.cfg
         if cfg.student == "bilstm":
-            word, _ = teacher_tables(self.teacher)
+            word, _ = self.bundle.tables
             model = BiLSTMStudent(word.shape[0], cfg.embed_dim, cfg.hidden, cfg.fc, self.task.num_labels,
                                   self.task.is_pair, cfg.dropout, teacher_word=word)
             init_regression_heads(model, self.data)
@@ -174,39 +166,37 @@ class Distiller:
             if cfg.method == "attention":
                 model.use_eager_attention()
             return model
-        word, pos = teacher_tables(self.teacher)
+        word, pos = self.bundle.tables
         model = Student.from_teacher_tables(self.arch, word, pos, self.task.num_labels, self.task.is_pair)
         init_regression_heads(model, self.data)
         return SearchedStudent(model)
 
-    def encode(self, ds: Dataset, encoding: str) -> Encoded:
-        if encoding == "joint":
-            return encode_joint(self.tokenizer, ds, self.cfg.max_length)
-        return encode_separate(self.tokenizer, ds, self.cfg.max_length)
+    def encoded(self, which: Split, encoding: str, augmented: bool = False) -> Encoded:
+        """A split in the student's `encoding` ('separate' or 'joint', the teacher's), from the bundle."""
+        return self.bundle.encoded(which, self.cfg.max_length, augmented=augmented, joint=encoding == "joint")
 
     def train_set(self, encoding: str) -> TrainSet:
         """The fit split, plus the augmented text when given, with the targets the method needs."""
         cfg, data = self.cfg, self.data
-        fit = data.fit
         targets = probes = None
         if cfg.method not in ("none", "mutual", *FEATURE_METHODS):  # feature methods run the teacher per batch
             if self.probes is not None:
                 targets = self.probes.teacher_train[data.train_idx]
             else:
-                targets, _ = teacher_outputs(self.teacher.to(self.device), self.encode(fit, "joint"), self.device,
+                targets, _ = teacher_outputs(self.teacher.to(self.device), self.encoded("fit", "joint"), self.device,
                                              desc="teacher logits")
             if cfg.method == "probe":
                 probes = self.probes.train[data.train_idx]
-        ds = fit
+        ds = self.bundle.split("fit", augmented=True)
         if self.augmented is not None:
             aug = self.augmented
-            ds = aug.after(fit)
             if targets is not None:
                 targets = torch.cat([targets, aug.teacher])
             if probes is not None:
                 probes = torch.cat([probes, aug.probes])
-        teacher_enc = self.encode(ds, "joint") if cfg.method in FEATURE_METHODS else None
-        return TrainSet(self.encode(ds, encoding), torch.as_tensor(ds.labels), targets, probes, teacher_enc)
+        teacher_enc = self.encoded("fit", "joint", augmented=True) if cfg.method in FEATURE_METHODS else None
+        return TrainSet(self.encoded("fit", encoding, augmented=True), torch.as_tensor(ds.labels), targets, probes,
+                        teacher_enc)
 
     # ---- training ----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -269,8 +259,9 @@ class Distiller:
         """FitNets regressors, one per student layer (trained with the student, not saved)."""
         if self.cfg.method != "fitnets":
             return None
-        probe = model(make_batch(model.encoding, self.encode(self.data.fit.subset(np.arange(2)), model.encoding),
-                                 np.arange(2), self.device))
+        two = (encode_joint if model.encoding == "joint" else encode_separate)(
+            self.bundle.tokenizer, self.data.fit.subset(np.arange(2)), self.cfg.max_length)
+        probe = model(make_batch(model.encoding, two, np.arange(2), self.device))
         width = self.teacher.config.hidden_size
         return nn.ModuleList(nn.Linear(s.shape[-1], width) for s in probe.states).to(self.device)
 
@@ -289,7 +280,7 @@ class Distiller:
             opt = torch.optim.AdamW([p for p in list(m.parameters()) + (list(pj.parameters()) if pj else [])
                                      if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
             trainees.append(Trainee(m, opt, cosine_decay(opt, steps), pj))
-        holdout_enc = self.encode(self.data.holdout, models[0].encoding)
+        holdout_enc = self.encoded("holdout", models[0].encoding)
 
         def batches(epoch: int) -> list[np.ndarray]:
             order = np.random.default_rng([cfg.seed, epoch]).permutation(len(ts.enc))
@@ -323,7 +314,7 @@ class Distiller:
         t0 = time.time()
         encoding = STUDENT_CLASSES[cfg.student].encoding
         ts = self.train_set(encoding)
-        dev_enc = self.encode(self.data.dev, encoding)
+        dev_enc = self.encoded("dev", encoding)
         generations = []
         if cfg.method == "mutual":
             model, history, best = self.fit([self.new_student(cfg.seed), self.new_student(cfg.seed + 1)], ts, None,
@@ -364,34 +355,29 @@ def deployable_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _folder_fingerprint(folder: Path | None) -> str:
-    return hash_files([Path(folder) / "meta.json"]) if folder is not None else ""
-
-
-def run_distill(teacher: str, data: TaskData, cfg: DistillConfig, output_dir: Path, device: torch.device,
-                probes_dir: Path | None = None, augment_dir: Path | None = None, arch_path: Path | None = None,
-                force: bool = False, resume: bool = False) -> dict:
+def run_distill(bundle: TaskBundle, cfg: DistillConfig, output_dir: Path, device: torch.device,
+                arch_path: Path | None = None, force: bool = False, resume: bool = False) -> dict:
     """Train a student with `cfg.method`, report dev once, save a student folder; skipped when up to date.
     Checkpoints go to OUT.partial; `resume` continues them."""
     output_dir = Path(output_dir)
-    inputs = {"data": data.fingerprint, "teacher": model_source_fingerprint(teacher),
-              "probes": _folder_fingerprint(probes_dir), "augment": _folder_fingerprint(augment_dir),
+    inputs = {**bundle.inputs(), "probes": bundle.folder_fingerprint(bundle.probes_dir),
+              "augment": bundle.folder_fingerprint(bundle.augment_dir),
               "arch": hash_files([Path(arch_path)]) if arch_path is not None else ""}
-    config = {**asdict(cfg), "task": data.task.describe()}
+    config = {**asdict(cfg), "task": bundle.task.describe()}
     if not force and meta_matches(output_dir, "distill", inputs, config):
         log.info("distill: %s is up to date (fingerprints match); skipping", output_dir)
         return read_json(output_dir / "metrics.json", "distill metrics")
-    distiller = Distiller(teacher, data, cfg, device, probes_dir, augment_dir, arch_path,
-                          partial_dir(output_dir), {"inputs": inputs, "config": config}, resume)
+    distiller = Distiller(bundle, cfg, device, arch_path, partial_dir(output_dir),
+                          {"inputs": inputs, "config": config}, resume)
     model, metrics = distiller.run()
     log.info("distill %s/%s dev: %s", cfg.student, cfg.method,
              ", ".join(f"{k} {v:.2f}" for k, v in metrics["dev"].items()))
     if distributed.is_main():  # under torchrun, rank 0 writes
         with atomic_dir(output_dir) as tmp:
-            model.cpu().save(tmp, data.task, {"max_length": cfg.max_length, "method": cfg.method})
-            distiller.tokenizer.save_pretrained(tmp)
+            model.cpu().save(tmp, bundle.task, {"max_length": cfg.max_length, "method": cfg.method})
+            bundle.tokenizer.save_pretrained(tmp)
             write_json(tmp / "metrics.json", metrics)
-            write_card(tmp, teacher, name=output_dir.name)
+            write_card(tmp, bundle.teacher, name=output_dir.name)
             write_meta(tmp, "distill", inputs, config)
         remove_partial(output_dir)
     return metrics

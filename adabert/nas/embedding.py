@@ -101,11 +101,3 @@ class TableEmbedding(nn.Module):
         out.pos.weight.data.copy_(pos)
         out.norm.load_state_dict(src.norm.state_dict())
         return out
-
-
-def teacher_tables(teacher: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """The word [V, D] and position [P, D] tables of a Hugging Face BERT-family model."""
-    emb = teacher.get_input_embeddings().weight
-    base = getattr(teacher, teacher.base_model_prefix, teacher)
-    pos = base.embeddings.position_embeddings.weight
-    return emb.detach(), pos.detach()

@@ -39,37 +39,34 @@ from adabert.core.heads import init_regression_heads
 from adabert.core.losses import depth_losses, efficiency_penalty
 from adabert.core.runtime import autocast, log, progress, summary_level
 from adabert.core.schedule import eval_points
-from adabert.data.dataset import TaskData
-from adabert.data.encoding import batch_indices, bucketed_order, encode_separate, student_batch
+from adabert.data.encoding import batch_indices, bucketed_order, student_batch
 from adabert.data.metrics import task_metrics
 from adabert.nas.arch import Arch, derive, save_arch, validate_arch_json
 from adabert.nas.board import SearchBoard
 from adabert.nas.config import SearchConfig
 from adabert.nas.costs import CostModel, derive_under_budget, measure_cost_model
-from adabert.nas.embedding import teacher_tables
 from adabert.nas.estimator import ChoiceEstimates
 from adabert.nas.gumbel import gumbel_sample, tau_schedule
 from adabert.nas.search_space import SearchSpace
 from adabert.nas.supernet import Sample, Supernet
-from adabert.teacher.model import check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint
-from adabert.teacher.probes import load_probe_logits
+from adabert.teacher.bundle import TaskBundle
 
 
 class Searcher:
     """Holds everything a search run needs; `run()` trains, evaluates, checkpoints and writes arch.json."""
 
-    def __init__(self, teacher: str, probes_dir: Path, data: TaskData, space: SearchSpace, cfg: SearchConfig,
-                 output_dir: Path, device: torch.device) -> None:
-        self.cfg, self.space, self.data, self.device = cfg, space, data, device
+    def __init__(self, bundle: TaskBundle, space: SearchSpace, cfg: SearchConfig, output_dir: Path,
+                 device: torch.device) -> None:
+        self.cfg, self.space, self.bundle, self.device = cfg, space, bundle, device
+        self.data = data = bundle.data
         self.out = Path(output_dir)
         task = data.task
-        self.probes = load_probe_logits(Path(probes_dir), data, teacher)
-        model = load_classifier(teacher)
-        check_teacher_for_task(model, teacher, task)
-        word, pos = teacher_tables(model)
+        self.inputs = {**bundle.inputs(), "search_space": space.hash}
+        self.config = {**asdict(cfg), "task": task.describe(), "search_space": space.name}
+        self.probes = bundle.require_probes("by the search (its KD targets and depth estimates)")
+        word, pos = bundle.tables
         if cfg.max_length > pos.shape[0]:
             raise AdabertError(f"--max-length: {cfg.max_length} exceeds the teacher's {pos.shape[0]} positions")
-        del model
         unit, self.target = cfg.budget()
         self.cost_model: CostModel = measure_cost_model(space, unit, task.num_labels, task.is_pair, device)
         low, self.max_cost = self.cost_model.bounds(space)
@@ -77,12 +74,10 @@ class Searcher:
             raise AdabertError(f"--target-{unit.replace('_', '-')}: {self.target:g} is below the cheapest "
                                f"student of search space {space.name!r} ({low:g} {unit}: one cell of "
                                "parameter-free ops)")
-        tok = load_tokenizer(teacher)
-        fit_idx = data.train_idx[: cfg.train_limit] if cfg.train_limit else data.train_idx
-        self.fit_idx = fit_idx  # rows of the full train split (probe logits are indexed by them)
-        self.enc = encode_separate(tok, data.train.subset(fit_idx), cfg.max_length)
-        self.holdout_enc = encode_separate(tok, data.holdout, cfg.max_length)
-        self.labels = torch.tensor(data.train.labels[fit_idx])
+        self.fit_idx = bundle.fit_rows(cfg.train_limit)  # rows of the full train split (probe logits follow them)
+        self.enc = bundle.encoded("fit", cfg.max_length, cfg.train_limit)
+        self.holdout_enc = bundle.encoded("holdout", cfg.max_length)
+        self.labels = torch.tensor(data.train.labels[self.fit_idx])
         torch.manual_seed(cfg.seed)
         self.model = Supernet(space, word, pos, task.num_labels, cfg.share_cells, task.is_pair)
         init_regression_heads(self.model, data)
@@ -102,9 +97,6 @@ class Searcher:
                      cfg.min_steps)
         self.total_steps = self.steps_per_epoch * self.epochs
         self.warmup_steps = int(cfg.warmup * self.total_steps)
-        self.inputs = {"data": data.fingerprint, "teacher": model_source_fingerprint(teacher),
-                       "search_space": space.hash}
-        self.config = {**asdict(cfg), "task": task.describe(), "search_space": space.name}
         self.step = 0
         self._order: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=np.int64))
         self.history: list[dict] = []

@@ -17,8 +17,7 @@ import torch
 
 from adabert.core import distributed
 from adabert.core.errors import AdabertError
-from adabert.core.fileio import (META, atomic_dir, hash_files, load_tensors, meta_matches, read_json, write_json,
-                                 write_meta)
+from adabert.core.fileio import atomic_dir, load_tensors, meta_matches, read_json, write_json, write_meta
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import hard_loss, probe_kd, soft_kd
 from adabert.core.options import option
@@ -26,16 +25,12 @@ from adabert.core.runtime import autocast, log, set_seed
 from adabert.core.schedule import cosine_decay
 from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
 from adabert.core.validation import require_fraction, require_positive, require_positive_ints
-from adabert.data.dataset import TaskData
-from adabert.data.encoding import Encoded, batch_indices, encode_separate, student_batch
+from adabert.data.encoding import Encoded, batch_indices, student_batch
 from adabert.data.metrics import class_report, task_metrics
 from adabert.nas.arch import load_arch
-from adabert.nas.embedding import teacher_tables
 from adabert.students.card import write_card
 from adabert.students.student import Student, inherit_search_weights
-from adabert.teacher.augment import load_augmented
-from adabert.teacher.model import check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint
-from adabert.teacher.probes import load_probe_logits
+from adabert.teacher.bundle import TaskBundle
 
 
 @dataclass
@@ -88,33 +83,27 @@ def student_logits(model: Student, enc: Encoded, device: torch.device, batch_siz
     return out
 
 
-def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: TaskData, cfg: FinetuneConfig,
-                     output_dir: Path, device: torch.device, force: bool = False, augment_dir: Path | None = None,
-                     resume: bool = False) -> dict:
-    """With `augment_dir` (from `adabert augment`), the augmented text joins the training set, labelled with the
+def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, output_dir: Path,
+                     device: torch.device, force: bool = False, resume: bool = False) -> dict:
+    """With augmented text in the bundle (`adabert augment`), it joins the training set, labelled with the
     teacher's predictions and distilled from the cached teacher or probe logits on it. Trains through
     `core.trainer` (checkpoints in OUT.partial; `resume` continues them)."""
     output_dir = Path(output_dir)
     arch = load_arch(Path(arch_path))
-    task = data.task
-    inputs = {"data": data.fingerprint, "teacher": model_source_fingerprint(teacher),
-              "arch": arch.genotype() + "|" + arch.space.hash}
-    if augment_dir is not None:
-        inputs["augment"] = hash_files([Path(augment_dir) / META])
+    data, task = bundle.data, bundle.task
+    inputs = {**bundle.inputs(), "arch": arch.genotype() + "|" + arch.space.hash}
+    if bundle.augment_dir is not None:
+        inputs["augment"] = bundle.folder_fingerprint(bundle.augment_dir)
     config = {**asdict(cfg), "task": task.describe()}
     if not force and meta_matches(output_dir, "finetune", inputs, config):
         log.info("finetune: %s is up to date (fingerprints match); skipping", output_dir)
         return read_json(output_dir / "metrics.json", "student metrics")
-    probes = load_probe_logits(Path(probes_dir), data, teacher) if cfg.gamma > 0 else None
-    augmented = load_augmented(Path(augment_dir), data, teacher) if augment_dir is not None else None
+    probes = bundle.require_probes("with --gamma > 0 (KD targets)") if cfg.gamma > 0 else None
+    augmented = bundle.augmented
     if augmented is not None and probes is not None and cfg.kd_target == "probes" and augmented.probes is None:
-        raise AdabertError(f"{augment_dir}: holds no probe logits for --kd-target probes; rerun `adabert augment` "
-                           "with --probes, or use --kd-target teacher")
-    tmodel = load_classifier(teacher)
-    check_teacher_for_task(tmodel, teacher, task)
-    word, pos = teacher_tables(tmodel)
-    del tmodel
-    tok = load_tokenizer(teacher)
+        raise AdabertError(f"{bundle.augment_dir}: holds no probe logits for --kd-target probes; rerun "
+                           "`adabert augment` with --probes, or use --kd-target teacher")
+    word, pos = bundle.tables
     set_seed(cfg.seed)
     model = Student.from_teacher_tables(arch, word, pos, task.num_labels, task.is_pair)
     init_regression_heads(model, data)
@@ -125,19 +114,18 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
     if cfg.embeddings == "table":
         model = model.materialised()  # train the small [V, H] table itself rather than the projection
     model.to(device)
-    train_idx = data.train_idx[: cfg.train_limit] if cfg.train_limit else data.train_idx
-    fit = data.train.subset(train_idx)
+    train_idx = bundle.fit_rows(cfg.train_limit)
+    fit = bundle.split("fit", cfg.train_limit, augmented=True)
     kd_train = None
     if probes is not None:
         kd_train = (probes.train if cfg.kd_target == "probes" else probes.teacher_train)[train_idx]
     if augmented is not None:
-        fit = augmented.after(fit)
         if kd_train is not None:
             kd_train = torch.cat([kd_train, augmented.probes if cfg.kd_target == "probes" else augmented.teacher])
         log.info("finetune: %d training examples + %d augmented", len(train_idx), len(augmented.data))
-    enc = encode_separate(tok, fit, cfg.max_length)
-    holdout_enc = encode_separate(tok, data.holdout, cfg.max_length)
-    dev_enc = encode_separate(tok, data.dev, cfg.max_length)
+    enc = bundle.encoded("fit", cfg.max_length, cfg.train_limit, augmented=True)
+    holdout_enc = bundle.encoded("holdout", cfg.max_length)
+    dev_enc = bundle.encoded("dev", cfg.max_length)
     labels = torch.as_tensor(fit.labels)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
@@ -183,9 +171,9 @@ def finetune_student(arch_path: Path, teacher: str, probes_dir: Path, data: Task
     if distributed.is_main():  # under torchrun, rank 0 writes
         with atomic_dir(output_dir) as tmp:
             saved.save_pretrained(tmp, task, {"max_length": cfg.max_length})
-            tok.save_pretrained(tmp)
+            bundle.tokenizer.save_pretrained(tmp)
             write_json(tmp / "metrics.json", metrics)
-            write_card(tmp, teacher, name=output_dir.name)
+            write_card(tmp, bundle.teacher, name=output_dir.name)
             write_meta(tmp, "finetune", inputs, config)
         remove_partial(output_dir)
     return metrics

@@ -86,6 +86,14 @@ def check_teacher_for_task(model: nn.Module, source: str, task: TaskSpec) -> Non
                            f"{task.num_labels}; fine-tune it for this task with `adabert teacher`")
 
 
+def teacher_tables(teacher: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The word [V, D] and position [P, D] tables of a Hugging Face BERT-family model."""
+    emb = teacher.get_input_embeddings().weight
+    base = getattr(teacher, teacher.base_model_prefix, teacher)
+    pos = base.embeddings.position_embeddings.weight
+    return emb.detach(), pos.detach()
+
+
 @dataclass
 class TeacherConfig:
     """Fine-tuning recipe (defaults follow common BERT GLUE practice)."""

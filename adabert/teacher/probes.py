@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import (META, atomic_dir, load_tensors, member, meta_matches, read_json, save_tensors,
                                  write_json, write_meta)
-from adabert.core.guards import check_terms
 from adabert.core.options import option
 from adabert.core.runtime import log, set_seed
+from adabert.core.trainer import Losses, Trainee, Trainer
 from adabert.core.validation import require_positive, require_positive_ints
 from adabert.data.dataset import TaskData
 from adabert.data.encoding import encode_joint
@@ -56,63 +57,70 @@ def probe_logits(feats: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
     return torch.cat(out) if out else feats.new_zeros(0, *bias.shape, dtype=torch.float32)
 
 
+class LayerProbe(nn.Module):
+    """The linear probe of one teacher layer on standardised features: logits = ((x - mu) / sd) W + b,
+    x [B, D] -> [B, C]. Standardising conditions Adam; `folded()` gives the equivalent probe on raw features."""
+
+    def __init__(self, layer: int, mu: torch.Tensor, sd: torch.Tensor, num_labels: int, bias: float) -> None:
+        super().__init__()
+        self.layer = layer
+        self.register_buffer("mu", mu.clone())
+        self.register_buffer("sd", sd.clone())
+        self.linear = nn.Linear(mu.shape[0], num_labels)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.constant_(self.linear.bias, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear((x.float() - self.mu) / self.sd)
+
+    @torch.no_grad()
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight [D, C], bias [C]) acting on raw features."""
+        w = self.linear.weight.T / self.sd[:, None]
+        return w, self.linear.bias - self.mu @ w
+
+
 def _probe_loss(logits: torch.Tensor, y: torch.Tensor, task: TaskSpec) -> torch.Tensor:
-    """Mean over examples and layers: logits [B, L+1, C], y [B]."""
-    layers = logits.shape[1]
-    if task.is_regression:
-        return F.mse_loss(logits[..., 0], y[:, None].expand(-1, layers))
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat_interleave(layers))
+    """logits [B, C], y [B]: cross entropy, or MSE on the score for regression."""
+    return F.mse_loss(logits[:, 0], y) if task.is_regression else F.cross_entropy(logits, y)
 
 
 def train_probes(task: TaskSpec, feats: torch.Tensor, labels: np.ndarray, holdout_feats: torch.Tensor,
                  holdout_labels: np.ndarray, cfg: ProbeConfig) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
-    """Train all L+1 probes at once; keep, per layer, the epoch with the best held-out task metric.
+    """Train the L+1 probes side by side through `core.trainer` (one model each, Adam, constant learning rate);
+    each keeps the epoch with its best held-out task metric.
 
-    feats [N, L+1, D] (any float dtype), labels [N]. Features are standardised per layer for conditioning and
-    the scaling is folded back, so the returned weight [L+1, D, C] and bias [L+1, C] act on raw features.
-    Returns (weight, bias, best held-out metric per layer).
+    feats [N, L+1, D] (any float dtype), labels [N]. Returns (weight [L+1, D, C], bias [L+1, C]) acting on raw
+    features, and the best held-out metric per layer.
     """
     set_seed(cfg.seed)
-    n, layers, dim = feats.shape
-    c = task.num_labels
+    n, layers, _ = feats.shape
     mu = torch.stack([feats[i: i + 4096].float().sum(0) for i in range(0, n, 4096)]).sum(0) / n
     var = torch.stack([((feats[i: i + 4096].float() - mu) ** 2).sum(0) for i in range(0, n, 4096)]).sum(0) / n
     sd = var.sqrt().clamp_min(1e-6)
-    w = torch.zeros(layers, dim, c, requires_grad=True)
-    b = torch.zeros(layers, c)
-    if task.is_regression:  # start at the mean score (see adabert.core.heads)
-        b += float(np.mean(labels))
-    b.requires_grad_(True)
-    opt = torch.optim.Adam([w, b], lr=cfg.lr)
-    y = torch.tensor(labels)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    bias = float(np.mean(labels)) if task.is_regression else 0.0  # regression starts at the mean score
+    trainees = []
+    for layer in range(layers):
+        probe = LayerProbe(layer, mu[layer], sd[layer], task.num_labels, bias)
+        opt = torch.optim.Adam(probe.parameters(), lr=cfg.lr)
+        trainees.append(Trainee(probe, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)))
+    y = torch.as_tensor(labels)
 
-    def folded() -> tuple[torch.Tensor, torch.Tensor]:
-        wf = w.detach() / sd[..., None]
-        return wf, b.detach() - torch.einsum("ld,ldc->lc", mu, wf)
+    def batches(epoch: int) -> list[np.ndarray]:
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+        return [order[i: i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
 
-    best = [-math.inf] * layers
-    best_w, best_b = folded()
-    best_w, best_b = best_w.clone(), best_b.clone()
-    for epoch in range(cfg.epochs):
-        perm = torch.randperm(n, generator=gen)
-        for start in range(0, n, cfg.batch_size):
-            idx = perm[start: start + cfg.batch_size]
-            x = (feats[idx].float() - mu) / sd
-            loss = _probe_loss(torch.einsum("nld,ldc->nlc", x, w) + b, y[idx], task)
-            check_terms(f"probes epoch {epoch + 1}", loss=loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        wf, bf = folded()
-        logits = probe_logits(holdout_feats, wf, bf).numpy()
-        for layer in range(layers):
-            score = task_metrics(task, logits[:, layer], holdout_labels)[task.main_metric]
-            if score > best[layer]:
-                best[layer] = score
-                best_w[layer], best_b[layer] = wf[layer], bf[layer]
-        log.debug("probe epoch %d: held-out %s", epoch + 1, [round(s, 2) for s in best])
-    return best_w, best_b, best
+    def loss(rows: np.ndarray) -> Losses:
+        x = feats[rows]
+        losses = [_probe_loss(t.model(x[:, t.model.layer]), y[rows], task) for t in trainees]
+        return losses, {f"loss of the layer {i} probe": v for i, v in enumerate(losses)}
+
+    def evaluate(probe: LayerProbe) -> dict[str, float]:
+        return task_metrics(task, probe(holdout_feats[:, probe.layer]).numpy(), holdout_labels)
+
+    result = Trainer("probes", trainees, cfg.epochs, batches, loss, evaluate, task.main_metric, 1, math.inf).fit()
+    weights, biases = zip(*(t.model.folded() for t in trainees))
+    return torch.stack(weights), torch.stack(biases), result.best_scores
 
 
 @dataclass

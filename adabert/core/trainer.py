@@ -1,4 +1,4 @@
-"""The one training loop of the teacher, finetune and distill stages.
+"""The one training loop of every training stage: teacher, probes, search, finetune and distill.
 
 A stage supplies its models (each with its optimiser and schedule), the batches of an epoch, a loss function
 and a held-out evaluation; `Trainer.fit` does the rest, the same way for every stage:
@@ -7,20 +7,22 @@ and a held-out evaluation; `Trainer.fit` does the rest, the same way for every s
   epoch's order does not depend on what ran before it: a resumed run sees the same batches);
 - each step: `loss(rows)` -> one loss per model and the named terms; a NaN/inf term or gradient stops the run
   (`guards`), naming the term and the last good checkpoint; per model: zero_grad, backward, clip, optimiser step;
-  then every schedule steps;
+  then every schedule steps. A stage whose step is not "one loss per model" (the search: weights, then
+  estimates, then the architecture logits) passes its own `step(rows, index)` instead of `loss`;
 - data parallel (`core.distributed`, under torchrun): each process trains on its share of every batch, the
   gradients are averaged, and every process evaluates the whole held-out slice, so all make the same choices;
   only rank 0 writes checkpoints;
-- evaluation points (`evals_per_epoch` evenly spaced per epoch, the last at its end): `evaluate(model)` on the
-  held-out slice for every model; the history records the step, epoch, mean training loss since the previous
-  point and the metrics; each model's best state (by `metric`) is kept in memory;
-- a checkpoint at every evaluation point (`checkpoint`): models, best state, optimisers, schedules, torch RNG
-  state, step and history in one atomically written safetensors file. `fit(resume=True)` continues from it at
-  the next step, which reproduces the uninterrupted run exactly on the same device and thread count; a
-  checkpoint made with other inputs or settings (`fingerprint`) is refused in one line.
+- evaluation points (`evals_per_epoch` evenly spaced per epoch, the last at its end, or the stage's own
+  `eval_steps` over the run): `evaluate(model)` on the held-out slice for every model; the history records the
+  step, epoch, mean training loss since the previous point and the metrics; with `select`, each model's best
+  state (by `metric`) is kept in memory and loaded at the end;
+- a checkpoint at every evaluation point and every `checkpoint_every` steps (`checkpoint`): models, best
+  states, optimisers, schedules, the stage's own state (`extra`), torch RNG state, step and history in one
+  atomically written safetensors file. `fit(resume=True)` continues from it at the next step, which reproduces
+  the uninterrupted run exactly on the same device and thread count; a checkpoint made with other inputs or
+  settings (`fingerprint`) is refused in one line. `fit(max_steps=N)` stops after N steps with a checkpoint.
 
-At the end every model is loaded with its best state; returns the index of the best model, its score, every
-model's best score and the history.
+Returns the index of the best model, its score, every model's best score and the history.
 """
 
 from __future__ import annotations
@@ -50,13 +52,23 @@ Losses = tuple[list[torch.Tensor], dict[str, torch.Tensor]]
 
 @dataclass
 class Trainee:
-    """A model the trainer updates, with its optimiser and learning-rate schedule; `extra`: modules trained
-    beside it but not part of it (e.g. FitNets regressors), checkpointed but not selected or saved."""
+    """A model the trainer updates, with its optimiser and learning-rate schedule (None: the stage sets the
+    rate itself); `extra`: modules trained beside it but not part of it (e.g. FitNets regressors), checkpointed
+    but not selected or saved."""
 
     model: nn.Module
     opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LRScheduler
+    sched: torch.optim.lr_scheduler.LRScheduler | None = None
     extra: nn.Module | None = None
+
+
+@dataclass
+class StageState:
+    """State a stage keeps beside its models (e.g. the search's estimates and architecture optimiser), saved in
+    the same checkpoint: `save()` -> (tensors, JSON record); `load(tensors, record)` restores it."""
+
+    save: Callable[[], tuple[dict[str, torch.Tensor], dict]]
+    load: Callable[[dict[str, torch.Tensor], dict], None]
 
 
 @dataclass
@@ -75,19 +87,33 @@ def partial_dir(output_dir: Path) -> Path:
 
 class Trainer:
     def __init__(self, name: str, trainees: list[Trainee], epochs: int, batches: Callable[[int], list[np.ndarray]],
-                 loss: Callable[[np.ndarray], Losses], evaluate: Callable[[nn.Module], dict[str, float]],
+                 loss: Callable[[np.ndarray], Losses] | None, evaluate: Callable[[nn.Module], dict[str, float]],
                  metric: str, evals_per_epoch: int, clip: float, checkpoint: Path | None = None,
-                 fingerprint: dict | None = None) -> None:
+                 fingerprint: dict | None = None, *, step: Callable[[np.ndarray, int], list[float]] | None = None,
+                 extra: StageState | None = None, select: bool = True, eval_steps: set[int] | None = None,
+                 checkpoint_every: int = 0, log_evals: bool = True) -> None:
+        """step: the stage's own training step (rows of the global batch, 0-based step index) -> one loss per
+        model, used instead of `loss`; eval_steps: 1-based steps of the run to evaluate after, instead of
+        `evals_per_epoch`; select: keep and load each model's best state; log_evals: log each evaluation."""
+        if (loss is None) == (step is None):
+            raise ValueError("Trainer: give exactly one of loss and step")
         self.name, self.trainees, self.epochs = name, trainees, epochs
         self.batches, self.loss, self.evaluate, self.metric = batches, loss, evaluate, metric
         self.evals_per_epoch, self.clip = evals_per_epoch, clip
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.fingerprint = json.loads(json.dumps(fingerprint or {}))
-        self.step, self.history = 0, []
+        self.custom_step, self.extra, self.select = step, extra, select
+        self.eval_steps, self.checkpoint_every, self.log_evals = eval_steps, checkpoint_every, log_evals
+        self.step, self.history, self.started = 0, [], False
         self.best = [-math.inf] * len(trainees)
         self.best_state: list[dict | None] = [None] * len(trainees)
 
     # -- checkpoints -------------------------------------------------------------------------------------------
+    def save_if_main(self) -> None:
+        """Write the checkpoint (rank 0 only, when the trainer has a checkpoint path)."""
+        if self.checkpoint is not None and distributed.is_main():
+            self.save()
+
     def save(self) -> None:
         tensors = {"rng.torch": torch.get_rng_state()}
         groups = []
@@ -103,7 +129,11 @@ class Trainer:
                 tensors.update(prefixed(f"best{i}", state))
         record = {"stage": self.name, "fingerprint": self.fingerprint, "step": self.step, "history": self.history,
                   "best": [b if s is not None else None for b, s in zip(self.best, self.best_state)],
-                  "opt_groups": groups, "scheds": [t.sched.state_dict() for t in self.trainees]}
+                  "opt_groups": groups,
+                  "scheds": [t.sched.state_dict() if t.sched is not None else None for t in self.trainees]}
+        if self.extra is not None:
+            extra_tensors, record["extra"] = self.extra.save()
+            tensors.update(prefixed("stage", extra_tensors))
         save_checkpoint(self.checkpoint, tensors, record)
 
     def restore(self) -> None:
@@ -113,14 +143,27 @@ class Trainer:
             if t.extra is not None:
                 t.extra.load_state_dict(unprefixed(f"extra{i}", tensors))
             restore_optimizer(f"opt{i}", t.opt, tensors, record["opt_groups"][i])
-            t.sched.load_state_dict(record["scheds"][i])
+            if t.sched is not None:
+                t.sched.load_state_dict(record["scheds"][i])
+        if self.extra is not None:
+            self.extra.load(unprefixed("stage", tensors), record["extra"])
         torch.set_rng_state(tensors["rng.torch"])
         self.step, self.history = record["step"], record["history"]
         for i, best in enumerate(record["best"]):
             if best is not None:
                 self.best[i], self.best_state[i] = best, unprefixed(f"best{i}", tensors)
 
+    def compatible(self) -> bool:
+        """True when the checkpoint file exists and was made with these inputs and settings."""
+        path = self.checkpoint
+        return (path is not None and path.is_file()
+                and read_record(path, f"{self.name} checkpoint").get("fingerprint") == self.fingerprint)
+
     def start(self, resume: bool) -> None:
+        """Restore the checkpoint when `resume` (refusing one of other settings); once per trainer."""
+        if self.started:
+            return
+        self.started = True
         path = self.checkpoint
         if path is None or not path.is_file():
             if resume:
@@ -129,43 +172,53 @@ class Trainer:
         if not resume:
             log.info("%s: starting afresh (use --resume to continue the checkpoint in %s)", self.name, path)
             return
-        if read_record(path, f"{self.name} checkpoint").get("fingerprint") != self.fingerprint:
+        if not self.compatible():
             raise AdabertError(f"{path}: the checkpoint was made with other inputs or settings; use the same "
                                "options, or delete it to start afresh")
         self.restore()
         log.info("%s: resumed from %s at step %d", self.name, path, self.step)
 
     # -- the loop ----------------------------------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> TrainResult:
+    def fit(self, resume: bool = False, max_steps: int | None = None) -> TrainResult | None:
+        """Train to the end; with `max_steps`, stop after that many steps in all (leaving a checkpoint) and
+        return None if the end was not reached."""
         self.start(resume)
         order, order_epoch = self.batches(0), 0
         steps = len(order)
         total = steps * self.epochs
-        eval_at = eval_points(steps, self.evals_per_epoch)
+        eval_at = self.eval_steps or {e * steps + p for e in range(self.epochs)
+                                      for p in eval_points(steps, self.evals_per_epoch)}
         sums, count = np.zeros(len(self.trainees)), 0
         try:
             for s in progress(range(self.step, total), desc=self.name, initial=self.step, total=total):
                 epoch, b = divmod(s, steps)
                 if epoch != order_epoch:
                     order, order_epoch = self.batches(epoch), epoch
-                losses = self.train_step(order[b], f"{self.name} epoch {epoch + 1} step {b + 1}")
+                losses = (self.custom_step(order[b], s) if self.custom_step is not None
+                          else self.train_step(order[b], f"{self.name} epoch {epoch + 1} step {b + 1}"))
                 sums += losses
                 count += 1
                 self.step = s + 1
-                if b + 1 in eval_at:
-                    self.evaluate_all(epoch, sums / count, self.epochs * len(eval_at))
+                evaluated = self.step in eval_at
+                if evaluated:
+                    self.evaluate_all(epoch, sums / count, len(eval_at))
                     sums, count = np.zeros(len(self.trainees)), 0
-                    if self.checkpoint is not None and distributed.is_main():
-                        self.save()
+                stop = max_steps is not None and self.step >= max_steps and self.step < total
+                if evaluated or stop or (self.checkpoint_every and self.step % self.checkpoint_every == 0):
+                    self.save_if_main()
+                if stop:
+                    log.info("%s: stopped at step %d of %d; continue with --resume", self.name, self.step, total)
+                    return None
         except NonFiniteError as e:
             kept = (f"the last good checkpoint (step {read_record(self.checkpoint)['step']}) is kept in "
                     f"{self.checkpoint}" if self.checkpoint is not None and self.checkpoint.is_file()
                     else "no checkpoint had been written yet")
             raise NonFiniteError(f"{e}; {kept}") from None
-        if any(state is None for state in self.best_state):
-            raise AdabertError(f"{self.name}: no evaluation point was reached (no training rows?)")
-        for t, state in zip(self.trainees, self.best_state):
-            t.model.load_state_dict(state)
+        if self.select:
+            if any(state is None for state in self.best_state):
+                raise AdabertError(f"{self.name}: no evaluation point was reached (no training rows?)")
+            for t, state in zip(self.trainees, self.best_state):
+                t.model.load_state_dict(state)
         best = int(np.argmax(self.best))
         return TrainResult(best, self.best[best], self.history, list(self.best))
 
@@ -184,7 +237,8 @@ class Trainer:
             clip_checked(t.model.named_parameters(), self.clip, where)
             t.opt.step()
         for t in self.trainees:
-            t.sched.step()
+            if t.sched is not None:
+                t.sched.step()
         return [float(distributed.mean_over_processes(loss, len(local))) for loss in losses]
 
     def evaluate_all(self, epoch: int, mean_losses: np.ndarray, evals: int) -> None:
@@ -194,12 +248,15 @@ class Trainer:
                 m = self.evaluate(t.model)
             self.history.append({"step": self.step, "epoch": epoch + 1, **({"model": i} if several else {}),
                                  "loss": float(mean_losses[i]), "holdout": m})
-            log.log(summary_level(len(self.history) - 1, evals * len(self.trainees)),
-                    "%s step %d%s: loss %.4f, held-out %s", self.name, self.step,
-                    f" (model {i + 1})" if several else "", mean_losses[i],
-                    ", ".join(f"{k} {v:.2f}" for k, v in m.items()))
+            if self.log_evals:
+                log.log(summary_level(len(self.history) - 1, evals * len(self.trainees)),
+                        "%s step %d%s: loss %.4f, held-out %s", self.name, self.step,
+                        f" (model {i + 1})" if several else "", mean_losses[i],
+                        ", ".join(f"{k} {v:.2f}" for k, v in m.items()))
             if m[self.metric] > self.best[i]:
-                self.best[i], self.best_state[i] = m[self.metric], copy.deepcopy(t.model.state_dict())
+                self.best[i] = m[self.metric]
+                if self.select:
+                    self.best_state[i] = copy.deepcopy(t.model.state_dict())
 
 
 def remove_partial(output_dir: Path) -> None:

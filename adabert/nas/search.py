@@ -19,7 +19,6 @@ Checkpoints make `--resume` continue exactly where a run stopped (per-step seeds
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict
@@ -30,15 +29,15 @@ import torch
 
 from adabert import __version__
 from adabert.core import distributed
-from adabert.core.checkpoint import (load_checkpoint, optimizer_tensors, prefixed, read_record, restore_optimizer,
-                                     save_checkpoint, unprefixed)
+from adabert.core.checkpoint import optimizer_tensors, prefixed, restore_optimizer, unprefixed
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import meta_matches, write_json, write_meta
-from adabert.core.guards import NonFiniteError, check_terms, clip_checked
+from adabert.core.guards import check_terms, clip_checked
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import depth_losses, efficiency_penalty
-from adabert.core.runtime import autocast, log, progress, summary_level
+from adabert.core.runtime import autocast, log, summary_level
 from adabert.core.schedule import eval_points
+from adabert.core.trainer import StageState, Trainee, Trainer
 from adabert.data.encoding import batch_indices, bucketed_order, student_batch
 from adabert.data.metrics import task_metrics
 from adabert.nas.arch import Arch, derive, save_arch, validate_arch_json
@@ -97,9 +96,19 @@ class Searcher:
                      cfg.min_steps)
         self.total_steps = self.steps_per_epoch * self.epochs
         self.warmup_steps = int(cfg.warmup * self.total_steps)
-        self.step = 0
-        self._order: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=np.int64))
-        self.history: list[dict] = []
+        self.history: list[dict] = []  # one record per evaluation: held-out metrics, genotype, cost, diagnostics
+        self.board: SearchBoard | None = None
+        self.trainer = Trainer(
+            "search", [Trainee(self.model, self.opt_w)], self.epochs, self.batches, None, self.evaluate_point,
+            task.main_metric, 1, cfg.clip, self.checkpoint, {"inputs": self.inputs, "config": self.config},
+            step=self.train_step, extra=StageState(self.stage_state, self.load_stage_state), select=False,
+            eval_steps=eval_points(self.total_steps, min(cfg.evals, self.total_steps)),
+            checkpoint_every=cfg.checkpoint_every, log_evals=False)
+
+    @property
+    def step(self) -> int:
+        """Steps completed (the trainer's count)."""
+        return self.trainer.step
 
     # -- schedules ---------------------------------------------------------------------------------------------
     def tau(self, step: int) -> float:
@@ -111,12 +120,11 @@ class Searcher:
         """Cosine decay of the weight learning rate to 10% over the run."""
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, self.total_steps)))
 
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        """The epoch's permutation of the weight rows (a function of seed and epoch; cached)."""
-        if self._order[0] != epoch:
-            rng = np.random.default_rng([self.cfg.seed, epoch])
-            self._order = (epoch, bucketed_order(self.w_rows, self.lengths, self.cfg.batch_size, rng))
-        return self._order[1]
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        """The epoch's batches of weight rows, of similar lengths (a function of seed and epoch)."""
+        bs = self.cfg.batch_size
+        order = bucketed_order(self.w_rows, self.lengths, bs, np.random.default_rng([self.cfg.seed, epoch]))
+        return [order[b * bs: (b + 1) * bs] for b in range(self.steps_per_epoch)]
 
     def draw(self, step: int) -> Sample:
         """A path over all Kmax cells: uniform ops during the warm-up and with probability `explore` later
@@ -165,13 +173,15 @@ class Searcher:
         return {"objective": float(objective.detach()), "efficiency": float(penalty.detach()),
                 "expected_cost": float(cost.detach())}
 
-    def train_step(self, rows: np.ndarray) -> dict[str, float]:
+    def train_step(self, rows: np.ndarray, step: int) -> list[float]:
+        """Step `step` (0-based) on the global batch `rows`: weights, then estimates, then (after the warm-up)
+        the architecture logits; TensorBoard every `log_every` steps. Returns [the mean loss over depths]."""
         cfg, model = self.cfg, self.model
-        torch.manual_seed(cfg.seed * 1_000_003 + self.step)  # dropout and path samples depend on the step only
+        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout and path samples depend on the step only
         for g in self.opt_w.param_groups:
-            g["lr"] = cfg.lr * self.lr_factor(self.step)
+            g["lr"] = cfg.lr * self.lr_factor(step)
         model.train()
-        sample = self.draw(self.step)
+        sample = self.draw(step)
         local = distributed.shard(rows)  # this process's share of the global batch (all of it in one process)
         batch = student_batch(self.enc, local, self.device)
         y = self.labels[local].to(self.device)
@@ -190,10 +200,12 @@ class Searcher:
         self.opt_w.step()
         adv = self.estimates.update(sample.op_index, self.estimate_losses(sample))
         parts = {"loss": float(global_losses.mean()), "advantage": adv, "noise": self.estimates.noise(),
-                 "tau": self.tau(self.step)}
-        if self.step >= self.warmup_steps:
+                 "tau": self.tau(step)}
+        if step >= self.warmup_steps:
             parts.update(self.arch_step())
-        return parts
+        if step % cfg.log_every == 0 and self.board is not None:
+            self.log_scalars(self.board, step, parts)
+        return [parts["loss"]]
 
     # -- evaluation --------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -233,8 +245,10 @@ class Searcher:
                 "flops_per_token_length": self.space.cost_length, "flops": int(flops.arch_cost(arch)),
                 "cost_model": self.cost_model.as_dict()}
 
-    def evaluate_and_log(self, board: SearchBoard) -> None:
-        model, task = self.model, self.data.task
+    def evaluate_point(self, model: Supernet) -> dict[str, float]:
+        """An evaluation point of the trainer: the derived cell's held-out metrics, logged with the genotype,
+        its cost and the alpha diagnostics (TensorBoard and the search history)."""
+        task, board = self.data.task, self.board
         arch, budget = self.derive()
         m = self.evaluate(arch)
         diag = board.snapshot(self.step, arch, model.alpha, model.depth_logits)
@@ -245,95 +259,58 @@ class Searcher:
                 "search step %d/%d: held-out %s %.2f | %s | %s %.4g | edge entropy %.2f", self.step, self.total_steps,
                 task.main_metric, m[task.main_metric], arch.genotype(), budget["unit"], budget["cost"],
                 diag["edge_entropy_mean"])
+        return m
 
     def up_to_date(self) -> bool:
         """True when OUT holds a finished search (arch.json) for these inputs and settings."""
         return (self.out / "arch.json").is_file() and meta_matches(self.out, "search", self.inputs, self.config)
 
-    # -- checkpoints -------------------------------------------------------------------------------------------
-    def save_checkpoint(self) -> None:
-        if not distributed.is_main():
-            return
-        tensors = {**prefixed("model", self.model.state_dict()), **prefixed("estimates", self.estimates.state())}
-        tw, gw = optimizer_tensors("opt_w", self.opt_w)
-        ta, ga = optimizer_tensors("opt_a", self.opt_a)
-        save_checkpoint(self.checkpoint, {**tensors, **tw, **ta},
-                        {"step": self.step, "inputs": self.inputs, "config": self.config, "opt_w_groups": gw,
-                         "opt_a_groups": ga, "history": self.history})
-
+    # -- checkpoints (the trainer's, with the estimates and the architecture optimiser beside the supernet) ----
     @property
     def checkpoint(self) -> Path:
-        """One safetensors file, written atomically, with the run's record in its header (`core.checkpoint`)."""
+        """One safetensors file, written atomically, with the run's record in its header (`core.trainer`); kept
+        after the run: `finetune --inherit` and `adabert study` read the final supernet from it."""
         return self.out / "checkpoint.safetensors"
+
+    def stage_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        opt_tensors, groups = optimizer_tensors("opt_a", self.opt_a)
+        return {**prefixed("estimates", self.estimates.state()), **opt_tensors}, {"opt_a_groups": groups,
+                                                                                 "history": self.history}
+
+    def load_stage_state(self, tensors: dict[str, torch.Tensor], record: dict) -> None:
+        self.estimates.load(unprefixed("estimates", tensors))
+        restore_optimizer("opt_a", self.opt_a, tensors, record["opt_a_groups"])
+        self.history = record["history"]
 
     def checkpoint_compatible(self) -> bool:
         """True when OUT holds a checkpoint made with these inputs and settings."""
-        if not self.checkpoint.is_file():
-            return False
-        meta = read_record(self.checkpoint, "search checkpoint")
-        return meta.get("inputs") == self.inputs and meta.get("config") == json.loads(json.dumps(self.config))
+        return self.trainer.compatible()
 
     def load_checkpoint(self) -> bool:
-        path = self.checkpoint
-        if not path.is_file():
+        """Restore OUT's checkpoint (refusing one of other settings); False when there is none."""
+        if not self.checkpoint.is_file():
             return False
-        if not self.checkpoint_compatible():
-            raise AdabertError(f"{path}: the checkpoint was made with other inputs or settings; use the same "
-                               "options, or a new --output-dir")
-        t, meta = load_checkpoint(path, "search checkpoint")
-        self.model.load_state_dict(unprefixed("model", t))
-        self.estimates.load(unprefixed("estimates", t))
-        restore_optimizer("opt_w", self.opt_w, t, meta["opt_w_groups"])
-        restore_optimizer("opt_a", self.opt_a, t, meta["opt_a_groups"])
-        self.step, self.history = meta["step"], meta["history"]
-        log.info("search: resumed from %s at step %d", path, self.step)
+        self.trainer.start(resume=True)
         return True
 
     # -- the run -----------------------------------------------------------------------------------------------
     def run(self, resume: bool = False, max_steps: int | None = None) -> dict | None:
-        """Train until the end (or `max_steps` steps in total, leaving a checkpoint); return the summary, or None
-        when stopped early."""
-        cfg = self.cfg
+        """Train through `core.trainer` until the end (or `max_steps` steps in total, leaving a checkpoint);
+        return the summary, or None when stopped early."""
         self.out.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self.load_checkpoint()
-        elif self.checkpoint.is_file():
-            log.info("search: starting afresh (use --resume to continue the checkpoint in %s)", self.out)
+        self.trainer.start(resume)
         main = distributed.is_main()
         if main:
             write_json(self.out / "config.json", {"adabert_version": __version__, **self.config})
-        board = SearchBoard(self.out / "tensorboard", purge_step=self.step if self.step else None, enabled=main)
-        eval_at = eval_points(self.total_steps, min(cfg.evals, self.total_steps))
+        self.board = SearchBoard(self.out / "tensorboard", purge_step=self.step or None, enabled=main)
         t0, done_at_start = time.time(), self.step
-        bar = progress(range(self.step, self.total_steps), desc="search", initial=self.step, total=self.total_steps)
         try:
-            for step in bar:
-                epoch, b = divmod(step, self.steps_per_epoch)
-                rows = self.epoch_order(epoch)[b * cfg.batch_size: (b + 1) * cfg.batch_size]
-                parts = self.train_step(rows)
-                self.step = step + 1
-                if step % cfg.log_every == 0:
-                    self.log_scalars(board, step, parts)
-                if self.step in eval_at:
-                    self.evaluate_and_log(board)
-                if self.step % cfg.checkpoint_every == 0:
-                    self.save_checkpoint()
-                if max_steps is not None and self.step >= max_steps and self.step < self.total_steps:
-                    self.save_checkpoint()
-                    log.info("search: stopped at step %d of %d; continue with --resume", self.step, self.total_steps)
-                    return None
-        except KeyboardInterrupt:
-            self.save_checkpoint()
-            raise
-        except NonFiniteError as e:
-            kept = self.checkpoint
-            last = f"the last good checkpoint (step {read_record(kept, 'search checkpoint')['step']}) is kept in " \
-                   f"{self.out}" if kept.is_file() else "no checkpoint had been written yet"
-            raise NonFiniteError(f"{e}; {last}") from None
+            if self.trainer.fit(max_steps=max_steps) is None:
+                return None
         finally:
-            board.close()
+            self.board.close()
         seconds = time.time() - t0
-        self.save_checkpoint()  # the final supernet: `finetune --inherit` and `adabert study` read it
+        self.trainer.save_if_main()  # the final supernet
         return self.finish(seconds, self.step - done_at_start)
 
     def log_scalars(self, board: SearchBoard, step: int, parts: dict[str, float]) -> None:

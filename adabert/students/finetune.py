@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from adabert.core import distributed
+from adabert.core.checkpoint import unprefixed
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import atomic_dir, load_tensors, meta_matches, read_json, write_json, write_meta
 from adabert.core.heads import init_regression_heads
@@ -109,7 +110,7 @@ def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, o
     init_regression_heads(model, data)
     if cfg.inherit:
         ckpt = Path(arch_path).parent / "checkpoint.safetensors"
-        state = {k[6:]: v for k, v in load_tensors(ckpt, "search checkpoint").items() if k.startswith("model.")}
+        state = unprefixed("model0", load_tensors(ckpt, "search checkpoint"))  # the trainer's first model
         log.info("finetune: inherited %d tensors from %s", inherit_search_weights(model, state), ckpt)
     if cfg.embeddings == "table":
         model = model.materialised()  # train the small [V, H] table itself rather than the projection

@@ -93,4 +93,20 @@ def student_batch(enc: Encoded, idx: np.ndarray, device: torch.device) -> tuple[
         ids_b, mask_b = ids_a, mask_a
     else:
         ids_b, mask_b = pad([enc.ids[1][i] for i in idx], width=width)
-    return tuple(t.to(device) for t in (ids_a, mask_a, ids_b, mask_b))
+    return tuple(to_device(t, device) for t in (ids_a, mask_a, ids_b, mask_b))
+
+
+def joint_batch(enc: Encoded, idx: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
+    """A BERT input dict for rows `idx` of a joint encoding: input_ids, attention_mask, token_type_ids [B, T]."""
+    ids, mask = pad([enc.ids[0][i] for i in idx])
+    types, _ = pad([enc.types[i] for i in idx])
+    return {"input_ids": to_device(ids, device), "attention_mask": to_device(mask.long(), device),
+            "token_type_ids": to_device(types, device)}
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host -> device copy of a batch tensor; to a GPU from pinned memory without blocking, so the copy overlaps
+    the work already queued."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)

@@ -25,7 +25,7 @@ from torch import nn
 from adabert import __version__
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import load_state, read_json, save_tensors, write_json
-from adabert.data.encoding import Encoded, pad, student_batch
+from adabert.data.encoding import Encoded, joint_batch, student_batch
 from adabert.data.tasks import TaskSpec
 from adabert.nas.embedding import check_rows, shared_rows, word_table
 from adabert.nas.supernet import masked_mean
@@ -51,11 +51,7 @@ class StudentOutput:
 def make_batch(encoding: str, enc: Encoded, idx: np.ndarray, device: torch.device):
     """The model inputs for rows `idx`: (ids_a, mask_a, ids_b, mask_b) for 'separate', a BERT input dict
     (input_ids, attention_mask, token_type_ids) for 'joint'."""
-    if encoding == "separate":
-        return student_batch(enc, idx, device)
-    ids, mask = pad([enc.ids[0][i] for i in idx])
-    types, _ = pad([enc.types[i] for i in idx])
-    return {"input_ids": ids.to(device), "attention_mask": mask.long().to(device), "token_type_ids": types.to(device)}
+    return student_batch(enc, idx, device) if encoding == "separate" else joint_batch(enc, idx, device)
 
 
 class BiLSTMStudent(nn.Module):

@@ -23,7 +23,7 @@ from adabert.core.runtime import autocast, log, progress, set_seed
 from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
 from adabert.core.validation import require_fraction, require_positive, require_positive_ints
 from adabert.data.dataset import Dataset, TaskData
-from adabert.data.encoding import Encoded, batch_indices, encode_joint, pad
+from adabert.data.encoding import Encoded, batch_indices, encode_joint, joint_batch
 from adabert.data.metrics import task_metrics
 from adabert.data.tasks import TaskSpec
 
@@ -115,12 +115,6 @@ class TeacherConfig:
         require_fraction(self, "warmup", 0, 1)
 
 
-def _batch_to_inputs(enc: Encoded, idx: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
-    ids, mask = pad([enc.ids[0][i] for i in idx])
-    types, _ = pad([enc.types[i] for i in idx])
-    return {"input_ids": ids.to(device), "attention_mask": mask.long().to(device), "token_type_ids": types.to(device)}
-
-
 @torch.no_grad()
 def teacher_outputs(model: nn.Module, enc: Encoded, device: torch.device, batch_size: int = 128,
                     hidden: bool = False, desc: str = "teacher") -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -134,7 +128,7 @@ def teacher_outputs(model: nn.Module, enc: Encoded, device: torch.device, batch_
     logits = torch.empty(n, model.config.num_labels)
     feats = None
     for idx in progress(list(batch_indices(enc.lengths(), batch_size, shuffle=False)), desc=desc):
-        inputs = _batch_to_inputs(enc, idx, device)
+        inputs = joint_batch(enc, idx, device)
         with autocast(device):
             out = model(**inputs, output_hidden_states=hidden)
         logits[idx] = out.logits.float().cpu()
@@ -194,7 +188,7 @@ def finetune_teacher(source: str, data: TaskData, cfg: TeacherConfig, output_dir
 
     def loss(idx: np.ndarray) -> Losses:
         with autocast(device):
-            out = model(**_batch_to_inputs(enc, idx, device), labels=labels[idx].to(device))
+            out = model(**joint_batch(enc, idx, device), labels=labels[idx].to(device))
         return [out.loss], {"loss": out.loss}
 
     def evaluate(m: nn.Module) -> dict[str, float]:

@@ -118,7 +118,8 @@ def train_probes(task: TaskSpec, feats: torch.Tensor, labels: np.ndarray, holdou
     def evaluate(probe: LayerProbe) -> dict[str, float]:
         return task_metrics(task, probe(holdout_feats[:, probe.layer]).numpy(), holdout_labels)
 
-    result = Trainer("probes", trainees, cfg.epochs, batches, loss, evaluate, task.main_metric, 1, math.inf).fit()
+    result = Trainer("probes", trainees, cfg.epochs, batches, loss, evaluate, task.main_metric, 1, math.inf,
+                     log_evals=False).fit()  # the stage prints one table of every layer at the end
     weights, biases = zip(*(t.model.folded() for t in trainees))
     return torch.stack(weights), torch.stack(biases), result.best_scores
 

@@ -11,7 +11,9 @@ Parts (each switchable with --parts; every row is finetuned with the same recipe
 - rank: the supernet's held-out score of every architecture above (weights of the search's final checkpoint,
   no finetuning) against its finetuned dev score: Kendall tau and Spearman rho. A search whose supernet cannot
   rank architectures cannot choose among them. Reported separately over the same-budget and the whole-space
-  samples.
+  samples, each with the recipe's own reliability: the mean Kendall tau between the rankings that two finetune
+  seeds give the same architectures (`seed_tau`). No proxy can be expected to rank the finetuned scores better
+  than one finetune seed ranks another, so a tau near seed_tau is as good as the recipe allows.
 - kd: the searched architecture without KD (gamma 0) and with last-layer KD from the teacher's logits instead
   of the probes.
 - budgets: the search that wrote --arch rerun (its saved settings) at each `--budgets` target in searched
@@ -31,6 +33,7 @@ OUT/pareto.png (budgets), OUT/tensorboard (an hparams view of every run).
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -140,6 +143,13 @@ def sample_arch(space: SearchSpace, rng: np.random.Generator, cost: CostModel, t
 def _mean_std(values: list[float]) -> tuple[float, float]:
     a = np.asarray(values, dtype=np.float64)
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def seed_tau(dev: np.ndarray) -> float | None:
+    """The finetune recipe's rank reliability: mean over pairs of seeds (i, j) of Kendall tau between the
+    architectures' dev scores under seed i and under seed j; dev [archs, seeds]. None with one seed."""
+    pairs = list(itertools.combinations(range(dev.shape[1]), 2))
+    return float(np.mean([kendall_tau(dev[:, i], dev[:, j]) for i, j in pairs])) if pairs else None
 
 
 def _search_config(search_dir: Path):
@@ -313,7 +323,8 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
             if len(group) >= 3:
                 x = np.array([r["supernet_holdout"] for r in group])
                 y = np.array([r["dev_mean"] for r in group])
-                result[key] = {"kendall_tau": kendall_tau(x, y), "spearman": spearman(x, y), "archs": len(group)}
+                result[key] = {"kendall_tau": kendall_tau(x, y), "spearman": spearman(x, y), "archs": len(group),
+                               "seed_tau": seed_tau(np.array([r["dev"] for r in group]))}
     if "budgets" in cfg.parts:
         sweep = [r for r in table if r["kind"] == "budget"]
         for r, target in zip(sweep, cfg.budgets):
@@ -369,8 +380,10 @@ def render_markdown(r: dict) -> str:
                        ("rank_space", "the searched and the whole-space random")):
         if key in r:
             q = r[key]
+            reliability = (f"; one finetune seed against another: Kendall tau {q['seed_tau']:.2f}"
+                           if q.get("seed_tau") is not None else "")
             lines += [f"Supernet held-out score vs finetuned dev over {which} architectures ({q['archs']}): "
-                      f"Kendall tau {q['kendall_tau']:.2f}, Spearman {q['spearman']:.2f}.", ""]
+                      f"Kendall tau {q['kendall_tau']:.2f}, Spearman {q['spearman']:.2f}{reliability}.", ""]
     if "budgets" in r:
         q = r["budgets"]
         lines += ["Budget sweep (searches on "

@@ -14,7 +14,7 @@ from adabert.nas.arch import validate_arch_json
 from adabert.nas.costs import measure_cost_model
 from adabert.nas.search import SearchConfig, Searcher
 from adabert.nas.search_space import load_search_space
-from adabert.study import random_arch, sample_arch
+from adabert.study import random_arch, sample_arch, seed_tau
 from adabert.teacher.bundle import TaskBundle
 
 
@@ -46,6 +46,12 @@ def test_random_sampler_respects_the_space_and_the_budget():
         sample_arch(space, rng, params, 10.0, 0.1)
 
 
+def test_seed_tau_is_the_mean_rank_agreement_between_seeds():
+    dev = np.array([[1.0, 1.0, 3.0], [2.0, 2.0, 2.0], [3.0, 3.0, 1.0]])  # seeds 0 and 1 agree, seed 2 reverses
+    assert seed_tau(dev) == pytest.approx((1 - 1 - 1) / 3)
+    assert seed_tau(dev[:, :1]) is None
+
+
 def test_study_writes_results_and_resumes(search_dir, tiny_teacher, tiny_probes, sst2_dir, tmp_path, capsys):
     args = ["study", "--arch", search_dir / "arch.json", "--teacher", tiny_teacher, "--probes", tiny_probes,
             "--task", "sst2", "--data-dir", sst2_dir, "--random", 2, "--seeds", 2, "--epochs", 2,
@@ -57,6 +63,7 @@ def test_study_writes_results_and_resumes(search_dir, tiny_teacher, tiny_probes,
     assert all(len(a["dev"]) == 2 for a in r["archs"])
     assert r["random"]["of"] == 3 and 0 < r["random"]["p_value"] <= 1
     assert -1 <= r["rank"]["kendall_tau"] <= 1 and all("supernet_holdout" in a for a in r["archs"])
+    assert -1 <= r["rank"]["seed_tau"] <= 1 and "one finetune seed against another" in out
     budget = r["budget_params"]
     for a in r["archs"]:
         assert abs(a["searched_params"] / budget - 1) <= 0.1

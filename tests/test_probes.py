@@ -94,3 +94,31 @@ def test_probes_reject_teacher_of_other_shape(tiny_base, sst2_dir, tmp_path, cap
                             "--output-dir", tmp_path / "out"], capsys)
     assert code == 2 and "teacher has 3 outputs but task sst2 needs 2" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_killed_teacher_pass_continues_from_its_cache(tiny_teacher, sst2_dir, tmp_path, monkeypatch):
+    model, tok = load_classifier(str(tiny_teacher)), load_tokenizer(str(tiny_teacher))
+    enc = encode_joint(tok, load_task_data(get_task("sst2"), sst2_dir).train, 32)
+    cpu = torch.device("cpu")
+    ref_logits, ref_feats = teacher_outputs(model, enc, cpu, batch_size=64, hidden=True)
+    batches = -(-len(enc) // 64)
+    real, calls, dying = model.forward, [], [True]
+
+    def dies_at_batch_4(*args, **kw):
+        calls.append(1)
+        if dying[0] and len(calls) == 4:
+            raise RuntimeError("killed")  # the process dies in the middle of the pass
+        return real(*args, **kw)
+    monkeypatch.setattr(model, "forward", dies_at_batch_4)
+    cache = tmp_path / "partial" / "features.safetensors"
+    with pytest.raises(RuntimeError, match="killed"):
+        teacher_outputs(model, enc, cpu, 64, True, cache=cache, fingerprint={"run": 1}, save_every_s=0)
+    assert cache.is_file()
+    calls.clear()
+    dying[0] = False
+    logits, feats = teacher_outputs(model, enc, cpu, 64, True, cache=cache, fingerprint={"run": 1}, save_every_s=0)
+    assert len(calls) == batches - 3                      # the three cached batches are not run again
+    assert torch.equal(logits, ref_logits) and torch.equal(feats, ref_feats)
+    calls.clear()
+    teacher_outputs(model, enc, cpu, 64, True, cache=cache, fingerprint={"run": 2}, save_every_s=0)
+    assert len(calls) == batches                          # a cache of other inputs is not used

@@ -38,6 +38,7 @@ from adabert.core.fileio import (atomic_dir, atomic_write_bytes, hash_files, loa
                                  read_json, save_tensors, write_json, write_meta)
 from adabert.core.options import option
 from adabert.core.runtime import log, progress
+from adabert.core.trainer import partial_dir, remove_partial
 from adabert.core.validation import require_fraction, require_positive_ints
 from adabert.data.dataset import Dataset, TaskData, check_text
 from adabert.data.encoding import encode_joint
@@ -217,7 +218,9 @@ def run_augment(teacher: str, data: TaskData, cfg: AugmentConfig, output_dir: Pa
              len(texts) / max(1, len(fit)), t_aug)
     new = Dataset(task, "augmented", output_dir, texts, np.zeros(len(texts)))
     logits, feats = teacher_outputs(model, encode_joint(tok, new, cfg.max_length), device, cfg.batch_size,
-                                    hidden=weights is not None, desc="teacher on augmented text")
+                                    hidden=weights is not None, desc="teacher on augmented text",
+                                    cache=partial_dir(output_dir) / "teacher.safetensors",
+                                    fingerprint={"inputs": inputs, "config": config})  # a killed pass resumes
     tensors = {"teacher": logits}
     if weights is not None:
         tensors["probes"] = probe_logits(feats, weights["weight"], weights["bias"])
@@ -229,6 +232,7 @@ def run_augment(teacher: str, data: TaskData, cfg: AugmentConfig, output_dir: Pa
         save_tensors(tmp / "logits.safetensors", tensors)
         write_json(tmp / "stats.json", stats)
         write_meta(tmp, "augment", inputs, config)
+    remove_partial(output_dir)
     return stats
 
 

@@ -3,6 +3,7 @@ and running it to get logits and per-layer hidden states."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from adabert.core import distributed
+from adabert.core.checkpoint import load_checkpoint, read_record, save_checkpoint
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import atomic_dir, meta_matches, model_fingerprint, read_json, write_json, write_meta
 from adabert.core.heads import init_regression_heads
@@ -117,17 +119,33 @@ class TeacherConfig:
 
 @torch.no_grad()
 def teacher_outputs(model: nn.Module, enc: Encoded, device: torch.device, batch_size: int = 128,
-                    hidden: bool = False, desc: str = "teacher") -> tuple[torch.Tensor, torch.Tensor | None]:
+                    hidden: bool = False, desc: str = "teacher", cache: Path | None = None,
+                    fingerprint: dict | None = None, save_every_s: float = 60.0
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the teacher over every example (length-sorted batches, returned in the original order).
 
     Returns logits [N, C] (float32) and, with hidden=True, sentence vectors per layer [N, L+1, D] (float16):
     layer 0 is the masked mean of the embedding output, layers 1..L the [CLS] state.
+
+    With `cache` (a checkpoint file), the outputs computed so far are written there atomically, at most every
+    `save_every_s` seconds, and a later call with the same `fingerprint` continues after the batches it holds,
+    so a killed pass over a large training set does not start over. The batches are a fixed function of the
+    encoding, so the continued result equals an uninterrupted one. A cache of other inputs is ignored.
     """
     model.eval()
     n = len(enc)
+    batches = list(batch_indices(enc.lengths(), batch_size, shuffle=False))
     logits = torch.empty(n, model.config.num_labels)
     feats = None
-    for idx in progress(list(batch_indices(enc.lengths(), batch_size, shuffle=False)), desc=desc):
+    done = 0
+    key = json.loads(json.dumps({**(fingerprint or {}), "examples": n, "batch_size": batch_size, "hidden": hidden}))
+    if cache is not None and cache.is_file() and read_record(cache, f"{desc} cache").get("fingerprint") == key:
+        tensors, record = load_checkpoint(cache, f"{desc} cache")
+        logits, feats, done = tensors["logits"], tensors.get("feats"), record["batches"]
+        log.info("%s: continuing after %d of %d batches cached in %s", desc, done, len(batches), cache)
+    saved_at = time.time()
+    for b in progress(range(done, len(batches)), desc=desc, initial=done, total=len(batches)):
+        idx = batches[b]
         inputs = joint_batch(enc, idx, device)
         with autocast(device):
             out = model(**inputs, output_hidden_states=hidden)
@@ -140,6 +158,11 @@ def teacher_outputs(model: nn.Module, enc: Encoded, device: torch.device, batch_
             layer0 = (states[0] * m).sum(1) / m.sum(1)
             vecs = torch.stack([layer0] + [s[:, 0] for s in states[1:]], dim=1)
             feats[idx] = vecs.half().cpu()
+        if (cache is not None and b + 1 < len(batches) and time.time() - saved_at >= save_every_s
+                and distributed.is_main()):
+            save_checkpoint(cache, {"logits": logits, **({"feats": feats} if feats is not None else {})},
+                            {"fingerprint": key, "batches": b + 1})
+            saved_at = time.time()
     return logits, feats
 
 

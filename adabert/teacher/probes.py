@@ -23,7 +23,7 @@ from adabert.core.fileio import (META, atomic_dir, load_tensors, member, meta_ma
                                  write_json, write_meta)
 from adabert.core.options import option
 from adabert.core.runtime import log, set_seed
-from adabert.core.trainer import Losses, Trainee, Trainer
+from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
 from adabert.core.validation import require_positive, require_positive_ints
 from adabert.data.dataset import TaskData
 from adabert.data.encoding import encode_joint
@@ -160,10 +160,13 @@ def run_probes(teacher: str, data: TaskData, cfg: ProbeConfig, output_dir: Path,
     model = load_classifier(teacher).to(device)
     check_teacher_for_task(model, teacher, task)
     t0 = time.time()
+    partial, key = partial_dir(output_dir), {"inputs": inputs, "max_length": cfg.max_length}  # a killed pass resumes
     train_logits, train_feats = teacher_outputs(model, encode_joint(tokenizer, data.train, cfg.max_length), device,
-                                                hidden=True, desc="teacher features (train)")
+                                                hidden=True, desc="teacher features (train)",
+                                                cache=partial / "features-train.safetensors", fingerprint=key)
     dev_logits, dev_feats = teacher_outputs(model, encode_joint(tokenizer, data.dev, cfg.max_length), device,
-                                            hidden=True, desc="teacher features (dev)")
+                                            hidden=True, desc="teacher features (dev)",
+                                            cache=partial / "features-dev.safetensors", fingerprint=key)
     t_feats = time.time() - t0
     log.info("probes: teacher features for %d + %d examples in %.0fs", len(data.train), len(data.dev), t_feats)
     weight, bias, holdout = train_probes(task, train_feats[data.train_idx], data.train.labels[data.train_idx],
@@ -182,6 +185,7 @@ def run_probes(teacher: str, data: TaskData, cfg: ProbeConfig, output_dir: Path,
                                                   "teacher_train": train_logits, "teacher_dev": dev_logits})
         write_json(tmp / "metrics.json", metrics)
         write_meta(tmp, "probes", inputs, config)
+    remove_partial(output_dir)
     return metrics
 
 

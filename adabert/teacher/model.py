@@ -139,10 +139,14 @@ def teacher_outputs(model: nn.Module, enc: Encoded, device: torch.device, batch_
     feats = None
     done = 0
     key = json.loads(json.dumps({**(fingerprint or {}), "examples": n, "batch_size": batch_size, "hidden": hidden}))
-    if cache is not None and cache.is_file() and read_record(cache, f"{desc} cache").get("fingerprint") == key:
-        tensors, record = load_checkpoint(cache, f"{desc} cache")
-        logits, feats, done = tensors["logits"], tensors.get("feats"), record["batches"]
-        log.info("%s: continuing after %d of %d batches cached in %s", desc, done, len(batches), cache)
+    if cache is not None and cache.is_file():
+        try:
+            if read_record(cache, f"{desc} cache").get("fingerprint") == key:
+                tensors, record = load_checkpoint(cache, f"{desc} cache")
+                logits, feats, done = tensors["logits"], tensors.get("feats"), int(record["batches"])
+                log.info("%s: continuing after %d of %d batches cached in %s", desc, done, len(batches), cache)
+        except (AdabertError, KeyError, TypeError, ValueError) as e:  # a cache, not an input: recompute
+            log.warning("%s: ignoring the unreadable cache %s (%s)", desc, cache, str(e).splitlines()[0])
     saved_at = time.time()
     for b in progress(range(done, len(batches)), desc=desc, initial=done, total=len(batches)):
         idx = batches[b]

@@ -30,7 +30,8 @@ def test_cola_without_header(tmp_path):
 
 def test_stsb_regression(tmp_path):
     header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
-    rows = ["0\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA plane is taking off.\tAn air plane is taking off.\t5.000",
+    rows = ["0\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA plane is taking off.\t"
+            "An air plane is taking off.\t5.000",
             "1\tmain-captions\tMSRvid\t2012test\t0004\tnone\tnone\tA man plays.\tA woman cooks.\t0.500"]
     (tmp_path / "train.tsv").write_text("\n".join([header, *rows]) + "\n")
     task = get_task("STS-B")

@@ -16,7 +16,8 @@ from adabert.nas.search_space import load_search_space
 from adabert.nas.supernet import DROPPED, Sample, Supernet
 
 
-def _padded(x: torch.Tensor, lengths: list[int], extra: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _padded(x: torch.Tensor, lengths: list[int], extra: int
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """x [B, T, H] -> (x zeroed at pads, mask) at width T and at width T + extra (garbage beyond the mask)."""
     b, t, h = x.shape
     mask = torch.arange(t)[None] < torch.tensor(lengths)[:, None]

@@ -340,7 +340,8 @@ class Searcher:
                      "selection": {"rule": "final logits" + (" within the budget" if self.target else ""),
                                    "metric": self.data.task.main_metric, "holdout": holdout,
                                    "step": self.step, "of_steps": self.total_steps}}
-        summary = {"arch": str(self.out / "arch.json"), "genotype": arch.genotype(), "selection": arch.info["selection"],
+        summary = {"arch": str(self.out / "arch.json"), "genotype": arch.genotype(),
+                   "selection": arch.info["selection"],
                    "efficiency": {k: v for k, v in arch.info["efficiency"].items() if k != "cost_model"},
                    "steps": self.total_steps, "seconds_this_run": seconds,
                    "examples_per_second": steps * self.cfg.batch_size / max(seconds, 1e-9),

@@ -8,11 +8,12 @@ own longest sequence (dynamic padding); evaluation batches group similar lengths
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
+from adabert.core.runtime import autocast
 from adabert.data.dataset import Dataset
 
 
@@ -68,6 +69,18 @@ def batch_indices(lengths: np.ndarray, batch_size: int, shuffle: bool, generator
     order = generator.permutation(n) if shuffle else np.argsort(-lengths, kind="stable")
     for start in range(0, n, batch_size):
         yield order[start: start + batch_size]
+
+
+@torch.no_grad()
+def batched_logits(forward: Callable[[np.ndarray], torch.Tensor], enc: Encoded, num_labels: int,
+                   device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """Logits [N, C] of `forward(rows)` ([B, C] for the rows of a batch) over every example of `enc`, in example
+    order; batches sorted by length (little padding), each under the device's autocast."""
+    out = torch.empty(len(enc), num_labels)
+    for idx in batch_indices(enc.lengths(), batch_size, shuffle=False):
+        with autocast(device):
+            out[idx] = forward(idx).float().cpu()
+    return out
 
 
 def bucketed_order(rows: np.ndarray, lengths: np.ndarray, batch_size: int, generator: np.random.Generator,

@@ -11,9 +11,8 @@ import numpy as np
 import torch
 
 from adabert.core.errors import AdabertError
-from adabert.core.runtime import autocast
 from adabert.data.dataset import Dataset, check_text
-from adabert.data.encoding import Encoded, batch_indices, encode_joint, encode_separate
+from adabert.data.encoding import Encoded, batched_logits, encode_joint, encode_separate
 from adabert.data.metrics import class_report, task_metrics
 from adabert.data.tasks import TaskSpec
 from adabert.students.load import load_student
@@ -59,11 +58,8 @@ class Predictor:
     def logits(self, texts: list[tuple[str, ...]], batch_size: int = 256) -> np.ndarray:
         """Logits [N, C] in input order (length-sorted batches)."""
         enc = self.encode(texts)
-        out = torch.empty(len(enc), self.task.num_labels)
-        for idx in batch_indices(enc.lengths(), batch_size, shuffle=False):
-            with autocast(self.device):
-                out[idx] = self.student.module(*self.student.inputs(enc, idx, self.device)).float().cpu()
-        return out.numpy()
+        return batched_logits(lambda rows: self.student.module(*self.student.inputs(enc, rows, self.device)), enc,
+                              self.task.num_labels, self.device, batch_size).numpy()
 
     def predict(self, texts: list[tuple[str, ...]]) -> tuple[list[str], np.ndarray]:
         """Labels (names) and probabilities [N, C] (or scores [N, 1] for regression)."""

@@ -38,7 +38,7 @@ from adabert.core.runtime import autocast, log, set_seed
 from adabert.core.schedule import cosine_decay
 from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
 from adabert.core.validation import require_fraction, require_non_negative, require_positive, require_positive_ints
-from adabert.data.encoding import Encoded, batch_indices, encode_joint, encode_separate
+from adabert.data.encoding import Encoded, batched_logits, encode_joint, encode_separate
 from adabert.data.metrics import class_report, task_metrics
 from adabert.distill.feature_losses import attention_kl, fitnets, nst_mmd, relational
 from adabert.nas.arch import load_arch
@@ -203,11 +203,8 @@ class Distiller:
     def logits(self, model: nn.Module, enc: Encoded, batch_size: int = 256) -> torch.Tensor:
         """Logits [N, C] in example order."""
         model.eval()
-        out = torch.empty(len(enc), self.task.num_labels)
-        for idx in batch_indices(enc.lengths(), batch_size, shuffle=False):
-            with autocast(self.device):
-                out[idx] = model(make_batch(model.encoding, enc, idx, self.device)).logits.float().cpu()
-        return out
+        return batched_logits(lambda rows: model(make_batch(model.encoding, enc, rows, self.device)).logits, enc,
+                              self.task.num_labels, self.device, batch_size)
 
     def feature_loss(self, out: StudentOutput, rows: np.ndarray, ts: TrainSet,
                      projs: nn.ModuleList | None) -> tuple[torch.Tensor, torch.Tensor]:

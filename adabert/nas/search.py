@@ -38,7 +38,7 @@ from adabert.core.losses import depth_losses, efficiency_penalty
 from adabert.core.runtime import autocast, log, summary_level
 from adabert.core.schedule import eval_points
 from adabert.core.trainer import StageState, Trainee, Trainer
-from adabert.data.encoding import batch_indices, bucketed_order, student_batch
+from adabert.data.encoding import batched_logits, bucketed_order, student_batch
 from adabert.data.metrics import task_metrics
 from adabert.nas.arch import Arch, derive, save_arch, validate_arch_json
 from adabert.nas.board import SearchBoard
@@ -213,11 +213,9 @@ class Searcher:
         """Task metrics of a derived architecture (with the supernet's weights) on the held-out slice."""
         self.model.eval()
         sample = Sample(arch.op_index(), arch.num_cells)
-        logits = torch.empty(len(self.holdout_enc), self.data.task.num_labels)
-        for idx in batch_indices(self.holdout_enc.lengths(), 256, shuffle=False):
-            with autocast(self.device):
-                heads = self.model(*student_batch(self.holdout_enc, idx, self.device), sample)
-            logits[idx] = heads[-1].float().cpu()
+        enc = self.holdout_enc
+        logits = batched_logits(lambda rows: self.model(*student_batch(enc, rows, self.device), sample)[-1], enc,
+                                self.data.task.num_labels, self.device)
         return task_metrics(self.data.task, logits.numpy(), self.data.holdout.labels)
 
     def derive(self) -> tuple[Arch, dict]:

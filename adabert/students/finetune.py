@@ -26,7 +26,7 @@ from adabert.core.runtime import autocast, log, set_seed
 from adabert.core.schedule import cosine_decay
 from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
 from adabert.core.validation import require_fraction, require_positive, require_positive_ints
-from adabert.data.encoding import Encoded, batch_indices, student_batch
+from adabert.data.encoding import Encoded, batched_logits, student_batch
 from adabert.data.metrics import class_report, task_metrics
 from adabert.nas.arch import load_arch
 from adabert.students.card import write_card
@@ -77,11 +77,8 @@ class FinetuneConfig:
 def student_logits(model: Student, enc: Encoded, device: torch.device, batch_size: int = 256) -> torch.Tensor:
     """Logits [N, C] in example order (length-sorted batches)."""
     model.eval()
-    out = torch.empty(len(enc), model.num_labels)
-    for idx in batch_indices(enc.lengths(), batch_size, shuffle=False):
-        with autocast(device):
-            out[idx] = model(*student_batch(enc, idx, device)).float().cpu()
-    return out
+    return batched_logits(lambda rows: model(*student_batch(enc, rows, device)), enc, model.num_labels, device,
+                          batch_size)
 
 
 def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, output_dir: Path,

@@ -14,14 +14,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from adabert import __version__
 from adabert.core.errors import AdabertError
+
+if TYPE_CHECKING:  # torch is imported where tensors are read or written, so the CLI's help starts fast
+    import torch
 
 META = "meta.json"
 MAX_JSON_BYTES = 64 << 20  # configs, metas and arch files are kilobytes; a larger one is not ours
@@ -101,6 +102,8 @@ def read_yaml(path: Path, what: str, max_bytes: int = 1 << 20) -> Any:
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Save tensors (and string `metadata` in the file's header) as safetensors, atomically."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -116,6 +119,8 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
 
 def load_tensors(path: Path, what: str = "tensor file") -> dict[str, torch.Tensor]:
     """Load a safetensors file (never a pickle); a missing or corrupt file is an `AdabertError`."""
+    from safetensors.torch import load_file
+
     path = Path(path)
     if not path.is_file():
         raise AdabertError(f"{path}: {what} not found")
@@ -128,6 +133,8 @@ def load_tensors(path: Path, what: str = "tensor file") -> dict[str, torch.Tenso
 def load_state(model: torch.nn.Module, path: Path, config: Path) -> None:
     """Load the safetensors weights at `path` into `model`, refusing names or shapes that differ from the model
     built from `config` (one-line error naming both files)."""
+    import torch
+
     state = load_tensors(path, "student weights")
     expected = model.state_dict()
     if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):

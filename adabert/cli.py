@@ -11,15 +11,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from adabert import __version__
 from adabert.core.errors import AdabertError
-from adabert.core.options import OPTIONS_FILE, apply_options, from_options, options_yaml, read_options_file
+from adabert.core.options import (OPTIONS_FILE, add_config_arguments, apply_options, from_options, options_yaml,
+                                  read_options_file)
+from adabert.distill.config import DistillConfig
 from adabert.nas.config import SearchConfig
-
-if TYPE_CHECKING:  # the stages' modules (torch, transformers) load only when a stage's options are needed
-    from transformers import HfArgumentParser
+from adabert.students.config import FinetuneConfig
+from adabert.teacher.config import AugmentConfig, ProbeConfig, TeacherConfig
 
 SEARCH_DEFAULTS = SearchConfig()
 
@@ -104,13 +104,12 @@ RESUME_HELP = ("continue the checkpoint in OUT.partial (written at every held-ou
                "stopped; it must have the same inputs and options")
 
 
-def _stage(sub, name: str, func, configs: list[type] | None, **kwargs) -> HfArgumentParser:
+def _stage(sub, name: str, func, configs: tuple[type, ...] = (), **kwargs) -> argparse.ArgumentParser:
     """The subcommand `name`: flags derived from the fields of the config dataclasses `configs` (help from each
-    field's metadata; None: a light parser without them), plus --config; the caller adds the stage's other flags."""
-    p = sub.add_parser(name, formatter_class=HelpFormatter, **kwargs,
-                       **({"dataclass_types": configs} if configs is not None else {}))
-    for action in p._actions:
-        action.option_strings.sort(key=lambda o: "_" in o)  # usage lines show --batch-size, not --batch_size
+    field's metadata), plus --config; the caller adds the stage's other flags."""
+    p = sub.add_parser(name, formatter_class=HelpFormatter, **kwargs)
+    for cls in configs:
+        add_config_arguments(p, cls)
     p.add_argument("--config", type=Path, help=CONFIG_HELP)
     p.set_defaults(func=func)
     return p
@@ -157,7 +156,7 @@ def _setup(args: argparse.Namespace):
 
 
 def cmd_teacher(args: argparse.Namespace) -> int:
-    from adabert.teacher.model import TeacherConfig, finetune_teacher
+    from adabert.teacher.model import finetune_teacher
 
     device = _setup(args)
     cfg = from_options(TeacherConfig, args)
@@ -168,7 +167,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 
 
 def cmd_probes(args: argparse.Namespace) -> int:
-    from adabert.teacher.probes import ProbeConfig, format_probe_table, run_probes
+    from adabert.teacher.probes import format_probe_table, run_probes
 
     device = _setup(args)
     cfg = from_options(ProbeConfig, args)
@@ -180,7 +179,7 @@ def cmd_probes(args: argparse.Namespace) -> int:
 
 
 def cmd_augment(args: argparse.Namespace) -> int:
-    from adabert.teacher.augment import AugmentConfig, run_augment
+    from adabert.teacher.augment import run_augment
 
     device = _setup(args)
     cfg = from_options(AugmentConfig, args)
@@ -191,7 +190,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from adabert.distill.distill import DistillConfig, run_distill
+    from adabert.distill.distill import run_distill
 
     device = _setup(args)
     cfg = from_options(DistillConfig, args)
@@ -228,7 +227,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from adabert.students.finetune import FinetuneConfig, finetune_student
+    from adabert.students.finetune import finetune_student
 
     device = _setup(args)
     cfg = from_options(FinetuneConfig, args)
@@ -241,7 +240,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from adabert.students.finetune import FinetuneConfig
     from adabert.study import StudyConfig, render_markdown, run_study
 
     device = _setup(args)
@@ -383,10 +381,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from adabert.nas.search_space import load_search_space
     from adabert.pipeline import PipelineConfig, format_summary, run_pipeline
-    from adabert.students.finetune import FinetuneConfig
-    from adabert.teacher.augment import AugmentConfig
-    from adabert.teacher.model import TeacherConfig
-    from adabert.teacher.probes import ProbeConfig
 
     device = _setup(args)
     demo = args.task is None
@@ -414,30 +408,17 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser(light: bool = False) -> argparse.ArgumentParser:
-    """The `adabert` parser. light: the stages' names and one-line help without their options (nothing heavy is
-    imported), which is all `adabert --help` and `--version` need."""
-    if light:
-        parser_class, dc = argparse.ArgumentParser, {}
-    else:
-        from transformers import HfArgumentParser
-
-        from adabert.distill.distill import DistillConfig
-        from adabert.students.finetune import FinetuneConfig
-        from adabert.teacher.augment import AugmentConfig
-        from adabert.teacher.model import TeacherConfig
-        from adabert.teacher.probes import ProbeConfig
-        parser_class = HfArgumentParser
-        dc = {"teacher": [TeacherConfig], "probes": [ProbeConfig], "augment": [AugmentConfig],
-              "distill": [DistillConfig], "search": [SearchConfig], "finetune": [FinetuneConfig]}
+def build_parser() -> argparse.ArgumentParser:
+    """The `adabert` parser: every stage with its options. It imports no stage module (torch, transformers load
+    when a stage runs), so `--help` at any level is fast."""
     parser = argparse.ArgumentParser(
         prog="adabert", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Compress a fine-tuned BERT-family teacher into a tiny task-specific student by "
                     "differentiable architecture search and knowledge distillation (AdaBERT).")
     parser.add_argument("--version", action="version", version=f"adabert {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="STAGE", parser_class=parser_class)
+    sub = parser.add_subparsers(dest="command", metavar="STAGE")
 
-    p = _stage(sub, "teacher", cmd_teacher, dc.get("teacher"),
+    p = _stage(sub, "teacher", cmd_teacher, (TeacherConfig,),
                help="fine-tune a BERT-family checkpoint on a task",
                description="Fine-tune a Hugging Face BERT-family checkpoint (hub id or local folder) on a task; "
                            "select the epoch on the held-out slice; save a save_pretrained folder with metrics.json "
@@ -446,7 +427,7 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     _add_common(p)
 
-    p = _stage(sub, "probes", cmd_probes, dc.get("probes"),
+    p = _stage(sub, "probes", cmd_probes, (ProbeConfig,),
                help="linear probe per teacher layer; cache probe logits",
                description="Freeze the teacher, compute every layer's sentence vector once, train one linear probe "
                            "per layer (layer 0 = embeddings), and cache probe logits [N, L+1, C] for every train and "
@@ -454,7 +435,7 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder (from `adabert teacher`) or hub id")
     _add_common(p)
 
-    p = _stage(sub, "augment", cmd_augment, dc.get("augment"),
+    p = _stage(sub, "augment", cmd_augment, (AugmentConfig,),
                help="augment the training text; cache the teacher's outputs on it",
                description="Tang et al. (2019) augmentation of the training split (never the held-out slice): per "
                            "word, mask with --mask-prob or replace by a word of the same POS tag with --pos-prob; "
@@ -465,7 +446,7 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--probes", type=Path, help="folder written by `adabert probes`: also cache probe logits")
     _add_common(p)
 
-    p = _stage(sub, "distill", cmd_distill, dc.get("distill"),
+    p = _stage(sub, "distill", cmd_distill, (DistillConfig,),
                help="classic distillation baselines into a BiLSTM, transformer or searched student",
                description="Train a student with one of the seed notes' distillation methods. Loss weights: alpha*CE "
                            "+ (1-alpha)*KD, or alpha*CE + kd_beta*KD with --kd-beta. Methods: none (CE only), hinton "
@@ -480,7 +461,7 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     _add_common(p)
 
-    p = _stage(sub, "search", cmd_search, dc.get("search"),
+    p = _stage(sub, "search", cmd_search, (SearchConfig,),
                help="differentiable architecture search; writes arch.json",
                description="Search a cell and a depth for the student. Each step trains one path (an op per edge, a "
                            "number of cells; uniform during --warmup, then Gumbel-max samples of softmax(alpha / "
@@ -495,7 +476,7 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="stop after this many steps in total (resume later)")
     _add_common(p)
 
-    p = _stage(sub, "finetune", cmd_finetune, dc.get("finetune"),
+    p = _stage(sub, "finetune", cmd_finetune, (FinetuneConfig,),
                help="train the student of arch.json with KD; save a student folder",
                description="Build only the kept cells and edges of arch.json, train with (1-gamma) CE + gamma KD "
                            "against the probe logits, select on the held-out slice, report dev once, and save "
@@ -507,7 +488,7 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     _add_common(p)
 
-    p = _stage(sub, "study", cmd_study, None if light else [],
+    p = _stage(sub, "study", cmd_study,
                help="searched vs random architectures of the same budget; supernet rank fidelity",
                description="Finetune the searched architecture and --random architectures drawn uniformly from the "
                            "same space at the same parameter budget (+- --budget-tolerance), each with --seeds seeds "
@@ -543,7 +524,7 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--augment", type=Path, help="part bilstm: folder from `adabert augment` to train it with")
     _add_common(p)
 
-    p = _stage(sub, "evaluate", cmd_evaluate, None if light else [],
+    p = _stage(sub, "evaluate", cmd_evaluate,
                help="metrics and per-class report of a saved student",
                description="Task metric, accuracy, per-class precision / recall / F1 and confusion counts of a saved "
                            "student on a split of the task.")
@@ -556,7 +537,7 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
             action.required = False
             action.help = "write eval_SPLIT.json here (optional)"
 
-    p = _stage(sub, "predict", cmd_predict, None if light else [],
+    p = _stage(sub, "predict", cmd_predict,
                help="predict labels for sentences or pairs",
                description="Read examples from a file or stdin: plain lines (a sentence, or two tab-separated "
                            "sentences for pair tasks), or a CSV / JSONL file (or a TSV with --text-fields) whose "
@@ -568,7 +549,7 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, help="write the predictions as .jsonl, .csv or .tsv")
     _add_runtime(p)
 
-    p = _stage(sub, "export", cmd_export, None if light else [],
+    p = _stage(sub, "export", cmd_export,
                help="TorchScript / ONNX export with a parity check",
                description="Export a saved student with dynamic batch and length; the outputs are checked against "
                            "PyTorch (ONNX through onnxruntime) on inputs of another shape; the tokenizer and config "
@@ -582,7 +563,7 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
                    help="also write dynamically quantised int8 files (model.int8.*), each checked for parity")
     p.set_defaults(format=None)
 
-    p = _stage(sub, "prune-vocab", cmd_prune_vocab, None if light else [],
+    p = _stage(sub, "prune-vocab", cmd_prune_vocab,
                help="keep only the word pieces the task uses; a smaller student folder",
                description="Tokenise the task's training text (and --augment's), keep the embedding rows of the word "
                            "pieces that occur plus the special tokens, point every other piece at its nearest kept "
@@ -592,7 +573,7 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--augment", type=Path, help="folder of `adabert augment`: keep its word pieces too")
     _add_common(p)
 
-    p = _stage(sub, "bench", cmd_bench, None if light else [],
+    p = _stage(sub, "bench", cmd_bench,
                help="size, FLOPs, latency and throughput against the teacher and BERT-base",
                description="Time the student, its teacher and a BERT-base-shaped model (random weights) in one "
                            "process: warm-up, repeated forwards, medians; prints ratios.")
@@ -607,7 +588,7 @@ def build_parser(light: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, help="write the results as JSON")
     _add_runtime(p)
 
-    p = _stage(sub, "pipeline", cmd_pipeline, None if light else [],
+    p = _stage(sub, "pipeline", cmd_pipeline,
                help="every stage in one command; with no --task, an offline demo",
                description="teacher -> probes -> search -> finetune -> evaluate -> export -> bench, skipping stages "
                            "whose outputs are up to date, ending with a teacher-vs-student table. Without --task it "
@@ -668,7 +649,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
 
 def main(argv: list[str] | None = None) -> int:
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
-    parser = build_parser(light=not argv or argv[0] in ("-h", "--help", "--version"))
+    parser = build_parser()
     try:
         args = parse_args(parser, argv)
     except AdabertError as e:

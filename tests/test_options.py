@@ -84,3 +84,23 @@ def test_required_options_may_come_from_the_config_file(tmp_path):
     args = parse_args(build_parser(), ["search", "--config", str(config), "--beta", "0.5"])
     assert (args.task, args.teacher, str(args.output_dir), args.share_cells, args.target_params, args.beta) == (
         "sst2", "t", "out", True, 2e5, 0.5)
+
+
+def test_flag_types_follow_the_field_annotations(capsys):
+    parser = build_parser()
+    base = ["--arch", "a.json", "--teacher", "t", "--probes", "p", "--task", "sst2", "--output-dir", "o"]
+    args = parse_args(parser, ["finetune", *base])
+    assert (args.inherit, args.embeddings, args.lr, args.epochs) == (False, "projected", 2e-3, 5)
+    args = parse_args(parser, ["finetune", *base, "--inherit", "--embeddings", "table", "--lr", "1e-3"])
+    assert (args.inherit, args.embeddings, args.lr) == (True, "table", 1e-3)
+    assert parse_args(parser, ["finetune", *base, "--inherit", "false", "--max_length", "32"]).inherit is False
+    assert parse_args(parser, ["finetune", *base, "--max_length", "32"]).max_length == 32
+    distill = ["distill", "--teacher", "t", "--task", "sst2", "--output-dir", "o"]
+    assert parse_args(parser, distill).lr is None                      # float | None: unset until validated
+    assert parse_args(parser, [*distill, "--kd-beta", "0.5"]).kd_beta == 0.5
+    for bad, message in [(["--inherit", "maybe"], "--inherit: expected true or false, got 'maybe'"),
+                         (["--embeddings", "big"], "--embeddings: invalid choice: 'big'"),
+                         (["--epochs", "2.5"], "--epochs: invalid int value: '2.5'")]:
+        with pytest.raises(SystemExit) as e:
+            parse_args(parser, ["finetune", *base, *bad])
+        assert e.value.code == 2 and message in capsys.readouterr().err

@@ -1,9 +1,10 @@
 """Config dataclass fields that are also command-line options.
 
-`option(default, help)` keeps a field's help text beside its default; `adabert.cli` derives every stage's flags
-from its config dataclass with transformers' `HfArgumentParser` (field `batch_size` -> `--batch-size`, a
-`Literal` type -> choices, a bool -> a switch), so an option is declared once. A class attribute
-`_argument_group_name` names the group the flags are listed under in `--help`.
+`option(default, help)` keeps a field's help text beside its default; `add_config_arguments` derives a stage's
+flags from its config dataclass (field `batch_size` -> `--batch-size` and `--batch_size`, a `Literal` type ->
+choices, a bool -> a switch that also takes true / false), so an option is declared once. A class attribute
+`_argument_group_name` names the group the flags are listed under in `--help`. The config modules import
+nothing heavy, so a stage's `--help` needs neither torch nor transformers.
 
 `--config FILE` (every stage): `apply_options` makes the file's values the parser's defaults, so flags given on
 the command line override them; each run folder keeps the options it ran with (`options_yaml`).
@@ -12,9 +13,11 @@ the command line override them; each run folder keeps the options it ran with (`
 from __future__ import annotations
 
 import argparse
-from dataclasses import field, fields
+import types
+import typing
+from dataclasses import MISSING, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from adabert import __version__
 from adabert.core.errors import AdabertError
@@ -30,6 +33,51 @@ def from_options(cls: type, values: object) -> Any:
     """An instance of the config dataclass `cls` from the same-named attributes of `values` (a parsed
     argparse namespace)."""
     return cls(**{f.name: getattr(values, f.name) for f in fields(cls) if f.init})
+
+
+def _to_bool(text: str) -> bool:
+    value = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
+
+
+_to_bool.__name__ = "true or false"
+
+
+def _flag_type(annotation: Any) -> tuple[Any, list | None]:
+    """(type converter, choices) of a field annotation: int, float, str, bool, Path, a Literal, or X | None."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return _flag_type(next(a for a in args if a is not type(None)))
+    if typing.get_origin(annotation) is Literal:
+        return type(args[0]), list(args)
+    if annotation is bool:
+        return _to_bool, None
+    return annotation, None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field of the config dataclass `cls` (`--name-with-dashes` and `--name_with_underscores`,
+    dest = the field name), under the group `cls._argument_group_name` when it has one. A bool field is a switch
+    (`--inherit`) that also accepts a value (`--inherit false`)."""
+    group = parser.add_argument_group(cls._argument_group_name) if hasattr(cls, "_argument_group_name") else parser
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if not f.init:
+            continue
+        kind, choices = _flag_type(hints[f.name])
+        names = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
+        kwargs: dict[str, Any] = {"dest": f.name, "type": kind, "help": f.metadata.get("help")}
+        if choices is not None:
+            kwargs["choices"] = choices
+        if kind is _to_bool:
+            kwargs.update(nargs="?", const=True)
+        if f.default is MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = f.default
+        group.add_argument(*names, **kwargs)
 
 
 OPTIONS_FILE = "options.yaml"

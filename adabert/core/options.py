@@ -42,7 +42,7 @@ def _to_bool(text: str) -> bool:
     return value
 
 
-_to_bool.__name__ = "true or false"
+_to_bool.__name__ = "true or false"  # how `_convert_one` names the expected value of a --config entry
 
 
 def _flag_type(annotation: Any) -> tuple[Any, list | None]:

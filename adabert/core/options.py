@@ -42,9 +42,6 @@ def _to_bool(text: str) -> bool:
     return value
 
 
-_to_bool.__name__ = "true or false"  # how `_convert_one` names the expected value of a --config entry
-
-
 def _flag_type(annotation: Any) -> tuple[Any, list | None]:
     """(type converter, choices) of a field annotation: int, float, str, bool, Path, a Literal, or X | None."""
     args = typing.get_args(annotation)
@@ -114,7 +111,9 @@ def _convert_one(action: argparse.Action, value: Any, where: str) -> Any:
     text = str(value)
     try:
         out = action.type(text) if callable(action.type) else text
-    except (ValueError, TypeError, argparse.ArgumentTypeError):
+    except argparse.ArgumentTypeError as e:  # a converter that words its own message (`_to_bool`)
+        raise AdabertError(f"{where}: {e}") from None
+    except (ValueError, TypeError):
         raise AdabertError(f"{where}: expected {getattr(action.type, '__name__', 'a valid value')}, got "
                            f"{value!r}") from None
     if action.choices is not None and out not in action.choices:

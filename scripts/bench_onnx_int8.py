@@ -71,7 +71,7 @@ def main() -> None:
             for name in ("model.onnx", "model.int8.onnx"):
                 sess = session(Path(tmp) / name, args.threads)
                 logits = np.zeros((len(enc), data.task.num_labels), dtype=np.float32)
-                for idx in batch_indices(enc.lengths(), 256, shuffle=False):
+                for idx in batch_indices(enc.lengths(), 256):
                     logits[idx] = run(sess, pred.student.inputs(enc, idx, torch.device("cpu")))
                 dev = task_metrics(data.task, logits, data.dev.labels)[metric]
                 ms = [latency_ms(sess, pred.student.random_inputs(b, 64, seed=1)) for b in (1, 32)]

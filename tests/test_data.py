@@ -4,6 +4,7 @@ from conftest import run_cli
 
 from adabert.core.errors import AdabertError
 from adabert.data.dataset import holdout_split, infer_labels, load_task_data, read_split
+from adabert.data.encoding import batch_indices, epoch_batches
 from adabert.data.tasks import custom_task, get_task
 
 
@@ -150,3 +151,34 @@ def test_training_seed_does_not_move_the_holdout_split(sst2_dir):
     assert np.array_equal(base.holdout_idx, other_seed.holdout_idx)
     assert base.fingerprint != other_split.fingerprint
     assert not np.array_equal(base.holdout_idx, other_split.holdout_idx)
+
+
+def test_epoch_batches_group_lengths_and_visit_every_row_once():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 60, size=1000)
+
+    def padded(batches):  # tokens computed when each batch is padded to its longest row
+        return sum(lengths[b].max() * len(b) for b in batches)
+
+    for group in (True, False):
+        batches = epoch_batches(lengths, 16, seed=1, epoch=2, group_by_length=group)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+        assert sorted(len(b) for b in batches) == [8] + [16] * 62
+        again = epoch_batches(lengths, 16, seed=1, epoch=2, group_by_length=group)
+        assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+        other = epoch_batches(lengths, 16, seed=1, epoch=3, group_by_length=group)
+        assert not np.array_equal(np.concatenate(batches), np.concatenate(other))
+    grouped = epoch_batches(lengths, 16, seed=1, epoch=2)
+    plain = epoch_batches(lengths, 16, seed=1, epoch=2, group_by_length=False)
+    assert padded(grouped) < 0.7 * padded(plain)
+    # grouped batches are not served shortest- or longest-first: the order of the batches is shuffled
+    maxima = [lengths[b].max() for b in grouped]
+    assert maxima != sorted(maxima) and maxima != sorted(maxima, reverse=True)
+    # a subset of rows: only those rows
+    rows = np.arange(0, 1000, 3)
+    assert sorted(np.concatenate(epoch_batches(lengths, 16, 0, 0, rows=rows)).tolist()) == rows.tolist()
+
+
+def test_inference_batches_are_longest_first():
+    lengths = np.array([3, 9, 1, 7, 5])
+    assert [b.tolist() for b in batch_indices(lengths, 2)] == [[1, 3], [4, 0], [2]]

@@ -61,13 +61,11 @@ def pad(seqs: list[list[int]], pad_id: int = 0, width: int | None = None) -> tup
     return ids, torch.arange(width)[None, :] < lengths[:, None]
 
 
-def batch_indices(lengths: np.ndarray, batch_size: int, shuffle: bool, generator: np.random.Generator | None = None,
-                  ) -> Iterator[np.ndarray]:
-    """Index batches. shuffle=True: a random permutation (from `generator`). shuffle=False: sorted by length,
-    longest first, so that padding is small and memory peaks early."""
-    n = len(lengths)
-    order = generator.permutation(n) if shuffle else np.argsort(-lengths, kind="stable")
-    for start in range(0, n, batch_size):
+def batch_indices(lengths: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    """Index batches for inference: sorted by length, longest first, so that padding is small and memory peaks
+    early."""
+    order = np.argsort(-lengths, kind="stable")
+    for start in range(0, len(lengths), batch_size):
         yield order[start: start + batch_size]
 
 
@@ -77,24 +75,30 @@ def batched_logits(forward: Callable[[np.ndarray], torch.Tensor], enc: Encoded, 
     """Logits [N, C] of `forward(rows)` ([B, C] for the rows of a batch) over every example of `enc`, in example
     order; batches sorted by length (little padding), each under the device's autocast."""
     out = torch.empty(len(enc), num_labels)
-    for idx in batch_indices(enc.lengths(), batch_size, shuffle=False):
+    for idx in batch_indices(enc.lengths(), batch_size):
         with autocast(device):
             out[idx] = forward(idx).float().cpu()
     return out
 
 
-def bucketed_order(rows: np.ndarray, lengths: np.ndarray, batch_size: int, generator: np.random.Generator,
-                   bucket_batches: int = 32) -> np.ndarray:
-    """A random order of `rows` in which consecutive batches of `batch_size` hold rows of similar length: shuffle,
-    sort by length within chunks of `bucket_batches` batches, then shuffle the batches. Padding (and so time) per
-    step drops several-fold on tasks whose lengths vary, while each epoch still visits every row once."""
+def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool = True,
+                  rows: np.ndarray | None = None, bucket_batches: int = 32) -> list[np.ndarray]:
+    """One training epoch's batches of `rows` (default: every example), a function of (seed, epoch): each row once,
+    in a random order. With `group_by_length` a batch holds rows of similar length: shuffle, sort by length within
+    chunks of `bucket_batches` batches, cut into batches, shuffle the batches. Padding (and so time) per step
+    drops several-fold on tasks whose lengths vary."""
+    rows = np.arange(len(lengths)) if rows is None else rows
+    generator = np.random.default_rng([seed, epoch])
     order = generator.permutation(rows)
+    if not group_by_length:
+        return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = []
     chunk = batch_size * bucket_batches
     for start in range(0, len(order), chunk):
         part = order[start: start + chunk]
-        order[start: start + chunk] = part[np.argsort(-lengths[part], kind="stable")]
-    batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
-    return np.concatenate([batches[i] for i in generator.permutation(len(batches))]) if batches else order
+        part = part[np.argsort(-lengths[part], kind="stable")]
+        batches += [part[i: i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in generator.permutation(len(batches))]
 
 
 def student_batch(enc: Encoded, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, ...]:

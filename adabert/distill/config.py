@@ -44,6 +44,8 @@ class DistillConfig:
     dropout: float = option(0.1, "dropout")
     clip: float = option(5.0, "gradient-norm clip")
     evals_per_epoch: int = option(2, "held-out evaluations per epoch (the best one is kept)")
+    group_by_length: bool = option(True, "batch examples of similar length (several-fold less padding on tasks "
+                                         "whose lengths vary); false: plain random batches")
     seed: int = option(0, "random seed")
 
     def __post_init__(self) -> None:

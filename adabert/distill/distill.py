@@ -35,7 +35,7 @@ from adabert.core.losses import hard_loss, hinton_kd, kd_weights, layer_map, mse
 from adabert.core.runtime import autocast, log, set_seed
 from adabert.core.schedule import cosine_decay
 from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
-from adabert.data.encoding import Encoded, batched_logits, encode_joint, encode_separate
+from adabert.data.encoding import Encoded, batched_logits, encode_joint, encode_separate, epoch_batches
 from adabert.data.metrics import class_report, task_metrics
 from adabert.distill.config import DistillConfig
 from adabert.distill.feature_losses import attention_kl, fitnets, nst_mmd, relational
@@ -221,8 +221,7 @@ class Distiller:
         holdout_enc = self.encoded("holdout", models[0].encoding)
 
         def batches(epoch: int) -> list[np.ndarray]:
-            order = np.random.default_rng([cfg.seed, epoch]).permutation(len(ts.enc))
-            return [order[i: i + cfg.batch_size] for i in range(0, len(ts.enc), cfg.batch_size)]
+            return epoch_batches(ts.enc.lengths(), cfg.batch_size, cfg.seed, epoch, cfg.group_by_length)
 
         def loss(rows: np.ndarray) -> Losses:
             with autocast(self.device):

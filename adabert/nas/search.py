@@ -38,7 +38,7 @@ from adabert.core.losses import depth_losses, efficiency_penalty
 from adabert.core.runtime import autocast, log, summary_level
 from adabert.core.schedule import eval_points
 from adabert.core.trainer import StageState, Trainee, Trainer
-from adabert.data.encoding import batched_logits, bucketed_order, student_batch
+from adabert.data.encoding import batched_logits, epoch_batches, student_batch
 from adabert.data.metrics import task_metrics
 from adabert.nas.arch import Arch, derive, save_arch, validate_arch_json
 from adabert.nas.board import SearchBoard
@@ -122,9 +122,7 @@ class Searcher:
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         """The epoch's batches of weight rows, of similar lengths (a function of seed and epoch)."""
-        bs = self.cfg.batch_size
-        order = bucketed_order(self.w_rows, self.lengths, bs, np.random.default_rng([self.cfg.seed, epoch]))
-        return [order[b * bs: (b + 1) * bs] for b in range(self.steps_per_epoch)]
+        return epoch_batches(self.lengths, self.cfg.batch_size, self.cfg.seed, epoch, rows=self.w_rows)
 
     def draw(self, step: int) -> Sample:
         """A path over all Kmax cells: uniform ops during the warm-up and with probability `explore` later

@@ -35,6 +35,8 @@ class FinetuneConfig:
                   "teacher's logits (Hinton KD)")
     evals_per_epoch: int = option(2, "held-out evaluations per epoch (the best one is kept)")
     train_limit: int = option(0, "use only the first N training examples (0: all)")
+    group_by_length: bool = option(True, "batch examples of similar length (several-fold less padding on tasks "
+                                         "whose lengths vary); false: plain random batches")
     seed: int = option(0, "random seed")
 
     def __post_init__(self) -> None:

@@ -23,7 +23,7 @@ from adabert.core.losses import hard_loss, probe_kd, soft_kd
 from adabert.core.runtime import autocast, log, set_seed
 from adabert.core.schedule import cosine_decay
 from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
-from adabert.data.encoding import Encoded, batched_logits, student_batch
+from adabert.data.encoding import Encoded, batched_logits, epoch_batches, student_batch
 from adabert.data.metrics import class_report, task_metrics
 from adabert.nas.arch import load_arch
 from adabert.students.card import write_card
@@ -89,8 +89,7 @@ def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, o
     sched = cosine_decay(opt, math.ceil(len(enc) / cfg.batch_size) * cfg.epochs)
 
     def batches(epoch: int) -> list[np.ndarray]:
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(enc))
-        return [order[i: i + cfg.batch_size] for i in range(0, len(enc), cfg.batch_size)]
+        return epoch_batches(enc.lengths(), cfg.batch_size, cfg.seed, epoch, cfg.group_by_length)
 
     def loss(rows: np.ndarray) -> Losses:
         y = labels[rows].to(device)

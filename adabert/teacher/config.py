@@ -23,6 +23,8 @@ class TeacherConfig:
     warmup: float = option(0.1, "linear warm-up share of the steps")
     max_length: int = option(128, "max tokens per example")
     clip: float = option(1.0, "gradient-norm clip")
+    group_by_length: bool = option(True, "batch examples of similar length (several-fold less padding on tasks "
+                                         "whose lengths vary); false: plain random batches")
     seed: int = option(0, "random seed")
 
     def __post_init__(self) -> None:

@@ -23,7 +23,7 @@ from adabert.core.heads import init_regression_heads
 from adabert.core.runtime import autocast, log, progress, set_seed
 from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
 from adabert.data.dataset import Dataset, TaskData
-from adabert.data.encoding import Encoded, batch_indices, encode_joint, joint_batch
+from adabert.data.encoding import Encoded, batch_indices, encode_joint, epoch_batches, joint_batch
 from adabert.data.metrics import task_metrics
 from adabert.data.tasks import TaskSpec
 from adabert.teacher.config import TeacherConfig
@@ -112,7 +112,7 @@ def teacher_outputs(model: nn.Module, enc: Encoded, device: torch.device, batch_
     """
     model.eval()
     n = len(enc)
-    batches = list(batch_indices(enc.lengths(), batch_size, shuffle=False))
+    batches = list(batch_indices(enc.lengths(), batch_size))
     logits = torch.empty(n, model.config.num_labels)
     feats = None
     done = 0
@@ -189,7 +189,7 @@ def finetune_teacher(source: str, data: TaskData, cfg: TeacherConfig, output_dir
         opt, lambda s: (s + 1) / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm)))
 
     def batches(epoch: int) -> list[np.ndarray]:
-        return list(batch_indices(enc.lengths(), cfg.batch_size, True, np.random.default_rng([cfg.seed, epoch])))
+        return epoch_batches(enc.lengths(), cfg.batch_size, cfg.seed, epoch, cfg.group_by_length)
 
     def loss(idx: np.ndarray) -> Losses:
         with autocast(device):

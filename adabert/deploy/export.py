@@ -73,8 +73,9 @@ def run_onnx(path: Path, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return torch.from_numpy(sess.run(None, {n: t.numpy() for n, t in zip(names, inputs)})[0])
 
 
-def quantize_onnx(source: Path, path: Path) -> None:
-    """Dynamic int8 quantisation of an ONNX file with onnxruntime (weights int8, activations per batch)."""
+def quantize_onnx(source: Path, path: Path, reduce_range: bool = True) -> None:
+    """Dynamic int8 quantisation of an ONNX file with onnxruntime (weights int8, activations per batch).
+    `reduce_range=False` (full 8-bit weights) exists only to measure what 7 bits cost (scripts/bench_onnx_int8.py)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = path.with_suffix(".tmp.onnx")
@@ -85,7 +86,7 @@ def quantize_onnx(source: Path, path: Path) -> None:
         # reduce_range: 7-bit weights, because x86 CPUs without VNNI add pairs of u8*s8 products in int16 and
         # saturate with 8-bit weights (a 16-wide head was off by a third of its logit range before this)
         quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OPS,
-                         reduce_range=True)
+                         reduce_range=reduce_range)
     finally:
         ort_log.setLevel(level)
     tmp.replace(path)

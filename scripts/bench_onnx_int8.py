@@ -2,8 +2,8 @@
 
     python scripts/bench_onnx_int8.py --task sst2 --data-dir ../shared/data/glue/SST-2 [--also-8bit] STUDENT_DIR [...]
 
-Each student is exported with `adabert export --int8` (parity-checked) into a temporary folder; both ONNX files
-run the task's dev split through onnxruntime (2 intra-op threads), and are timed at batch 1 and 32 on random
+Each student is exported with `adabert export --int8` (parity-checked) into a temporary folder; each ONNX file
+runs the task's dev split through onnxruntime (2 intra-op threads) and is timed at batch 1 and 32 on random
 inputs of 64 tokens (median of repeats after warm-up).
 """
 

@@ -501,7 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder")
     p.add_argument("--probes", type=Path, required=True, help="folder written by `adabert probes`")
     p.add_argument("--parts", default="random,rank",
-                   help="comma-separated: random, space (random archs of any budget), rank, kd (no KD; last-layer "
+                   help="comma-separated: random, space (random archs of any budget), ops (one arch per op, that "
+                        "op on every edge), rank, kd (no KD; last-layer "
                         "KD), budgets (a search per --budgets target), bilstm (BiLSTM + MSE KD baseline), cross "
                         "(--cross-arch)")
     p.add_argument("--random", type=int, default=10, help="random architectures at the searched one's budget")

@@ -8,12 +8,17 @@ Parts (each switchable with --parts; every row is finetuned with the same recipe
   null the searched architecture is one more exchangeable draw).
 - space: N architectures drawn uniformly from the whole space (`random_arch`, any depth and cost): the usual
   rank-fidelity sample of NAS benchmarks, where architectures differ by more than seed noise.
+- ops: one architecture per non-zero op of the space, that op on every kept edge (node j <- op(j-2) + op(j-1))
+  at the searched depth: the largest differences a cell can make (convolutions against pooling and identity),
+  i.e. the sample on which a supernet that ranks anything must rank correctly.
 - rank: the supernet's held-out score of every architecture above (weights of the search's final checkpoint,
   no finetuning) against its finetuned dev score: Kendall tau and Spearman rho. A search whose supernet cannot
-  rank architectures cannot choose among them. Reported separately over the same-budget and the whole-space
-  samples, each with the recipe's own reliability: the mean Kendall tau between the rankings that two finetune
+  rank architectures cannot choose among them. Reported separately over the same-budget, the whole-space and
+  the one-op samples, each with the recipe's own reliability: the mean Kendall tau between the rankings that two finetune
   seeds give the same architectures (`seed_tau`). No proxy can be expected to rank the finetuned scores better
-  than one finetune seed ranks another, so a tau near seed_tau is as good as the recipe allows.
+  than one finetune seed ranks another, so a tau near seed_tau is as good as the recipe allows. With 4 or more
+  seeds also `half_tau`: the tau between the means of the two halves of the seeds, the reliability of the means
+  themselves (it rises with the seeds; seed_tau does not).
 - kd: the searched architecture without KD (gamma 0) and with last-layer KD from the teacher's logits instead
   of the probes.
 - budgets: the search that wrote --arch rerun (its saved settings) at each `--budgets` target in searched
@@ -52,8 +57,11 @@ from adabert.nas.search_space import SearchSpace
 from adabert.students.finetune import FinetuneConfig, finetune_student
 from adabert.teacher.bundle import TaskBundle
 
-PARTS = ("random", "space", "rank", "kd", "budgets", "bilstm", "cross")
-ARCH_KINDS = ("searched", "random", "space", "kd", "budget", "cross")
+PARTS = ("random", "space", "ops", "rank", "kd", "budgets", "bilstm", "cross")
+ARCH_KINDS = ("searched", "random", "space", "ops", "kd", "budget", "cross")
+RANK_GROUPS = (("rank", "random", "same budget", "the searched and the same-budget random"),
+               ("rank_space", "space", "whole space", "the searched and the whole-space random"),
+               ("rank_ops", "ops", "one op", "the searched and the one-op"))
 
 
 @dataclass
@@ -124,6 +132,12 @@ def random_arch(space: SearchSpace, rng: np.random.Generator) -> Arch:
     return Arch(space, int(rng.integers(1, space.max_cells + 1)), cell)
 
 
+def one_op_arch(space: SearchSpace, op: str, num_cells: int) -> Arch:
+    """`op` on every kept edge: intermediate node j sums op(node j-2) and op(node j-1)."""
+    return Arch(space, num_cells, [[(i, op) for i in range(max(0, j - space.inputs_per_node), j)]
+                                   for j in range(2, 2 + space.intermediate_nodes)])
+
+
 def sample_arch(space: SearchSpace, rng: np.random.Generator, cost: CostModel, target: float, tolerance: float,
                 max_tries: int = 200_000) -> Arch:
     """A uniform draw from the architectures whose cost lies within target * (1 +- tolerance): rejection sampling
@@ -150,6 +164,14 @@ def seed_tau(dev: np.ndarray) -> float | None:
     architectures' dev scores under seed i and under seed j; dev [archs, seeds]. None with one seed."""
     pairs = list(itertools.combinations(range(dev.shape[1]), 2))
     return float(np.mean([kendall_tau(dev[:, i], dev[:, j]) for i, j in pairs])) if pairs else None
+
+
+def half_tau(dev: np.ndarray) -> float | None:
+    """The reliability of a mean over half the seeds: Kendall tau between the architectures' mean dev score over
+    the first floor(S/2) seeds and over the rest; dev [archs, seeds]. None below 4 seeds. It grows with the seeds
+    while `seed_tau` does not, so it says whether the means a proxy is judged against are themselves stable."""
+    h = dev.shape[1] // 2
+    return kendall_tau(dev[:, :h].mean(axis=1), dev[:, h:].mean(axis=1)) if h >= 2 else None
 
 
 def _search_config(search_dir: Path):
@@ -243,6 +265,9 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
         rng = np.random.default_rng(cfg.sampler_seed + 1)
         rows += [Row(f"space{i:02d}", "space", random_arch(space, rng), ft, "any budget")
                  for i in range(cfg.space)]
+    if "ops" in cfg.parts:
+        rows += [Row(f"op-{op}", "ops", one_op_arch(space, op, searched.num_cells), ft, f"{op} everywhere")
+                 for op in space.ops if op != "zero"]
     if "kd" in cfg.parts:
         rows += [Row("searched-no-kd", "kd", searched, replace(ft, gamma=0.0), "gamma 0"),
                  Row("searched-last-layer-kd", "kd", searched, replace(ft, kd_target="teacher"),
@@ -282,7 +307,7 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
         log.info("study: %s seed %d: dev %s %.2f%s", row.name, s, metric, m["dev"][metric],
                  f" | {row.arch.genotype()}" if row.arch is not None else "")
     latency = measure_cost_model(space, "latency_ms", task.num_labels, task.is_pair) if any(
-        r.kind != "random" and r.arch is not None for r in rows) else None
+        r.kind not in ("random", "space", "ops") and r.arch is not None for r in rows) else None
     table = []
     for row in rows:
         devs = [m["dev"][metric] for m in results[row.name]]
@@ -291,7 +316,7 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
                  "genotype": row.arch.genotype() if row.arch is not None else "",
                  "searched_params": int(params.arch_cost(row.arch)) if row.arch is not None else None,
                  "params": int(results[row.name][0]["params"]), "dev": devs, "dev_mean": mean, "dev_std": std}
-        if latency is not None and row.arch is not None and row.kind not in ("random", "space"):
+        if latency is not None and row.arch is not None and row.kind not in ("random", "space", "ops"):
             entry["predicted_ms"] = latency.arch_cost(row.arch)
             entry["measured_ms"] = student_latency_ms(out / "runs" / row.name / "seed0", space.cost_length)
         table.append(entry)
@@ -312,19 +337,20 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
             "rank": 1 + sum(m > s_mean for m in r_means), "of": len(r_means) + 1,
             "p_value": (1 + sum(m >= s_mean for m in r_means)) / (len(r_means) + 1)}
     if "rank" in cfg.parts:
-        ranked = [r for r in table if r["kind"] in ("searched", "random", "space")]
+        ranked = [r for r in table if r["kind"] in ("searched", "random", "space", "ops")]
         scores = supernet_scores(search_dir, plain,
                                  {r["name"]: next(x.arch for x in rows if x.name == r["name"]) for r in ranked},
                                  device)
         for r in ranked:
             r["supernet_holdout"] = scores[r["name"]]
-        for key, kinds in (("rank", ("searched", "random")), ("rank_space", ("searched", "space"))):
-            group = [r for r in ranked if r["kind"] in kinds]
+        for key, kind, _, _ in RANK_GROUPS:
+            group = [r for r in ranked if r["kind"] in ("searched", kind)]
             if len(group) >= 3:
                 x = np.array([r["supernet_holdout"] for r in group])
                 y = np.array([r["dev_mean"] for r in group])
                 result[key] = {"kendall_tau": kendall_tau(x, y), "spearman": spearman(x, y), "archs": len(group),
-                               "seed_tau": seed_tau(np.array([r["dev"] for r in group]))}
+                               "seed_tau": seed_tau(np.array([r["dev"] for r in group])),
+                               "half_tau": half_tau(np.array([r["dev"] for r in group]))}
     if "budgets" in cfg.parts:
         sweep = [r for r in table if r["kind"] == "budget"]
         for r, target in zip(sweep, cfg.budgets):
@@ -376,12 +402,15 @@ def render_markdown(r: dict) -> str:
                   f"| random, same budget | {q['random_mean']:.2f} | {q['random_std_over_archs']:.2f} (over archs) |",
                   "", f"Difference {q['difference']:+.2f}; rank {q['rank']} of {q['of']}; permutation p = "
                   f"{q['p_value']:.3f}.", ""]
-    for key, which in (("rank", "the searched and the same-budget random"),
-                       ("rank_space", "the searched and the whole-space random")):
+    for key, _, _, which in RANK_GROUPS:
         if key in r:
             q = r[key]
             reliability = (f"; one finetune seed against another: Kendall tau {q['seed_tau']:.2f}"
                            if q.get("seed_tau") is not None else "")
+            if q.get("half_tau") is not None:
+                h = r["seeds"] // 2
+                reliability += (f"; the mean of seeds 0-{h - 1} against the mean of seeds {h}-{r['seeds'] - 1}: "
+                                f"Kendall tau {q['half_tau']:.2f}")
             lines += [f"Supernet held-out score vs finetuned dev over {which} architectures ({q['archs']}): "
                       f"Kendall tau {q['kendall_tau']:.2f}, Spearman {q['spearman']:.2f}{reliability}.", ""]
     if "budgets" in r:
@@ -441,13 +470,14 @@ def plot(r: dict, path: Path) -> None:
     """Searched vs random at the same budget and over the whole space (left), supernet held-out vs finetuned dev
     (right, part rank)."""
     plt = _pyplot()
-    rank = r.get("rank") or r.get("rank_space")
+    rank = any(key in r for key, _, _, _ in RANK_GROUPS)
     panels = 2 if rank else 1
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
     ax = axes[0, 0]
     for a in r["archs"]:
         style = {"searched": ("*", "C3", 12, "searched"), "random": ("o", "C0", 6, "random, same budget"),
-                 "space": ("s", "C2", 6, "random, whole space")}.get(a["kind"])
+                 "space": ("s", "C2", 6, "random, whole space"), "ops": ("^", "C1", 6, "one op everywhere")
+                 }.get(a["kind"])
         if style is None:
             continue
         ax.errorbar(a["searched_params"], a["dev_mean"], yerr=a["dev_std"], fmt=style[0], color=style[1],
@@ -460,15 +490,15 @@ def plot(r: dict, path: Path) -> None:
     ax.set_title("searched vs random architectures")
     if rank:
         ax = axes[0, 1]
-        for kind, color in (("searched", "C3"), ("random", "C0"), ("space", "C2")):
+        for kind, color in (("searched", "C3"), ("random", "C0"), ("space", "C2"), ("ops", "C1")):
             pts = [(a["supernet_holdout"], a["dev_mean"]) for a in r["archs"]
                    if "supernet_holdout" in a and a["kind"] == kind]
             if pts:
                 ax.scatter(*zip(*pts), color=color)
         ax.set_xlabel("supernet held-out")
         ax.set_ylabel("finetuned dev")
-        ax.set_title(", ".join(f"{name} tau {r[key]['kendall_tau']:.2f}" for key, name in
-                               (("rank", "same budget"), ("rank_space", "whole space")) if key in r))
+        ax.set_title(", ".join(f"{name} tau {r[key]['kendall_tau']:.2f}" for key, _, name, _ in RANK_GROUPS
+                               if key in r))
     _save(fig, path)
 
 

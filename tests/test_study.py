@@ -14,7 +14,7 @@ from adabert.nas.arch import validate_arch_json
 from adabert.nas.costs import measure_cost_model
 from adabert.nas.search import SearchConfig, Searcher
 from adabert.nas.search_space import load_search_space
-from adabert.study import random_arch, sample_arch, seed_tau
+from adabert.study import half_tau, one_op_arch, random_arch, sample_arch, seed_tau
 from adabert.teacher.bundle import TaskBundle
 
 
@@ -46,10 +46,27 @@ def test_random_sampler_respects_the_space_and_the_budget():
         sample_arch(space, rng, params, 10.0, 0.1)
 
 
+def test_one_op_arch_puts_the_op_on_every_kept_edge():
+    space = load_search_space("adabert")
+    arch = one_op_arch(space, "cnn5", 3)
+    validate_arch_json(arch.to_json(), "one-op", space)
+    assert arch.num_cells == 3 and arch.genotype() == "K=3 | n2 <- cnn5(0) + cnn5(1) | n3 <- cnn5(1) + cnn5(2) | " \
+                                                      "n4 <- cnn5(2) + cnn5(3)"
+
+
 def test_seed_tau_is_the_mean_rank_agreement_between_seeds():
     dev = np.array([[1.0, 1.0, 3.0], [2.0, 2.0, 2.0], [3.0, 3.0, 1.0]])  # seeds 0 and 1 agree, seed 2 reverses
     assert seed_tau(dev) == pytest.approx((1 - 1 - 1) / 3)
     assert seed_tau(dev[:, :1]) is None
+
+
+def test_half_tau_compares_the_means_of_the_two_halves_of_the_seeds():
+    # single seeds disagree (seeds 0 and 2 reverse arch order), but each half's mean ranks a0 < a1 < a2
+    dev = np.array([[3.0, 0.0, 0.0, 4.0], [2.0, 2.0, 2.0, 3.0], [1.0, 5.0, 9.0, 0.0]])
+    assert half_tau(dev) == pytest.approx(1.0)
+    assert seed_tau(dev) < 0
+    assert half_tau(np.concatenate([dev[:, :2], -dev[:, 2:]], axis=1)) == pytest.approx(-1.0)  # halves disagree
+    assert half_tau(dev[:, :3]) is None
 
 
 def test_study_writes_results_and_resumes(search_dir, tiny_teacher, tiny_probes, sst2_dir, tmp_path, capsys):
@@ -82,18 +99,22 @@ def test_study_writes_results_and_resumes(search_dir, tiny_teacher, tiny_probes,
     assert untimed(json.loads((tmp_path / "study" / "results.json").read_text())["archs"]) == untimed(r["archs"])
 
 
-def test_study_ranks_architectures_over_the_whole_space(search_dir, tiny_teacher, tiny_probes, sst2_dir, tmp_path,
-                                                        capsys):
+def test_study_ranks_architectures_over_the_whole_space_and_the_one_op_cells(search_dir, tiny_teacher, tiny_probes,
+                                                                            sst2_dir, tmp_path, capsys):
     args = ["study", "--arch", search_dir / "arch.json", "--teacher", tiny_teacher, "--probes", tiny_probes,
-            "--task", "sst2", "--data-dir", sst2_dir, "--parts", "space,rank", "--space", 3, "--seeds", 1,
+            "--task", "sst2", "--data-dir", sst2_dir, "--parts", "space,ops,rank", "--space", 3, "--seeds", 1,
             "--epochs", 1, "--batch-size", 32, "--max-length", 32, "--output-dir", tmp_path / "study"]
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     r = json.loads((tmp_path / "study" / "results.json").read_text())
-    assert [a["name"] for a in r["archs"]] == ["searched", "space00", "space01", "space02"]
+    ops = ["op-cnn3", "op-dil_cnn3", "op-max_pool3", "op-identity"]  # the tiny space's non-zero ops
+    assert [a["name"] for a in r["archs"]] == ["searched", "space00", "space01", "space02", *ops]
     assert "rank" not in r and r["rank_space"]["archs"] == 4 and -1 <= r["rank_space"]["kendall_tau"] <= 1
+    assert r["rank_ops"]["archs"] == 5 and -1 <= r["rank_ops"]["kendall_tau"] <= 1
     assert all("supernet_holdout" in a for a in r["archs"])
-    assert "whole-space random architectures (4): Kendall tau" in (tmp_path / "study" / "results.md").read_text()
+    md = (tmp_path / "study" / "results.md").read_text()
+    assert "whole-space random architectures (4): Kendall tau" in md and "one-op architectures (5)" in md
+    assert "| op-identity identity everywhere: `K=" in md
 
 
 def test_study_budget_sweep_kd_bilstm_and_cross(search_dir, tiny_teacher, tiny_probes, sst2_dir, tmp_path, capsys):

@@ -18,7 +18,9 @@ Parts (each switchable with --parts; every row is finetuned with the same recipe
   seeds give the same architectures (`seed_tau`). No proxy can be expected to rank the finetuned scores better
   than one finetune seed ranks another, so a tau near seed_tau is as good as the recipe allows. With 4 or more
   seeds also `half_tau`: the tau between the means of the two halves of the seeds, the reliability of the means
-  themselves (it rises with the seeds; seed_tau does not).
+  themselves (it rises with the seeds; seed_tau does not). And `arch_effect`: whether the architectures differ
+  beyond seed noise at all (permutation p-value), by how much, and the tau a perfect proxy would expect against
+  the study's seed means (ceiling_tau), the yardstick against which the supernet's tau is read.
 - kd: the searched architecture without KD (gamma 0) and with last-layer KD from the teacher's logits instead
   of the probes.
 - budgets: the search that wrote --arch rerun (its saved settings) at each `--budgets` target in searched
@@ -172,6 +174,34 @@ def half_tau(dev: np.ndarray) -> float | None:
     while `seed_tau` does not, so it says whether the means a proxy is judged against are themselves stable."""
     h = dev.shape[1] // 2
     return kendall_tau(dev[:, :h].mean(axis=1), dev[:, h:].mean(axis=1)) if h >= 2 else None
+
+
+def arch_effect(dev: np.ndarray, draws: int = 2000, seed: int = 0) -> dict | None:
+    """How far the architectures of dev [archs A, seeds S] differ beyond seed noise, and so how well any proxy
+    could rank them. One-way random-effects model dev[a, s] = mu + b_a + e_as, b ~ N(0, sd_between^2),
+    e ~ N(0, sd_within^2): sd_within^2 = mean over archs of the seed variance, sd_between^2 = max(0, var over
+    archs of the seed means - sd_within^2 / S). p_equal: permutation p-value of F = S var(means) / sd_within^2
+    (scores shuffled across architectures; the null: no architecture differs). ceiling_tau: the Kendall tau a
+    perfect proxy (the true means mu + b) is expected to reach against the S-seed means, by simulation under the
+    fitted model; a proxy cannot be asked for more. None below 2 seeds or 3 architectures."""
+    a, s = dev.shape
+    if s < 2 or a < 3:
+        return None
+    rng = np.random.default_rng(seed)
+    within = float(dev.var(axis=1, ddof=1).mean())
+    between = max(0.0, float(dev.mean(axis=1).var(ddof=1)) - within / s)
+
+    def f_stat(x: np.ndarray) -> float:
+        return s * x.mean(axis=1).var(ddof=1) / max(float(x.var(axis=1, ddof=1).mean()), 1e-12)
+
+    flat = dev.ravel()
+    f = f_stat(dev)
+    p_equal = (1 + sum(f_stat(rng.permutation(flat).reshape(a, s)) >= f for _ in range(draws))) / (draws + 1)
+    true = rng.normal(0.0, np.sqrt(between), (draws, a))
+    observed = true + rng.normal(0.0, np.sqrt(within / s), (draws, a))
+    ceiling = float(np.mean([kendall_tau(t, o) for t, o in zip(true, observed)]))
+    return {"sd_between": float(np.sqrt(between)), "sd_within": float(np.sqrt(within)), "p_equal": float(p_equal),
+            "ceiling_tau": ceiling}
 
 
 def _search_config(search_dir: Path):
@@ -350,7 +380,8 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
                 y = np.array([r["dev_mean"] for r in group])
                 result[key] = {"kendall_tau": kendall_tau(x, y), "spearman": spearman(x, y), "archs": len(group),
                                "seed_tau": seed_tau(np.array([r["dev"] for r in group])),
-                               "half_tau": half_tau(np.array([r["dev"] for r in group]))}
+                               "half_tau": half_tau(np.array([r["dev"] for r in group])),
+                               "arch_effect": arch_effect(np.array([r["dev"] for r in group]))}
     if "budgets" in cfg.parts:
         sweep = [r for r in table if r["kind"] == "budget"]
         for r, target in zip(sweep, cfg.budgets):
@@ -413,6 +444,12 @@ def render_markdown(r: dict) -> str:
                                 f"Kendall tau {q['half_tau']:.2f}")
             lines += [f"Supernet held-out score vs finetuned dev over {which} architectures ({q['archs']}): "
                       f"Kendall tau {q['kendall_tau']:.2f}, Spearman {q['spearman']:.2f}{reliability}.", ""]
+            e = q.get("arch_effect")
+            if e:
+                lines += [f"How much these architectures differ: spread of their true means sd {e['sd_between']:.2f} "
+                          f"against seed noise sd {e['sd_within']:.2f}; 'no architecture differs' permutation "
+                          f"p = {e['p_equal']:.4f}; a perfect proxy would expect Kendall tau "
+                          f"{e['ceiling_tau']:.2f} against these {r['seeds']}-seed means.", ""]
     if "budgets" in r:
         q = r["budgets"]
         lines += ["Budget sweep (searches on "

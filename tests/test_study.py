@@ -14,7 +14,7 @@ from adabert.nas.arch import validate_arch_json
 from adabert.nas.costs import measure_cost_model
 from adabert.nas.search import SearchConfig, Searcher
 from adabert.nas.search_space import load_search_space
-from adabert.study import half_tau, one_op_arch, random_arch, sample_arch, seed_tau
+from adabert.study import arch_effect, half_tau, one_op_arch, random_arch, sample_arch, seed_tau
 from adabert.teacher.bundle import TaskBundle
 
 
@@ -44,6 +44,20 @@ def test_random_sampler_respects_the_space_and_the_budget():
         assert abs(params.arch_cost(arch) / target - 1) <= 0.1
     with pytest.raises(AdabertError, match="outside what search space"):
         sample_arch(space, rng, params, 10.0, 0.1)
+
+
+def test_arch_effect_tells_separable_architectures_from_seed_noise():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0.0, 1.0, (8, 6))
+    same = arch_effect(80.0 + np.array([rng.permutation(noise[0]) for _ in range(8)]))  # equal means, same noise
+    assert same["p_equal"] == 1.0 and same["sd_between"] == 0.0 and same["ceiling_tau"] == 0.0
+    assert same["sd_within"] == pytest.approx(noise[0].std(ddof=1))
+    dev = 80.0 + 5.0 * np.arange(8)[:, None] + noise  # means 5 noise sds apart
+    apart = arch_effect(dev)
+    assert apart["p_equal"] < 0.01 and apart["ceiling_tau"] > 0.9
+    within = noise.var(axis=1, ddof=1).mean()
+    assert apart["sd_between"] == pytest.approx(np.sqrt(dev.mean(axis=1).var(ddof=1) - within / 6))
+    assert arch_effect(noise[:, :1]) is None and arch_effect(noise[:2]) is None
 
 
 def test_one_op_arch_puts_the_op_on_every_kept_edge():
@@ -81,6 +95,7 @@ def test_study_writes_results_and_resumes(search_dir, tiny_teacher, tiny_probes,
     assert r["random"]["of"] == 3 and 0 < r["random"]["p_value"] <= 1
     assert -1 <= r["rank"]["kendall_tau"] <= 1 and all("supernet_holdout" in a for a in r["archs"])
     assert -1 <= r["rank"]["seed_tau"] <= 1 and "one finetune seed against another" in out
+    assert 0 < r["rank"]["arch_effect"]["p_equal"] <= 1 and "a perfect proxy would expect Kendall tau" in out
     budget = r["budget_params"]
     for a in r["archs"]:
         assert abs(a["searched_params"] / budget - 1) <= 0.1

@@ -497,7 +497,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "(part 'rank'). Writes OUT/results.md, OUT/results.json and OUT/study.png; finished runs "
                            "are skipped when the study is run again.")
     p.add_argument("--arch", type=Path, required=True, help="arch.json written by `adabert search`")
-    p.add_argument("--search-dir", type=Path, help="the search's output folder (default: the folder of --arch)")
+    p.add_argument("--search-dir", type=Path,
+                   help="the search whose final supernet scores the architectures (part rank) and whose settings "
+                        "the budget searches repeat (default: the folder of --arch). A search scores its own "
+                        "choice too high (it trained that path most once alpha settled); for an unbiased score "
+                        "give a search run with --explore 1 (uniform paths throughout)")
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder")
     p.add_argument("--probes", type=Path, required=True, help="folder written by `adabert probes`")
     p.add_argument("--parts", default="random,rank",

@@ -12,7 +12,9 @@ Parts (each switchable with --parts; every row is finetuned with the same recipe
   at the searched depth: the largest differences a cell can make (convolutions against pooling and identity),
   i.e. the sample on which a supernet that ranks anything must rank correctly.
 - rank: the supernet's held-out score of every architecture above (weights of the search's final checkpoint,
-  no finetuning) against its finetuned dev score: Kendall tau and Spearman rho. A search whose supernet cannot
+  no finetuning) against its finetuned dev score: Kendall tau and Spearman rho. The search that wrote --arch
+  trained its own choice's path most once alpha settled, so it scores that choice too high; --search-dir can
+  name a search run with --explore 1 (uniform paths throughout) to score every row alike. A search whose supernet cannot
   rank architectures cannot choose among them. Reported separately over the same-budget, the whole-space and
   the one-op samples, each with the recipe's own reliability: the mean Kendall tau between the rankings that two finetune
   seeds give the same architectures (`seed_tau`). No proxy can be expected to rank the finetuned scores better

@@ -523,10 +523,11 @@ def plot(r: dict, path: Path) -> None:
                     markersize=style[2], label=style[3])
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
+    ax.set_xscale("log")
     ax.set_xlabel("searched parameters")
     ax.set_ylabel(f"dev {r['metric']} (mean +- std over seeds)")
     ax.legend(unique.values(), unique.keys())
-    ax.set_title("searched vs random architectures")
+    ax.set_title("searched vs other architectures")
     if rank:
         ax = axes[0, 1]
         for kind, color in (("searched", "C3"), ("random", "C0"), ("space", "C2"), ("ops", "C1")):

@@ -14,11 +14,12 @@ Parts (each switchable with --parts; every row is finetuned with the same recipe
 - rank: the supernet's held-out score of every architecture above (weights of the search's final checkpoint,
   no finetuning) against its finetuned dev score: Kendall tau and Spearman rho. The search that wrote --arch
   trained its own choice's path most once alpha settled, so it scores that choice too high; --search-dir can
-  name a search run with --explore 1 (uniform paths throughout) to score every row alike. A search whose supernet cannot
-  rank architectures cannot choose among them. Reported separately over the same-budget, the whole-space and
-  the one-op samples, each with the recipe's own reliability: the mean Kendall tau between the rankings that two finetune
-  seeds give the same architectures (`seed_tau`). No proxy can be expected to rank the finetuned scores better
-  than one finetune seed ranks another, so a tau near seed_tau is as good as the recipe allows. With 4 or more
+  name a search run with --explore 1 (uniform paths throughout) to score every row alike. A search whose
+  supernet cannot rank architectures cannot choose among them. Reported separately over the same-budget, the
+  whole-space and the one-op samples, each with the recipe's own reliability: the mean Kendall tau between the
+  rankings that two finetune seeds give the same architectures (`seed_tau`). No proxy can be expected to rank
+  the finetuned scores better than one finetune seed ranks another, so a tau near seed_tau is as good as the
+  recipe allows. With 4 or more
   seeds also `half_tau`: the tau between the means of the two halves of the seeds, the reliability of the means
   themselves (it rises with the seeds; seed_tau does not). And `arch_effect`: whether the architectures differ
   beyond seed noise at all (permutation p-value), by how much, and the tau a perfect proxy would expect against
@@ -66,6 +67,7 @@ ARCH_KINDS = ("searched", "random", "space", "ops", "kd", "budget", "cross")
 RANK_GROUPS = (("rank", "random", "same budget", "the searched and the same-budget random"),
                ("rank_space", "space", "whole space", "the searched and the whole-space random"),
                ("rank_ops", "ops", "one op", "the searched and the one-op"))
+SAMPLED_KINDS = tuple(kind for _, kind, _, _ in RANK_GROUPS)  # rows drawn to be ranked, not timed
 
 
 @dataclass
@@ -339,7 +341,7 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
         log.info("study: %s seed %d: dev %s %.2f%s", row.name, s, metric, m["dev"][metric],
                  f" | {row.arch.genotype()}" if row.arch is not None else "")
     latency = measure_cost_model(space, "latency_ms", task.num_labels, task.is_pair) if any(
-        r.kind not in ("random", "space", "ops") and r.arch is not None for r in rows) else None
+        r.kind not in SAMPLED_KINDS and r.arch is not None for r in rows) else None
     table = []
     for row in rows:
         devs = [m["dev"][metric] for m in results[row.name]]
@@ -348,7 +350,7 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
                  "genotype": row.arch.genotype() if row.arch is not None else "",
                  "searched_params": int(params.arch_cost(row.arch)) if row.arch is not None else None,
                  "params": int(results[row.name][0]["params"]), "dev": devs, "dev_mean": mean, "dev_std": std}
-        if latency is not None and row.arch is not None and row.kind not in ("random", "space", "ops"):
+        if latency is not None and row.arch is not None and row.kind not in SAMPLED_KINDS:
             entry["predicted_ms"] = latency.arch_cost(row.arch)
             entry["measured_ms"] = student_latency_ms(out / "runs" / row.name / "seed0", space.cost_length)
         table.append(entry)
@@ -369,7 +371,7 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
             "rank": 1 + sum(m > s_mean for m in r_means), "of": len(r_means) + 1,
             "p_value": (1 + sum(m >= s_mean for m in r_means)) / (len(r_means) + 1)}
     if "rank" in cfg.parts:
-        ranked = [r for r in table if r["kind"] in ("searched", "random", "space", "ops")]
+        ranked = [r for r in table if r["kind"] in ("searched", *SAMPLED_KINDS)]
         scores = supernet_scores(search_dir, plain,
                                  {r["name"]: next(x.arch for x in rows if x.name == r["name"]) for r in ranked},
                                  device)
@@ -380,10 +382,9 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
             if len(group) >= 3:
                 x = np.array([r["supernet_holdout"] for r in group])
                 y = np.array([r["dev_mean"] for r in group])
+                dev = np.array([r["dev"] for r in group])
                 result[key] = {"kendall_tau": kendall_tau(x, y), "spearman": spearman(x, y), "archs": len(group),
-                               "seed_tau": seed_tau(np.array([r["dev"] for r in group])),
-                               "half_tau": half_tau(np.array([r["dev"] for r in group])),
-                               "arch_effect": arch_effect(np.array([r["dev"] for r in group]))}
+                               "seed_tau": seed_tau(dev), "half_tau": half_tau(dev), "arch_effect": arch_effect(dev)}
     if "budgets" in cfg.parts:
         sweep = [r for r in table if r["kind"] == "budget"]
         for r, target in zip(sweep, cfg.budgets):

@@ -219,7 +219,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"arch: {summary['genotype']}")
     budget = summary["efficiency"]["budget"]
     target = f" (target {budget['target']:g})" if budget["target"] is not None else ""
-    print(f"held-out {sel['metric']} {sel['holdout'][sel['metric']]:.2f} with the supernet's weights; "
+    metric = sel["metric"]
+    if "candidates" in sel:
+        print(f"chosen: candidate {sel['candidate'] + 1} of {len(sel['candidates'])}, held-out {metric} "
+              f"{sel['finetuned_holdout']:.2f} after {sel['epochs']} finetune epoch(s) (the others: "
+              + ", ".join(f"{c['holdout']:.2f}" for i, c in enumerate(sel["candidates"]) if i != sel["candidate"])
+              + ")")
+    print(f"held-out {metric} {sel['supernet_holdout'][metric]:.2f} with the supernet's weights; "
           f"{budget['unit']} {budget['cost']:g}{target}; params {summary['efficiency']['params']:,} with embeddings; "
           f"{summary['examples_per_second']:.0f} examples/s")
     print(f"wrote {summary['arch']}; TensorBoard: tensorboard --logdir {args.output_dir}")

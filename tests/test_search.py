@@ -1,6 +1,7 @@
 """End-to-end search on toy tasks with the tiny teacher and the tiny search space."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -8,14 +9,16 @@ from conftest import run_cli, teacher_and_probes, write_word_order
 
 from adabert.data.dataset import load_task_data
 from adabert.data.tasks import get_task
-from adabert.nas.arch import load_arch
+from adabert.nas.arch import derive, load_arch
 from adabert.nas.costs import measure_cost_model
 from adabert.nas.search import SearchConfig, Searcher
 from adabert.nas.search_space import load_search_space
 from adabert.teacher.bundle import TaskBundle
 
 TOY = {"epochs": 6, "batch_size": 32, "max_length": 32, "evals": 2, "min_steps": 0, "checkpoint_every": 3,
-       "log_every": 1, "lr": 1e-2}
+       "log_every": 1, "lr": 1e-2, "select_top": 1}
+# the module's search ends with a selection among 3 candidates, each finetuned 12 epochs (48 steps of 4)
+SELECT = {"select_top": 3, "select_min_steps": 48}
 
 
 def _searcher(tiny_teacher, tiny_probes, data_dir, out, task="sst2", **kw):
@@ -28,14 +31,14 @@ def _searcher(tiny_teacher, tiny_probes, data_dir, out, task="sst2", **kw):
 @pytest.fixture(scope="module")
 def searched(tiny_teacher, tiny_probes, sst2_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("search") / "full"
-    s = _searcher(tiny_teacher, tiny_probes, sst2_dir, out)
+    s = _searcher(tiny_teacher, tiny_probes, sst2_dir, out, **SELECT)
     return out, s.run()
 
 
 def test_tiny_search_learns_and_writes_a_valid_arch(searched):
     out, summary = searched
     arch = load_arch(out / "arch.json", load_search_space("tiny"))
-    assert summary["selection"]["holdout"]["accuracy"] >= 80.0
+    assert summary["selection"]["supernet_holdout"]["accuracy"] >= 80.0
     first = summary["history"][0]["holdout"]["accuracy"]
     assert max(h["holdout"]["accuracy"] for h in summary["history"]) >= first
     assert 1 <= arch.num_cells <= 3 and arch.info["efficiency"]["params"] > 0
@@ -65,12 +68,39 @@ def test_tensorboard_holds_scalars_and_images(searched):
 def test_interrupted_and_resumed_search_gives_the_same_arch(searched, tiny_teacher, tiny_probes, sst2_dir, tmp_path):
     out_full, _ = searched
     out = tmp_path / "resumed"
-    assert _searcher(tiny_teacher, tiny_probes, sst2_dir, out).run(max_steps=8) is None
+    assert _searcher(tiny_teacher, tiny_probes, sst2_dir, out, **SELECT).run(max_steps=8) is None
     assert (out / "checkpoint.safetensors").is_file() and not (out / "arch.json").exists()
-    _searcher(tiny_teacher, tiny_probes, sst2_dir, out).run(resume=True)
+    _searcher(tiny_teacher, tiny_probes, sst2_dir, out, **SELECT).run(resume=True)
     a, b = json.loads((out_full / "arch.json").read_text()), json.loads((out / "arch.json").read_text())
     for key in ("cell", "num_cells", "alpha_probs", "depth_probs", "selection"):
         assert a[key] == b[key], key
+
+
+def test_selection_finetunes_the_most_probable_archs_and_writes_the_best_held_out(searched):
+    out, summary = searched
+    sel, arch = summary["selection"], load_arch(out / "arch.json")
+    cands = sel["candidates"]
+    assert len(cands) == 3 and len({c["genotype"] for c in cands}) == 3
+    assert cands[sel["candidate"]]["genotype"] == arch.genotype() == summary["genotype"]
+    assert sel["finetuned_holdout"] == max(c["holdout"] for c in cands) >= 75.0  # the students learned
+    for i, c in enumerate(cands):  # each candidate is a finetune run whose best held-out score is the record's
+        m = json.loads((out / "select" / f"candidate-{i}" / "metrics.json").read_text())
+        assert m["best_holdout"] == c["holdout"] and m["genotype"] == c["genotype"]
+        assert m["history"][-1]["epoch"] == 12
+    # candidate 0 is the architecture the final logits derive
+    probs = torch.tensor(arch.alpha_probs).log(), torch.tensor(arch.depth_probs).log()
+    assert derive(arch.space, *probs).genotype() == cands[0]["genotype"]
+
+
+def test_a_finished_search_resumed_with_another_selection_reuses_its_supernet(searched, tiny_teacher, tiny_probes,
+                                                                              sst2_dir, tmp_path):
+    out_full, summary = searched
+    out = tmp_path / "again"
+    shutil.copytree(out_full, out)
+    again = _searcher(tiny_teacher, tiny_probes, sst2_dir, out, select_top=1).run(resume=True)
+    assert again["examples_per_second"] == 0  # no step trained again
+    assert again["genotype"] == summary["selection"]["candidates"][0]["genotype"]
+    assert "candidates" not in again["selection"] and not (out / "select" / "candidate-3").exists()
 
 
 def test_resume_refuses_other_settings(tiny_teacher, tiny_probes, sst2_dir, tmp_path):

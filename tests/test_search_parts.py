@@ -1,5 +1,6 @@
 """Ops, supernet, Gumbel sampling, costs, budgets, the choice estimator and losses on hand-made tensors."""
 
+import itertools
 import math
 
 import pytest
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 
 from adabert.core.losses import depth_losses, efficiency_penalty, layer_map, probe_kd, probe_weights, soft_kd
 from adabert.nas.arch import Arch
-from adabert.nas.costs import CostModel, derive_under_budget, measure_cost_model, readout_params
+from adabert.nas.costs import CostModel, measure_cost_model, rank_archs, readout_params
 from adabert.nas.estimator import ChoiceEstimates
 from adabert.nas.gumbel import gumbel_sample, tau_schedule
 from adabert.nas.ops import OPS, build_op
@@ -99,13 +100,48 @@ def test_budget_derivation_picks_the_most_probable_arch_within_the_budget():
     depth[0] = 2.0
     free = params.per_cell  # one cell of parameter-free ops
     for target in (free, 2 * (params.per_cell + 6 * params.per_op[cnn3]), 3e6):
-        cell, k, ok = derive_under_budget(space, alpha, depth, params, target, 0.1)
+        [(cell, k, ok)] = rank_archs(space, alpha, depth, params, 1, target, 0.1)
         cost = params.arch_cost(Arch(space, k, cell))
         assert ok and abs(cost / target - 1) <= 0.1, target
-    cell, k, _ = derive_under_budget(space, alpha, depth, params, free, 0.1)
+    [(cell, k, _)] = rank_archs(space, alpha, depth, params, 1, free, 0.1)
     assert k == 1 and all(op in ("max_pool3", "avg_pool3", "identity") for node in cell for _, op in node)
-    cell, k, ok = derive_under_budget(space, alpha, depth, params, 1e9, 0.1)  # unreachable: the closest
+    [(cell, k, ok)] = rank_archs(space, alpha, depth, params, 3, 1e9, 0.1)  # unreachable: the closest only
     assert not ok and k == space.max_cells and all(op == "cnn7" for node in cell for _, op in node)
+
+
+def _log_prob(space, alpha, depth, cell, k):
+    """Score of rank_archs by hand: log p~ of every kept (edge, op) + log q[K]."""
+    nonzero = [o for o in space.ops if o != "zero"]
+    logp = torch.log_softmax(alpha[:, [space.ops.index(o) for o in nonzero]], -1)
+    score = sum(float(logp[space.edges.index((i, n + 2)), nonzero.index(op)]) for n, node in enumerate(cell)
+                for i, op in node)
+    return score + float(torch.log_softmax(depth, -1)[k - 1])
+
+
+def test_rank_archs_lists_the_n_most_probable_distinct_archs_best_first():
+    space = load_search_space("tiny")
+    params = measure_cost_model(space, "params", num_labels=2, pair=False)
+    torch.manual_seed(0)
+    alpha, depth = torch.randn(space.num_edges, len(space.ops)), torch.randn(space.max_cells)
+    ranked = rank_archs(space, alpha, depth, params, 6)
+    assert len(ranked) == 6 and all(ok for _, _, ok in ranked)
+    scores = [_log_prob(space, alpha, depth, cell, k) for cell, k, _ in ranked]
+    assert scores == sorted(scores, reverse=True)
+    assert len({Arch(space, k, cell).genotype() for cell, k, _ in ranked}) == 6
+    # exhaustive check on the tiny space: nothing outside the list scores above its last entry
+    nonzero = [o for o in space.ops if o != "zero"]
+    best_k = int(depth.argmax()) + 1
+    all_scores = []
+    for choice in itertools.product(*[[sorted(zip(src, ops)) for src in itertools.combinations(range(j), 2)
+                                       for ops in itertools.product(nonzero, repeat=2)]
+                                      for j in range(2, 2 + space.intermediate_nodes)]):
+        all_scores.append(_log_prob(space, alpha, depth, list(choice), best_k))
+    assert max(all_scores) == pytest.approx(scores[0])
+    assert sorted(all_scores, reverse=True)[1] <= scores[1] + 1e-9
+    target = params.arch_cost(Arch(space, ranked[0][1], ranked[0][0]))
+    within = rank_archs(space, alpha, depth, params, 4, target, 0.1)
+    assert within[0][:2] == ranked[0][:2]
+    assert all(abs(params.arch_cost(Arch(space, k, cell)) / target - 1) <= 0.1 for cell, k, _ in within)
 
 
 def test_depth_losses_read_every_depth_out():

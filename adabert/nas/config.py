@@ -12,6 +12,7 @@ from adabert.core.validation import require_fraction, require_non_negative, requ
 
 CostUnit = Literal["params", "flops", "latency_ms"]
 COST_UNITS = get_args(CostUnit)
+SELECTION_FIELDS = ("select_top", "select_epochs", "select_min_steps")  # settings applied after the supernet is trained
 
 
 @dataclass
@@ -27,6 +28,10 @@ class SearchConfig:
     with one target (target_params, target_flops or target_latency_ms; 0 = none) it is
     beta * |E[cost] / target - 1|, and the written architecture is the most probable one within
     target * (1 +- budget_tolerance).
+    select_top: the search ends by finetuning the N most probable architectures (within the budget) for
+    `select_epochs` each (more on small tasks, to reach `select_min_steps` steps) on the fit split and writes the
+    one with the best held-out score (`adabert.nas.select`); 1 writes the most probable one without finetuning. These two do not change the supernet: a finished search
+    resumed with other values reuses it.
     """
 
     _argument_group_name = "search"
@@ -61,13 +66,17 @@ class SearchConfig:
     target_latency_ms: float = option(0.0, "budget: batch-1 latency on this device at the space's cost_length "
                                            "(per-op lookup table); 0: none")
     budget_tolerance: float = option(0.1, "the written architecture costs target * (1 +- this)")
+    select_top: int = option(4, "finetune the N most probable architectures briefly and write the best on "
+                                "held-out (1: the most probable, no finetune)")
+    select_epochs: int = option(1, "finetune epochs of each --select-top candidate")
+    select_min_steps: int = option(300, "small tasks finetune each candidate more epochs to reach this many steps")
     train_limit: int = option(0, "use only the first N training examples (0: all)")
     seed: int = option(0, "random seed")
 
     def __post_init__(self) -> None:
         require_positive_ints(self, "epochs", "batch_size", "max_length", "evals", "checkpoint_every",
-                              "log_every", "estimate_window")
-        require_non_negative(self, "min_steps")
+                              "log_every", "estimate_window", "select_top", "select_epochs")
+        require_non_negative(self, "min_steps", "select_min_steps")
         require_fraction(self, "gamma", 0, 1, closed_high=True)
         require_fraction(self, "warmup", 0, 1)
         require_fraction(self, "explore", 0, 1, closed_high=True)

@@ -139,50 +139,50 @@ def measure_cost_model(space: SearchSpace, unit: str, num_labels: int, pair: boo
     return CostModel(unit, space.ops, per_op, per_cell, fixed)
 
 
-def derive_under_budget(space: SearchSpace, alpha: torch.Tensor, depth_logits: torch.Tensor, model: CostModel,
-                        target: float, tolerance: float) -> tuple[list[list[tuple[int, str]]], int, bool]:
-    """The most probable derivable architecture whose cost lies within target * (1 +- tolerance).
+def rank_archs(space: SearchSpace, alpha: torch.Tensor, depth_logits: torch.Tensor, model: CostModel, n: int,
+               target: float | None = None, tolerance: float = 0.1) -> list[tuple[list[list[tuple[int, str]]], int, bool]]:
+    """The `n` most probable derivable architectures, best first; with a `target`, those whose cost lies within
+    target * (1 +- tolerance).
 
     Score of an architecture = sum over kept (edge, op) of log p~[e, o] + log q[K] (p~: softmax over non-zero
-    ops). Exact: per node every choice of n_keep incoming edges and their ops, best score per distinct cost
-    (costs rounded to 1e-6 relative), then every combination of nodes and every K. Returns (cell, K, feasible);
-    when nothing lies within the tolerance, the architecture closest to the target (feasible False).
+    ops). Exact: per node every choice of n_keep incoming edges and their ops, the n best per distinct cost
+    (costs rounded to 1e-6 relative), then every combination of nodes and every K (scores and costs add, so the
+    n best of any total cost are combinations of the n best of each part). Returns [(cell, K, feasible)]; when
+    nothing lies within the tolerance, the one architecture closest to the target (feasible False).
     """
     nonzero = [k for k, o in enumerate(space.ops) if o != "zero"]
     logp = torch.log_softmax(alpha.detach().float().cpu()[:, nonzero], -1)
     logq = torch.log_softmax(depth_logits.detach().float().cpu(), -1)
-    scale = max(abs(target), 1e-12) * 1e-6
-    per_node: list[dict[int, tuple[float, float, list[tuple[int, str]]]]] = []
+    scale = max(abs(target or model.bounds(space)[1]), 1e-12) * 1e-6
+    Part = tuple[float, float, list]  # (score, cost, nodes)
+
+    def keep_best(parts: list[Part]) -> dict[int, list[Part]]:
+        by_cost: dict[int, list[Part]] = {}
+        for part in parts:
+            by_cost.setdefault(round(part[1] / scale), []).append(part)
+        return {key: sorted(v, key=lambda x: -x[0])[:n] for key, v in by_cost.items()}
+
+    cells: dict[int, list[Part]] = {0: [(0.0, 0.0, [])]}
     for j in range(2, 2 + space.intermediate_nodes):
         into = [(e, i) for e, (i, jj) in enumerate(space.edges) if jj == j]
-        best: dict[int, tuple[float, float, list[tuple[int, str]]]] = {}
-        for chosen in itertools.combinations(into, min(space.inputs_per_node, len(into))):
-            for ops in itertools.product(range(len(nonzero)), repeat=len(chosen)):
-                score = sum(float(logp[e, o]) for (e, _), o in zip(chosen, ops))
-                cost = sum(model.per_op[nonzero[o]] for o in ops)
-                key = round(cost / scale)
-                if key not in best or score > best[key][0]:
-                    best[key] = (score, cost, sorted((i, space.ops[nonzero[o]]) for (_, i), o in zip(chosen, ops)))
-        per_node.append(best)
-    cells: dict[int, tuple[float, float, list]] = {0: (0.0, 0.0, [])}
-    for best in per_node:
-        merged: dict[int, tuple[float, float, list]] = {}
-        for s1, c1, n1 in cells.values():
-            for s2, c2, n2 in best.values():
-                key = round((c1 + c2) / scale)
-                if key not in merged or s1 + s2 > merged[key][0]:
-                    merged[key] = (s1 + s2, c1 + c2, n1 + [n2])
-        cells = merged
-    best_fit, closest = None, None
-    for score, cost, cell in cells.values():
+        node = [(sum(float(logp[e, o]) for (e, _), o in zip(chosen, ops)),
+                 sum(model.per_op[nonzero[o]] for o in ops),
+                 sorted((i, space.ops[nonzero[o]]) for (_, i), o in zip(chosen, ops)))
+                for chosen in itertools.combinations(into, min(space.inputs_per_node, len(into)))
+                for ops in itertools.product(range(len(nonzero)), repeat=len(chosen))]
+        best = [p for parts in keep_best(node).values() for p in parts]
+        cells = keep_best([(s1 + s2, c1 + c2, n1 + [n2]) for parts in cells.values() for s1, c1, n1 in parts
+                           for s2, c2, n2 in best])
+    ranked, closest = [], None
+    for parts in cells.values():
         for k in range(1, space.max_cells + 1):
-            total = model.fixed + k * (model.per_cell + cost)
-            gap = abs(total / target - 1)
-            s = score + float(logq[k - 1])
-            if gap <= tolerance and (best_fit is None or s > best_fit[0]):
-                best_fit = (s, cell, k)
+            total = model.fixed + k * (model.per_cell + parts[0][1])
+            gap = 0.0 if target is None else abs(total / target - 1)
+            if gap <= tolerance:
+                ranked += [(score + float(logq[k - 1]), cell, k) for score, _, cell in parts]
             if closest is None or gap < closest[0]:
-                closest = (gap, cell, k)
-    if best_fit is not None:
-        return best_fit[1], best_fit[2], True
-    return closest[1], closest[2], False
+                closest = (gap, parts[0][2], k)
+    if not ranked:
+        return [(closest[1], closest[2], False)]
+    ranked.sort(key=lambda r: -r[0])
+    return [(cell, k, True) for _, cell, k in ranked[:n]]

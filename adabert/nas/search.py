@@ -11,9 +11,10 @@ The fit split is cut once into a weight part (1 - estimate_fraction) and an esti
    weights never trained on, so capacity that only memorises does not win;
 4. after the warm-up, one gradient step of the architecture logits on J + beta * L_E(E[cost])
    (`losses.efficiency_penalty`).
-The written architecture is derived from the final logits (most probable choices; with a budget, the most
-probable architecture within it: `costs.derive_under_budget`), not picked among noisy supernet evaluations;
-the held-out scores of the derived cell along the way are logged only.
+The written architecture comes from the final logits, not from noisy supernet evaluations: their N most
+probable architectures (within the budget, when one is given: `costs.rank_archs`) are each finetuned briefly and
+the best on held-out is written (`adabert.nas.select`; `--select-top 1`: the most probable one). The held-out
+scores of the derived cell along the way are logged only.
 Checkpoints make `--resume` continue exactly where a run stopped (per-step seeds, saved optimiser states).
 """
 
@@ -42,8 +43,8 @@ from adabert.data.encoding import batched_logits, epoch_batches, student_batch
 from adabert.data.metrics import task_metrics
 from adabert.nas.arch import Arch, derive, save_arch, validate_arch_json
 from adabert.nas.board import SearchBoard
-from adabert.nas.config import SearchConfig
-from adabert.nas.costs import CostModel, derive_under_budget, measure_cost_model
+from adabert.nas.config import SELECTION_FIELDS, SearchConfig
+from adabert.nas.costs import CostModel, measure_cost_model, rank_archs
 from adabert.nas.estimator import ChoiceEstimates
 from adabert.nas.gumbel import gumbel_sample, tau_schedule
 from adabert.nas.search_space import SearchSpace
@@ -61,7 +62,11 @@ class Searcher:
         self.out = Path(output_dir)
         task = data.task
         self.inputs = {**bundle.inputs(), "search_space": space.hash}
-        self.config = {**asdict(cfg), "task": task.describe(), "search_space": space.name}
+        settings = asdict(cfg)
+        # the supernet's record (checkpoint) leaves out the selection settings; the run's record (meta) has them
+        self.config = {**{k: v for k, v in settings.items() if k not in SELECTION_FIELDS}, "task": task.describe(),
+                       "search_space": space.name}
+        self.run_config = {**self.config, **{k: settings[k] for k in SELECTION_FIELDS}}
         self.probes = bundle.require_probes("by the search (its KD targets and depth estimates)")
         word, pos = bundle.tables
         if cfg.max_length > pos.shape[0]:
@@ -222,8 +227,8 @@ class Searcher:
         arch = derive(space, model.alpha, model.depth_logits)
         budget: dict = {"unit": self.cost_model.unit, "target": self.target}
         if self.target is not None:
-            cell, k, feasible = derive_under_budget(space, model.alpha, model.depth_logits, self.cost_model,
-                                                    self.target, self.cfg.budget_tolerance)
+            [(cell, k, feasible)] = rank_archs(space, model.alpha, model.depth_logits, self.cost_model, 1,
+                                               self.target, self.cfg.budget_tolerance)
             arch.cell, arch.num_cells = cell, k
             budget.update({"tolerance": self.cfg.budget_tolerance, "within": feasible})
         budget["cost"] = self.cost_model.arch_cost(arch)
@@ -259,7 +264,7 @@ class Searcher:
 
     def up_to_date(self) -> bool:
         """True when OUT holds a finished search (arch.json) for these inputs and settings."""
-        return (self.out / "arch.json").is_file() and meta_matches(self.out, "search", self.inputs, self.config)
+        return (self.out / "arch.json").is_file() and meta_matches(self.out, "search", self.inputs, self.run_config)
 
     # -- checkpoints (the trainer's, with the estimates and the architecture optimiser beside the supernet) ----
     @property
@@ -297,7 +302,7 @@ class Searcher:
         self.trainer.start(resume)
         main = distributed.is_main()
         if main:
-            write_json(self.out / "config.json", {"adabert_version": __version__, **self.config})
+            write_json(self.out / "config.json", {"adabert_version": __version__, **self.run_config})
         self.board = SearchBoard(self.out / "tensorboard", purge_step=self.step or None, enabled=main)
         t0, done_at_start = time.time(), self.step
         try:
@@ -324,26 +329,64 @@ class Searcher:
             values[f"cost/target_{unit}"] = self.target
         board.scalars(step, values)
 
+    def candidates(self, derived: Arch) -> list[Arch]:
+        """The derived architecture, then the next most probable ones (within the budget): `select_top` in all."""
+        model, space = self.model, self.space
+        ranked = rank_archs(space, model.alpha, model.depth_logits, self.cost_model, self.cfg.select_top,
+                            self.target, self.cfg.budget_tolerance)
+        archs = {derived.genotype(): derived}
+        for cell, k, feasible in ranked:
+            arch = Arch(space, k, cell, derived.alpha_probs, derived.depth_probs)
+            if feasible:
+                archs.setdefault(arch.genotype(), arch)
+        return list(archs.values())[: self.cfg.select_top]
+
+    def select(self, derived: Arch) -> tuple[Arch, dict]:
+        """The architecture to write and the selection record: with one candidate, the derived one; else each
+        candidate finetuned `select_epochs` (at least `select_min_steps` steps) on the fit split, and the best on
+        held-out (`adabert.nas.select`)."""
+        from adabert.nas.select import select_by_finetune
+        from adabert.students.config import FinetuneConfig
+
+        cfg, metric = self.cfg, self.data.task.main_metric
+        candidates = self.candidates(derived)
+        budget = " within the budget" if self.target is not None else ""
+        if len(candidates) == 1:
+            return derived, {"rule": f"the most probable architecture of the final logits{budget}",
+                             "metric": metric}
+        ft = FinetuneConfig(max_length=cfg.max_length, gamma=cfg.gamma, temperature=cfg.temperature,
+                            train_limit=cfg.train_limit, seed=cfg.seed)
+        ft.epochs = max(cfg.select_epochs, -(-cfg.select_min_steps // math.ceil(len(self.fit_idx) / ft.batch_size)))
+        best, records = select_by_finetune(candidates, self.bundle, ft, self.out / "select", self.device)
+        for record, arch in zip(records, candidates):
+            record["cost"] = self.cost_model.arch_cost(arch)
+        return candidates[best], {
+            "rule": f"best held-out {metric} of the {len(candidates)} most probable architectures of the final "
+                    f"logits{budget}, each finetuned {ft.epochs} epoch(s) on the fit split",
+            "metric": metric, "finetuned_holdout": records[best]["holdout"], "epochs": ft.epochs, "candidate": best,
+            "candidates": records}
+
     def finish(self, seconds: float, steps: int) -> dict:
-        arch, budget = self.derive()
-        arch = validate_arch_json(arch.to_json(), "search result", self.space)
+        derived, budget = self.derive()
+        t0 = time.time()
+        arch, selection = self.select(validate_arch_json(derived.to_json(), "search result", self.space))
+        budget["cost"] = self.cost_model.arch_cost(arch)
         if self.target is not None and not budget["within"]:
             log.warning("search: no architecture of the space costs %g %s +- %d%%; wrote the closest (%g)",
                         self.target, budget["unit"], round(100 * self.cfg.budget_tolerance), budget["cost"])
-        holdout = self.evaluate(arch)
         arch.info = {"teacher": {"fingerprint": self.inputs["teacher"]}, "task": self.data.task.describe(),
                      "efficiency": {**self.efficiency(arch), "budget": budget},
-                     "selection": {"rule": "final logits" + (" within the budget" if self.target else ""),
-                                   "metric": self.data.task.main_metric, "holdout": holdout,
-                                   "step": self.step, "of_steps": self.total_steps}}
+                     "selection": {**selection, "supernet_holdout": self.evaluate(arch), "step": self.step,
+                                   "of_steps": self.total_steps}}
         summary = {"arch": str(self.out / "arch.json"), "genotype": arch.genotype(),
                    "selection": arch.info["selection"],
                    "efficiency": {k: v for k, v in arch.info["efficiency"].items() if k != "cost_model"},
                    "steps": self.total_steps, "seconds_this_run": seconds,
+                   "selection_seconds": time.time() - t0,
                    "examples_per_second": steps * self.cfg.batch_size / max(seconds, 1e-9),
                    "estimates": self.estimates.report(self.space.ops), "history": self.history}
         if distributed.is_main():
             save_arch(arch, self.out / "arch.json")
             write_json(self.out / "search_metrics.json", summary)
-            write_meta(self.out, "search", self.inputs, self.config)
+            write_meta(self.out, "search", self.inputs, self.run_config)
         return summary

@@ -402,7 +402,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         probes=ProbeConfig(max_length=2 * length, seed=args.seed),
         search=SearchConfig(epochs=args.search_epochs or (8 if demo else 1), batch_size=64 if demo else 128,
                             min_steps=0 if demo else SearchConfig.min_steps, max_length=length, beta=args.beta,
-                            gamma=args.gamma, seed=args.seed),
+                            gamma=args.gamma, select_top=args.select_top, seed=args.seed),
         finetune=FinetuneConfig(epochs=args.finetune_epochs or (30 if demo else 5), max_length=length,
                                 gamma=args.gamma, seed=args.seed),
         augment=AugmentConfig(copies=args.augment_copies, max_length=2 * length, seed=args.seed)
@@ -619,6 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="augment the training text with this many copies per example before finetuning "
                         "(Tang et al.; needs the augment extra; default 0: off)")
     p.add_argument("--beta", type=float, default=SEARCH_DEFAULTS.beta, help="efficiency weight in search")
+    p.add_argument("--select-top", type=int, default=SEARCH_DEFAULTS.select_top,
+                   help="search: finetune this many of the most probable architectures briefly and keep the best "
+                        "on held-out (1: the most probable, no finetune)")
     _add_common(p)
     for action in p._actions:
         if action.dest == "task":

@@ -132,7 +132,8 @@ def search_and_finetune(teacher: Path, probes: Path, data, root: Path, student: 
     cpu = torch.device("cpu")
     bundle = TaskBundle(data, teacher, probes)
     Searcher(bundle, load_search_space("tiny"),
-             SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0), root / "search", cpu).run()
+             SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0, select_top=1),
+             root / "search", cpu).run()
     finetune_student(root / "search" / "arch.json", bundle,
                      FinetuneConfig(epochs=1, batch_size=32, max_length=16), root / student, cpu)
     return root / student

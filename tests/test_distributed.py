@@ -32,7 +32,8 @@ def alpha(folder: Path) -> list[float]:
 
 def test_two_process_search_matches_one_process(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
     args = ["search", "--search-space", "tiny", "--teacher", tiny_teacher, "--probes", tiny_probes, "--task", "sst2",
-            "--data-dir", sst2_dir, "--epochs", 4, "--min-steps", 0, "--batch-size", 32, "--max-length", 16]
+            "--data-dir", sst2_dir, "--epochs", 4, "--min-steps", 0, "--batch-size", 32, "--max-length", 16,
+            "--select-top", 1]
     one = run(args + ["--output-dir", tmp_path / "one"], 1)
     two = run(args + ["--output-dir", tmp_path / "two"], 2)
     a1, a2 = (json.loads((tmp_path / d / "arch.json").read_text()) for d in ("one", "two"))
@@ -48,7 +49,7 @@ def test_two_process_finetune_matches_one_process(tiny_teacher, tiny_probes, sst
     search = tmp_path / "search"
     run(["search", "--search-space", "tiny", "--teacher", tiny_teacher, "--probes", tiny_probes, "--task", "sst2",
          "--data-dir", sst2_dir, "--epochs", 1, "--min-steps", 0, "--batch-size", 32, "--max-length", 16,
-         "--output-dir", search], 1)
+         "--select-top", 1, "--output-dir", search], 1)
     args = ["finetune", "--arch", search / "arch.json", "--teacher", tiny_teacher, "--probes", tiny_probes,
             "--task", "sst2", "--data-dir", sst2_dir, "--epochs", 4, "--batch-size", 32, "--max-length", 16]
     run(args + ["--output-dir", tmp_path / "one"], 1)

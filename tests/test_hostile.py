@@ -136,7 +136,7 @@ def write(tmp: Path, name: str, content: str | bytes) -> Path:
 
 def search_with(w: World, out: Path, space: Path) -> list:
     return ["search", "--search-space", space, "--teacher", w.teacher, "--probes", w.probes, "--task", "sst2",
-            "--data-dir", w.data, "--output-dir", out]
+            "--data-dir", w.data, "--select-top", 1, "--output-dir", out]
 
 
 def space_file(tmp: Path, edit=None, text: str | None = None) -> Path:

@@ -26,7 +26,8 @@ def pair_student(tiny_base, mrpc_dir, tmp_path_factory):
     run_probes(str(root / "teacher"), data, ProbeConfig(epochs=3, max_length=32), root / "probes", cpu)
     bundle = TaskBundle(data, root / "teacher", root / "probes")
     Searcher(bundle, load_search_space("tiny"),
-             SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0), root / "search", cpu).run()
+             SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0, select_top=1),
+             root / "search", cpu).run()
     finetune_student(root / "search" / "arch.json", bundle,
                      FinetuneConfig(epochs=1, batch_size=32, max_length=16), root / "student", cpu)
     return root
@@ -65,8 +66,8 @@ def test_pair_regression_student_learns(tiny_base, tmp_path):
     cpu = torch.device("cpu")
     bundle = TaskBundle(data, teacher, probes)
     Searcher(bundle, load_search_space("tiny"),
-             SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0), tmp_path / "search",
-             cpu).run()
+             SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0, select_top=1),
+             tmp_path / "search", cpu).run()
     m = finetune_student(tmp_path / "search" / "arch.json", bundle,
                          FinetuneConfig(epochs=5, batch_size=16, max_length=16, gamma=0.0), tmp_path / "student", cpu)
     assert m["dev"]["pearson"] > 50

@@ -21,7 +21,7 @@ def test_demo_task_is_deterministic_and_balanced(tmp_path):
 
 def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_dir, tmp_path, capsys):
     args = ["pipeline", "--task", "sst2", "--data-dir", sst2_dir, "--teacher", tiny_teacher, "--search-space", "tiny",
-            "--search-epochs", 1, "--finetune-epochs", 2, "--max-length", 16, "--augment-copies", 1,
+            "--search-epochs", 1, "--select-top", 1, "--finetune-epochs", 2, "--max-length", 16, "--augment-copies", 1,
             "--output-dir", tmp_path / "run"]
     code, out, err = run_cli(args, capsys)
     assert code == 0, err

@@ -30,8 +30,8 @@ class SearchConfig:
     target * (1 +- budget_tolerance).
     select_top: the search ends by finetuning the N most probable architectures (within the budget) for
     `select_epochs` each (more on small tasks, to reach `select_min_steps` steps) on the fit split and writes the
-    one with the best held-out score (`adabert.nas.select`); 1 writes the most probable one without finetuning. These two do not change the supernet: a finished search
-    resumed with other values reuses it.
+    one with the best held-out score (`adabert.nas.select`); 1 writes the most probable one without finetuning.
+    The select_* settings do not change the supernet: a finished search resumed with other values reuses it.
     """
 
     _argument_group_name = "search"

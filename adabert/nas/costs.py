@@ -139,8 +139,11 @@ def measure_cost_model(space: SearchSpace, unit: str, num_labels: int, pair: boo
     return CostModel(unit, space.ops, per_op, per_cell, fixed)
 
 
+Cell = list[list[tuple[int, str]]]  # per intermediate node, its (from_node, op) inputs
+
+
 def rank_archs(space: SearchSpace, alpha: torch.Tensor, depth_logits: torch.Tensor, model: CostModel, n: int,
-               target: float | None = None, tolerance: float = 0.1) -> list[tuple[list[list[tuple[int, str]]], int, bool]]:
+               target: float | None = None, tolerance: float = 0.1) -> list[tuple[Cell, int, bool]]:
     """The `n` most probable derivable architectures, best first; with a `target`, those whose cost lies within
     target * (1 +- tolerance).
 

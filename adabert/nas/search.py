@@ -356,7 +356,8 @@ class Searcher:
                              "metric": metric}
         ft = FinetuneConfig(max_length=cfg.max_length, gamma=cfg.gamma, temperature=cfg.temperature,
                             train_limit=cfg.train_limit, seed=cfg.seed)
-        ft.epochs = max(cfg.select_epochs, -(-cfg.select_min_steps // math.ceil(len(self.fit_idx) / ft.batch_size)))
+        steps_per_epoch = math.ceil(len(self.fit_idx) / ft.batch_size)
+        ft.epochs = max(cfg.select_epochs, -(-cfg.select_min_steps // steps_per_epoch))
         best, records = select_by_finetune(candidates, self.bundle, ft, self.out / "select", self.device)
         for record, arch in zip(records, candidates):
             record["cost"] = self.cost_model.arch_cost(arch)

@@ -56,7 +56,7 @@ from adabert.core.errors import AdabertError
 from adabert.core.fileio import atomic_write_bytes, read_json, write_json
 from adabert.core.runtime import log, progress
 from adabert.data.metrics import kendall_tau, majority_baseline, spearman
-from adabert.nas.arch import Arch, load_arch, save_arch
+from adabert.nas.arch import Arch, load_arch, random_arch, save_arch
 from adabert.nas.costs import CostModel, measure_cost_model
 from adabert.nas.search_space import SearchSpace
 from adabert.students.finetune import FinetuneConfig, finetune_student
@@ -125,17 +125,6 @@ class Row:
     arch: Arch | None
     finetune: FinetuneConfig
     note: str = ""
-
-
-def random_arch(space: SearchSpace, rng: np.random.Generator) -> Arch:
-    """One architecture drawn uniformly: K uniform in 1..Kmax; per intermediate node, `inputs_per_node` distinct
-    earlier nodes uniformly, each with a non-zero op uniformly."""
-    ops = [o for o in space.ops if o != "zero"]
-    cell = []
-    for j in range(2, 2 + space.intermediate_nodes):
-        inputs = rng.choice(j, size=min(space.inputs_per_node, j), replace=False)
-        cell.append(sorted((int(i), ops[int(rng.integers(len(ops)))]) for i in inputs))
-    return Arch(space, int(rng.integers(1, space.max_cells + 1)), cell)
 
 
 def one_op_arch(space: SearchSpace, op: str, num_cells: int) -> Arch:

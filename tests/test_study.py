@@ -10,11 +10,11 @@ from conftest import run_cli
 from adabert.core.errors import AdabertError
 from adabert.data.dataset import load_task_data
 from adabert.data.tasks import get_task
-from adabert.nas.arch import validate_arch_json
+from adabert.nas.arch import random_arch, validate_arch_json
 from adabert.nas.costs import measure_cost_model
 from adabert.nas.search import SearchConfig, Searcher
 from adabert.nas.search_space import load_search_space
-from adabert.study import arch_effect, half_tau, one_op_arch, random_arch, sample_arch, seed_tau
+from adabert.study import arch_effect, half_tau, one_op_arch, sample_arch, seed_tau
 from adabert.teacher.bundle import TaskBundle
 
 

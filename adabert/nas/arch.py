@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from adabert import __version__
@@ -78,6 +79,35 @@ def derive(space: SearchSpace, alpha: torch.Tensor, depth_logits: torch.Tensor, 
     q = torch.softmax(depth_logits.detach().float(), -1)
     return Arch(space, int(q.argmax()) + 1, cell, [[round(float(v), 6) for v in row] for row in p],
                 [round(float(v), 6) for v in q], dict(info or {}))
+
+
+def random_arch(space: SearchSpace, rng: np.random.Generator, alpha: torch.Tensor | None = None,
+                depth_logits: torch.Tensor | None = None) -> Arch:
+    """One architecture drawn at random: per intermediate node, `inputs_per_node` distinct earlier nodes, each
+    edge with a non-zero op, and K in 1..Kmax.
+
+    Without logits every draw is uniform. With them it is a draw from the search's distribution: ops from p~[e]
+    (softmax(alpha) renormalised over the non-zero ops), the kept edges without replacement in proportion to
+    their non-zero mass 1 - p[e, zero], K from softmax(depth_logits).
+    """
+    ops = [o for o in space.ops if o != "zero"]
+    p = None if alpha is None else torch.softmax(alpha.detach().double().cpu(), -1).numpy()
+    cell = []
+    for j in range(2, 2 + space.intermediate_nodes):
+        if p is None:
+            inputs = rng.choice(j, size=min(space.inputs_per_node, j), replace=False)
+            cell.append(sorted((int(i), ops[int(rng.integers(len(ops)))]) for i in inputs))
+            continue
+        into = [e for e, (_, jj) in enumerate(space.edges) if jj == j]
+        nonzero = p[into][:, [space.ops.index(o) for o in ops]]
+        mass = nonzero.sum(1)
+        chosen = rng.choice(len(into), size=min(space.inputs_per_node, j), replace=False, p=mass / mass.sum())
+        cell.append(sorted((space.edges[into[c]][0], ops[int(rng.choice(len(ops), p=nonzero[c] / mass[c]))])
+                           for c in chosen))
+    if depth_logits is None:
+        return Arch(space, int(rng.integers(1, space.max_cells + 1)), cell)
+    q = torch.softmax(depth_logits.detach().double().cpu(), -1).numpy()
+    return Arch(space, int(rng.choice(len(q), p=q)) + 1, cell)
 
 
 def save_arch(arch: Arch, path: Path) -> None:

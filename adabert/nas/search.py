@@ -11,8 +11,8 @@ The fit split is cut once into a weight part (1 - estimate_fraction) and an esti
    weights never trained on, so capacity that only memorises does not win;
 4. after the warm-up, one gradient step of the architecture logits on J + beta * L_E(E[cost])
    (`losses.efficiency_penalty`).
-The written architecture comes from the final logits, not from noisy supernet evaluations: their N most
-probable architectures (within the budget, when one is given: `costs.rank_archs`) are each finetuned briefly and
+The written architecture comes from the final logits, not from noisy supernet evaluations: the derived one and
+N - 1 distinct draws from their distribution (within the budget, when one is given) are each finetuned briefly and
 the best on held-out is written (`adabert.nas.select`; `--select-top 1`: the most probable one). The held-out
 scores of the derived cell along the way are logged only.
 Checkpoints make `--resume` continue exactly where a run stopped (per-step seeds, saved optimiser states).
@@ -41,7 +41,7 @@ from adabert.core.schedule import eval_points
 from adabert.core.trainer import StageState, Trainee, Trainer
 from adabert.data.encoding import batched_logits, epoch_batches, student_batch
 from adabert.data.metrics import task_metrics
-from adabert.nas.arch import Arch, derive, save_arch, validate_arch_json
+from adabert.nas.arch import Arch, derive, random_arch, save_arch, validate_arch_json
 from adabert.nas.board import SearchBoard
 from adabert.nas.config import SELECTION_FIELDS, SearchConfig
 from adabert.nas.costs import CostModel, measure_cost_model, rank_archs
@@ -329,17 +329,28 @@ class Searcher:
             values[f"cost/target_{unit}"] = self.target
         board.scalars(step, values)
 
-    def candidates(self, derived: Arch) -> list[Arch]:
-        """The derived architecture, then the next most probable ones (within the budget): `select_top` in all."""
-        model, space = self.model, self.space
-        ranked = rank_archs(space, model.alpha, model.depth_logits, self.cost_model, self.cfg.select_top,
-                            self.target, self.cfg.budget_tolerance)
+    def candidates(self, derived: Arch, max_draws: int = 20_000) -> list[Arch]:
+        """`select_top` distinct architectures: the derived one, then draws from the final distribution
+        (`arch.random_arch` with the logits; within the budget when one is given), so that the candidates differ
+        where the search is unsure and agree where it has decided. When the draws do not find enough (a
+        distribution that has decided nearly everything), the next most probable ones (`costs.rank_archs`)."""
+        cfg, model, space = self.cfg, self.model, self.space
         archs = {derived.genotype(): derived}
-        for cell, k, feasible in ranked:
-            arch = Arch(space, k, cell, derived.alpha_probs, derived.depth_probs)
-            if feasible:
+        rng = np.random.default_rng([cfg.seed, 11])
+
+        def add(arch: Arch) -> None:
+            if self.target is None or abs(self.cost_model.arch_cost(arch) / self.target - 1) <= cfg.budget_tolerance:
                 archs.setdefault(arch.genotype(), arch)
-        return list(archs.values())[: self.cfg.select_top]
+
+        for _ in range(max_draws):
+            if len(archs) >= cfg.select_top:
+                break
+            add(random_arch(space, rng, model.alpha, model.depth_logits))
+        for cell, k, _ in rank_archs(space, model.alpha, model.depth_logits, self.cost_model, cfg.select_top,
+                                     self.target, cfg.budget_tolerance):
+            add(Arch(space, k, cell))
+        return [Arch(space, a.num_cells, a.cell, derived.alpha_probs, derived.depth_probs)
+                for a in list(archs.values())[: cfg.select_top]]
 
     def select(self, derived: Arch) -> tuple[Arch, dict]:
         """The architecture to write and the selection record: with one candidate, the derived one; else each
@@ -362,8 +373,8 @@ class Searcher:
         for record, arch in zip(records, candidates):
             record["cost"] = self.cost_model.arch_cost(arch)
         return candidates[best], {
-            "rule": f"best held-out {metric} of the {len(candidates)} most probable architectures of the final "
-                    f"logits{budget}, each finetuned {ft.epochs} epoch(s) on the fit split",
+            "rule": f"best held-out {metric} of {len(candidates)} architectures (the derived one and draws from the "
+                    f"final distribution{budget}), each finetuned {ft.epochs} epoch(s) on the fit split",
             "metric": metric, "finetuned_holdout": records[best]["holdout"], "epochs": ft.epochs, "candidate": best,
             "candidates": records}
 

@@ -620,8 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(Tang et al.; needs the augment extra; default 0: off)")
     p.add_argument("--beta", type=float, default=SEARCH_DEFAULTS.beta, help="efficiency weight in search")
     p.add_argument("--select-top", type=int, default=SEARCH_DEFAULTS.select_top,
-                   help="search: finetune this many of the most probable architectures briefly and keep the best "
-                        "on held-out (1: the most probable, no finetune)")
+                   help="search: finetune the derived architecture and N - 1 draws from the final distribution "
+                        "briefly and keep the best on held-out (1: the derived one, no finetune)")
     _add_common(p)
     for action in p._actions:
         if action.dest == "task":

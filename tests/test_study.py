@@ -1,6 +1,7 @@
 """`adabert study` on the toy task: the budgeted random sampler, results files, resume, bad arguments."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -44,6 +45,28 @@ def test_random_sampler_respects_the_space_and_the_budget():
         assert abs(params.arch_cost(arch) / target - 1) <= 0.1
     with pytest.raises(AdabertError, match="outside what search space"):
         sample_arch(space, rng, params, 10.0, 0.1)
+
+
+def test_draws_from_logits_follow_the_distribution():
+    space = load_search_space("adabert")
+    alpha = torch.zeros(space.num_edges, len(space.ops))
+    cnn5, zero = space.ops.index("cnn5"), space.ops.index("zero")
+    into4 = [e for e, (_, j) in enumerate(space.edges) if j == 4]
+    alpha[:, cnn5] = 2.0  # p~(cnn5) = e^2 / (e^2 + 8) on every edge
+    alpha[into4[0], zero] = 8.0  # the edge 0 -> 4 is nearly all zero: almost never kept
+    depth = torch.full((space.max_cells,), -9.0)
+    depth[2] = 0.0  # K = 3 with probability ~0.999
+    rng = np.random.default_rng(0)
+    archs = [random_arch(space, rng, alpha, depth) for _ in range(2000)]
+    for arch in archs[:50]:
+        validate_arch_json(arch.to_json(), "draw", space)
+    share = np.mean([op == "cnn5" for a in archs for node in a.cell for _, op in node])
+    assert share == pytest.approx(math.exp(2) / (math.exp(2) + 8), abs=0.02)
+    assert np.mean([a.num_cells == 3 for a in archs]) > 0.99
+    assert np.mean([any(i == 0 for i, _ in a.cell[2]) for a in archs]) < 0.01
+    # without logits: the uniform draws of earlier studies, draw for draw (their run folders are reused)
+    assert random_arch(space, np.random.default_rng(5)).genotype() == (
+        "K=2 | n2 <- cnn3(0) + avg_pool3(1) | n3 <- cnn7(0) + identity(1) | n4 <- dil_cnn3(0) + dil_cnn7(1)")
 
 
 def test_arch_effect_tells_separable_architectures_from_seed_noise():

@@ -28,8 +28,8 @@ class SearchConfig:
     with one target (target_params, target_flops or target_latency_ms; 0 = none) it is
     beta * |E[cost] / target - 1|, and the written architecture is the most probable one within
     target * (1 +- budget_tolerance).
-    select_top: the search ends by finetuning the N most probable architectures (within the budget) for
-    `select_epochs` each (more on small tasks, to reach `select_min_steps` steps) on the fit split and writes the
+    select_top: the search ends by finetuning N architectures (the derived one and N - 1 distinct draws from the
+    final distribution, within the budget) for `select_epochs` each (more on small tasks, to reach `select_min_steps` steps) on the fit split and writes the
     one with the best held-out score (`adabert.nas.select`); 1 writes the most probable one without finetuning.
     The select_* settings do not change the supernet: a finished search resumed with other values reuses it.
     """
@@ -66,8 +66,8 @@ class SearchConfig:
     target_latency_ms: float = option(0.0, "budget: batch-1 latency on this device at the space's cost_length "
                                            "(per-op lookup table); 0: none")
     budget_tolerance: float = option(0.1, "the written architecture costs target * (1 +- this)")
-    select_top: int = option(4, "finetune the N most probable architectures briefly and write the best on "
-                                "held-out (1: the most probable, no finetune)")
+    select_top: int = option(4, "finetune the derived architecture and N - 1 draws from the final distribution "
+                                "briefly; write the best on held-out (1: the derived one, no finetune)")
     select_epochs: int = option(1, "finetune epochs of each --select-top candidate")
     select_min_steps: int = option(300, "small tasks finetune each candidate more epochs to reach this many steps")
     train_limit: int = option(0, "use only the first N training examples (0: all)")

@@ -1,10 +1,11 @@
-"""Honest selection: the search's most probable architectures, each finetuned briefly, compared on held-out.
+"""Honest selection: the search's candidate architectures, each finetuned briefly, compared on held-out.
 
 The supernet's held-out score ranks finetuned students poorly (SST-2, ten architectures, full data: Kendall tau
 0.20-0.37 against 3-epoch dev means), while a one-epoch finetune's best held-out score ranks them at 0.75
-(docs/results.md, eleventh session). So `adabert search --select-top N` ends by finetuning each of the N most
-probable architectures of the final logits (within the budget, when one is given) for `--select-epochs` on the
-fit split, and writes the one with the best held-out score (ties: the more probable). Dev is never looked at.
+(docs/results.md, eleventh session). So `adabert search --select-top N` ends by finetuning N candidates (the
+derived architecture and N - 1 draws from the final distribution, within the budget when one is given:
+`Searcher.candidates`) for `--select-epochs` on the fit split, and writes the one with the best held-out score
+(ties: the earlier candidate). Dev is never looked at.
 Each candidate is an ordinary `adabert finetune` run in OUT/select/candidate-i, so an interrupted selection
 resumes where it stopped.
 """

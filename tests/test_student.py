@@ -129,8 +129,8 @@ def test_finetune_without_kd_and_inherit(tiny_teacher, tiny_probes, sst2_dir, tm
     data = load_task_data(get_task("sst2"), sst2_dir)
     bundle = TaskBundle(data, tiny_teacher, tiny_probes)
     s = Searcher(bundle, load_search_space("tiny"),
-                 SearchConfig(epochs=1, batch_size=32, max_length=32, evals=1, min_steps=0), tmp_path / "s",
-                 torch.device("cpu"))
+                 SearchConfig(epochs=1, batch_size=32, max_length=32, evals=1, min_steps=0, select_top=1),
+                 tmp_path / "s", torch.device("cpu"))
     s.run()
     m = finetune_student(tmp_path / "s" / "arch.json", bundle,
                          FinetuneConfig(epochs=1, batch_size=32, max_length=32, gamma=0.0, inherit=True),

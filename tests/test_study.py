@@ -22,7 +22,7 @@ from adabert.teacher.bundle import TaskBundle
 @pytest.fixture(scope="module")
 def search_dir(tiny_teacher, tiny_probes, sst2_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "search"
-    cfg = SearchConfig(epochs=2, batch_size=32, max_length=32, evals=1, min_steps=0, lr=1e-2)
+    cfg = SearchConfig(epochs=2, batch_size=32, max_length=32, evals=1, min_steps=0, lr=1e-2, select_top=1)
     data = load_task_data(get_task("sst2"), sst2_dir)
     Searcher(TaskBundle(data, tiny_teacher, tiny_probes), load_search_space("tiny"), cfg, out,
              torch.device("cpu")).run()

@@ -59,6 +59,8 @@ def test_tensorboard_holds_scalars_and_images(searched):
         assert tag in tags["scalars"], tag
     assert {"arch/alpha", "arch/depth", "arch/cell"} <= set(tags["images"])
     assert any(t.startswith("arch/genotype") for t in tags["tensors"])
+    assert any(t.startswith("select/candidates") for t in tags["tensors"])
+    assert len(acc.Scalars("select/finetuned_holdout")) == SELECT["select_top"]
     taus = [e.value for e in acc.Scalars("search/tau")]
     assert taus[0] == pytest.approx(1.0) and taus[-1] < taus[0]
     img = acc.Images("arch/alpha")[-1]

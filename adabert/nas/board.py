@@ -106,6 +106,17 @@ class SearchBoard:
         self.scalars(step, {f"collapse/{k}": v for k, v in diag.items()})
         return diag
 
+    def selection(self, candidates: list[dict], chosen: int) -> None:
+        """The selection's finetuned held-out score per candidate (x axis: candidate index) and a table."""
+        if self.w is None:
+            return
+        for i, c in enumerate(candidates):
+            self.w.add_scalar("select/finetuned_holdout", c["holdout"], i)
+        rows = [f"| {i}{' (written)' if i == chosen else ''} | {c['holdout']:.2f} | {c['params']:,} | "
+                f"`{c['genotype']}` |" for i, c in enumerate(candidates)]
+        self.w.add_text("select/candidates", "\n".join(["| candidate | held-out | params | genotype |",
+                                                        "|---|---|---|---|", *rows]), 0)
+
     def close(self) -> None:
         if self.w is not None:
             self.w.close()

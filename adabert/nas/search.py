@@ -398,6 +398,10 @@ class Searcher:
                    "examples_per_second": steps * self.cfg.batch_size / max(seconds, 1e-9),
                    "estimates": self.estimates.report(self.space.ops), "history": self.history}
         if distributed.is_main():
+            if "candidates" in selection:
+                board = SearchBoard(self.out / "tensorboard")
+                board.selection(selection["candidates"], selection["candidate"])
+                board.close()
             save_arch(arch, self.out / "arch.json")
             write_json(self.out / "search_metrics.json", summary)
             write_meta(self.out, "search", self.inputs, self.run_config)

@@ -402,8 +402,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         probes=ProbeConfig(max_length=2 * length, seed=args.seed),
         search=SearchConfig(epochs=args.search_epochs or (8 if demo else 1), batch_size=64 if demo else 128,
                             min_steps=0 if demo else SearchConfig.min_steps, max_length=length, beta=args.beta,
-                            gamma=args.gamma, select_top=args.select_top,
-                            select_min_steps=100 if demo else SearchConfig.select_min_steps, seed=args.seed),
+                            gamma=args.gamma, select_top=args.select_top, seed=args.seed),
         finetune=FinetuneConfig(epochs=args.finetune_epochs or (30 if demo else 5), max_length=length,
                                 gamma=args.gamma, seed=args.seed),
         augment=AugmentConfig(copies=args.augment_copies, max_length=2 * length, seed=args.seed)
@@ -622,8 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=SEARCH_DEFAULTS.beta, help="efficiency weight in search")
     p.add_argument("--select-top", type=int, default=SEARCH_DEFAULTS.select_top,
                    help="search: finetune the derived architecture and N - 1 draws from the final distribution "
-                        "briefly and keep the best on held-out (1: the derived one, no finetune; the demo finetunes each "
-                        "at least 100 steps, a real task 300)")
+                        "briefly and keep the best on held-out (1: the derived one, no finetune)")
     _add_common(p)
     for action in p._actions:
         if action.dest == "task":

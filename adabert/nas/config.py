@@ -29,8 +29,9 @@ class SearchConfig:
     beta * |E[cost] / target - 1|, and the written architecture is the most probable one within
     target * (1 +- budget_tolerance).
     select_top: the search ends by finetuning N architectures (the derived one and N - 1 distinct draws from the
-    final distribution, within the budget) for `select_epochs` each (more on small tasks, to reach `select_min_steps` steps) on the fit split and writes the
-    one with the best held-out score (`adabert.nas.select`); 1 writes the most probable one without finetuning.
+    final distribution, within the budget) for `select_epochs` each (more on small tasks, to reach
+    `select_min_steps` steps) on the fit split and writes the one with the best held-out score
+    (`adabert.nas.select`); 1 writes the derived one without finetuning.
     The select_* settings do not change the supernet: a finished search resumed with other values reuses it.
     """
 

@@ -143,7 +143,7 @@ def sample_arch(space: SearchSpace, rng: np.random.Generator, cost: CostModel, t
                            f"({low:g} to {high:g})")
     for _ in range(max_tries):
         arch = random_arch(space, rng)
-        if abs(cost.arch_cost(arch) / target - 1) <= tolerance:
+        if cost.within(arch, target, tolerance):
             return arch
     raise AdabertError(f"no random architecture within {target:g} {cost.unit} +- {round(100 * tolerance)}% after "
                        f"{max_tries} draws; widen --budget-tolerance")

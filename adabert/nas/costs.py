@@ -68,6 +68,10 @@ class CostModel:
         kept = sum(self.per_op[self.ops.index(op)] for node in arch.cell for _, op in node)
         return self.fixed + arch.num_cells * (self.per_cell + kept)
 
+    def within(self, arch: Arch, target: float, tolerance: float) -> bool:
+        """True when the architecture costs target * (1 +- tolerance)."""
+        return abs(self.arch_cost(arch) / target - 1) <= tolerance
+
     def expected(self, space: SearchSpace, alpha: torch.Tensor, depth_logits: torch.Tensor) -> torch.Tensor:
         """E[cost] under softmax(alpha) [E, n_ops] and softmax(depth_logits) [Kmax]; differentiable."""
         c = torch.tensor(self.per_op, dtype=alpha.dtype, device=alpha.device)

@@ -339,7 +339,7 @@ class Searcher:
         rng = np.random.default_rng([cfg.seed, 11])
 
         def add(arch: Arch) -> None:
-            if self.target is None or abs(self.cost_model.arch_cost(arch) / self.target - 1) <= cfg.budget_tolerance:
+            if self.target is None or self.cost_model.within(arch, self.target, cfg.budget_tolerance):
                 archs.setdefault(arch.genotype(), arch)
 
         for _ in range(max_draws):

@@ -222,7 +222,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     metric = sel["metric"]
     if "candidates" in sel:
         print(f"chosen: candidate {sel['candidate'] + 1} of {len(sel['candidates'])}, held-out {metric} "
-              f"{sel['finetuned_holdout']:.2f} after {sel['epochs']} finetune epoch(s) (the others: "
+              f"{sel['finetuned_holdout']:.2f} after {sel['steps']} finetune steps (the others: "
               + ", ".join(f"{c['holdout']:.2f}" for i, c in enumerate(sel["candidates"]) if i != sel["candidate"])
               + ")")
     print(f"held-out {metric} {sel['supernet_holdout'][metric]:.2f} with the supernet's weights; "
@@ -255,7 +255,7 @@ def cmd_study(args: argparse.Namespace) -> int:
                       space=args.space,
                       seeds=args.seeds, budget_tolerance=args.budget_tolerance, sampler_seed=args.seed,
                       budgets=_numbers(args.budgets, "--budgets"), search_train_limit=args.search_train_limit,
-                      search_min_steps=args.search_min_steps,
+                      search_min_steps=args.search_min_steps, score_steps=args.score_steps,
                       cross_archs=tuple(str(a) for a in args.cross_arch), finetune=ft)
     data = _load_data(args)
     result = run_study(args.arch, _bundle(args, data), cfg, args.output_dir, device, args.search_dir)
@@ -530,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="part budgets: search on the first N fit rows (0: like the search that wrote --arch)")
     p.add_argument("--search-min-steps", type=int, default=0,
                    help="part budgets: at least N search steps (0: like the search that wrote --arch)")
+    p.add_argument("--score-steps", type=int, default=400,
+                   help="part rank: also score each architecture as the search's selection does, after N finetune "
+                        "steps of its path from the supernet's weights (0: the supernet's own score only)")
     p.add_argument("--cross-arch", type=Path, action="append", default=[],
                    help="part cross: an arch.json searched on another task (repeatable)")
     p.add_argument("--augment", type=Path, help="part bilstm: folder from `adabert augment` to train it with")

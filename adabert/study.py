@@ -74,8 +74,9 @@ SAMPLED_KINDS = tuple(kind for _, kind, _, _ in RANK_GROUPS)  # rows drawn to be
 class StudyConfig:
     """budgets: searched-parameter targets of the 'budgets' part; search_train_limit and search_min_steps: those
     searches use the first N rows of the fit split and at least N steps (0: as the search that wrote --arch);
-    cross_archs: arch.json files searched on
-    other tasks ('cross' part)."""
+    cross_archs: arch.json files searched on other tasks ('cross' part); score_steps: part 'rank' also scores
+    every architecture as the search's selection does, by the held-out score after that many finetune steps from
+    the supernet's weights (0: the supernet's own score only)."""
 
     parts: tuple[str, ...] = ("random", "rank")
     random: int = 10
@@ -87,6 +88,7 @@ class StudyConfig:
     search_train_limit: int = 0
     search_min_steps: int = 0
     cross_archs: tuple[str, ...] = ()
+    score_steps: int = 400
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def __post_init__(self) -> None:
@@ -107,7 +109,7 @@ class StudyConfig:
             raise AdabertError("--budgets: part 'budgets' needs at least one target (searched parameters)")
         if any(not b > 0 for b in self.budgets):
             raise AdabertError(f"--budgets: expected positive numbers, got {','.join(f'{b:g}' for b in self.budgets)}")
-        for name in ("search_train_limit", "search_min_steps"):
+        for name in ("search_train_limit", "search_min_steps", "score_steps"):
             if getattr(self, name) < 0:
                 raise AdabertError(f"--{name.replace('_', '-')}: expected 0 or a positive integer, got "
                                    f"{getattr(self, name)}")
@@ -217,6 +219,17 @@ def supernet_scores(search_dir: Path, bundle: TaskBundle, archs: dict[str, Arch]
                            "with")
     metric = bundle.task.main_metric
     return {name: searcher.evaluate(arch)[metric] for name, arch in archs.items()}
+
+
+def tuned_scores(search_dir: Path, bundle: TaskBundle, archs: list[Arch], steps: int, out: Path,
+                 device: torch.device) -> list[float]:
+    """Held-out main metric of each architecture after `steps` finetune steps from the search's final supernet,
+    with the search's own selection recipe (`nas.select.selection_finetune`); runs in OUT/candidate-i."""
+    from adabert.nas.select import select_by_finetune, selection_finetune
+
+    cfg = selection_finetune(_search_config(search_dir), steps)
+    _, records = select_by_finetune(archs, bundle, cfg, out, device, search_dir / "checkpoint.safetensors")
+    return [r["holdout"] for r in records]
 
 
 def budget_search(search_dir: Path, bundle: TaskBundle, space: SearchSpace, target: float, cfg: StudyConfig,
@@ -366,6 +379,12 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
                                  device)
         for r in ranked:
             r["supernet_holdout"] = scores[r["name"]]
+        if cfg.score_steps:
+            tuned = tuned_scores(search_dir, plain, [next(x.arch for x in rows if x.name == r["name"]) for r in ranked],
+                                 cfg.score_steps, out / "rank", device)
+            for r, score in zip(ranked, tuned):
+                r["tuned_holdout"] = score
+            result["score_steps"] = cfg.score_steps
         for key, kind, _, _ in RANK_GROUPS:
             group = [r for r in ranked if r["kind"] in ("searched", kind)]
             if len(group) >= 3:
@@ -374,6 +393,9 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
                 dev = np.array([r["dev"] for r in group])
                 result[key] = {"kendall_tau": kendall_tau(x, y), "spearman": spearman(x, y), "archs": len(group),
                                "seed_tau": seed_tau(dev), "half_tau": half_tau(dev), "arch_effect": arch_effect(dev)}
+                if cfg.score_steps:
+                    t = np.array([r["tuned_holdout"] for r in group])
+                    result[key].update({"tuned_kendall_tau": kendall_tau(t, y), "tuned_spearman": spearman(t, y)})
     if "budgets" in cfg.parts:
         sweep = [r for r in table if r["kind"] == "budget"]
         for r, target in zip(sweep, cfg.budgets):
@@ -434,8 +456,11 @@ def render_markdown(r: dict) -> str:
                 h = r["seeds"] // 2
                 reliability += (f"; the mean of seeds 0-{h - 1} against the mean of seeds {h}-{r['seeds'] - 1}: "
                                 f"Kendall tau {q['half_tau']:.2f}")
+            tuned = (f"; after {r['score_steps']} finetune steps from the supernet's weights (the search's selection "
+                     f"score): Kendall tau {q['tuned_kendall_tau']:.2f}, Spearman {q['tuned_spearman']:.2f}"
+                     if "tuned_kendall_tau" in q else "")
             lines += [f"Supernet held-out score vs finetuned dev over {which} architectures ({q['archs']}): "
-                      f"Kendall tau {q['kendall_tau']:.2f}, Spearman {q['spearman']:.2f}{reliability}.", ""]
+                      f"Kendall tau {q['kendall_tau']:.2f}, Spearman {q['spearman']:.2f}{tuned}{reliability}.", ""]
             e = q.get("arch_effect")
             if e:
                 lines += [f"How much these architectures differ: spread of their true means sd {e['sd_between']:.2f} "
@@ -458,9 +483,11 @@ def render_markdown(r: dict) -> str:
                   ""]
     timed = any("measured_ms" in a for a in r["archs"])
     ranked = any("supernet_holdout" in a for a in r["archs"])
+    tuned = any("tuned_holdout" in a for a in r["archs"])
     head = "| run | searched params | params | dev (per seed) | mean | std |"
-    head += (" supernet held-out |" if ranked else "") + (" predicted ms | measured ms |" if timed else "")
-    lines += [head, "|" + "---|" * (6 + ranked + 2 * timed)]
+    head += (" supernet held-out |" if ranked else "") + (f" after {r.get('score_steps')} steps |" if tuned else "")
+    head += " predicted ms | measured ms |" if timed else ""
+    lines += [head, "|" + "---|" * (6 + ranked + tuned + 2 * timed)]
     for a in r["archs"]:
         what = f"`{a['genotype']}`" if a["genotype"] else a["note"]
         if a["genotype"] and a["note"]:
@@ -470,6 +497,8 @@ def render_markdown(r: dict) -> str:
                f"{a['dev_mean']:.2f} | {a['dev_std']:.2f} |")
         if ranked:
             row += f" {a['supernet_holdout']:.2f} |" if "supernet_holdout" in a else " - |"
+        if tuned:
+            row += f" {a['tuned_holdout']:.2f} |" if "tuned_holdout" in a else " - |"
         if timed:
             row += (f" {a['predicted_ms']:.2f} | {a['measured_ms']:.2f} |" if "measured_ms" in a else " - | - |")
         lines.append(row)

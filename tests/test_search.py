@@ -17,8 +17,8 @@ from adabert.teacher.bundle import TaskBundle
 
 TOY = {"epochs": 6, "batch_size": 32, "max_length": 32, "evals": 2, "min_steps": 0, "checkpoint_every": 3,
        "log_every": 1, "lr": 1e-2, "select_top": 1}
-# the module's search ends with a selection among 3 candidates, each finetuned 12 epochs (48 steps of 4)
-SELECT = {"select_top": 3, "select_min_steps": 48}
+# the module's search ends with a selection among 3 candidates, each finetuned 48 steps from the supernet
+SELECT = {"select_top": 3, "select_steps": 48}
 
 
 def _searcher(tiny_teacher, tiny_probes, data_dir, out, task="sst2", **kw):
@@ -88,7 +88,9 @@ def test_selection_finetunes_the_most_probable_archs_and_writes_the_best_held_ou
     for i, c in enumerate(cands):  # each candidate is a finetune run whose best held-out score is the record's
         m = json.loads((out / "select" / f"candidate-{i}" / "metrics.json").read_text())
         assert m["best_holdout"] == c["holdout"] and m["genotype"] == c["genotype"]
-        assert m["history"][-1]["epoch"] == 12
+        assert m["history"][-1]["step"] == SELECT["select_steps"]
+        meta = json.loads((out / "select" / f"candidate-{i}" / "meta.json").read_text())
+        assert meta["config"]["inherit"] and meta["inputs"]["supernet"]  # started from the supernet's weights
     # candidate 0 is the architecture the final logits derive
     probs = torch.tensor(arch.alpha_probs).log(), torch.tensor(arch.depth_probs).log()
     assert derive(arch.space, *probs).genotype() == cands[0]["genotype"]

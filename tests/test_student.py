@@ -6,8 +6,11 @@ import shutil
 import pytest
 import torch
 from conftest import run_cli
+from safetensors.torch import save_file
 
+from adabert.core.checkpoint import unprefixed
 from adabert.core.errors import AdabertError
+from adabert.core.fileio import hash_tensors, load_tensors
 from adabert.data.dataset import load_task_data
 from adabert.data.encoding import encode_separate, student_batch
 from adabert.data.tasks import get_task
@@ -132,10 +135,22 @@ def test_finetune_without_kd_and_inherit(tiny_teacher, tiny_probes, sst2_dir, tm
                  SearchConfig(epochs=1, batch_size=32, max_length=32, evals=1, min_steps=0, select_top=1),
                  tmp_path / "s", torch.device("cpu"))
     s.run()
-    m = finetune_student(tmp_path / "s" / "arch.json", bundle,
-                         FinetuneConfig(epochs=1, batch_size=32, max_length=32, gamma=0.0, inherit=True),
-                         tmp_path / "st", torch.device("cpu"))
+    fit_steps = -(-len(bundle.fit_rows(0)) // 32)
+    cfg = FinetuneConfig(steps=fit_steps + 3, evals_per_epoch=2, batch_size=32, max_length=32, gamma=0.0, inherit=True)
+    m = finetune_student(tmp_path / "s" / "arch.json", bundle, cfg, tmp_path / "st", torch.device("cpu"))
     assert m["dev"]["accuracy"] > 0 and (tmp_path / "st" / "model.safetensors").is_file()
+    # --steps: exactly that many steps, over more than one epoch of batches, evaluated evenly
+    assert [h["step"] for h in m["history"]] == [round((fit_steps + 3) / 2), fit_steps + 3]
+    # the supernet is one of the run's inputs: the same run from another search checkpoint is trained again
+    supernet = unprefixed("model0", load_tensors(tmp_path / "s" / "checkpoint.safetensors"))
+    meta = json.loads((tmp_path / "st" / "meta.json").read_text())
+    assert meta["inputs"]["supernet"] == hash_tensors(supernet)
+    other = tmp_path / "other.safetensors"
+    save_file({k: v + 1 if v.is_floating_point() else v for k, v in supernet.items()}, str(other))
+    again = finetune_student(tmp_path / "s" / "arch.json", bundle, cfg, tmp_path / "st", torch.device("cpu"),
+                             supernet=other)
+    assert json.loads((tmp_path / "st" / "meta.json").read_text())["inputs"]["supernet"] != meta["inputs"]["supernet"]
+    assert again["history"] != m["history"]
 
 
 def test_export_torchscript_and_onnx_match_pytorch(trained, tmp_path, capsys):

@@ -109,11 +109,18 @@ def test_half_tau_compares_the_means_of_the_two_halves_of_the_seeds():
 def test_study_writes_results_and_resumes(search_dir, tiny_teacher, tiny_probes, sst2_dir, tmp_path, capsys):
     args = ["study", "--arch", search_dir / "arch.json", "--teacher", tiny_teacher, "--probes", tiny_probes,
             "--task", "sst2", "--data-dir", sst2_dir, "--random", 2, "--seeds", 2, "--epochs", 2,
-            "--batch-size", 32, "--max-length", 32, "--output-dir", tmp_path / "study"]
+            "--batch-size", 32, "--max-length", 32, "--score-steps", 8, "--output-dir", tmp_path / "study"]
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     r = json.loads((tmp_path / "study" / "results.json").read_text())
     assert [a["name"] for a in r["archs"]] == ["searched", "random00", "random01"]
+    # the selection's score: 8 steps from the supernet's weights, one finetune run per architecture
+    assert r["score_steps"] == 8 and -1 <= r["rank"]["tuned_kendall_tau"] <= 1
+    for i, a in enumerate(r["archs"]):
+        m = json.loads((tmp_path / "study" / "rank" / f"candidate-{i}" / "metrics.json").read_text())
+        assert m["best_holdout"] == a["tuned_holdout"] and m["genotype"] == a["genotype"]
+        assert m["history"][-1]["step"] == 8
+    assert "after 8 finetune steps from the supernet's weights" in out
     assert all(len(a["dev"]) == 2 for a in r["archs"])
     assert r["random"]["of"] == 3 and 0 < r["random"]["p_value"] <= 1
     assert -1 <= r["rank"]["kendall_tau"] <= 1 and all("supernet_holdout" in a for a in r["archs"])
@@ -141,7 +148,8 @@ def test_study_ranks_architectures_over_the_whole_space_and_the_one_op_cells(sea
                                                                             sst2_dir, tmp_path, capsys):
     args = ["study", "--arch", search_dir / "arch.json", "--teacher", tiny_teacher, "--probes", tiny_probes,
             "--task", "sst2", "--data-dir", sst2_dir, "--parts", "space,ops,rank", "--space", 3, "--seeds", 1,
-            "--epochs", 1, "--batch-size", 32, "--max-length", 32, "--output-dir", tmp_path / "study"]
+            "--epochs", 1, "--batch-size", 32, "--max-length", 32, "--score-steps", 0, "--output-dir",
+            tmp_path / "study"]
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     r = json.loads((tmp_path / "study" / "results.json").read_text())
@@ -149,7 +157,7 @@ def test_study_ranks_architectures_over_the_whole_space_and_the_one_op_cells(sea
     assert [a["name"] for a in r["archs"]] == ["searched", "space00", "space01", "space02", *ops]
     assert "rank" not in r and r["rank_space"]["archs"] == 4 and -1 <= r["rank_space"]["kendall_tau"] <= 1
     assert r["rank_ops"]["archs"] == 5 and -1 <= r["rank_ops"]["kendall_tau"] <= 1
-    assert all("supernet_holdout" in a for a in r["archs"])
+    assert all("supernet_holdout" in a and "tuned_holdout" not in a for a in r["archs"])
     md = (tmp_path / "study" / "results.md").read_text()
     assert "whole-space random architectures (4): Kendall tau" in md and "one-op architectures (5)" in md
     assert "| op-identity identity everywhere: `K=" in md

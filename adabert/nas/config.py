@@ -12,7 +12,7 @@ from adabert.core.validation import require_fraction, require_non_negative, requ
 
 CostUnit = Literal["params", "flops", "latency_ms"]
 COST_UNITS = get_args(CostUnit)
-SELECTION_FIELDS = ("select_top", "select_epochs", "select_min_steps")  # settings applied after the supernet is trained
+SELECTION_FIELDS = ("select_top", "select_steps")  # settings applied after the supernet is trained
 
 
 @dataclass
@@ -29,9 +29,9 @@ class SearchConfig:
     beta * |E[cost] / target - 1|, and the written architecture is the most probable one within
     target * (1 +- budget_tolerance).
     select_top: the search ends by finetuning N architectures (the derived one and N - 1 distinct draws from the
-    final distribution, within the budget) for `select_epochs` each (more on small tasks, to reach
-    `select_min_steps` steps) on the fit split and writes the one with the best held-out score
-    (`adabert.nas.select`); 1 writes the derived one without finetuning.
+    final distribution, within the budget) for `select_steps` steps each on the fit split, each starting from
+    the supernet's weights of its ops, and writes the one with the best held-out score (`adabert.nas.select`);
+    1 writes the derived one without finetuning.
     The select_* settings do not change the supernet: a finished search resumed with other values reuses it.
     """
 
@@ -69,15 +69,15 @@ class SearchConfig:
     budget_tolerance: float = option(0.1, "the written architecture costs target * (1 +- this)")
     select_top: int = option(4, "finetune the derived architecture and N - 1 draws from the final distribution "
                                 "briefly; write the best on held-out (1: the derived one, no finetune)")
-    select_epochs: int = option(1, "finetune epochs of each --select-top candidate")
-    select_min_steps: int = option(300, "small tasks finetune each candidate more epochs to reach this many steps")
+    select_steps: int = option(400, "finetune steps of each --select-top candidate, starting from the supernet's "
+                                    "weights")
     train_limit: int = option(0, "use only the first N training examples (0: all)")
     seed: int = option(0, "random seed")
 
     def __post_init__(self) -> None:
         require_positive_ints(self, "epochs", "batch_size", "max_length", "evals", "checkpoint_every",
-                              "log_every", "estimate_window", "select_top", "select_epochs")
-        require_non_negative(self, "min_steps", "select_min_steps")
+                              "log_every", "estimate_window", "select_top", "select_steps")
+        require_non_negative(self, "min_steps")
         require_fraction(self, "gamma", 0, 1, closed_high=True)
         require_fraction(self, "warmup", 0, 1)
         require_fraction(self, "explore", 0, 1, closed_high=True)

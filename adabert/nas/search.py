@@ -12,9 +12,9 @@ The fit split is cut once into a weight part (1 - estimate_fraction) and an esti
 4. after the warm-up, one gradient step of the architecture logits on J + beta * L_E(E[cost])
    (`losses.efficiency_penalty`).
 The written architecture comes from the final logits, not from noisy supernet evaluations: the derived one and
-N - 1 distinct draws from their distribution (within the budget, when one is given) are each finetuned briefly and
-the best on held-out is written (`adabert.nas.select`; `--select-top 1`: the most probable one). The held-out
-scores of the derived cell along the way are logged only.
+N - 1 distinct draws from their distribution (within the budget, when one is given) are each finetuned briefly from
+the supernet's weights and the best on held-out is written (`adabert.nas.select`; `--select-top 1`: the most
+probable one). The held-out scores of the derived cell along the way are logged only.
 Checkpoints make `--resume` continue exactly where a run stopped (per-step seeds, saved optimiser states).
 """
 
@@ -354,10 +354,9 @@ class Searcher:
 
     def select(self, derived: Arch) -> tuple[Arch, dict]:
         """The architecture to write and the selection record: with one candidate, the derived one; else each
-        candidate finetuned `select_epochs` (at least `select_min_steps` steps) on the fit split, and the best on
-        held-out (`adabert.nas.select`)."""
-        from adabert.nas.select import select_by_finetune
-        from adabert.students.config import FinetuneConfig
+        candidate finetuned `select_steps` steps on the fit split from the supernet's weights (the final
+        checkpoint), and the best on held-out (`adabert.nas.select`)."""
+        from adabert.nas.select import select_by_finetune, selection_finetune
 
         cfg, metric = self.cfg, self.data.task.main_metric
         candidates = self.candidates(derived)
@@ -365,17 +364,16 @@ class Searcher:
         if len(candidates) == 1:
             return derived, {"rule": f"the most probable architecture of the final logits{budget}",
                              "metric": metric}
-        ft = FinetuneConfig(max_length=cfg.max_length, gamma=cfg.gamma, temperature=cfg.temperature,
-                            train_limit=cfg.train_limit, seed=cfg.seed)
-        steps_per_epoch = math.ceil(len(self.fit_idx) / ft.batch_size)
-        ft.epochs = max(cfg.select_epochs, -(-cfg.select_min_steps // steps_per_epoch))
-        best, records = select_by_finetune(candidates, self.bundle, ft, self.out / "select", self.device)
+        ft = selection_finetune(cfg, cfg.select_steps)
+        best, records = select_by_finetune(candidates, self.bundle, ft, self.out / "select", self.device,
+                                           self.checkpoint)
         for record, arch in zip(records, candidates):
             record["cost"] = self.cost_model.arch_cost(arch)
         return candidates[best], {
             "rule": f"best held-out {metric} of {len(candidates)} architectures (the derived one and draws from the "
-                    f"final distribution{budget}), each finetuned {ft.epochs} epoch(s) on the fit split",
-            "metric": metric, "finetuned_holdout": records[best]["holdout"], "epochs": ft.epochs, "candidate": best,
+                    f"final distribution{budget}), each finetuned {ft.steps} steps on the fit split from the "
+                    "supernet's weights",
+            "metric": metric, "finetuned_holdout": records[best]["holdout"], "steps": ft.steps, "candidate": best,
             "candidates": records}
 
     def finish(self, seconds: float, steps: int) -> dict:

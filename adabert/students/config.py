@@ -7,7 +7,7 @@ from typing import Literal
 
 from adabert.core.errors import AdabertError
 from adabert.core.options import option
-from adabert.core.validation import require_fraction, require_positive, require_positive_ints
+from adabert.core.validation import require_fraction, require_non_negative, require_positive, require_positive_ints
 
 
 @dataclass
@@ -20,6 +20,8 @@ class FinetuneConfig:
     _argument_group_name = "training"
 
     epochs: int = option(5, "training epochs")
+    steps: int = option(0, "train exactly N steps instead (0: --epochs epochs); the batches run over as many "
+                           "epochs as that takes and the learning rate decays over the N steps")
     batch_size: int = option(64, "examples per step")
     max_length: int = option(64, "max tokens per sentence")
     lr: float = option(2e-3, "AdamW learning rate (cosine decay)")
@@ -41,6 +43,7 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         require_positive_ints(self, "epochs", "batch_size", "max_length", "evals_per_epoch")
+        require_non_negative(self, "steps")
         if self.train_limit < 0:
             raise AdabertError(f"--train-limit: expected a non-negative integer, got {self.train_limit}")
         require_fraction(self, "gamma", 0, 1, closed_high=True)

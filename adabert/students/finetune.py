@@ -17,7 +17,7 @@ import torch
 from adabert.core import distributed
 from adabert.core.checkpoint import unprefixed
 from adabert.core.errors import AdabertError
-from adabert.core.fileio import atomic_dir, load_tensors, meta_matches, read_json, write_json, write_meta
+from adabert.core.fileio import atomic_dir, hash_tensors, load_tensors, meta_matches, read_json, write_json, write_meta
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import hard_loss, probe_kd, soft_kd
 from adabert.core.runtime import autocast, log, set_seed
@@ -41,14 +41,21 @@ def student_logits(model: Student, enc: Encoded, device: torch.device, batch_siz
 
 
 def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, output_dir: Path,
-                     device: torch.device, force: bool = False, resume: bool = False) -> dict:
+                     device: torch.device, force: bool = False, resume: bool = False,
+                     supernet: Path | None = None) -> dict:
     """With augmented text in the bundle (`adabert augment`), it joins the training set, labelled with the
     teacher's predictions and distilled from the cached teacher or probe logits on it. Trains through
-    `core.trainer` (checkpoints in OUT.partial; `resume` continues them)."""
+    `core.trainer` (checkpoints in OUT.partial; `resume` continues them). With `cfg.inherit` the student starts
+    from the search checkpoint `supernet` (default: checkpoint.safetensors beside arch.json)."""
     output_dir = Path(output_dir)
     arch = load_arch(Path(arch_path))
     data, task = bundle.data, bundle.task
     inputs = {**bundle.inputs(), "arch": arch.genotype() + "|" + arch.space.hash}
+    inherited = None
+    if cfg.inherit:
+        supernet = Path(supernet) if supernet is not None else Path(arch_path).parent / "checkpoint.safetensors"
+        inherited = unprefixed("model0", load_tensors(supernet, "search checkpoint"))  # the trainer's first model
+        inputs["supernet"] = hash_tensors(inherited)
     if bundle.augment_dir is not None:
         inputs["augment"] = bundle.folder_fingerprint(bundle.augment_dir)
     config = {**asdict(cfg), "task": task.describe()}
@@ -64,10 +71,8 @@ def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, o
     set_seed(cfg.seed)
     model = Student.from_teacher_tables(arch, word, pos, task.num_labels, task.is_pair)
     init_regression_heads(model, data)
-    if cfg.inherit:
-        ckpt = Path(arch_path).parent / "checkpoint.safetensors"
-        state = unprefixed("model0", load_tensors(ckpt, "search checkpoint"))  # the trainer's first model
-        log.info("finetune: inherited %d tensors from %s", inherit_search_weights(model, state), ckpt)
+    if inherited is not None:
+        log.info("finetune: inherited %d tensors from %s", inherit_search_weights(model, inherited), supernet)
     if cfg.embeddings == "table":
         model = model.materialised()  # train the small [V, H] table itself rather than the projection
     model.to(device)
@@ -86,10 +91,19 @@ def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, o
     labels = torch.as_tensor(fit.labels)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
-    sched = cosine_decay(opt, math.ceil(len(enc) / cfg.batch_size) * cfg.epochs)
+    per_epoch = math.ceil(len(enc) / cfg.batch_size)
 
-    def batches(epoch: int) -> list[np.ndarray]:
+    def epoch_order(epoch: int) -> list[np.ndarray]:
         return epoch_batches(enc.lengths(), cfg.batch_size, cfg.seed, epoch, cfg.group_by_length)
+
+    if cfg.steps:  # one pass of exactly `steps` batches, taken from as many epochs as needed
+        epochs, total = 1, cfg.steps
+
+        def batches(epoch: int) -> list[np.ndarray]:
+            return [b for e in range(-(-cfg.steps // per_epoch)) for b in epoch_order(e)][: cfg.steps]
+    else:
+        epochs, total, batches = cfg.epochs, per_epoch * cfg.epochs, epoch_order
+    sched = cosine_decay(opt, total)
 
     def loss(rows: np.ndarray) -> Losses:
         y = labels[rows].to(device)
@@ -110,7 +124,7 @@ def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, o
         return task_metrics(task, student_logits(m, holdout_enc, device).numpy(), data.holdout.labels)
 
     t0 = time.time()
-    trainer = Trainer("finetune", [Trainee(model, opt, sched)], cfg.epochs, batches, loss, evaluate,
+    trainer = Trainer("finetune", [Trainee(model, opt, sched)], epochs, batches, loss, evaluate,
                       task.main_metric, cfg.evals_per_epoch, cfg.clip, partial_dir(output_dir) / "finetune.safetensors",
                       {"inputs": inputs, "config": config})
     result = trainer.fit(resume)

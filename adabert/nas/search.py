@@ -311,7 +311,8 @@ class Searcher:
         finally:
             self.board.close()
         seconds = time.time() - t0
-        self.trainer.save_if_main()  # the final supernet
+        self.trainer.save_if_main()  # the final supernet, which the selection's candidates start from
+        distributed.barrier()  # every process reads it only once rank 0 has written it
         return self.finish(seconds, self.step - done_at_start)
 
     def log_scalars(self, board: SearchBoard, step: int, parts: dict[str, float]) -> None:

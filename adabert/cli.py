@@ -218,16 +218,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     sel = summary["selection"]
     print(f"arch: {summary['genotype']}")
     budget = summary["efficiency"]["budget"]
-    target = f" (target {budget['target']:g})" if budget["target"] is not None else ""
+
+    def amount(value: float) -> str:
+        return f"{value:.3g} ms" if budget["unit"] == "latency_ms" else f"{value:,.0f} {budget['unit']}"
+
+    target = f" (target {amount(budget['target'])})" if budget["target"] is not None else ""
     metric = sel["metric"]
     if "candidates" in sel:
         print(f"chosen: candidate {sel['candidate'] + 1} of {len(sel['candidates'])}, held-out {metric} "
               f"{sel['finetuned_holdout']:.2f} after {sel['steps']} finetune steps (the others: "
               + ", ".join(f"{c['holdout']:.2f}" for i, c in enumerate(sel["candidates"]) if i != sel["candidate"])
               + ")")
-    print(f"held-out {metric} {sel['supernet_holdout'][metric]:.2f} with the supernet's weights; "
-          f"{budget['unit']} {budget['cost']:g}{target}; params {summary['efficiency']['params']:,} with embeddings; "
-          f"{summary['examples_per_second']:.0f} examples/s")
+    print(f"held-out {metric} {sel['supernet_holdout'][metric]:.2f} with the supernet's weights; cost "
+          f"{amount(budget['cost'])}{target}; {summary['efficiency']['params']:,} parameters with the embedding "
+          f"table; {summary['examples_per_second']:.0f} examples/s")
     print(f"wrote {summary['arch']}; TensorBoard: tensorboard --logdir {args.output_dir}")
     return 0
 

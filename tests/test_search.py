@@ -156,15 +156,23 @@ def test_small_budget_picks_a_parameter_free_cell(order_task, tmp_path):
     assert summary["efficiency"]["budget"]["within"]
 
 
-def test_budgets_are_met(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
+def test_budgets_are_met(tiny_teacher, tiny_probes, sst2_dir, tmp_path, capsys):
     space = load_search_space("tiny")
     params = measure_cost_model(space, "params", num_labels=2, pair=False)
     low, high = params.bounds(space)
-    for target in (2 * low, (low + high) / 2):
-        s = _searcher(tiny_teacher, tiny_probes, sst2_dir, tmp_path / f"t{target}", epochs=2, target_params=target,
-                      beta=5.0, evals=1)
-        budget = s.run()["efficiency"]["budget"]
-        assert budget["within"] and abs(budget["cost"] / target - 1) <= 0.1, budget
+    s = _searcher(tiny_teacher, tiny_probes, sst2_dir, tmp_path / "t1", epochs=2, target_params=2 * low, beta=5.0,
+                  evals=1)
+    budget = s.run()["efficiency"]["budget"]
+    assert budget["within"] and abs(budget["cost"] / (2 * low) - 1) <= 0.1, budget
+    target = round((low + high) / 2)  # the same through the command line, which reports cost and target
+    toy = {**TOY, "epochs": 2, "beta": 5.0, "evals": 1, "target_params": target}
+    code, out, err = run_cli(["search", "--task", "sst2", "--data-dir", sst2_dir, "--teacher", tiny_teacher,
+                              "--probes", tiny_probes, "--search-space", "tiny", "--output-dir", tmp_path / "t2",
+                              *[a for k, v in toy.items() for a in (f"--{k.replace('_', '-')}", v)]], capsys)
+    assert code == 0, err
+    budget = load_arch(tmp_path / "t2" / "arch.json").info["efficiency"]["budget"]
+    assert budget["within"] and abs(budget["cost"] / target - 1) <= 0.1, budget
+    assert f"cost {budget['cost']:,.0f} params (target {target:,} params)" in out
 
 
 def test_budget_below_the_cheapest_student_is_refused(tiny_teacher, tiny_probes, sst2_dir, tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from safetensors.torch import save_file
 
 from adabert.core.checkpoint import unprefixed
 from adabert.core.errors import AdabertError
-from adabert.core.fileio import hash_tensors, load_tensors
+from adabert.core.fileio import hash_tensors, load_tensors, meta_matches
 from adabert.data.dataset import load_task_data
 from adabert.data.encoding import encode_separate, student_batch
 from adabert.data.tasks import get_task
@@ -37,6 +38,23 @@ def trained(tiny_teacher, tiny_probes, sst2_dir, tmp_path_factory):
     metrics = finetune_student(root / "arch.json", TaskBundle(data, tiny_teacher, tiny_probes), cfg,
                                root / "student", torch.device("cpu"))
     return root, metrics, data
+
+
+def test_a_finished_finetune_stays_up_to_date_when_an_option_is_added_with_its_default(trained, tiny_teacher,
+                                                                                      tiny_probes):
+    root, metrics, data = trained
+    meta_path = root / "student" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["steps"]  # as written before the option existed
+    meta_path.write_text(json.dumps(meta))
+    stamp = (root / "student" / "metrics.json").stat().st_mtime_ns
+    cfg = FinetuneConfig(epochs=6, batch_size=32, max_length=32, lr=1e-2)
+    bundle = TaskBundle(data, tiny_teacher, tiny_probes)
+    assert finetune_student(root / "arch.json", bundle, cfg, root / "student", torch.device("cpu")) == metrics
+    assert (root / "student" / "metrics.json").stat().st_mtime_ns == stamp  # skipped, not retrained
+    assert not meta_matches(root / "student", "finetune", meta["inputs"], {**meta["config"], "steps": 3},
+                            defaults=asdict(FinetuneConfig()))  # a non-default value of the new option: rerun
+    assert not meta_matches(root / "student", "finetune", meta["inputs"], {**meta["config"], "steps": 0})  # strict
 
 
 def test_student_builds_only_kept_cells_and_edges():

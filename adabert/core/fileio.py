@@ -207,8 +207,12 @@ def write_meta(folder: Path, stage: str, inputs: dict[str, str], config: dict[st
                                      "config": config})
 
 
-def meta_matches(folder: Path, stage: str, inputs: dict[str, str], config: dict[str, Any]) -> bool:
-    """True when `folder` holds a finished `stage` whose inputs and config equal the given ones."""
+def meta_matches(folder: Path, stage: str, inputs: dict[str, str], config: dict[str, Any],
+                 defaults: dict[str, Any] | None = None) -> bool:
+    """True when `folder` holds a finished `stage` whose inputs and config equal the given ones. With `defaults`
+    (the stage's option defaults), an option missing from the recorded config (one added to the package after the
+    run) counts as equal when its value now is its default, so that adding an option does not invalidate
+    finished runs."""
     path = Path(folder) / META
     if not path.is_file():
         return False
@@ -218,5 +222,10 @@ def meta_matches(folder: Path, stage: str, inputs: dict[str, str], config: dict[
         return False
     if not isinstance(meta, dict):
         return False
-    return meta.get("stage") == stage and meta.get("inputs") == inputs and meta.get("config") == json.loads(
-        json.dumps(config, default=str))
+    current = json.loads(json.dumps(config, default=str))
+    recorded = meta.get("config")
+    if isinstance(recorded, dict) and defaults:
+        base = json.loads(json.dumps(defaults, default=str))
+        recorded = {**{k: v for k, v in current.items() if k not in recorded and k in base and base[k] == v},
+                    **recorded}
+    return meta.get("stage") == stage and meta.get("inputs") == inputs and recorded == current

@@ -301,7 +301,7 @@ def run_distill(bundle: TaskBundle, cfg: DistillConfig, output_dir: Path, device
               "augment": bundle.folder_fingerprint(bundle.augment_dir),
               "arch": hash_files([Path(arch_path)]) if arch_path is not None else ""}
     config = {**asdict(cfg), "task": bundle.task.describe()}
-    if not force and meta_matches(output_dir, "distill", inputs, config):
+    if not force and meta_matches(output_dir, "distill", inputs, config, defaults=asdict(type(cfg)())):
         log.info("distill: %s is up to date (fingerprints match); skipping", output_dir)
         return read_json(output_dir / "metrics.json", "distill metrics")
     distiller = Distiller(bundle, cfg, device, arch_path, partial_dir(output_dir),

@@ -59,7 +59,7 @@ def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, o
     if bundle.augment_dir is not None:
         inputs["augment"] = bundle.folder_fingerprint(bundle.augment_dir)
     config = {**asdict(cfg), "task": task.describe()}
-    if not force and meta_matches(output_dir, "finetune", inputs, config, defaults=asdict(FinetuneConfig())):
+    if not force and meta_matches(output_dir, "finetune", inputs, config, defaults=asdict(type(cfg)())):
         log.info("finetune: %s is up to date (fingerprints match); skipping", output_dir)
         return read_json(output_dir / "metrics.json", "student metrics")
     probes = bundle.require_probes("with --gamma > 0 (KD targets)") if cfg.gamma > 0 else None

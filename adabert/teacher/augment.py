@@ -171,7 +171,7 @@ def run_augment(teacher: str, data: TaskData, cfg: AugmentConfig, output_dir: Pa
     if probes_dir is not None:
         inputs["probes"] = hash_files([Path(probes_dir) / "probes.safetensors"])
     config = {**asdict(cfg), "task": data.task.describe()}
-    if not force and meta_matches(output_dir, "augment", inputs, config):
+    if not force and meta_matches(output_dir, "augment", inputs, config, defaults=asdict(type(cfg)())):
         log.info("augment: %s is up to date (fingerprints match); skipping", output_dir)
         return read_json(output_dir / "stats.json", "augment stats")
     task = data.task

@@ -166,7 +166,7 @@ def finetune_teacher(source: str, data: TaskData, cfg: TeacherConfig, output_dir
     output_dir = Path(output_dir)
     inputs = {"data": data.fingerprint, "base_model": model_source_fingerprint(source)}
     config = {**asdict(cfg), "task": data.task.describe()}
-    if not force and meta_matches(output_dir, "teacher", inputs, config):
+    if not force and meta_matches(output_dir, "teacher", inputs, config, defaults=asdict(type(cfg)())):
         log.info("teacher: %s is up to date (fingerprints match); skipping", output_dir)
         return json_metrics(output_dir)
     set_seed(cfg.seed)

@@ -132,7 +132,7 @@ def run_probes(teacher: str, data: TaskData, cfg: ProbeConfig, output_dir: Path,
     output_dir = Path(output_dir)
     inputs = {"data": data.fingerprint, "teacher": model_source_fingerprint(teacher)}
     config = {**asdict(cfg), "task": data.task.describe()}
-    if not force and meta_matches(output_dir, "probes", inputs, config):
+    if not force and meta_matches(output_dir, "probes", inputs, config, defaults=asdict(type(cfg)())):
         log.info("probes: %s is up to date (fingerprints match); skipping", output_dir)
         return read_json(output_dir / "metrics.json", "probe metrics")
     if (output_dir / META).is_file():

@@ -374,14 +374,13 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
             "p_value": (1 + sum(m >= s_mean for m in r_means)) / (len(r_means) + 1)}
     if "rank" in cfg.parts:
         ranked = [r for r in table if r["kind"] in ("searched", *SAMPLED_KINDS)]
-        scores = supernet_scores(search_dir, plain,
-                                 {r["name"]: next(x.arch for x in rows if x.name == r["name"]) for r in ranked},
-                                 device)
+        archs = {row.name: row.arch for row in rows}
+        scores = supernet_scores(search_dir, plain, {r["name"]: archs[r["name"]] for r in ranked}, device)
         for r in ranked:
             r["supernet_holdout"] = scores[r["name"]]
         if cfg.score_steps:
-            tuned = tuned_scores(search_dir, plain, [next(x.arch for x in rows if x.name == r["name"]) for r in ranked],
-                                 cfg.score_steps, out / "rank", device)
+            tuned = tuned_scores(search_dir, plain, [archs[r["name"]] for r in ranked], cfg.score_steps,
+                                 out / "rank", device)
             for r, score in zip(ranked, tuned):
                 r["tuned_holdout"] = score
             result["score_steps"] = cfg.score_steps

@@ -203,17 +203,17 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from adabert.nas.search import Searcher
+    from adabert.nas.restarts import make_searcher
     from adabert.nas.search_space import load_search_space
 
     device = _setup(args)
     cfg = from_options(SearchConfig, args)
     space = load_search_space(args.search_space)
     data = _load_data(args)
-    searcher = Searcher(_bundle(args, data), space, cfg, args.output_dir, device)
+    searcher = make_searcher(_bundle(args, data), space, cfg, args.output_dir, device)
     summary = searcher.run(resume=args.resume, max_steps=args.max_steps)
     if summary is None:
-        print(f"search stopped at step {searcher.step}; continue with --resume")
+        print(f"search stopped after {args.max_steps} steps; continue with --resume")
         return 0
     sel = summary["selection"]
     print(f"arch: {summary['genotype']}")
@@ -229,6 +229,9 @@ def cmd_search(args: argparse.Namespace) -> int:
               f"{sel['finetuned_holdout']:.2f} after {sel['steps']} finetune steps (the others: "
               + ", ".join(f"{c['holdout']:.2f}" for i, c in enumerate(sel["candidates"]) if i != sel["candidate"])
               + ")")
+    if "restarts" in sel:
+        print("restarts: " + ", ".join(f"seed {r['seed']} {r['finetuned_holdout']:.2f}" for r in sel["restarts"])
+              + f"; wrote seed {sel['restarts'][sel['restart']]['seed']}'s pick")
     print(f"held-out {metric} {sel['supernet_holdout'][metric]:.2f} with the supernet's weights; cost "
           f"{amount(budget['cost'])}{target}; {summary['efficiency']['params']:,} parameters with the embedding "
           f"table; {summary['examples_per_second']:.0f} examples/s")

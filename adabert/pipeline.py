@@ -24,7 +24,7 @@ from adabert.deploy.bench import BenchConfig, bench_student
 from adabert.deploy.export import export_student
 from adabert.deploy.predict import Predictor
 from adabert.nas.config import SearchConfig
-from adabert.nas.search import Searcher
+from adabert.nas.restarts import make_searcher
 from adabert.nas.search_space import SearchSpace
 from adabert.students.card import write_card
 from adabert.students.finetune import FinetuneConfig, finetune_student
@@ -78,11 +78,7 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
     done("probes")
     stage("search")
     bundle = TaskBundle(data, teacher, out / "probes")
-    searcher = Searcher(bundle, space, cfg.search, out / "search", device)
-    if searcher.up_to_date():
-        log.info("search: %s is up to date (fingerprints match); skipping", out / "search")
-    else:
-        searcher.run(resume=searcher.checkpoint_compatible())
+    make_searcher(bundle, space, cfg.search, out / "search", device).ensure()
     done("search")
     augment_dir = None
     if cfg.augment is not None:

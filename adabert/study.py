@@ -209,9 +209,12 @@ def _search_config(search_dir: Path):
 
 def supernet_scores(search_dir: Path, bundle: TaskBundle, archs: dict[str, Arch], device: torch.device
                     ) -> dict[str, float]:
-    """Held-out main metric of each architecture with the weights of the search's final checkpoint."""
+    """Held-out main metric of each architecture with the weights of the search's final checkpoint (the chosen
+    restart's, after `--restarts`)."""
+    from adabert.nas.restarts import supernet_dir
     from adabert.nas.search import Searcher
 
+    search_dir = supernet_dir(search_dir)
     space = next(iter(archs.values())).space
     searcher = Searcher(bundle, space, _search_config(search_dir), search_dir, device)
     if not searcher.load_checkpoint():
@@ -225,8 +228,10 @@ def tuned_scores(search_dir: Path, bundle: TaskBundle, archs: list[Arch], steps:
                  device: torch.device) -> list[float]:
     """Held-out main metric of each architecture after `steps` finetune steps from the search's final supernet,
     with the search's own selection recipe (`nas.select.selection_finetune`); runs in OUT/candidate-i."""
+    from adabert.nas.restarts import supernet_dir
     from adabert.nas.select import select_by_finetune, selection_finetune
 
+    search_dir = supernet_dir(search_dir)
     cfg = selection_finetune(_search_config(search_dir), steps)
     _, records = select_by_finetune(archs, bundle, cfg, out, device, search_dir / "checkpoint.safetensors")
     return [r["holdout"] for r in records]
@@ -234,18 +239,15 @@ def tuned_scores(search_dir: Path, bundle: TaskBundle, archs: list[Arch], steps:
 
 def budget_search(search_dir: Path, bundle: TaskBundle, space: SearchSpace, target: float, cfg: StudyConfig,
                   out: Path, device: torch.device) -> Arch:
-    """The search that wrote search_dir/arch.json, rerun with `target` searched parameters (and the study's
-    search_train_limit / search_min_steps when > 0); resumes an interrupted run, skips a finished one."""
-    from adabert.nas.search import Searcher
+    """The search that wrote search_dir/arch.json (its restarts included), rerun with `target` searched parameters
+    (and the study's search_train_limit / search_min_steps when > 0); resumes an interrupted run, skips a finished
+    one."""
+    from adabert.nas.restarts import make_searcher
 
     overrides = {k: v for k, v in (("train_limit", cfg.search_train_limit), ("min_steps", cfg.search_min_steps)) if v}
     cfg = replace(_search_config(search_dir), target_params=float(target), target_flops=0.0, target_latency_ms=0.0,
                   cost="params", **overrides)
-    searcher = Searcher(bundle, space, cfg, out, device)
-    if searcher.up_to_date():
-        log.info("study: %s is up to date; skipping the search", out)
-    else:
-        searcher.run(resume=searcher.checkpoint_compatible())
+    make_searcher(bundle, space, cfg, out, device).ensure()
     return load_arch(out / "arch.json")
 
 

@@ -181,3 +181,50 @@ def test_budget_below_the_cheapest_student_is_refused(tiny_teacher, tiny_probes,
                             "--output-dir", tmp_path / "s"], capsys)
     assert code == 2 and "--target-params: 10 is below the cheapest student" in err
     assert not (tmp_path / "s").exists()
+
+
+def test_restarts_write_the_pick_with_the_best_selection_score(searched, tiny_teacher, tiny_probes, sst2_dir,
+                                                              tmp_path, capsys, monkeypatch):
+    from adabert.nas.restarts import make_searcher, supernet_dir
+
+    out_seed0, _ = searched
+    out = tmp_path / "restarts"
+    shutil.copytree(out_seed0, out / "seed-0")  # a finished search of seed 0 is restart 0, reused as it is
+    before = (out / "seed-0" / "arch.json").read_bytes(), (out / "seed-0" / "checkpoint.safetensors").stat().st_mtime
+    toy = {**TOY, **SELECT, "restarts": 2}
+    code, printed, err = run_cli(["search", "--task", "sst2", "--data-dir", sst2_dir, "--teacher", tiny_teacher,
+                                  "--probes", tiny_probes, "--search-space", "tiny", "--output-dir", out, "--resume",
+                                  *[a for k, v in toy.items() for a in (f"--{k.replace('_', '-')}", v)]], capsys)
+    assert code == 0, err
+    assert before == ((out / "seed-0" / "arch.json").read_bytes(),
+                      (out / "seed-0" / "checkpoint.safetensors").stat().st_mtime)
+    subs = [json.loads((out / f"seed-{s}" / "search_metrics.json").read_text()) for s in (0, 1)]
+    scores = [s["selection"]["finetuned_holdout"] for s in subs]
+    best = 1 if scores[1] > scores[0] else 0
+    arch = load_arch(out / "arch.json")
+    assert arch.genotype() == subs[best]["genotype"]
+    assert json.loads((out / f"seed-{best}" / "arch.json").read_text())["cell"] == arch.to_json()["cell"]
+    sel = arch.info["selection"]
+    assert sel["restart"] == best and [r["finetuned_holdout"] for r in sel["restarts"]] == scores
+    assert [r["seed"] for r in sel["restarts"]] == [0, 1]
+    assert (out / "checkpoint.safetensors").samefile(out / f"seed-{best}" / "checkpoint.safetensors")
+    assert supernet_dir(out) == out / f"seed-{best}" and supernet_dir(out_seed0) == out_seed0
+    assert f"restarts: seed 0 {scores[0]:.2f}, seed 1 {scores[1]:.2f}; wrote seed {best}'s pick" in printed
+    # seed 1 is the search `--seed 1` runs alone: same supernet record
+    meta = json.loads((out / "seed-1" / "meta.json").read_text())
+    assert meta["config"]["seed"] == 1 and "restarts" not in meta["config"]
+    # a finished run is read back, nothing runs again
+    monkeypatch.setattr("adabert.nas.search.Searcher.run", lambda *a, **k: pytest.fail("ran again"))
+    cfg = SearchConfig(**toy)
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    again = make_searcher(TaskBundle(data, tiny_teacher, tiny_probes), load_search_space("tiny"), cfg, out,
+                          torch.device("cpu")).ensure()
+    assert again["genotype"] == arch.genotype() and again["supernet_dir"] == f"seed-{best}"
+
+
+def test_restarts_need_a_selection(tiny_teacher, tiny_probes, sst2_dir, tmp_path, capsys):
+    code, _, err = run_cli(["search", "--task", "sst2", "--data-dir", sst2_dir, "--teacher", tiny_teacher,
+                            "--probes", tiny_probes, "--search-space", "tiny", "--restarts", 2, "--select-top", 1,
+                            "--output-dir", tmp_path / "s"], capsys)
+    assert code == 2 and "--restarts" in err and "--select-top 2" in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()

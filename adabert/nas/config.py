@@ -13,6 +13,7 @@ from adabert.core.validation import require_fraction, require_non_negative, requ
 CostUnit = Literal["params", "flops", "latency_ms"]
 COST_UNITS = get_args(CostUnit)
 SELECTION_FIELDS = ("select_top", "select_steps")  # settings applied after the supernet is trained
+RUN_FIELDS = ("restarts",)  # settings of the whole run, not of one search (`adabert.nas.restarts`)
 
 
 @dataclass
@@ -33,6 +34,8 @@ class SearchConfig:
     the supernet's weights of its ops, and writes the one with the best held-out score (`adabert.nas.select`);
     1 writes the derived one without finetuning.
     The select_* settings do not change the supernet: a finished search resumed with other values reuses it.
+    restarts: N > 1 runs N searches with seeds seed .. seed + N - 1 (each as with --restarts 1, in OUT/seed-S) and
+    writes the pick with the best selection score among them (`adabert.nas.restarts`).
     """
 
     _argument_group_name = "search"
@@ -71,12 +74,14 @@ class SearchConfig:
                                 "briefly; write the best on held-out (1: the derived one, no finetune)")
     select_steps: int = option(400, "finetune steps of each --select-top candidate, starting from the supernet's "
                                     "weights")
+    restarts: int = option(1, "run N searches with seeds SEED .. SEED + N - 1 and write the pick with the best "
+                              "selection score of all (N times the time; needs --select-top >= 2)")
     train_limit: int = option(0, "use only the first N training examples (0: all)")
     seed: int = option(0, "random seed")
 
     def __post_init__(self) -> None:
         require_positive_ints(self, "epochs", "batch_size", "max_length", "evals", "checkpoint_every",
-                              "log_every", "estimate_window", "select_top", "select_steps")
+                              "log_every", "estimate_window", "select_top", "select_steps", "restarts")
         require_non_negative(self, "min_steps")
         require_fraction(self, "gamma", 0, 1, closed_high=True)
         require_fraction(self, "warmup", 0, 1)
@@ -88,6 +93,9 @@ class SearchConfig:
         require_positive(self, "temperature", "tau_start", "tau_end", "lr", "alpha_lr", "clip")
         if self.cost not in COST_UNITS:
             raise AdabertError(f"--cost: expected one of {', '.join(COST_UNITS)}, got {self.cost!r}")
+        if self.restarts > 1 and self.select_top < 2:
+            raise AdabertError("--restarts: the searches are compared by their selection's finetuned held-out "
+                               "score; give --select-top 2 or more")
         if len(self.targets()) > 1:
             raise AdabertError("--target-params, --target-flops, --target-latency-ms: give at most one budget")
 

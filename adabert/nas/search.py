@@ -32,7 +32,7 @@ from adabert import __version__
 from adabert.core import distributed
 from adabert.core.checkpoint import optimizer_tensors, prefixed, restore_optimizer, unprefixed
 from adabert.core.errors import AdabertError
-from adabert.core.fileio import meta_matches, write_json, write_meta
+from adabert.core.fileio import meta_matches, read_json, write_json, write_meta
 from adabert.core.guards import check_terms, clip_checked
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import depth_losses, efficiency_penalty
@@ -43,7 +43,7 @@ from adabert.data.encoding import batched_logits, epoch_batches, student_batch
 from adabert.data.metrics import task_metrics
 from adabert.nas.arch import Arch, derive, random_arch, save_arch, validate_arch_json
 from adabert.nas.board import SearchBoard
-from adabert.nas.config import SELECTION_FIELDS, SearchConfig
+from adabert.nas.config import RUN_FIELDS, SELECTION_FIELDS, SearchConfig
 from adabert.nas.costs import CostModel, measure_cost_model, rank_archs
 from adabert.nas.estimator import ChoiceEstimates
 from adabert.nas.gumbel import gumbel_sample, tau_schedule
@@ -62,7 +62,7 @@ class Searcher:
         self.out = Path(output_dir)
         task = data.task
         self.inputs = {**bundle.inputs(), "search_space": space.hash}
-        settings = asdict(cfg)
+        settings = {k: v for k, v in asdict(cfg).items() if k not in RUN_FIELDS}
         # the supernet's record (checkpoint) leaves out the selection settings; the run's record (meta) has them
         self.config = {**{k: v for k, v in settings.items() if k not in SELECTION_FIELDS}, "task": task.describe(),
                        "search_space": space.name}
@@ -295,6 +295,14 @@ class Searcher:
         return True
 
     # -- the run -----------------------------------------------------------------------------------------------
+    def ensure(self) -> dict:
+        """The summary of this search: read when OUT already holds it, else run (continuing a checkpoint of the
+        same settings)."""
+        if self.up_to_date():
+            log.info("search: %s is up to date (fingerprints match); skipping", self.out)
+            return read_json(self.out / "search_metrics.json", "search summary", dict)
+        return self.run(resume=self.checkpoint_compatible())
+
     def run(self, resume: bool = False, max_steps: int | None = None) -> dict | None:
         """Train through `core.trainer` until the end (or `max_steps` steps in total, leaving a checkpoint);
         return the summary, or None when stopped early."""

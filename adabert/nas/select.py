@@ -6,9 +6,9 @@ tau 0.20-0.37 against 3-epoch dev means): its parameter-free paths are near thei
 are under-trained (each is on the path a ninth of the steps). A few hundred steps of finetuning the path alone,
 starting from the supernet's weights of its ops, close that gap: 400 steps rank the same ten at tau 0.67-0.78
 (two supernets, two seeds), where 400 steps from scratch reach 0.51 and a whole epoch from scratch 0.75
-(docs/results.md, eleventh and thirteenth sessions). So `adabert search --select-top N` ends by finetuning N candidates (the derived
-architecture and N - 1 draws from the final distribution, within the budget when one is given:
-`Searcher.candidates`) for `--select-steps` steps on the fit split from the final supernet, and writes the one
+(docs/results.md, eleventh and thirteenth sessions). So `adabert search --select-top N` ends by finetuning N
+candidates (the derived architecture and N - 1 draws from the final distribution, within the budget when one is
+given: `Searcher.candidates`) for `--select-steps` steps on the fit split from the final supernet, and writes the one
 with the best held-out score (ties: the earlier candidate). Dev is never looked at.
 Each candidate is an ordinary `adabert finetune` run in OUT/select/candidate-i, so an interrupted selection
 resumes where it stopped.

@@ -210,6 +210,13 @@ def test_restarts_write_the_pick_with_the_best_selection_score(searched, tiny_te
     assert (out / "checkpoint.safetensors").samefile(out / f"seed-{best}" / "checkpoint.safetensors")
     assert supernet_dir(out) == out / f"seed-{best}" and supernet_dir(out_seed0) == out_seed0
     assert f"restarts: seed 0 {scores[0]:.2f}, seed 1 {scores[1]:.2f}; wrote seed {best}'s pick" in printed
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("select/restart_finetuned_holdout")] == [
+        (0, pytest.approx(scores[0])), (1, pytest.approx(scores[1]))]
+    assert any(t.startswith("select/restarts") for t in acc.Tags()["tensors"])
     # seed 1 is the search `--seed 1` runs alone: same supernet record
     meta = json.loads((out / "seed-1" / "meta.json").read_text())
     assert meta["config"]["seed"] == 1 and "restarts" not in meta["config"]

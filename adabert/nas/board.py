@@ -117,6 +117,17 @@ class SearchBoard:
         self.w.add_text("select/candidates", "\n".join(["| candidate | held-out | params | genotype |",
                                                         "|---|---|---|---|", *rows]), 0)
 
+    def restarts(self, records: list[dict], chosen: int) -> None:
+        """`--restarts`: each restart's selection score (x axis: its seed) and a table."""
+        if self.w is None:
+            return
+        for r in records:
+            self.w.add_scalar("select/restart_finetuned_holdout", r["finetuned_holdout"], r["seed"])
+        rows = [f"| {r['seed']}{' (written)' if i == chosen else ''} | {r['finetuned_holdout']:.2f} | {r['cost']:,.0f} "
+                f"| `{r['genotype']}` |" for i, r in enumerate(records)]
+        self.w.add_text("select/restarts", "\n".join(["| seed | selection score | cost | genotype |",
+                                                      "|---|---|---|---|", *rows]), 0)
+
     def close(self) -> None:
         if self.w is not None:
             self.w.close()

@@ -26,6 +26,7 @@ from adabert.core import distributed
 from adabert.core.fileio import meta_matches, read_json, write_json, write_meta
 from adabert.core.runtime import log
 from adabert.nas.arch import load_arch, save_arch
+from adabert.nas.board import SearchBoard
 from adabert.nas.config import SearchConfig
 from adabert.nas.search import Searcher
 from adabert.nas.search_space import SearchSpace
@@ -95,6 +96,9 @@ class RestartSearch:
                    "seconds_this_run": sum(s["seconds_this_run"] for s in summaries),
                    "selection_seconds": sum(s["selection_seconds"] for s in summaries)}
         if distributed.is_main():
+            board = SearchBoard(self.out / "tensorboard")
+            board.restarts(records, best)
+            board.close()
             link_file(chosen / "checkpoint.safetensors", self.out / "checkpoint.safetensors")
             save_arch(arch, self.out / "arch.json")
             write_json(self.out / SUMMARY, summary)

@@ -486,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probes", type=Path, required=True, help="folder written by `adabert probes`")
     p.add_argument("--search-space", default="adabert", help="YAML file, or a built-in name (adabert, tiny)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
-    p.add_argument("--max-steps", type=int, help="stop after this many steps in total (resume later)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps in total, of each restart (resume later)")
     _add_common(p)
 
     p = _stage(sub, "finetune", cmd_finetune, (FinetuneConfig,),

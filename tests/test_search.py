@@ -107,6 +107,16 @@ def test_a_finished_search_resumed_with_another_selection_reuses_its_supernet(se
     assert "candidates" not in again["selection"] and not (out / "select" / "candidate-3").exists()
 
 
+def test_a_finished_search_started_afresh_is_no_longer_up_to_date(searched, tiny_teacher, tiny_probes, sst2_dir,
+                                                                   tmp_path):
+    out = tmp_path / "afresh"
+    shutil.copytree(searched[0], out)
+    s = _searcher(tiny_teacher, tiny_probes, sst2_dir, out, **SELECT)
+    assert s.up_to_date()
+    assert s.run(max_steps=2) is None  # stopped early: arch.json is the old run's, the checkpoint the new one's
+    assert not _searcher(tiny_teacher, tiny_probes, sst2_dir, out, **SELECT).up_to_date()
+
+
 def test_resume_refuses_other_settings(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
     from adabert.core.errors import AdabertError
 

@@ -23,7 +23,7 @@ import torch
 
 from adabert import __version__
 from adabert.core import distributed
-from adabert.core.fileio import meta_matches, read_json, write_json, write_meta
+from adabert.core.fileio import META, meta_matches, read_json, write_json, write_meta
 from adabert.core.runtime import log
 from adabert.nas.arch import load_arch, save_arch
 from adabert.nas.board import SearchBoard
@@ -65,6 +65,8 @@ class RestartSearch:
     def run(self, resume: bool = False, max_steps: int | None = None) -> dict | None:
         """Run every restart (`max_steps` applies to each; None when one stopped early). With `resume`, a
         finished restart is read back and an interrupted one continues."""
+        if not resume and distributed.is_main():
+            (self.out / META).unlink(missing_ok=True)  # until the new pick is written, OUT holds no finished run
         summaries = []
         for i, seed in enumerate(self.seeds):
             log.info("search: restart %d/%d (seed %d) in %s", i + 1, len(self.seeds), seed, self.out / f"seed-{seed}")
@@ -76,6 +78,7 @@ class RestartSearch:
             if summary is None:
                 return None
             summaries.append(summary)
+            del searcher  # free its supernet before the next is built
         return self.combine(summaries)
 
     def combine(self, summaries: list[dict]) -> dict:

@@ -32,7 +32,7 @@ from adabert import __version__
 from adabert.core import distributed
 from adabert.core.checkpoint import optimizer_tensors, prefixed, restore_optimizer, unprefixed
 from adabert.core.errors import AdabertError
-from adabert.core.fileio import meta_matches, read_json, write_json, write_meta
+from adabert.core.fileio import META, meta_matches, read_json, write_json, write_meta
 from adabert.core.guards import check_terms, clip_checked
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import depth_losses, efficiency_penalty
@@ -309,6 +309,8 @@ class Searcher:
         self.out.mkdir(parents=True, exist_ok=True)
         self.trainer.start(resume)
         main = distributed.is_main()
+        if main and not resume:
+            (self.out / META).unlink(missing_ok=True)  # until the new arch.json is written, OUT holds no finished run
         if main:
             write_json(self.out / "config.json", {"adabert_version": __version__, **self.run_config})
         self.board = SearchBoard(self.out / "tensorboard", purge_step=self.step or None, enabled=main)

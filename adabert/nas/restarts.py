@@ -24,16 +24,14 @@ import torch
 
 from adabert import __version__
 from adabert.core import distributed
-from adabert.core.fileio import META, meta_matches, read_json, write_json, write_meta
+from adabert.core.fileio import META, meta_matches, write_json, write_meta
 from adabert.core.runtime import log
 from adabert.nas.arch import load_arch, save_arch
 from adabert.nas.board import SearchBoard
 from adabert.nas.config import SearchConfig
-from adabert.nas.search import Searcher
+from adabert.nas.search import SUMMARY, Searcher, read_summary
 from adabert.nas.search_space import SearchSpace
 from adabert.teacher.bundle import TaskBundle
-
-SUMMARY = "search_metrics.json"
 
 
 class RestartSearch:
@@ -60,7 +58,7 @@ class RestartSearch:
         """As `Searcher.ensure`: each restart reused when finished, continued when interrupted."""
         if self.up_to_date():
             log.info("search: %s is up to date (fingerprints match); skipping", self.out)
-            return read_json(self.out / SUMMARY, "search summary", dict)
+            return read_summary(self.out)
         return self.combine([self.searcher(seed).ensure() for seed in self.seeds])
 
     def run(self, resume: bool = False, max_steps: int | None = None) -> dict | None:
@@ -73,7 +71,7 @@ class RestartSearch:
             log.info("search: restart %d/%d (seed %d) in %s", i + 1, len(self.seeds), seed, self.out / f"seed-{seed}")
             searcher = self.searcher(seed)
             if resume and searcher.up_to_date():
-                summary = read_json(searcher.out / SUMMARY, "search summary", dict)
+                summary = read_summary(searcher.out)
             else:
                 summary = searcher.run(resume=resume, max_steps=max_steps)
             if summary is None:
@@ -120,8 +118,7 @@ def make_searcher(bundle: TaskBundle, space: SearchSpace, cfg: SearchConfig, out
 
 def supernet_dir(search_dir: Path) -> Path:
     """The folder of the supernet that wrote search_dir/arch.json: search_dir itself, or its chosen restart."""
-    summary = Path(search_dir) / SUMMARY
-    chosen = read_json(summary, "search summary", dict).get("supernet_dir") if summary.is_file() else None
+    chosen = read_summary(search_dir).get("supernet_dir") if (Path(search_dir) / SUMMARY).is_file() else None
     return Path(search_dir) / chosen if chosen else Path(search_dir)
 
 

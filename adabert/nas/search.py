@@ -51,6 +51,8 @@ from adabert.nas.search_space import SearchSpace
 from adabert.nas.supernet import Sample, Supernet
 from adabert.teacher.bundle import TaskBundle
 
+SUMMARY = "search_metrics.json"  # a finished search's summary, beside arch.json
+
 
 class Searcher:
     """Holds everything a search run needs; `run()` trains, evaluates, checkpoints and writes arch.json."""
@@ -300,7 +302,7 @@ class Searcher:
         same settings)."""
         if self.up_to_date():
             log.info("search: %s is up to date (fingerprints match); skipping", self.out)
-            return read_json(self.out / "search_metrics.json", "search summary", dict)
+            return read_summary(self.out)
         return self.run(resume=self.checkpoint_compatible())
 
     def run(self, resume: bool = False, max_steps: int | None = None) -> dict | None:
@@ -309,9 +311,9 @@ class Searcher:
         self.out.mkdir(parents=True, exist_ok=True)
         self.trainer.start(resume)
         main = distributed.is_main()
-        if main and not resume:
-            (self.out / META).unlink(missing_ok=True)  # until the new arch.json is written, OUT holds no finished run
         if main:
+            if not resume:
+                (self.out / META).unlink(missing_ok=True)  # until the new arch.json is written, no finished run
             write_json(self.out / "config.json", {"adabert_version": __version__, **self.run_config})
         self.board = SearchBoard(self.out / "tensorboard", purge_step=self.step or None, enabled=main)
         t0, done_at_start = time.time(), self.step
@@ -412,6 +414,11 @@ class Searcher:
                 board.selection(selection["candidates"], selection["candidate"])
                 board.close()
             save_arch(arch, self.out / "arch.json")
-            write_json(self.out / "search_metrics.json", summary)
+            write_json(self.out / SUMMARY, summary)
             write_meta(self.out, "search", self.inputs, self.run_config)
         return summary
+
+
+def read_summary(folder: Path) -> dict:
+    """The summary a finished search wrote to FOLDER/search_metrics.json."""
+    return read_json(Path(folder) / SUMMARY, "search summary", dict)

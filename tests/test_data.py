@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, save_tiny_bert
 
 from adabert.core.errors import AdabertError
 from adabert.data.dataset import holdout_split, infer_labels, load_task_data, read_split
-from adabert.data.encoding import batch_indices, epoch_batches
+from adabert.data.encoding import batch_indices, encode_joint, encode_separate, epoch_batches
 from adabert.data.tasks import custom_task, get_task
 
 
@@ -182,3 +182,25 @@ def test_epoch_batches_group_lengths_and_visit_every_row_once():
 def test_inference_batches_are_longest_first():
     lengths = np.array([3, 9, 1, 7, 5])
     assert [b.tolist() for b in batch_indices(lengths, 2)] == [[1, 3], [4, 0], [2]]
+
+
+def test_text_cut_at_max_length_is_reported(mrpc_dir, tmp_path, caplog, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from adabert.core.runtime import log
+
+    monkeypatch.setattr(log, "propagate", True)  # the CLI's handler writes to the stderr of its first run
+
+    tok = AutoTokenizer.from_pretrained(save_tiny_bert(tmp_path / "bert"))
+    ds = read_split(get_task("mrpc"), mrpc_dir / "dev.tsv", "dev")
+    room = 1 + max(len(tok(t)["input_ids"]) for pair in ds.texts for t in pair)
+    with caplog.at_level("WARNING", logger="adabert"):
+        enc = encode_separate(tok, ds, room)  # each sentence whole: nothing cut
+    assert enc.lengths().max() == room - 1 and not caplog.records
+    with caplog.at_level("WARNING", logger="adabert"):
+        enc = encode_joint(tok, ds, room)  # a pair read jointly is about twice as long
+    cut = int((enc.lengths() >= room).sum())
+    assert cut > 0
+    [record] = caplog.records
+    assert (f"dev.tsv (dev): {cut} of {len(ds)} examples ({100 * cut / len(ds):.1f}%) fill --max-length {room} "
+            "tokens and are cut there") in record.getMessage()

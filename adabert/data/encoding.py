@@ -13,8 +13,10 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from adabert.core.runtime import autocast
+from adabert.core.runtime import autocast, log
 from adabert.data.dataset import Dataset
+
+CUT_SHARE = 0.01  # warn when at least this share of a split's examples fill max_length
 
 
 @dataclass
@@ -34,21 +36,36 @@ class Encoded:
         return np.array([max(len(seg[i]) for seg in self.ids) for i in range(len(self))])
 
 
+def warn_if_cut(enc: Encoded, data: Dataset, max_length: int) -> int:
+    """Warn (one line) when at least `CUT_SHARE` of the examples fill `max_length` tokens: the tokenizer cut their
+    text there (or it is exactly that long), so the models never read the rest. Returns how many fill it."""
+    full = int((enc.lengths() >= max_length).sum()) if len(enc) else 0
+    if full and full >= CUT_SHARE * len(enc):
+        log.warning("%s (%s): %d of %d examples (%.1f%%) fill --max-length %d tokens and are cut there; a larger "
+                    "--max-length lets the models read them whole", data.path, data.split, full, len(enc),
+                    100 * full / len(enc), max_length)
+    return full
+
+
 def encode_joint(tokenizer, data: Dataset, max_length: int) -> Encoded:
-    """`[CLS] a [SEP] (b [SEP])`, truncated to `max_length` (longest-first for pairs)."""
+    """`[CLS] a [SEP] (b [SEP])`, truncated to `max_length` (longest-first for pairs); `warn_if_cut`."""
     cols = list(zip(*data.texts))
     enc = tokenizer(*[list(c) for c in cols], truncation=True, max_length=max_length,
                     return_token_type_ids=True, return_attention_mask=False)
-    return Encoded([enc["input_ids"]], enc["token_type_ids"])
+    out = Encoded([enc["input_ids"]], enc["token_type_ids"])
+    warn_if_cut(out, data, max_length)
+    return out
 
 
 def encode_separate(tokenizer, data: Dataset, max_length: int) -> Encoded:
-    """`[CLS] s [SEP]` for each sentence of an example, each truncated to `max_length`."""
+    """`[CLS] s [SEP]` for each sentence of an example, each truncated to `max_length`; `warn_if_cut`."""
     segs = []
     for col in zip(*data.texts):
         segs.append(tokenizer(list(col), truncation=True, max_length=max_length,
                               return_attention_mask=False)["input_ids"])
-    return Encoded(segs)
+    out = Encoded(segs)
+    warn_if_cut(out, data, max_length)
+    return out
 
 
 def pad(seqs: list[list[int]], pad_id: int = 0, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

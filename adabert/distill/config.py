@@ -31,7 +31,8 @@ class DistillConfig:
     lr: float | None = option(None, "AdamW learning rate (default: 1e-3 bilstm, 5e-5 transformer, "
                                        "2e-3 adabert)")
     weight_decay: float = option(0.0, "AdamW weight decay")
-    max_length: int = option(64, "max tokens per example")
+    max_length: int = option(128, "max tokens per example (a pair read jointly by the teacher or a transformer "
+                                  "student is about twice a sentence's length)")
     alpha: float = option(0.5, "weight of the hard-label CE")
     kd_beta: float | None = option(None, "weight of the KD term (default: 1 - alpha)")
     temperature: float = option(1.0, "KD softmax temperature T")

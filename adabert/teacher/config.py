@@ -65,7 +65,8 @@ class AugmentConfig:
     pos_prob: float = option(0.1, "per-word probability of a same-POS replacement (0 needs no tagger)")
     ngram_prob: float = option(0.25, "probability of keeping only an n-gram (single sentences)")
     max_ngram: int = option(5, "largest n for n-gram sampling")
-    max_length: int = option(64, "max tokens per example for the teacher")
+    max_length: int = option(128, "max tokens per example for the teacher (as `adabert probes`: a pair is read "
+                                  "jointly, about twice a sentence's length)")
     batch_size: int = option(128, "examples per teacher forward")
     tagger: str = option(DEFAULT_TAGGER, "spaCy pipeline used for POS tags")
     seed: int = option(0, "random seed (the augmented text is deterministic by seed)")

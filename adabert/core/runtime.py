@@ -46,6 +46,19 @@ def setup_logging(verbose: bool = False) -> None:
         hf_logging.disable_progress_bar()
 
 
+@contextlib.contextmanager
+def quiet_info():
+    """Inside, adabert's INFO lines are dropped unless -v (DEBUG) is on: for inner runs, e.g. the selection's
+    candidate finetunes, whose one-line summary the caller logs. Warnings still show."""
+    level = log.level
+    if level > logging.DEBUG:
+        log.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def summary_level(index: int, total: int, lines: int = 4) -> int:
     """INFO for `lines` evenly spaced evaluations out of `total` (always the last), DEBUG for the others: a run's
     log at default verbosity stays a few lines long however many evaluations it makes (all of them go to

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from adabert.core.runtime import log
+from adabert.core.runtime import log, quiet_info
 from adabert.nas.arch import Arch, save_arch
 from adabert.nas.config import SearchConfig
 from adabert.students.config import FinetuneConfig
@@ -45,7 +45,8 @@ def select_by_finetune(candidates: list[Arch], bundle: TaskBundle, cfg: Finetune
     for i, arch in enumerate(candidates):
         path = out / f"candidate-{i}.json"
         save_arch(arch, path)
-        m = finetune_student(path, bundle, cfg, out / f"candidate-{i}", device, resume=True, supernet=supernet)
+        with quiet_info():  # one line per candidate below, not its finetune's own log
+            m = finetune_student(path, bundle, cfg, out / f"candidate-{i}", device, resume=True, supernet=supernet)
         records.append({"genotype": arch.genotype(), "holdout": m["best_holdout"], "params": m["params"]})
         trained = f"{cfg.steps} steps" if cfg.steps else f"{cfg.epochs} epoch(s)"
         log.info("select: candidate %d/%d held-out %s %.2f after %s | %s", i + 1, len(candidates), metric,

@@ -36,15 +36,14 @@ class Encoded:
         return np.array([max(len(seg[i]) for seg in self.ids) for i in range(len(self))])
 
 
-def warn_if_cut(enc: Encoded, data: Dataset, max_length: int) -> int:
+def warn_if_cut(enc: Encoded, data: Dataset, max_length: int) -> None:
     """Warn (one line) when at least `CUT_SHARE` of the examples fill `max_length` tokens: the tokenizer cut their
-    text there (or it is exactly that long), so the models never read the rest. Returns how many fill it."""
+    text there (or it is exactly that long), so the models never read the rest."""
     full = int((enc.lengths() >= max_length).sum()) if len(enc) else 0
     if full and full >= CUT_SHARE * len(enc):
         log.warning("%s (%s): %d of %d examples (%.1f%%) fill --max-length %d tokens and are cut there; a larger "
                     "--max-length lets the models read them whole", data.path, data.split, full, len(enc),
                     100 * full / len(enc), max_length)
-    return full
 
 
 def encode_joint(tokenizer, data: Dataset, max_length: int) -> Encoded:

@@ -5,6 +5,7 @@ import pytest
 import torch
 from conftest import run_cli, write_sst2
 
+import adabert.teacher.model as teacher_model
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import load_tensors
 from adabert.data.dataset import load_task_data
@@ -112,17 +113,43 @@ def test_a_killed_teacher_pass_continues_from_its_cache(tiny_teacher, sst2_dir, 
     monkeypatch.setattr(model, "forward", dies_at_batch_4)
     cache = tmp_path / "partial" / "features.safetensors"
     with pytest.raises(RuntimeError, match="killed"):
-        teacher_outputs(model, enc, cpu, 64, True, cache=cache, fingerprint={"run": 1}, save_every_s=0)
+        teacher_outputs(model, enc, cpu, 64, True, cache=cache, fingerprint={"run": 1}, save_every_s=0, save_cost_ratio=0)
     assert cache.is_file()
     calls.clear()
     dying[0] = False
-    logits, feats = teacher_outputs(model, enc, cpu, 64, True, cache=cache, fingerprint={"run": 1}, save_every_s=0)
+    logits, feats = teacher_outputs(model, enc, cpu, 64, True, cache=cache, fingerprint={"run": 1}, save_every_s=0, save_cost_ratio=0)
     assert len(calls) == batches - 3                      # the three cached batches are not run again
     assert torch.equal(logits, ref_logits) and torch.equal(feats, ref_feats)
     calls.clear()
-    teacher_outputs(model, enc, cpu, 64, True, cache=cache, fingerprint={"run": 2}, save_every_s=0)
+    teacher_outputs(model, enc, cpu, 64, True, cache=cache, fingerprint={"run": 2}, save_every_s=0, save_cost_ratio=0)
     assert len(calls) == batches                          # a cache of other inputs is not used
     cache.write_bytes(cache.read_bytes()[:100])           # a truncated cache is recomputed, not an error
     calls.clear()
-    logits, _ = teacher_outputs(model, enc, cpu, 64, True, cache=cache, fingerprint={"run": 2}, save_every_s=0)
+    logits, _ = teacher_outputs(model, enc, cpu, 64, True, cache=cache, fingerprint={"run": 2}, save_every_s=0, save_cost_ratio=0)
     assert len(calls) == batches and torch.equal(logits, ref_logits)
+
+
+def test_teacher_cache_saves_are_spaced_by_their_cost(tiny_teacher, sst2_dir, tmp_path, monkeypatch):
+    """A fake clock: each batch takes 1 s, each save 2 s. With save_every_s=0 and save_cost_ratio=3 a save
+    is due 6 s after the previous one ends, i.e. after every 6th batch, not after every batch."""
+    model, tok = load_classifier(str(tiny_teacher)), load_tokenizer(str(tiny_teacher))
+    enc = encode_joint(tok, load_task_data(get_task("sst2"), sst2_dir).train, 32)
+    clock, saved_after = [0.0], []
+    real_forward, real_save = model.forward, teacher_model.save_checkpoint
+
+    def slow_forward(*args, **kw):
+        clock[0] += 1.0
+        return real_forward(*args, **kw)
+
+    def slow_save(path, tensors, record):
+        clock[0] += 2.0
+        saved_after.append(record["batches"])
+        return real_save(path, tensors, record)
+    monkeypatch.setattr(model, "forward", slow_forward)
+    monkeypatch.setattr(teacher_model, "save_checkpoint", slow_save)
+    monkeypatch.setattr(teacher_model.time, "time", lambda: clock[0])
+    batches = -(-len(enc) // 2)
+    assert batches >= 14
+    teacher_outputs(model, enc, torch.device("cpu"), 2, cache=tmp_path / "c.safetensors", fingerprint={},
+                    save_every_s=0, save_cost_ratio=3)
+    assert saved_after[:3] == [1, 7, 13]

@@ -98,17 +98,19 @@ def teacher_tables(teacher: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 @torch.no_grad()
 def teacher_outputs(model: nn.Module, enc: Encoded, device: torch.device, batch_size: int = 128,
                     hidden: bool = False, desc: str = "teacher", cache: Path | None = None,
-                    fingerprint: dict | None = None, save_every_s: float = 60.0
+                    fingerprint: dict | None = None, save_every_s: float = 60.0, save_cost_ratio: float = 20.0
                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the teacher over every example (length-sorted batches, returned in the original order).
 
     Returns logits [N, C] (float32) and, with hidden=True, sentence vectors per layer [N, L+1, D] (float16):
     layer 0 is the masked mean of the embedding output, layers 1..L the [CLS] state.
 
-    With `cache` (a checkpoint file), the outputs computed so far are written there atomically, at most every
-    `save_every_s` seconds, and a later call with the same `fingerprint` continues after the batches it holds,
-    so a killed pass over a large training set does not start over. The batches are a fixed function of the
-    encoding, so the continued result equals an uninterrupted one. A cache of other inputs is ignored.
+    With `cache` (a checkpoint file), the outputs computed so far are written there atomically, and a later call
+    with the same `fingerprint` continues after the batches it holds, so a killed pass over a large training set
+    does not start over. The batches are a fixed function of the encoding, so the continued result equals an
+    uninterrupted one. A cache of other inputs is ignored. Saves come at most every max(`save_every_s`,
+    `save_cost_ratio` x the last save's duration) seconds: the file holds all N rows (5 GB of features for a
+    million augmented sentences), so a fixed interval would spend much of a large pass rewriting it.
     """
     model.eval()
     n = len(enc)
@@ -125,7 +127,7 @@ def teacher_outputs(model: nn.Module, enc: Encoded, device: torch.device, batch_
                 log.info("%s: continuing after %d of %d batches cached in %s", desc, done, len(batches), cache)
         except (AdabertError, KeyError, TypeError, ValueError) as e:  # a cache, not an input: recompute
             log.warning("%s: ignoring the unreadable cache %s (%s)", desc, cache, str(e).splitlines()[0])
-    saved_at = time.time()
+    saved_at, gap = time.time(), save_every_s
     for b in progress(range(done, len(batches)), desc=desc, initial=done, total=len(batches)):
         idx = batches[b]
         inputs = joint_batch(enc, idx, device)
@@ -140,11 +142,13 @@ def teacher_outputs(model: nn.Module, enc: Encoded, device: torch.device, batch_
             layer0 = (states[0] * m).sum(1) / m.sum(1)
             vecs = torch.stack([layer0] + [s[:, 0] for s in states[1:]], dim=1)
             feats[idx] = vecs.half().cpu()
-        if (cache is not None and b + 1 < len(batches) and time.time() - saved_at >= save_every_s
+        if (cache is not None and b + 1 < len(batches) and time.time() - saved_at >= gap
                 and distributed.is_main()):
+            start = time.time()
             save_checkpoint(cache, {"logits": logits, **({"feats": feats} if feats is not None else {})},
                             {"fingerprint": key, "batches": b + 1})
             saved_at = time.time()
+            gap = max(save_every_s, save_cost_ratio * (saved_at - start))
     return logits, feats
 
 

@@ -9,6 +9,7 @@ from conftest import run_cli
 from test_student import _arch
 
 from adabert.core.errors import AdabertError
+from adabert.core.fileio import load_tensors
 from adabert.data.dataset import load_task_data
 from adabert.data.encoding import encode_joint
 from adabert.data.tasks import get_task
@@ -19,6 +20,7 @@ from adabert.teacher.augment import (AugmentConfig, PosLexicon, augment_dataset,
                                      run_augment, spacy_tagger)
 from adabert.teacher.bundle import TaskBundle
 from adabert.teacher.model import load_classifier, load_tokenizer, teacher_outputs
+from adabert.teacher.probes import probe_logits
 
 CPU = torch.device("cpu")
 
@@ -104,8 +106,11 @@ def test_run_augment_caches_teacher_and_probe_logits(toy, tiny_teacher, tiny_pro
     assert stats["augmented"] == len(aug.data) > len(toy.fit)
     assert aug.probes.shape == (len(aug.data), 3, 2) and aug.teacher.shape == (len(aug.data), 2)
     model = load_classifier(str(tiny_teacher))
-    logits, _ = teacher_outputs(model, encode_joint(load_tokenizer(str(tiny_teacher)), aug.data, 32), CPU)
+    logits, feats = teacher_outputs(model, encode_joint(load_tokenizer(str(tiny_teacher)), aug.data, 32), CPU,
+                                    hidden=True)
     assert torch.allclose(logits, aug.teacher, atol=1e-5)
+    probes = load_tensors(tiny_probes / "probes.safetensors", "probes")        # computed per batch = from all
+    assert torch.allclose(probe_logits(feats, probes["weight"], probes["bias"]), aug.probes, atol=1e-5)
     assert np.array_equal(aug.data.labels, logits.argmax(-1).numpy())   # teacher's predictions as labels
     assert set(aug.source) <= set(range(len(toy.fit)))
     first = json.loads((out / "augmented.jsonl").read_text().splitlines()[0])

@@ -27,6 +27,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -188,13 +189,14 @@ def run_augment(teacher: str, data: TaskData, cfg: AugmentConfig, output_dir: Pa
     log.info("augment: %d new examples from %d (%.1f per example) in %.0fs", len(texts), len(fit),
              len(texts) / max(1, len(fit)), t_aug)
     new = Dataset(task, "augmented", output_dir, texts, np.zeros(len(texts)))
-    logits, feats = teacher_outputs(model, encode_joint(tok, new, cfg.max_length), device, cfg.batch_size,
-                                    hidden=weights is not None, desc="teacher on augmented text",
-                                    cache=partial_dir(output_dir) / "teacher.safetensors",
-                                    fingerprint={"inputs": inputs, "config": config})  # a killed pass resumes
-    tensors = {"teacher": logits}
-    if weights is not None:
-        tensors["probes"] = probe_logits(feats, weights["weight"], weights["bias"])
+    to_probe_logits = None if weights is None else partial(probe_logits, weight=weights["weight"],
+                                                           bias=weights["bias"])
+    logits, probes = teacher_outputs(model, encode_joint(tok, new, cfg.max_length), device, cfg.batch_size,
+                                     hidden=weights is not None, desc="teacher on augmented text",
+                                     cache=partial_dir(output_dir) / "teacher.safetensors",
+                                     fingerprint={"inputs": inputs, "config": config},  # a killed pass resumes
+                                     reduce=to_probe_logits)
+    tensors = {"teacher": logits, **({"probes": probes} if probes is not None else {})}
     stats = {"examples": len(fit), "augmented": len(texts), "augment_seconds": t_aug,
              "teacher_seconds": time.time() - t0 - t_aug, "with_probes": weights is not None}
     with atomic_dir(output_dir) as tmp:

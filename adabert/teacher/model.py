@@ -8,6 +8,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -98,12 +99,15 @@ def teacher_tables(teacher: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 @torch.no_grad()
 def teacher_outputs(model: nn.Module, enc: Encoded, device: torch.device, batch_size: int = 128,
                     hidden: bool = False, desc: str = "teacher", cache: Path | None = None,
-                    fingerprint: dict | None = None, save_every_s: float = 60.0, save_cost_ratio: float = 20.0
+                    fingerprint: dict | None = None, save_every_s: float = 60.0, save_cost_ratio: float = 20.0,
+                    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the teacher over every example (length-sorted batches, returned in the original order).
 
     Returns logits [N, C] (float32) and, with hidden=True, sentence vectors per layer [N, L+1, D] (float16):
-    layer 0 is the masked mean of the embedding output, layers 1..L the [CLS] state.
+    layer 0 is the masked mean of the embedding output, layers 1..L the [CLS] state. With `reduce`, each batch's
+    vectors [B, L+1, D] (float16) go through it and what it returns is kept instead (e.g. probe logits
+    [B, L+1, C]: a few bytes an example where the vectors take 5 KB).
 
     With `cache` (a checkpoint file), the outputs computed so far are written there atomically, and a later call
     with the same `fingerprint` continues after the batches it holds, so a killed pass over a large training set
@@ -118,7 +122,8 @@ def teacher_outputs(model: nn.Module, enc: Encoded, device: torch.device, batch_
     logits = torch.empty(n, model.config.num_labels)
     feats = None
     done = 0
-    key = json.loads(json.dumps({**(fingerprint or {}), "examples": n, "batch_size": batch_size, "hidden": hidden}))
+    key = json.loads(json.dumps({**(fingerprint or {}), "examples": n, "batch_size": batch_size, "hidden": hidden,
+                                "reduced": reduce is not None}))
     if cache is not None and cache.is_file():
         try:
             if read_record(cache, f"{desc} cache").get("fingerprint") == key:
@@ -136,12 +141,13 @@ def teacher_outputs(model: nn.Module, enc: Encoded, device: torch.device, batch_
         logits[idx] = out.logits.float().cpu()
         if hidden:
             states = out.hidden_states
-            if feats is None:
-                feats = torch.empty(n, len(states), states[0].shape[-1], dtype=torch.float16)
             m = inputs["attention_mask"].unsqueeze(-1).to(states[0].dtype)
             layer0 = (states[0] * m).sum(1) / m.sum(1)
-            vecs = torch.stack([layer0] + [s[:, 0] for s in states[1:]], dim=1)
-            feats[idx] = vecs.half().cpu()
+            vecs = torch.stack([layer0] + [s[:, 0] for s in states[1:]], dim=1).half().cpu()
+            kept = vecs if reduce is None else reduce(vecs)
+            if feats is None:
+                feats = torch.empty(n, *kept.shape[1:], dtype=kept.dtype)
+            feats[idx] = kept
         if (cache is not None and b + 1 < len(batches) and time.time() - saved_at >= gap
                 and distributed.is_main()):
             start = time.time()

@@ -88,3 +88,55 @@ def test_regression_heads_start_at_the_mean_score(tmp_path):
     before = cls.out.bias.clone()
     assert init_regression_heads(cls, load_task_data(get_task("sst2"), write_sst2(tmp_path / "SST-2"))) == 0
     assert torch.equal(cls.out.bias, before)
+
+
+def test_pair_alignment_ignores_padding_and_reaches_every_token():
+    """The aligned readout of a pair: more padding after either sentence (whatever its states hold) leaves the
+    logits unchanged; an empty sentence gives finite logits; the alignment layer gets a gradient."""
+    from adabert.nas.supernet import Readout
+
+    torch.manual_seed(0)
+    head = Readout(8, 3, 0.0, pair=True).eval()
+    b, t = 4, 5
+    x = torch.randn(2 * b, t, 8)
+    lengths = torch.tensor([5, 3, 1, 4, 2, 5, 3, 1])             # rows :4 sentence a, rows 4: sentence b
+    mask = torch.arange(t) < lengths[:, None]
+    x = x * mask[..., None]
+    padded = torch.cat([x, 100 * torch.randn(2 * b, 3, 8)], 1)   # garbage in the extra padding
+    padded_mask = torch.cat([mask, torch.zeros(2 * b, 3, dtype=torch.bool)], 1)
+    logits = head(x, mask)
+    assert logits.shape == (b, 3)
+    assert torch.allclose(head(padded, padded_mask), logits, atol=1e-5)
+    empty = mask.clone()
+    empty[b] = False                                              # sentence b of the first pair is empty
+    assert torch.isfinite(head(x, empty)).all()
+    head(x, mask).sum().backward()
+    assert head.align.weight.grad.abs().sum() > 0
+
+
+def test_pair_student_saved_before_alignment_still_loads(tmp_path):
+    """A pair student saved without the 'align_pairs' field (pooled readout) reloads as one, to identical
+    outputs; the field, when present, must be a boolean."""
+    from test_student import _arch
+
+    from adabert.core.errors import AdabertError
+    from adabert.students.student import CONFIG, Student
+
+    torch.manual_seed(0)
+    task = get_task("mrpc")
+    student = Student.from_teacher_tables(_arch(), torch.randn(50, 12), torch.randn(20, 12), 2, pair=True)
+    assert student.align
+    student.eval()
+    old = Student(student.arch, student.embed, 2, pair=True, align=False).eval()
+    old.save_pretrained(tmp_path / "old", task)
+    cfg = json.loads((tmp_path / "old" / CONFIG).read_text())
+    assert cfg.pop("align_pairs") is False
+    (tmp_path / "old" / CONFIG).write_text(json.dumps(cfg))
+    loaded, _ = Student.from_pretrained(tmp_path / "old")
+    assert not loaded.align and loaded.heads[0].align is None
+    ids, mask = torch.randint(0, 50, (2, 7)), torch.ones(2, 7, dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.equal(loaded(ids, mask, ids.flip(0), mask), old.materialised()(ids, mask, ids.flip(0), mask))
+    (tmp_path / "old" / CONFIG).write_text(json.dumps({**cfg, "align_pairs": "yes"}))
+    with pytest.raises(AdabertError, match="field 'align_pairs' must be true or false"):
+        Student.from_pretrained(tmp_path / "old")

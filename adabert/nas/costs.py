@@ -52,8 +52,8 @@ def _median_ms(fn, repeats: int = 30) -> float:
 
 
 def readout_params(hidden: int, num_labels: int, pair: bool) -> int:
-    """Parameters of one `supernet.Readout`."""
-    return (4 * hidden * hidden + hidden if pair else 0) + hidden * num_labels + num_labels
+    """Parameters of one `supernet.Readout` (pairs: the alignment and the matching layer, 4H -> H each)."""
+    return (2 * (4 * hidden * hidden + hidden) if pair else 0) + hidden * num_labels + num_labels
 
 
 @dataclass

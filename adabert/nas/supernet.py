@@ -39,23 +39,45 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
+def align_pair(x: torch.Tensor, mask: torch.Tensor, proj: nn.Linear, drop: nn.Module) -> torch.Tensor:
+    """Soft alignment of a pair's token states (ESIM's local inference, Chen et al. 2017), [2B, T, H] -> same.
+
+    Rows :B hold sentence a, rows B: sentence b. e = a b^T / sqrt(H) [B, T, T]; a~ = softmax over b's real
+    positions of e, times b; b~ likewise from e^T and a; each state x gets x + relu(W [x, x~, x * x~, x - x~]) with
+    one W [4H -> H] for both sides.
+    """
+    a, b = x.unflatten(0, (2, -1))
+    ma, mb = mask.bool().unflatten(0, (2, -1))
+    e = a @ b.transpose(1, 2) / a.shape[-1] ** 0.5
+    low = torch.finfo(e.dtype).min  # not -inf: an empty sentence gives a uniform row, not NaN
+    a_t = torch.softmax(e.masked_fill(~mb.unsqueeze(1), low), -1) @ b
+    b_t = torch.softmax(e.transpose(1, 2).masked_fill(~ma.unsqueeze(1), low), -1) @ a
+    t = torch.cat([a_t, b_t])
+    return x + torch.relu(proj(drop(torch.cat([x, t, x * t, x - t], -1))))
+
+
 class Readout(nn.Module):
     """Masked mean pooling, then a classifier.
 
     Single sentences: [B, T, H] -> pool u [B, H] -> dropout -> linear -> [B, C].
-    Pairs (the batch holds A in rows :B and B in rows B:): u, v [B, H] -> [u, v, u * v, |u - v|] [B, 4H] ->
-    dropout -> linear 4H -> H -> tanh -> dropout -> linear -> [B, C] (InferSent-style matching features: the
-    product and the difference let a linear layer compare the sentences dimension by dimension).
+    Pairs (the batch holds A in rows :B and B in rows B:): with `align`, the token states are first aligned across
+    the two sentences (`align_pair`); then u, v [B, H] -> [u, v, u * v, |u - v|] [B, 4H] -> dropout -> linear
+    4H -> H -> tanh -> dropout -> linear -> [B, C] (InferSent-style matching features: the product and the
+    difference let a linear layer compare the sentences dimension by dimension; the alignment lets it compare
+    them word by word, which pooled vectors cannot: +1.1 F1 on MRPC, docs/results.md).
     """
 
-    def __init__(self, hidden: int, num_labels: int, dropout: float, pair: bool = False) -> None:
+    def __init__(self, hidden: int, num_labels: int, dropout: float, pair: bool = False, align: bool = True) -> None:
         super().__init__()
         self.pair = pair
         self.drop = nn.Dropout(dropout)
+        self.align = nn.Linear(4 * hidden, hidden) if pair and align else None
         self.match = nn.Linear(4 * hidden, hidden) if pair else None
         self.out = nn.Linear(hidden, num_labels)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.align is not None:
+            x = align_pair(x, mask, self.align, self.drop)
         h = masked_mean(x, mask)
         if self.match is not None:
             u, v = h.unflatten(0, (2, -1))  # (not chunk: keeps the batch size dynamic in ONNX export)

@@ -2,7 +2,8 @@
 
     ids [B, T] -> embeddings [B, T, H] -> K derived cells -> readout (masked mean pool -> linear) -> logits [B, C]
 
-Pairs run siamese: both sentences through the same cells, compared by the readout (`supernet.Readout`).
+Pairs run siamese: both sentences through the same cells, compared by the readout (`supernet.Readout`: aligned
+word by word, then pooled and matched).
 
 Every cell has a head (so that a K-cell student can be distilled layer-wise from teacher probes); inference
 uses the last one. A saved student is a folder users recognise: `config.json`, `model.safetensors` (embedding
@@ -57,14 +58,16 @@ class DerivedCell(nn.Module):
 
 
 class Student(nn.Module):
-    def __init__(self, arch: Arch, embed: nn.Module, num_labels: int, pair: bool = False) -> None:
+    def __init__(self, arch: Arch, embed: nn.Module, num_labels: int, pair: bool = False,
+                 align: bool = True) -> None:
         super().__init__()
         self.arch = arch
         self.num_labels = num_labels
         self.pair = pair
+        self.align = pair and align
         self.embed = embed
         self.cells = nn.ModuleList(DerivedCell(arch) for _ in range(arch.num_cells))
-        self.heads = nn.ModuleList(Readout(arch.space.hidden_size, num_labels, arch.space.dropout, pair)
+        self.heads = nn.ModuleList(Readout(arch.space.hidden_size, num_labels, arch.space.dropout, pair, align)
                                    for _ in range(arch.num_cells))
 
     @staticmethod
@@ -95,7 +98,7 @@ class Student(nn.Module):
         """A copy whose embedding is the small table form (what is saved and deployed)."""
         if isinstance(self.embed, TableEmbedding):
             return self
-        out = Student(self.arch, TableEmbedding.from_projected(self.embed), self.num_labels, self.pair)
+        out = Student(self.arch, TableEmbedding.from_projected(self.embed), self.num_labels, self.pair, self.align)
         own = {k: v for k, v in self.state_dict().items() if not k.startswith("embed.")}
         out.load_state_dict({**out.state_dict(), **own})
         return out
@@ -110,6 +113,7 @@ class Student(nn.Module):
                   "vocab_size": word.rows.numel() if shared else word.num_embeddings, **shared,
                   "max_position_embeddings": m.embed.max_positions,
                   "hidden_size": self.arch.space.hidden_size, "num_labels": self.num_labels, "pair": self.pair,
+                  "align_pairs": self.align,
                   "task": task.describe(), "id2label": {str(i): n for i, n in enumerate(task.names)},
                   "arch": self.arch.to_json(), **(extra or {})}
         save_tensors(folder / WEIGHTS, m.state_dict())
@@ -132,6 +136,9 @@ class Student(nn.Module):
             config_int(cfg, key, folder / CONFIG)
         if not isinstance(cfg["pair"], bool):
             raise AdabertError(f"{folder / CONFIG}: field 'pair' must be true or false, got {cfg['pair']!r}")
+        align = cfg.get("align_pairs", False)  # students saved before pairs were aligned have no such field
+        if not isinstance(align, bool):
+            raise AdabertError(f"{folder / CONFIG}: field 'align_pairs' must be true or false, got {align!r}")
         task = TaskSpec.from_description(cfg["task"], f"{folder / CONFIG}: field 'task'")
         if task.num_labels != cfg["num_labels"] or task.is_pair != cfg["pair"]:
             raise AdabertError(f"{folder / CONFIG}: field 'task' does not match 'num_labels' and 'pair'")
@@ -139,7 +146,7 @@ class Student(nn.Module):
         rows = shared_rows(cfg, folder / CONFIG)
         embed = TableEmbedding(cfg["vocab_size"], cfg["max_position_embeddings"], arch.space.hidden_size,
                                arch.space.dropout, rows)
-        model = Student(arch, embed, cfg["num_labels"], bool(cfg["pair"]))
+        model = Student(arch, embed, cfg["num_labels"], bool(cfg["pair"]), align)
         load_state(model, member(folder, WEIGHTS, "student weights"), folder / CONFIG)
         check_rows(model.embed.word, folder / WEIGHTS)
         return model.eval(), cfg

@@ -91,17 +91,25 @@ def test_regression_heads_start_at_the_mean_score(tmp_path):
 
 
 def test_pair_alignment_ignores_padding_and_reaches_every_token():
-    """The aligned readout of a pair: more padding after either sentence (whatever its states hold) leaves the
-    logits unchanged; an empty sentence gives finite logits; the alignment layer gets a gradient."""
+    """The aligned readout of a pair starts as the pooled one (gate 0) and its gate gets a gradient; once open,
+    more padding after either sentence (whatever its states hold) leaves the logits unchanged, an empty sentence
+    gives finite logits, and the alignment layer gets a gradient."""
     from adabert.nas.supernet import Readout
 
     torch.manual_seed(0)
     head = Readout(8, 3, 0.0, pair=True).eval()
+    pooled = Readout(8, 3, 0.0, pair=True, align=False).eval()
+    pooled.load_state_dict({k: v for k, v in head.state_dict().items() if not k.startswith("align")})
     b, t = 4, 5
     x = torch.randn(2 * b, t, 8)
     lengths = torch.tensor([5, 3, 1, 4, 2, 5, 3, 1])             # rows :4 sentence a, rows 4: sentence b
     mask = torch.arange(t) < lengths[:, None]
     x = x * mask[..., None]
+    assert torch.equal(head(x, mask), pooled(x, mask))
+    head(x, mask).sum().backward()
+    assert head.align_gate.grad.abs() > 0
+    with torch.no_grad():
+        head.align_gate.fill_(0.5)
     padded = torch.cat([x, 100 * torch.randn(2 * b, 3, 8)], 1)   # garbage in the extra padding
     padded_mask = torch.cat([mask, torch.zeros(2 * b, 3, dtype=torch.bool)], 1)
     logits = head(x, mask)

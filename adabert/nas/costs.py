@@ -52,8 +52,9 @@ def _median_ms(fn, repeats: int = 30) -> float:
 
 
 def readout_params(hidden: int, num_labels: int, pair: bool) -> int:
-    """Parameters of one `supernet.Readout` (pairs: the alignment and the matching layer, 4H -> H each)."""
-    return (2 * (4 * hidden * hidden + hidden) if pair else 0) + hidden * num_labels + num_labels
+    """Parameters of one `supernet.Readout` (pairs: the alignment, 4H -> H and its gate, and the matching layer,
+    4H -> H)."""
+    return (2 * (4 * hidden * hidden + hidden) + 1 if pair else 0) + hidden * num_labels + num_labels
 
 
 @dataclass

@@ -112,20 +112,21 @@ def test_a_killed_teacher_pass_continues_from_its_cache(tiny_teacher, sst2_dir, 
         return real(*args, **kw)
     monkeypatch.setattr(model, "forward", dies_at_batch_4)
     cache = tmp_path / "partial" / "features.safetensors"
+    every_batch = {"save_every_s": 0, "save_cost_ratio": 0}
     with pytest.raises(RuntimeError, match="killed"):
-        teacher_outputs(model, enc, cpu, 64, True, cache=cache, fingerprint={"run": 1}, save_every_s=0, save_cost_ratio=0)
+        teacher_outputs(model, enc, cpu, 64, True, cache=cache, fingerprint={"run": 1}, **every_batch)
     assert cache.is_file()
     calls.clear()
     dying[0] = False
-    logits, feats = teacher_outputs(model, enc, cpu, 64, True, cache=cache, fingerprint={"run": 1}, save_every_s=0, save_cost_ratio=0)
+    logits, feats = teacher_outputs(model, enc, cpu, 64, True, cache=cache, fingerprint={"run": 1}, **every_batch)
     assert len(calls) == batches - 3                      # the three cached batches are not run again
     assert torch.equal(logits, ref_logits) and torch.equal(feats, ref_feats)
     calls.clear()
-    teacher_outputs(model, enc, cpu, 64, True, cache=cache, fingerprint={"run": 2}, save_every_s=0, save_cost_ratio=0)
+    teacher_outputs(model, enc, cpu, 64, True, cache=cache, fingerprint={"run": 2}, **every_batch)
     assert len(calls) == batches                          # a cache of other inputs is not used
     cache.write_bytes(cache.read_bytes()[:100])           # a truncated cache is recomputed, not an error
     calls.clear()
-    logits, _ = teacher_outputs(model, enc, cpu, 64, True, cache=cache, fingerprint={"run": 2}, save_every_s=0, save_cost_ratio=0)
+    logits, _ = teacher_outputs(model, enc, cpu, 64, True, cache=cache, fingerprint={"run": 2}, **every_batch)
     assert len(calls) == batches and torch.equal(logits, ref_logits)
 
 

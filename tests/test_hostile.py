@@ -287,7 +287,7 @@ CASES = [
      "not a readable safetensors file"),
     ("student-weights-extra", lambda w, t, o: evaluate(student_with(
         w, t, fn=lambda s: tensors_with(s / "model.safetensors", lambda d: d.update(evil=torch.zeros(1)))), w),
-     "weights do not match"),
+     "weights do not match the model described by config.json (unexpected evil)"),
     ("student-weights-nan", lambda w, t, o: evaluate(student_with(
         w, t, fn=lambda s: tensors_with(s / "model.safetensors", _poison)), w), "NaN or infinite"),
     ("student-weights-link", lambda w, t, o: evaluate(student_with(

@@ -1,6 +1,7 @@
 """End-to-end search on toy tasks with the tiny teacher and the tiny search space."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -124,6 +125,23 @@ def test_resume_refuses_other_settings(tiny_teacher, tiny_probes, sst2_dir, tmp_
     _searcher(tiny_teacher, tiny_probes, sst2_dir, out, epochs=1).run(max_steps=2)
     with pytest.raises(AdabertError, match="checkpoint was made with other inputs or settings"):
         _searcher(tiny_teacher, tiny_probes, sst2_dir, out, epochs=1, beta=3.0).run(resume=True)
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
+    """A checkpoint whose tensors do not fit today's model (an older version built it otherwise) is a one-line
+    error naming the file and the tensors, not a traceback from load_state_dict."""
+    from adabert.core.checkpoint import load_checkpoint, save_checkpoint
+    from adabert.core.errors import AdabertError
+
+    out = tmp_path / "s"
+    _searcher(tiny_teacher, tiny_probes, sst2_dir, out, epochs=1).run(max_steps=2)
+    (path,) = [p for p in out.parent.rglob("*.safetensors") if "checkpoint" in p.name]
+    tensors, record = load_checkpoint(path)
+    gone = sorted(k for k in tensors if k.startswith("model0.heads.0."))[0]
+    del tensors[gone]
+    save_checkpoint(path, tensors, record)
+    with pytest.raises(AdabertError, match=re.escape(f"{path}: the checkpoint does not fit") + f".*missing {gone[len('model0.'):]}"):
+        _searcher(tiny_teacher, tiny_probes, sst2_dir, out, epochs=1).run(resume=True)
 
 
 def test_larger_beta_gives_cheaper_architectures(tiny_teacher, tiny_probes, sst2_dir, tmp_path):

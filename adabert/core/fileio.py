@@ -130,15 +130,30 @@ def load_tensors(path: Path, what: str = "tensor file") -> dict[str, torch.Tenso
         raise AdabertError(f"{path}: {what} is not a readable safetensors file ({e})") from None
 
 
+def state_mismatch(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """How the tensors `state` differ from `model`'s own names and shapes, in a few words (None: they fit)."""
+
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    reshaped = sorted(k for k in expected if k in state and state[k].shape != expected[k].shape)
+    parts = [f"{what} {some(names)}" for what, names in
+             (("missing", missing), ("unexpected", unexpected), ("other shapes for", reshaped)) if names]
+    return "; ".join(parts) or None
+
+
 def load_state(model: torch.nn.Module, path: Path, config: Path) -> None:
     """Load the safetensors weights at `path` into `model`, refusing names or shapes that differ from the model
     built from `config` (one-line error naming both files)."""
     import torch
 
     state = load_tensors(path, "student weights")
-    expected = model.state_dict()
-    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
-        raise AdabertError(f"{path}: weights do not match the model described by {Path(config).name}")
+    diff = state_mismatch(model, state)
+    if diff is not None:
+        raise AdabertError(f"{path}: weights do not match the model described by {Path(config).name} ({diff})")
     bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:
         raise AdabertError(f"{path}: tensor {bad!r} holds NaN or infinite values")

@@ -43,6 +43,7 @@ from adabert.core import distributed
 from adabert.core.checkpoint import (load_checkpoint, optimizer_tensors, prefixed, read_record, restore_optimizer,
                                      save_checkpoint, unprefixed)
 from adabert.core.errors import AdabertError
+from adabert.core.fileio import state_mismatch
 from adabert.core.guards import NonFiniteError, check_terms, clip_checked
 from adabert.core.runtime import log, progress, summary_level
 from adabert.core.schedule import eval_points
@@ -139,9 +140,15 @@ class Trainer:
     def restore(self) -> None:
         tensors, record = load_checkpoint(self.checkpoint, f"{self.name} checkpoint")
         for i, t in enumerate(self.trainees):
-            t.model.load_state_dict(unprefixed(f"model{i}", tensors))
-            if t.extra is not None:
-                t.extra.load_state_dict(unprefixed(f"extra{i}", tensors))
+            for module, prefix in ((t.model, f"model{i}"), (t.extra, f"extra{i}")):
+                if module is None:
+                    continue
+                state = unprefixed(prefix, tensors)
+                diff = state_mismatch(module, state)
+                if diff is not None:  # made by a version that built the model otherwise
+                    raise AdabertError(f"{self.checkpoint}: the checkpoint does not fit the model this version of "
+                                       f"adabert builds ({diff}); delete it to start afresh")
+                module.load_state_dict(state)
             restore_optimizer(f"opt{i}", t.opt, tensors, record["opt_groups"][i])
             if t.sched is not None:
                 t.sched.load_state_dict(record["scheds"][i])

@@ -5,7 +5,10 @@ Parts (each switchable with --parts; every row is finetuned with the same recipe
   parameter budget (+- tolerance). Reported: the searched student's mean +- std over seeds, the random
   architectures' mean (over architectures, each averaged over seeds) +- std, the difference, the searched one's
   rank among all N + 1, and the permutation p-value (1 + #{random mean >= searched mean}) / (N + 1) (under the
-  null the searched architecture is one more exchangeable draw).
+  null the searched architecture is one more exchangeable draw). And the headroom: how far the random
+  architectures' true means spread beyond seed noise (`arch_effect`) and the share of the space at this budget
+  that lies 1 point or more above their mean (`share_above`): a search cannot beat random by more than the space
+  holds.
 - space: N architectures drawn uniformly from the whole space (`random_arch`, any depth and cost): the usual
   rank-fidelity sample of NAS benchmarks, where architectures differ by more than seed noise.
 - ops: one architecture per non-zero op of the space, that op on every kept edge (node j <- op(j-2) + op(j-1))
@@ -44,6 +47,7 @@ OUT/pareto.png (budgets), OUT/tensorboard (an hparams view of every run).
 from __future__ import annotations
 
 import itertools
+import math
 import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -197,6 +201,16 @@ def arch_effect(dev: np.ndarray, draws: int = 2000, seed: int = 0) -> dict | Non
     ceiling = float(np.mean([kendall_tau(t, o) for t, o in zip(true, observed)]))
     return {"sd_between": float(np.sqrt(between)), "sd_within": float(np.sqrt(within)), "p_equal": float(p_equal),
             "ceiling_tau": ceiling}
+
+
+def share_above(sd_between: float, points: float) -> float:
+    """The share of a space's architectures whose true mean lies `points` or more above the space's mean, when
+    the true means are N(mu, sd_between^2) (the `arch_effect` model): Q(points / sd_between) =
+    erfc(points / (sd_between sqrt 2)) / 2. At a budget where this share is tiny, no search can be expected to beat
+    the mean of random architectures by `points`: such architectures barely exist."""
+    if sd_between <= 0:
+        return 0.0
+    return 0.5 * math.erfc(points / (sd_between * math.sqrt(2)))
 
 
 def _search_config(search_dir: Path):
@@ -374,6 +388,10 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
             "random_std_over_archs": r_std, "difference": s_mean - r_mean,
             "rank": 1 + sum(m > s_mean for m in r_means), "of": len(r_means) + 1,
             "p_value": (1 + sum(m >= s_mean for m in r_means)) / (len(r_means) + 1)}
+        effect = arch_effect(np.array([r["dev"] for r in table if r["kind"] == "random"]))
+        if effect is not None:
+            result["random"]["arch_effect"] = effect
+            result["random"]["share_1_point_above"] = share_above(effect["sd_between"], 1.0)
     if "rank" in cfg.parts:
         ranked = [r for r in table if r["kind"] in ("searched", *SAMPLED_KINDS)]
         archs = {row.name: row.arch for row in rows}
@@ -448,6 +466,12 @@ def render_markdown(r: dict) -> str:
                   f"| random, same budget | {q['random_mean']:.2f} | {q['random_std_over_archs']:.2f} (over archs) |",
                   "", f"Difference {q['difference']:+.2f}; rank {q['rank']} of {q['of']}; permutation p = "
                   f"{q['p_value']:.3f}.", ""]
+        e = q.get("arch_effect")
+        if e:
+            lines += [f"The random architectures' true means spread with sd {e['sd_between']:.2f} (seed noise sd "
+                      f"{e['sd_within']:.2f}; 'none differs' p = {e['p_equal']:.4f}): under that spread "
+                      f"{100 * q['share_1_point_above']:.2g}% of this space's architectures at this budget lie 1 point "
+                      "or more above the random mean, the headroom any search has here.", ""]
     for key, _, _, which in RANK_GROUPS:
         if key in r:
             q = r[key]

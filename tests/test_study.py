@@ -15,7 +15,7 @@ from adabert.nas.arch import random_arch, validate_arch_json
 from adabert.nas.costs import measure_cost_model
 from adabert.nas.search import SearchConfig, Searcher
 from adabert.nas.search_space import load_search_space
-from adabert.study import arch_effect, half_tau, one_op_arch, sample_arch, seed_tau
+from adabert.study import arch_effect, half_tau, one_op_arch, render_markdown, sample_arch, seed_tau, share_above
 from adabert.teacher.bundle import TaskBundle
 
 
@@ -81,6 +81,27 @@ def test_arch_effect_tells_separable_architectures_from_seed_noise():
     within = noise.var(axis=1, ddof=1).mean()
     assert apart["sd_between"] == pytest.approx(np.sqrt(dev.mean(axis=1).var(ddof=1) - within / 6))
     assert arch_effect(noise[:, :1]) is None and arch_effect(noise[:2]) is None
+
+
+def test_share_above_is_the_normal_tail_of_the_true_means():
+    assert share_above(1.0, 1.0) == pytest.approx(0.158655, abs=1e-6)  # Q(1)
+    assert share_above(0.5, 1.0) == pytest.approx(0.022750, abs=1e-6)  # Q(2)
+    assert share_above(0.0, 1.0) == 0.0  # architectures that do not differ: no headroom at all
+    draws = np.random.default_rng(0).normal(0.0, 0.8, 200_000)
+    assert share_above(0.8, 1.0) == pytest.approx((draws >= 1.0).mean(), abs=0.003)
+
+
+def test_the_report_states_the_headroom_of_the_same_budget_comparison():
+    effect = {"sd_between": 0.5, "sd_within": 0.4, "p_equal": 0.002, "ceiling_tau": 0.7}
+    r = {"task": "sst2", "metric": "accuracy", "budget_params": 50000, "budget_tolerance": 0.1, "seeds": 3,
+         "majority_baseline": 50.9, "archs": [], "parts": ["random"],
+         "finetune": {"epochs": 3, "batch_size": 64, "lr": 0.002, "gamma": 0.8, "train_limit": 0},
+         "random": {"searched_mean": 84.0, "searched_std": 0.3, "random_mean": 83.5, "random_std_over_archs": 0.7,
+                    "difference": 0.5, "rank": 2, "of": 11, "p_value": 0.18, "arch_effect": effect,
+                    "share_1_point_above": share_above(0.5, 1.0)}}
+    text = render_markdown(r)
+    assert "true means spread with sd 0.50 (seed noise sd 0.40" in text
+    assert "2.3% of this space's architectures at this budget lie 1 point or more above the random mean" in text
 
 
 def test_one_op_arch_puts_the_op_on_every_kept_edge():

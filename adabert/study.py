@@ -381,14 +381,15 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
                              "cost_model": latency.as_dict()}
     if "random" in cfg.parts:
         s_mean, s_std = table[0]["dev_mean"], table[0]["dev_std"]
-        r_means = [r["dev_mean"] for r in table if r["kind"] == "random"]
+        randoms = [r for r in table if r["kind"] == "random"]
+        r_means = [r["dev_mean"] for r in randoms]
         r_mean, r_std = _mean_std(r_means)
         result["random"] = {
             "searched_mean": s_mean, "searched_std": s_std, "random_mean": r_mean,
             "random_std_over_archs": r_std, "difference": s_mean - r_mean,
             "rank": 1 + sum(m > s_mean for m in r_means), "of": len(r_means) + 1,
             "p_value": (1 + sum(m >= s_mean for m in r_means)) / (len(r_means) + 1)}
-        effect = arch_effect(np.array([r["dev"] for r in table if r["kind"] == "random"]))
+        effect = arch_effect(np.array([r["dev"] for r in randoms]))
         if effect is not None:
             result["random"]["arch_effect"] = effect
             result["random"]["share_1_point_above"] = share_above(effect["sd_between"], 1.0)

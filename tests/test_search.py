@@ -140,7 +140,8 @@ def test_resume_refuses_a_checkpoint_of_another_model(tiny_teacher, tiny_probes,
     gone = sorted(k for k in tensors if k.startswith("model0.heads.0."))[0]
     del tensors[gone]
     save_checkpoint(path, tensors, record)
-    with pytest.raises(AdabertError, match=re.escape(f"{path}: the checkpoint does not fit") + f".*missing {gone[len('model0.'):]}"):
+    expected = re.escape(f"{path}: the checkpoint does not fit") + f".*missing {gone[len('model0.'):]}"
+    with pytest.raises(AdabertError, match=expected):
         _searcher(tiny_teacher, tiny_probes, sst2_dir, out, epochs=1).run(resume=True)
 
 

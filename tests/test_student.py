@@ -57,6 +57,23 @@ def test_a_finished_finetune_stays_up_to_date_when_an_option_is_added_with_its_d
     assert not meta_matches(root / "student", "finetune", meta["inputs"], {**meta["config"], "steps": 0})  # strict
 
 
+
+def test_an_up_to_date_folder_whose_weights_no_longer_fit_the_model_is_trained_again(trained, tiny_teacher,
+                                                                                     tiny_probes, tmp_path, caplog):
+    root, metrics, data = trained
+    out = tmp_path / "old"
+    shutil.copytree(root / "student", out)
+    weights = load_tensors(out / "model.safetensors", "w")
+    dropped = sorted(weights)[-1]
+    del weights[dropped]  # as if written before the model gained this tensor
+    save_file(weights, str(out / "model.safetensors"))
+    cfg = FinetuneConfig(epochs=6, batch_size=32, max_length=32, lr=1e-2)
+    again = finetune_student(root / "arch.json", TaskBundle(data, tiny_teacher, tiny_probes), cfg, out,
+                             torch.device("cpu"))
+    assert "written by another version" in caplog.text and dropped in caplog.text
+    assert dropped in load_tensors(out / "model.safetensors", "w")  # trained and saved anew, whole
+    assert again["dev"] == metrics["dev"]  # same seed, same data: the same student as the first run
+
 def test_student_builds_only_kept_cells_and_edges():
     arch = _arch()
     student = Student.from_teacher_tables(arch, torch.randn(40, 12), torch.randn(32, 12), 2)

@@ -42,6 +42,7 @@ from adabert.distill.feature_losses import attention_kl, fitnets, nst_mmd, relat
 from adabert.nas.arch import load_arch
 from adabert.students.baselines import BiLSTMStudent, LayerSubsetTransformer, SearchedStudent, StudentOutput, make_batch
 from adabert.students.card import write_card
+from adabert.students.load import unloadable
 from adabert.students.student import Student
 from adabert.teacher.bundle import Split, TaskBundle
 from adabert.teacher.model import teacher_outputs
@@ -302,8 +303,12 @@ def run_distill(bundle: TaskBundle, cfg: DistillConfig, output_dir: Path, device
               "arch": hash_files([Path(arch_path)]) if arch_path is not None else ""}
     config = {**asdict(cfg), "task": bundle.task.describe()}
     if not force and meta_matches(output_dir, "distill", inputs, config, defaults=asdict(type(cfg)())):
-        log.info("distill: %s is up to date (fingerprints match); skipping", output_dir)
-        return read_json(output_dir / "metrics.json", "distill metrics")
+        stale = unloadable(output_dir)
+        if stale is None:
+            log.info("distill: %s is up to date (fingerprints match); skipping", output_dir)
+            return read_json(output_dir / "metrics.json", "distill metrics")
+        log.warning("distill: %s matches these inputs but was written by another version (%s); training again",
+                    output_dir, stale)
     distiller = Distiller(bundle, cfg, device, arch_path, partial_dir(output_dir),
                           {"inputs": inputs, "config": config}, resume)
     model, metrics = distiller.run()

@@ -149,3 +149,14 @@ def load_student(folder: Path) -> LoadedStudent:
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
         raise AdabertError(f"{path}: field 'max_length' must be an integer >= 2")
     return LoadedStudent(module.eval(), kind, encoding, task, vocab, max_length, cfg)
+
+
+def unloadable(folder: Path) -> str | None:
+    """Why this version cannot load the student saved in `folder` (None: it loads). A stage whose fingerprints
+    say its output is up to date still trains again when the saved weights no longer fit the model this version
+    builds (a folder written before a change to the student), instead of handing on a folder nothing can load."""
+    try:
+        load_student(folder)
+    except AdabertError as e:
+        return str(e)
+    return None

@@ -226,8 +226,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     metric = sel["metric"]
     if "candidates" in sel:
         print(f"chosen: candidate {sel['candidate'] + 1} of {len(sel['candidates'])}, held-out {metric} "
-              f"{sel['finetuned_holdout']:.2f} after {sel['steps']} finetune steps"
-              + (f", mean of {sel['seeds']} seeds" if sel.get("seeds", 1) > 1 else "") + " (the others: "
+              f"{sel['finetuned_holdout']:.2f} after {sel['steps']} finetune steps (the others: "
               + ", ".join(f"{c['holdout']:.2f}" for i, c in enumerate(sel["candidates"]) if i != sel["candidate"])
               + ")")
     if "restarts" in sel:

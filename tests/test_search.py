@@ -10,7 +10,7 @@ from conftest import run_cli, teacher_and_probes, write_word_order
 
 from adabert.data.dataset import load_task_data
 from adabert.data.tasks import get_task
-from adabert.nas.arch import derive, load_arch, neighbours
+from adabert.nas.arch import derive, load_arch
 from adabert.nas.costs import measure_cost_model
 from adabert.nas.search import SearchConfig, Searcher
 from adabert.nas.search_space import load_search_space
@@ -107,41 +107,6 @@ def test_a_finished_search_resumed_with_another_selection_reuses_its_supernet(se
     assert again["genotype"] == summary["selection"]["candidates"][0]["genotype"]
     assert "candidates" not in again["selection"] and not (out / "select" / "candidate-3").exists()
 
-
-
-def test_selection_among_neighbours_tries_the_derived_architecture_and_archs_one_edit_away(
-        searched, tiny_teacher, tiny_probes, sst2_dir, tmp_path):
-    out_full, summary = searched
-    out = tmp_path / "near"
-    shutil.copytree(out_full, out)
-    shutil.rmtree(out / "select")
-    again = _searcher(tiny_teacher, tiny_probes, sst2_dir, out, **{**SELECT, "select_from": "neighbours"}).run(
-        resume=True)
-    cands, derived = again["selection"]["candidates"], load_arch(out / "select" / "candidate-0.json")
-    assert cands[0]["genotype"] == summary["selection"]["candidates"][0]["genotype"] == derived.genotype()
-    near = {a.genotype() for a in neighbours(derived)}
-    assert len(cands) == 3 and all(c["genotype"] in near for c in cands[1:])
-    assert "its neighbours, one edit away" in again["selection"]["rule"]
-    assert again["genotype"] == cands[again["selection"]["candidate"]]["genotype"]
-
-
-def test_selection_over_seeds_halves_the_candidates_and_ranks_by_the_mean(searched, tiny_teacher, tiny_probes,
-                                                                           sst2_dir, tmp_path):
-    out_full, summary = searched
-    out = tmp_path / "seeds"
-    shutil.copytree(out_full, out)  # round 0 is the module's selection, reused
-    sel = _searcher(tiny_teacher, tiny_probes, sst2_dir, out, **{**SELECT, "select_seeds": 3}).run(
-        resume=True)["selection"]
-    first = [c["holdout"] for c in summary["selection"]["candidates"]]
-    cands = sel["candidates"]
-    assert [c["holdouts"][0] for c in cands] == first
-    kept = sorted(range(3), key=lambda i: (-first[i], i))[:2]  # the better half of 3, rounded up: 2; then 1 is left
-    assert sorted(i for i, c in enumerate(cands) if len(c["holdouts"]) == 2) == sorted(kept)
-    for i in range(3):
-        assert (out / "select" / f"candidate-{i}-seed-1").is_dir() == (i in kept)
-        assert cands[i]["holdout"] == pytest.approx(sum(cands[i]["holdouts"]) / len(cands[i]["holdouts"]))
-    assert sel["candidate"] == max(kept, key=lambda i: (cands[i]["holdout"], -i)) and sel["seeds"] == 2
-    assert sel["finetuned_holdout"] == cands[sel["candidate"]]["holdout"] and "up to 3 seeds" in sel["rule"]
 
 def test_a_finished_search_started_afresh_is_no_longer_up_to_date(searched, tiny_teacher, tiny_probes, sst2_dir,
                                                                    tmp_path):

@@ -110,49 +110,6 @@ def random_arch(space: SearchSpace, rng: np.random.Generator, alpha: torch.Tenso
     return Arch(space, int(rng.choice(len(q), p=q)) + 1, cell)
 
 
-def neighbours(arch: Arch) -> list[Arch]:
-    """The architectures one edit away from `arch` (a local search's neighbourhood), distinct and without `arch`:
-    one kept edge's op replaced by another non-zero op; one input of a node moved to another earlier node (its op
-    kept); the ops of two kept edges exchanged (where the parameters sit changes, their number does not); one
-    cell more or fewer (within 1..max_cells). Ordered by kind in that order, then by position."""
-    space = arch.space
-    ops = [o for o in space.ops if o != "zero"]
-    kept = [(n, s) for n, inputs in enumerate(arch.cell) for s in range(len(inputs))]
-    found: dict[str, Arch] = {arch.genotype(): arch}
-
-    def add(cell: list[list[tuple[int, str]]], k: int = arch.num_cells) -> None:
-        a = Arch(space, k, [sorted(inputs) for inputs in cell])
-        found.setdefault(a.genotype(), a)
-
-    def edited(n: int, s: int, edge: tuple[int, str]) -> list[list[tuple[int, str]]]:
-        cell = [list(inputs) for inputs in arch.cell]
-        cell[n][s] = edge
-        return cell
-
-    for n, s in kept:
-        i, op = arch.cell[n][s]
-        for other in ops:
-            if other != op:
-                add(edited(n, s, (i, other)))
-    for n, s in kept:
-        i, op = arch.cell[n][s]
-        used = {src for src, _ in arch.cell[n]}
-        for src in range(n + 2):
-            if src not in used:
-                add(edited(n, s, (src, op)))
-    for a, (n, s) in enumerate(kept):
-        for m, t in kept[a + 1:]:
-            (i, op), (i2, op2) = arch.cell[n][s], arch.cell[m][t]
-            if op != op2:
-                cell = edited(n, s, (i, op2))
-                cell[m][t] = (i2, op)
-                add(cell)
-    for k in (arch.num_cells - 1, arch.num_cells + 1):
-        if 1 <= k <= space.max_cells:
-            add([list(inputs) for inputs in arch.cell], k)
-    return list(found.values())[1:]
-
-
 def save_arch(arch: Arch, path: Path) -> None:
     validate_arch_json(arch.to_json(), str(path), arch.space)
     write_json(path, arch.to_json())

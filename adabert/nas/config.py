@@ -12,9 +12,7 @@ from adabert.core.validation import require_fraction, require_non_negative, requ
 
 CostUnit = Literal["params", "flops", "latency_ms"]
 COST_UNITS = get_args(CostUnit)
-SelectFrom = Literal["draws", "neighbours", "uniform"]
-SELECT_FROM = get_args(SelectFrom)
-SELECTION_FIELDS = ("select_top", "select_from", "select_steps", "select_seeds")  # settings applied after the supernet is trained
+SELECTION_FIELDS = ("select_top", "select_steps")  # settings applied after the supernet is trained
 RUN_FIELDS = ("restarts",)  # settings of the whole run, not of one search (`adabert.nas.restarts`)
 
 
@@ -34,8 +32,7 @@ class SearchConfig:
     select_top: the search ends by finetuning N architectures (the derived one and N - 1 distinct draws from the
     final distribution, within the budget) for `select_steps` steps each on the fit split, each starting from
     the supernet's weights of its ops, and writes the one with the best held-out score (`adabert.nas.select`);
-    1 writes the derived one without finetuning. select_from widens the candidates (the derived one's neighbours,
-    or uniform draws from the space); select_seeds > 1 scores them by the mean over seeds (successive halving).
+    1 writes the derived one without finetuning.
     The select_* settings do not change the supernet: a finished search resumed with other values reuses it.
     restarts: N > 1 runs N searches with seeds seed .. seed + N - 1 (each as with --restarts 1, in OUT/seed-S) and
     writes the pick with the best selection score among them (`adabert.nas.restarts`).
@@ -75,15 +72,8 @@ class SearchConfig:
     budget_tolerance: float = option(0.1, "the written architecture costs target * (1 +- this)")
     select_top: int = option(4, "finetune the derived architecture and N - 1 draws from the final distribution "
                                 "briefly; write the best on held-out (1: the derived one, no finetune)")
-    select_from: SelectFrom = option("draws", "where the --select-top candidates after the derived one come from: "
-                                              "draws from the final distribution, or neighbours (one edit away "
-                                              "from the derived architecture: another op, input, placement of two "
-                                              "ops or depth; in a seeded random order), or uniform (drawn uniformly "
-                                              "from the space, within the budget)")
     select_steps: int = option(400, "finetune steps of each --select-top candidate, starting from the supernet's "
                                     "weights")
-    select_seeds: int = option(1, "successive halving over finetune seeds: the better half of the candidates is "
-                                   "finetuned again with the next seed, up to N seeds; scores are means over seeds")
     restarts: int = option(1, "run N searches with seeds SEED .. SEED + N - 1 and write the pick with the best "
                               "selection score of all (N times the time; needs --select-top >= 2)")
     train_limit: int = option(0, "use only the first N training examples (0: all)")
@@ -91,8 +81,7 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         require_positive_ints(self, "epochs", "batch_size", "max_length", "evals", "checkpoint_every",
-                              "log_every", "estimate_window", "select_top", "select_steps", "select_seeds",
-                              "restarts")
+                              "log_every", "estimate_window", "select_top", "select_steps", "restarts")
         require_non_negative(self, "min_steps")
         require_fraction(self, "gamma", 0, 1, closed_high=True)
         require_fraction(self, "warmup", 0, 1)
@@ -104,8 +93,6 @@ class SearchConfig:
         require_positive(self, "temperature", "tau_start", "tau_end", "lr", "alpha_lr", "clip")
         if self.cost not in COST_UNITS:
             raise AdabertError(f"--cost: expected one of {', '.join(COST_UNITS)}, got {self.cost!r}")
-        if self.select_from not in SELECT_FROM:
-            raise AdabertError(f"--select-from: expected one of {', '.join(SELECT_FROM)}, got {self.select_from!r}")
         if self.restarts > 1 and self.select_top < 2:
             raise AdabertError("--restarts: the searches are compared by their selection's finetuned held-out "
                                "score; give --select-top 2 or more")

@@ -41,7 +41,7 @@ from adabert.core.schedule import eval_points
 from adabert.core.trainer import StageState, Trainee, Trainer
 from adabert.data.encoding import batched_logits, epoch_batches, student_batch
 from adabert.data.metrics import task_metrics
-from adabert.nas.arch import Arch, derive, neighbours, random_arch, save_arch, validate_arch_json
+from adabert.nas.arch import Arch, derive, random_arch, save_arch, validate_arch_json
 from adabert.nas.board import SearchBoard
 from adabert.nas.config import RUN_FIELDS, SELECTION_FIELDS, SearchConfig
 from adabert.nas.costs import CostModel, measure_cost_model, rank_archs
@@ -343,38 +343,27 @@ class Searcher:
         board.scalars(step, values)
 
     def candidates(self, derived: Arch, max_draws: int = 20_000) -> list[Arch]:
-        """`select_top` distinct architectures within the budget (when one is given): the derived one, then by
-        `select_from`: "draws" from the final distribution (`arch.random_arch` with the logits: the candidates differ
-        where the search is unsure and agree where it has decided); "neighbours", the derived one's neighbours
-        (`arch.neighbours`: one edit away) in a seeded random order, then such draws; "uniform", uniform draws
-        from the space; these two within the derived one's cost +- budget_tolerance when no budget is given. When the draws do not find enough (a distribution that has decided nearly everything), the
-        next most probable ones (`costs.rank_archs`)."""
+        """`select_top` distinct architectures: the derived one, then draws from the final distribution
+        (`arch.random_arch` with the logits; within the budget when one is given), so that the candidates differ
+        where the search is unsure and agree where it has decided. When the draws do not find enough (a
+        distribution that has decided nearly everything), the next most probable ones (`costs.rank_archs`)."""
         cfg, model, space = self.cfg, self.model, self.space
         archs = {derived.genotype(): derived}
         rng = np.random.default_rng([cfg.seed, 11])
-        # without a budget, candidates from outside the final distribution keep the derived one's cost: the brief
-        # finetune would favour bigger students, and the efficiency term has already priced size
-        target = self.target if self.target is not None or cfg.select_from == "draws" else \
-            self.cost_model.arch_cost(derived)
 
         def add(arch: Arch) -> None:
-            if len(archs) < cfg.select_top and (
-                    target is None or self.cost_model.within(arch, target, cfg.budget_tolerance)):
+            if self.target is None or self.cost_model.within(arch, self.target, cfg.budget_tolerance):
                 archs.setdefault(arch.genotype(), arch)
 
-        if cfg.select_from == "neighbours":
-            near = neighbours(derived)
-            for i in rng.permutation(len(near)):
-                add(near[i])
-        logits = () if cfg.select_from == "uniform" else (model.alpha, model.depth_logits)
         for _ in range(max_draws):
             if len(archs) >= cfg.select_top:
                 break
-            add(random_arch(space, rng, *logits))
+            add(random_arch(space, rng, model.alpha, model.depth_logits))
         for cell, k, _ in rank_archs(space, model.alpha, model.depth_logits, self.cost_model, cfg.select_top,
-                                     target, cfg.budget_tolerance):
+                                     self.target, cfg.budget_tolerance):
             add(Arch(space, k, cell))
-        return [Arch(space, a.num_cells, a.cell, derived.alpha_probs, derived.depth_probs) for a in archs.values()]
+        return [Arch(space, a.num_cells, a.cell, derived.alpha_probs, derived.depth_probs)
+                for a in list(archs.values())[: cfg.select_top]]
 
     def select(self, derived: Arch) -> tuple[Arch, dict]:
         """The architecture to write and the selection record: with one candidate, the derived one; else each
@@ -388,21 +377,17 @@ class Searcher:
         if len(candidates) == 1:
             return derived, {"rule": f"the most probable architecture of the final logits{budget}",
                              "metric": metric}
-        source = {"draws": "draws from the final distribution",
-                  "neighbours": "its neighbours, one edit away",
-                  "uniform": "uniform draws from the space"}[cfg.select_from]
         ft = selection_finetune(cfg, cfg.select_steps)
         best, records = select_by_finetune(candidates, self.bundle, ft, self.out / "select", self.device,
-                                           self.checkpoint, cfg.select_seeds)
+                                           self.checkpoint)
         for record, arch in zip(records, candidates):
             record["cost"] = self.cost_model.arch_cost(arch)
         return candidates[best], {
-            "rule": f"best held-out {metric} of {len(candidates)} architectures (the derived one and {source}"
-                    f"{budget}), each finetuned {ft.steps} steps on the fit split from the "
-                    "supernet's weights" + (f", the better half again with the next seed, up to {cfg.select_seeds} "
-                                            "seeds (mean held-out)" if cfg.select_seeds > 1 else ""),
-            "metric": metric, "finetuned_holdout": records[best]["holdout"], "steps": ft.steps,
-            "seeds": len(records[best]["holdouts"]), "candidate": best, "candidates": records}
+            "rule": f"best held-out {metric} of {len(candidates)} architectures (the derived one and draws from the "
+                    f"final distribution{budget}), each finetuned {ft.steps} steps on the fit split from the "
+                    "supernet's weights",
+            "metric": metric, "finetuned_holdout": records[best]["holdout"], "steps": ft.steps, "candidate": best,
+            "candidates": records}
 
     def finish(self, seconds: float, steps: int) -> dict:
         derived, budget = self.derive()

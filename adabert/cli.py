@@ -263,7 +263,8 @@ def cmd_study(args: argparse.Namespace) -> int:
                       seeds=args.seeds, budget_tolerance=args.budget_tolerance, sampler_seed=args.seed,
                       budgets=_numbers(args.budgets, "--budgets"), search_train_limit=args.search_train_limit,
                       search_min_steps=args.search_min_steps, score_steps=args.score_steps,
-                      cross_archs=tuple(str(a) for a in args.cross_arch), finetune=ft)
+                      cross_archs=tuple(str(a) for a in args.cross_arch), augment_rows=args.augment_rows,
+                      finetune=ft)
     data = _load_data(args)
     result = run_study(args.arch, _bundle(args, data), cfg, args.output_dir, device, args.search_dir)
     print(render_markdown(result))
@@ -543,6 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cross-arch", type=Path, action="append", default=[],
                    help="part cross: an arch.json searched on another task (repeatable)")
     p.add_argument("--augment", type=Path, help="part bilstm: folder from `adabert augment` to train it with")
+    p.add_argument("--augment-rows", action="store_true",
+                   help="every architecture row (searched, random, ...) finetunes on --augment's set too (default: "
+                        "the BiLSTM baseline only)")
     _add_common(p)
 
     p = _stage(sub, "evaluate", cmd_evaluate,

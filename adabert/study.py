@@ -80,7 +80,8 @@ class StudyConfig:
     searches use the first N rows of the fit split and at least N steps (0: as the search that wrote --arch);
     cross_archs: arch.json files searched on other tasks ('cross' part); score_steps: part 'rank' also scores
     every architecture as the search's selection does, by the held-out score after that many finetune steps from
-    the supernet's weights (0: the supernet's own score only)."""
+    the supernet's weights (0: the supernet's own score only); augment_rows: the architecture rows finetune on the
+    augmented set too (the bundle's `augment_dir`; default: only the BiLSTM baseline, whose recipe includes it)."""
 
     parts: tuple[str, ...] = ("random", "rank")
     random: int = 10
@@ -93,6 +94,7 @@ class StudyConfig:
     search_min_steps: int = 0
     cross_archs: tuple[str, ...] = ()
     score_steps: int = 400
+    augment_rows: bool = False
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def __post_init__(self) -> None:
@@ -289,11 +291,15 @@ def student_latency_ms(folder: Path, length: int) -> float:
 def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir: Path, device: torch.device,
               search_dir: Path | None = None) -> dict:
     """Finetune the searched architecture and the study's other rows (`cfg.parts`) with one recipe and several
-    seeds; the bundle's augmented text, if any, is used by the BiLSTM baseline only."""
+    seeds; the bundle's augmented text, if any, is used by the BiLSTM baseline, and by the architecture rows with
+    `cfg.augment_rows`. Searches and supernet scores never see it."""
     out = Path(output_dir)
     data = bundle.data
     augment_dir = bundle.augment_dir
     plain = bundle.with_augment(None)
+    if cfg.augment_rows and augment_dir is None:
+        raise AdabertError("--augment-rows: needs --augment (a folder from `adabert augment`)")
+    rows_bundle = bundle if cfg.augment_rows else plain
     searched = load_arch(Path(arch_path))
     space = searched.space
     task = data.task
@@ -354,7 +360,7 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
             path = out / "archs" / f"{row.name}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             save_arch(row.arch, path)
-            m = finetune_student(path, plain, replace(row.finetune, seed=s), folder, device, resume=True)
+            m = finetune_student(path, rows_bundle, replace(row.finetune, seed=s), folder, device, resume=True)
         results.setdefault(row.name, []).append(m)
         log.info("study: %s seed %d: dev %s %.2f%s", row.name, s, metric, m["dev"][metric],
                  f" | {row.arch.genotype()}" if row.arch is not None else "")
@@ -375,7 +381,8 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
     result: dict = {"task": task.name, "metric": metric, "budget_params": budget,
                     "majority_baseline": majority_baseline(task, data.fit.labels, data.dev.labels)[metric],
                     "budget_tolerance": cfg.budget_tolerance, "seeds": cfg.seeds, "finetune": asdict(ft),
-                    "parts": list(cfg.parts), "archs": table}
+                    "parts": list(cfg.parts), "augment_rows": str(augment_dir) if cfg.augment_rows else "",
+                    "archs": table}
     if latency is not None:
         result["latency"] = {"threads": torch.get_num_threads(), "length": space.cost_length, "batch": 1,
                              "cost_model": latency.as_dict()}
@@ -459,6 +466,7 @@ def render_markdown(r: dict) -> str:
              f"table) +- {round(100 * r['budget_tolerance'])}%; every architecture finetuned {ft['epochs']} epochs, "
              f"batch {ft['batch_size']}, lr {ft['lr']}, gamma {ft['gamma']}"
              + (f", first {ft['train_limit']} training examples" if ft["train_limit"] else "")
+             + (f", with the augmented text of {r['augment_rows']}" if r.get("augment_rows") else "")
              + f"; {r['seeds']} seeds each. Majority-class baseline on dev: {r['majority_baseline']:.2f}.", ""]
     if "random" in r:
         q = r["random"]

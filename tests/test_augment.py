@@ -18,6 +18,7 @@ from adabert.nas.arch import save_arch
 from adabert.students.finetune import FinetuneConfig, finetune_student
 from adabert.teacher.augment import (AugmentConfig, PosLexicon, augment_dataset, augment_words, load_augmented,
                                      run_augment, spacy_tagger)
+from adabert.study import StudyConfig, run_study
 from adabert.teacher.bundle import TaskBundle
 from adabert.teacher.model import load_classifier, load_tokenizer, teacher_outputs
 from adabert.teacher.probes import probe_logits
@@ -130,6 +131,16 @@ def test_run_augment_caches_teacher_and_probe_logits(toy, tiny_teacher, tiny_pro
                          FinetuneConfig(epochs=3, batch_size=32, max_length=32, lr=1e-2), tmp_path / "searched", CPU)
     assert m["train_examples"] == len(toy.fit) + len(aug.data)
     assert m["dev"]["accuracy"] >= 85
+    # a study's architecture rows train on it only when asked (--augment-rows); the default leaves it to the BiLSTM
+    ft = FinetuneConfig(epochs=1, batch_size=32, max_length=32, lr=1e-2)
+    for rows, examples in ((True, len(toy.fit) + len(aug.data)), (False, len(toy.fit))):
+        out = tmp_path / f"study-{rows}"
+        r = run_study(tmp_path / "arch.json", bundle, StudyConfig(parts=("kd",), seeds=1, augment_rows=rows,
+                                                                  finetune=ft), out, CPU)
+        for a in r["archs"]:
+            assert json.loads((out / "runs" / a["name"] / "seed0" / "metrics.json").read_text())[
+                "train_examples"] == examples, a["name"]
+        assert ("with the augmented text of" in (out / "results.md").read_text()) == rows
 
 
 def test_augment_refuses_other_data_and_bad_settings(toy, mrpc_dir, tiny_teacher, tmp_path, sst2_dir, capsys):

@@ -223,6 +223,7 @@ def test_study_budget_sweep_kd_bilstm_and_cross(search_dir, tiny_teacher, tiny_p
     (["--parts", "budgets", "--budgets", "10"], "--budgets: 10 searched params is outside what search space"),
     (["--parts", "cross"], "--cross-arch: part 'cross' needs"),
     (["--parts", "random", "--budgets", "5,x"], "--budgets: expected comma-separated numbers"),
+    (["--augment-rows"], "--augment-rows: needs --augment"),
 ])
 def test_bad_study_arguments(extra, message, search_dir, tiny_teacher, tiny_probes, sst2_dir, tmp_path, capsys):
     code, _, err = run_cli(["study", "--arch", search_dir / "arch.json", "--teacher", tiny_teacher, "--probes",

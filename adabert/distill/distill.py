@@ -29,7 +29,7 @@ from torch import nn
 
 from adabert.core import distributed
 from adabert.core.errors import AdabertError
-from adabert.core.fileio import atomic_dir, hash_files, meta_matches, read_json, write_json, write_meta
+from adabert.core.fileio import atomic_dir, hash_files, read_json, write_json, write_meta
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import hard_loss, hinton_kd, kd_weights, layer_map, mse_logits, probe_kd, soft_kd
 from adabert.core.runtime import autocast, log, set_seed
@@ -42,7 +42,7 @@ from adabert.distill.feature_losses import attention_kl, fitnets, nst_mmd, relat
 from adabert.nas.arch import load_arch
 from adabert.students.baselines import BiLSTMStudent, LayerSubsetTransformer, SearchedStudent, StudentOutput, make_batch
 from adabert.students.card import write_card
-from adabert.students.load import unloadable
+from adabert.students.load import finished_student
 from adabert.students.student import Student
 from adabert.teacher.bundle import Split, TaskBundle
 from adabert.teacher.model import teacher_outputs
@@ -302,13 +302,8 @@ def run_distill(bundle: TaskBundle, cfg: DistillConfig, output_dir: Path, device
               "augment": bundle.folder_fingerprint(bundle.augment_dir),
               "arch": hash_files([Path(arch_path)]) if arch_path is not None else ""}
     config = {**asdict(cfg), "task": bundle.task.describe()}
-    if not force and meta_matches(output_dir, "distill", inputs, config, defaults=asdict(type(cfg)())):
-        stale = unloadable(output_dir)
-        if stale is None:
-            log.info("distill: %s is up to date (fingerprints match); skipping", output_dir)
-            return read_json(output_dir / "metrics.json", "distill metrics")
-        log.warning("distill: %s matches these inputs but was written by another version (%s); training again",
-                    output_dir, stale)
+    if not force and finished_student(output_dir, "distill", inputs, config, asdict(type(cfg)())):
+        return read_json(output_dir / "metrics.json", "distill metrics")
     distiller = Distiller(bundle, cfg, device, arch_path, partial_dir(output_dir),
                           {"inputs": inputs, "config": config}, resume)
     model, metrics = distiller.run()

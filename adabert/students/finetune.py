@@ -17,7 +17,7 @@ import torch
 from adabert.core import distributed
 from adabert.core.checkpoint import unprefixed
 from adabert.core.errors import AdabertError
-from adabert.core.fileio import atomic_dir, hash_tensors, load_tensors, meta_matches, read_json, write_json, write_meta
+from adabert.core.fileio import atomic_dir, hash_tensors, load_tensors, read_json, write_json, write_meta
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import hard_loss, probe_kd, soft_kd
 from adabert.core.runtime import autocast, log, set_seed
@@ -27,7 +27,7 @@ from adabert.data.encoding import Encoded, batched_logits, epoch_batches, studen
 from adabert.data.metrics import class_report, task_metrics
 from adabert.nas.arch import load_arch
 from adabert.students.card import write_card
-from adabert.students.load import unloadable
+from adabert.students.load import finished_student
 from adabert.students.config import FinetuneConfig
 from adabert.students.student import Student, inherit_search_weights
 from adabert.teacher.bundle import TaskBundle
@@ -60,13 +60,8 @@ def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, o
     if bundle.augment_dir is not None:
         inputs["augment"] = bundle.folder_fingerprint(bundle.augment_dir)
     config = {**asdict(cfg), "task": task.describe()}
-    if not force and meta_matches(output_dir, "finetune", inputs, config, defaults=asdict(type(cfg)())):
-        stale = unloadable(output_dir)
-        if stale is None:
-            log.info("finetune: %s is up to date (fingerprints match); skipping", output_dir)
-            return read_json(output_dir / "metrics.json", "student metrics")
-        log.warning("finetune: %s matches these inputs but was written by another version (%s); training again",
-                    output_dir, stale)
+    if not force and finished_student(output_dir, "finetune", inputs, config, asdict(type(cfg)())):
+        return read_json(output_dir / "metrics.json", "student metrics")
     probes = bundle.require_probes("with --gamma > 0 (KD targets)") if cfg.gamma > 0 else None
     augmented = bundle.augmented
     if augmented is not None and probes is not None and cfg.kd_target == "probes" and augmented.probes is None:

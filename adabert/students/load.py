@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from adabert.core.errors import AdabertError
-from adabert.core.fileio import member, read_json
+from adabert.core.fileio import member, meta_matches, read_json
+from adabert.core.runtime import log
 from adabert.core.validation import config_int
 from adabert.data.encoding import Encoded, pad, student_batch
 from adabert.data.tasks import TaskSpec
@@ -151,12 +152,18 @@ def load_student(folder: Path) -> LoadedStudent:
     return LoadedStudent(module.eval(), kind, encoding, task, vocab, max_length, cfg)
 
 
-def unloadable(folder: Path) -> str | None:
-    """Why this version cannot load the student saved in `folder` (None: it loads). A stage whose fingerprints
-    say its output is up to date still trains again when the saved weights no longer fit the model this version
-    builds (a folder written before a change to the student), instead of handing on a folder nothing can load."""
+
+def finished_student(folder: Path, stage: str, inputs: dict[str, str], config: dict, defaults: dict) -> bool:
+    """True when `folder` holds a finished `stage` run of these inputs and config (`core.fileio.meta_matches`)
+    whose student this version still loads. A folder written before a change to the student matches by its
+    fingerprints but not the model built today: it is reported and trained again, instead of being handed on."""
+    if not meta_matches(folder, stage, inputs, config, defaults=defaults):
+        return False
     try:
         load_student(folder)
     except AdabertError as e:
-        return str(e)
-    return None
+        log.warning("%s: %s matches these inputs but was written by another version (%s); training again", stage,
+                    folder, e)
+        return False
+    log.info("%s: %s is up to date (fingerprints match); skipping", stage, folder)
+    return True

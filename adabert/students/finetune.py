@@ -27,8 +27,8 @@ from adabert.data.encoding import Encoded, batched_logits, epoch_batches, studen
 from adabert.data.metrics import class_report, task_metrics
 from adabert.nas.arch import load_arch
 from adabert.students.card import write_card
-from adabert.students.load import finished_student
 from adabert.students.config import FinetuneConfig
+from adabert.students.load import finished_student
 from adabert.students.student import Student, inherit_search_weights
 from adabert.teacher.bundle import TaskBundle
 

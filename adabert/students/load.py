@@ -152,17 +152,16 @@ def load_student(folder: Path) -> LoadedStudent:
     return LoadedStudent(module.eval(), kind, encoding, task, vocab, max_length, cfg)
 
 
-
 def finished_student(folder: Path, stage: str, inputs: dict[str, str], config: dict, defaults: dict) -> bool:
     """True when `folder` holds a finished `stage` run of these inputs and config (`core.fileio.meta_matches`)
-    whose student this version still loads. A folder written before a change to the student matches by its
-    fingerprints but not the model built today: it is reported and trained again, instead of being handed on."""
+    whose student this version still loads. A folder written before a change to the student (or damaged since)
+    matches by its fingerprints but does not load: it is reported and trained again, instead of being handed on."""
     if not meta_matches(folder, stage, inputs, config, defaults=defaults):
         return False
     try:
         load_student(folder)
     except AdabertError as e:
-        log.warning("%s: %s matches these inputs but was written by another version (%s); training again", stage,
+        log.warning("%s: %s matches these inputs but its student does not load (%s); training again", stage,
                     folder, e)
         return False
     log.info("%s: %s is up to date (fingerprints match); skipping", stage, folder)

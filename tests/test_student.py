@@ -57,7 +57,6 @@ def test_a_finished_finetune_stays_up_to_date_when_an_option_is_added_with_its_d
     assert not meta_matches(root / "student", "finetune", meta["inputs"], {**meta["config"], "steps": 0})  # strict
 
 
-
 def test_an_up_to_date_folder_whose_weights_no_longer_fit_the_model_is_trained_again(trained, tiny_teacher,
                                                                                      tiny_probes, tmp_path, caplog,
                                                                                      capsys):
@@ -75,6 +74,7 @@ def test_an_up_to_date_folder_whose_weights_no_longer_fit_the_model_is_trained_a
     assert "its student does not load" in said and dropped in said
     assert dropped in load_tensors(out / "model.safetensors", "w")  # trained and saved anew, whole
     assert again["dev"] == metrics["dev"]  # same seed, same data: the same student as the first run
+
 
 def test_student_builds_only_kept_cells_and_edges():
     arch = _arch()

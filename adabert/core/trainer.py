@@ -16,11 +16,6 @@ and a held-out evaluation; `Trainer.fit` does the rest, the same way for every s
   `eval_steps` over the run): `evaluate(model)` on the held-out slice for every model; the history records the
   step, epoch, mean training loss since the previous point and the metrics; with `select`, each model's best
   state (by `metric`) is kept in memory and loaded at the end;
-- averaged weights (`Trainee.average` = h > 0): beside the trained weights w_t the trainer keeps an exponential
-  moving average a_t = d_t a_{t-1} + (1 - d_t) w_t with d_t = min(1 - 1 / (h * total_steps), t / (t + 1)) (the
-  plain mean of all iterates until the horizon h of the run is reached, so the start is not over-weighted). Each
-  evaluation point scores both ("holdout" and "holdout_averaged" in the history); each is a candidate for
-  selection, and the better of the two is loaded at the end (`best_views` keeps each one's best);
 - a checkpoint at every evaluation point and every `checkpoint_every` steps (`checkpoint`): models, best
   states, optimisers, schedules, the stage's own state (`extra`), torch RNG state, step and history in one
   atomically written safetensors file. `fit(resume=True)` continues from it at the next step, which reproduces
@@ -32,7 +27,6 @@ Returns the index of the best model, its score, every model's best score and the
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -61,14 +55,12 @@ Losses = tuple[list[torch.Tensor], dict[str, torch.Tensor]]
 class Trainee:
     """A model the trainer updates, with its optimiser and learning-rate schedule (None: the stage sets the
     rate itself); `extra`: modules trained beside it but not part of it (e.g. FitNets regressors), checkpointed
-    but not selected or saved; `average`: the horizon of its averaged weights as a fraction of the run's steps
-    (0: none)."""
+    but not selected or saved."""
 
     model: nn.Module
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler | None = None
     extra: nn.Module | None = None
-    average: float = 0.0
 
 
 @dataclass
@@ -82,14 +74,10 @@ class StageState:
 
 @dataclass
 class TrainResult:
-    """best_views[i]: model i's best held-out score per view ("weights", and "averaged" with averaged weights);
-    best_scores[i] is the larger."""
-
     best_index: int
     best_score: float
     history: list[dict]
     best_scores: list[float]
-    best_views: list[dict[str, float]]
 
 
 def partial_dir(output_dir: Path) -> Path:
@@ -117,13 +105,9 @@ class Trainer:
         self.fingerprint = json.loads(json.dumps(fingerprint or {}))
         self.custom_step, self.extra, self.select = step, extra, select
         self.eval_steps, self.checkpoint_every, self.log_evals = eval_steps, checkpoint_every, log_evals
-        self.step, self.history, self.started, self.total = 0, [], False, 0
-        self.views = [["weights", "averaged"] if t.average > 0 else ["weights"] for t in trainees]
-        # best held-out score and (with `select`) state per model and view
-        self.best: list[dict[str, float]] = [{} for _ in trainees]
-        self.best_state: list[dict[str, dict]] = [{} for _ in trainees]
-        self.averaged = [{n: p.detach().clone() for n, p in averaged_params(t.model)} if t.average > 0 else {}
-                         for t in trainees]
+        self.step, self.history, self.started = 0, [], False
+        self.best = [-math.inf] * len(trainees)
+        self.best_state: list[dict | None] = [None] * len(trainees)
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def save_if_main(self) -> None:
@@ -141,12 +125,11 @@ class Trainer:
             opt_tensors, opt_groups = optimizer_tensors(f"opt{i}", t.opt)
             tensors.update(opt_tensors)
             groups.append(opt_groups)
-        for i, (states, averaged) in enumerate(zip(self.best_state, self.averaged)):
-            for view, state in states.items():
-                tensors.update(prefixed(f"best{i}.{view}", state))
-            tensors.update(prefixed(f"averaged{i}", averaged))
+        for i, state in enumerate(self.best_state):
+            if state is not None:
+                tensors.update(prefixed(f"best{i}", state))
         record = {"stage": self.name, "fingerprint": self.fingerprint, "step": self.step, "history": self.history,
-                  "best": self.best,
+                  "best": [b if s is not None else None for b, s in zip(self.best, self.best_state)],
                   "opt_groups": groups,
                   "scheds": [t.sched.state_dict() if t.sched is not None else None for t in self.trainees]}
         if self.extra is not None:
@@ -172,15 +155,10 @@ class Trainer:
         if self.extra is not None:
             self.extra.load(unprefixed("stage", tensors), record["extra"])
         torch.set_rng_state(tensors["rng.torch"])
-        if not all(isinstance(best, dict) for best in record["best"]):
-            raise AdabertError(f"{self.checkpoint}: the checkpoint was made by an earlier version of adabert; delete "
-                               "it to start afresh")
-        self.step, self.history, self.best = record["step"], record["history"], record["best"]
-        for i, best in enumerate(self.best):
-            if self.select:
-                self.best_state[i] = {view: unprefixed(f"best{i}.{view}", tensors) for view in best}
-            if self.averaged[i]:
-                self.averaged[i] = unprefixed(f"averaged{i}", tensors)
+        self.step, self.history = record["step"], record["history"]
+        for i, best in enumerate(record["best"]):
+            if best is not None:
+                self.best[i], self.best_state[i] = best, unprefixed(f"best{i}", tensors)
 
     def compatible(self) -> bool:
         """True when the checkpoint file exists and was made with these inputs and settings."""
@@ -214,7 +192,7 @@ class Trainer:
         self.start(resume)
         order, order_epoch = self.batches(0), 0
         steps = len(order)
-        total = self.total = steps * self.epochs
+        total = steps * self.epochs
         eval_at = self.eval_steps or {e * steps + p for e in range(self.epochs)
                                       for p in eval_points(steps, self.evals_per_epoch)}
         sums, count = np.zeros(len(self.trainees)), 0
@@ -243,14 +221,13 @@ class Trainer:
                     f"{self.checkpoint}" if self.checkpoint is not None and self.checkpoint.is_file()
                     else "no checkpoint had been written yet")
             raise NonFiniteError(f"{e}; {kept}") from None
-        if self.select and not all(self.best):
-            raise AdabertError(f"{self.name}: no evaluation point was reached (no training rows?)")
-        scores = [max(views.values(), default=-math.inf) for views in self.best]
         if self.select:
-            for t, views, states in zip(self.trainees, self.best, self.best_state):
-                t.model.load_state_dict(states[max(views, key=views.get)])
-        best = int(np.argmax(scores))
-        return TrainResult(best, scores[best], self.history, scores, [dict(views) for views in self.best])
+            if any(state is None for state in self.best_state):
+                raise AdabertError(f"{self.name}: no evaluation point was reached (no training rows?)")
+            for t, state in zip(self.trainees, self.best_state):
+                t.model.load_state_dict(state)
+        best = int(np.argmax(self.best))
+        return TrainResult(best, self.best[best], self.history, list(self.best))
 
     def train_step(self, rows: np.ndarray, where: str) -> list[float]:
         for t in self.trainees:
@@ -266,65 +243,27 @@ class Trainer:
             distributed.average_gradients([p for g in t.opt.param_groups for p in g["params"]])
             clip_checked(t.model.named_parameters(), self.clip, where)
             t.opt.step()
-        for i, t in enumerate(self.trainees):
+        for t in self.trainees:
             if t.sched is not None:
                 t.sched.step()
-            if self.averaged[i]:
-                self.update_average(i)
         return [float(distributed.mean_over_processes(loss, len(local))) for loss in losses]
-
-    @torch.no_grad()
-    def update_average(self, i: int) -> None:
-        """a <- d a + (1 - d) w after the optimiser step that made w_t, t = self.step + 1 (1-based)."""
-        t = self.step + 1
-        decay = min(1.0 - 1.0 / max(1.0, self.trainees[i].average * self.total), (t - 1) / t)
-        for name, p in averaged_params(self.trainees[i].model):
-            self.averaged[i][name].lerp_(p.detach(), 1.0 - decay)
-
-    @contextlib.contextmanager
-    def view(self, i: int, view: str):
-        """Model i with its trained (`weights`) or averaged parameters in place for the duration."""
-        model = self.trainees[i].model
-        if view == "weights":
-            yield model
-            return
-        params = dict(averaged_params(model))
-        kept = {n: p.detach().clone() for n, p in params.items()}
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(self.averaged[i][n])
-        try:
-            yield model
-        finally:
-            with torch.no_grad():
-                for n, p in params.items():
-                    p.copy_(kept[n])
 
     def evaluate_all(self, epoch: int, mean_losses: np.ndarray, evals: int) -> None:
         several = len(self.trainees) > 1
-        for i, views in enumerate(self.views):
-            scores = {}
-            for view in views:
-                with self.view(i, view) as model, torch.no_grad():
-                    scores[view] = m = self.evaluate(model)
-                    if m[self.metric] > self.best[i].get(view, -math.inf):
-                        self.best[i][view] = m[self.metric]
-                        if self.select:
-                            self.best_state[i][view] = copy.deepcopy(model.state_dict())
+        for i, t in enumerate(self.trainees):
+            with torch.no_grad():
+                m = self.evaluate(t.model)
             self.history.append({"step": self.step, "epoch": epoch + 1, **({"model": i} if several else {}),
-                                 "loss": float(mean_losses[i]), "holdout": scores["weights"],
-                                 **({"holdout_averaged": scores["averaged"]} if "averaged" in scores else {})})
+                                 "loss": float(mean_losses[i]), "holdout": m})
             if self.log_evals:
                 log.log(summary_level(len(self.history) - 1, evals * len(self.trainees)),
                         "%s step %d%s: loss %.4f, held-out %s", self.name, self.step,
                         f" (model {i + 1})" if several else "", mean_losses[i],
-                        "; ".join(f"{'' if view == 'weights' else 'averaged '}"
-                                  + ", ".join(f"{k} {v:.2f}" for k, v in m.items()) for view, m in scores.items()))
-
-
-def averaged_params(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """The parameters a trainer averages: those it trains."""
-    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+                        ", ".join(f"{k} {v:.2f}" for k, v in m.items()))
+            if m[self.metric] > self.best[i]:
+                self.best[i] = m[self.metric]
+                if self.select:
+                    self.best_state[i] = copy.deepcopy(t.model.state_dict())
 
 
 def remove_partial(output_dir: Path) -> None:

@@ -29,9 +29,6 @@ class FinetuneConfig:
     gamma: float = option(0.8, "KD weight: (1 - gamma) CE + gamma KD; 0 trains on gold labels only")
     temperature: float = option(1.0, "KD softmax temperature T")
     clip: float = option(5.0, "gradient-norm clip")
-    average: float = option(0.0, "keep a moving average of the weights with this horizon, as a fraction of the "
-                                 "run's steps (e.g. 0.1), and let the held-out slice choose between it and the "
-                                 "trained weights; 0: off")
     inherit: bool = option(False, "start from the search's supernet weights")
     embeddings: Literal["projected", "table"] = option(
         "projected", "train a projection of the frozen teacher tables, or the materialised [V, H] table")
@@ -50,7 +47,6 @@ class FinetuneConfig:
         if self.train_limit < 0:
             raise AdabertError(f"--train-limit: expected a non-negative integer, got {self.train_limit}")
         require_fraction(self, "gamma", 0, 1, closed_high=True)
-        require_fraction(self, "average", 0, 1, closed_high=True)
         require_positive(self, "lr", "temperature", "clip")
         if self.embeddings not in ("projected", "table"):
             raise AdabertError(f"--embeddings: expected projected or table, got {self.embeddings!r}")

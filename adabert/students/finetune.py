@@ -124,30 +124,19 @@ def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, o
         return task_metrics(task, student_logits(m, holdout_enc, device).numpy(), data.holdout.labels)
 
     t0 = time.time()
-    trainer = Trainer("finetune", [Trainee(model, opt, sched, average=cfg.average)], epochs, batches, loss,
-                      evaluate, task.main_metric, cfg.evals_per_epoch, cfg.clip,
-                      partial_dir(output_dir) / "finetune.safetensors", {"inputs": inputs, "config": config})
+    trainer = Trainer("finetune", [Trainee(model, opt, sched)], epochs, batches, loss, evaluate,
+                      task.main_metric, cfg.evals_per_epoch, cfg.clip, partial_dir(output_dir) / "finetune.safetensors",
+                      {"inputs": inputs, "config": config})
     result = trainer.fit(resume)
     history, best = result.history, result.best_score
     seconds = time.time() - t0
-    views = {}
-    if cfg.average > 0:  # dev of each view's held-out pick, reported (not used to choose)
-        for view, state in trainer.best_state[0].items():
-            model.load_state_dict(state)
-            views[view] = {"holdout": result.best_views[0][view],
-                           "dev": task_metrics(task, student_logits(model, dev_enc, device).numpy(), data.dev.labels)}
-        picked = max(result.best_views[0], key=result.best_views[0].get)
-        model.load_state_dict(trainer.best_state[0][picked])
-        log.info("finetune: held-out picks the %s weights (%s)", picked,
-                 "; ".join(f"{view}: held-out {v['holdout']:.2f}, dev {v['dev'][task.main_metric]:.2f}"
-                           for view, v in views.items()))
     dev_logits = student_logits(model, dev_enc, device).numpy()
     dev = task_metrics(task, dev_logits, data.dev.labels)
     report = class_report(task, dev_logits, data.dev.labels) if not task.is_regression else {}
     saved = model.cpu().materialised()
     metrics = {"dev": dev, "dev_report": report, "history": history, "train_seconds": seconds,
                "params": sum(p.numel() for p in saved.parameters()), "genotype": arch.genotype(),
-               "best_holdout": best, "train_examples": len(fit), **({"views": views} if views else {})}
+               "best_holdout": best, "train_examples": len(fit)}
     log.info("finetune dev: %s", ", ".join(f"{k} {v:.2f}" for k, v in dev.items()))
     if distributed.is_main():  # under torchrun, rank 0 writes
         with atomic_dir(output_dir) as tmp:

@@ -190,6 +190,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
+    from adabert.data.metrics import describe_dev
     from adabert.distill.distill import run_distill
 
     device = _setup(args)
@@ -198,7 +199,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     m = run_distill(_bundle(args, data), cfg, args.output_dir, device, arch_path=args.arch, force=args.force,
                     resume=args.resume)
     print(f"{cfg.student} student ({cfg.method}; {m['params']:,} parameters) saved to {args.output_dir}; dev: "
-          + ", ".join(f"{k} {v:.2f}" for k, v in m["dev"].items()))
+          + describe_dev(data.task, m))
     return 0
 
 
@@ -240,6 +241,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    from adabert.data.metrics import describe_dev
     from adabert.students.finetune import finetune_student
 
     device = _setup(args)
@@ -248,7 +250,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     m = finetune_student(args.arch, _bundle(args, data), cfg, args.output_dir, device, force=args.force,
                          resume=args.resume)
     print(f"student ({m['genotype']}; {m['params']:,} parameters) saved to {args.output_dir}; dev: "
-          + ", ".join(f"{k} {v:.2f}" for k, v in m["dev"].items()))
+          + describe_dev(data.task, m))
     return 0
 
 

@@ -19,7 +19,7 @@ from adabert.core.errors import AdabertError
 from adabert.core.fileio import read_json, write_json
 from adabert.core.runtime import log
 from adabert.data.dataset import TaskData
-from adabert.data.metrics import baseline_warning, majority_baseline
+from adabert.data.metrics import agreement_measure, baseline_warning, majority_baseline
 from adabert.deploy.bench import BenchConfig, bench_student
 from adabert.deploy.export import export_student
 from adabert.deploy.predict import Predictor
@@ -124,6 +124,9 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
                   "tensorboard": str(out / "search" / "tensorboard")},
         "stage_seconds": times,
     }
+    if "dev_teacher_agreement" in student_metrics:  # absent from students finetuned by earlier versions
+        summary["student"]["teacher_agreement"] = {"dev": student_metrics["dev_teacher_agreement"],
+                                                   "measure": agreement_measure(data.task)}
     write_json(out / "summary.json", summary)
     return summary
 
@@ -143,6 +146,8 @@ def format_summary(s: dict) -> str:
         lines.append(f"{'bert-base-shaped':>18} {'':>9} {'':>12} {s['bert_base_latency_ms']:11.2f} "
                      f"{'(student ' + format(s['bert_base_latency_ms'] / st['latency_ms'], '.1f') + 'x faster)':>9}")
     lines.append(f"student: {st['genotype']}; {st['dev'][m] / t['dev'][m] * 100:.1f}% of the teacher's {m}")
+    if "teacher_agreement" in st:
+        lines.append(f"fidelity on dev: {st['teacher_agreement']['dev']:.2f} {st['teacher_agreement']['measure']}")
     if s.get("warning"):
         lines.append(f"warning: {s['warning']}")
     lines.append("files: " + ", ".join(f"{k} {v}" for k, v in s["files"].items() if k != "export")

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from adabert.data.metrics import class_report, f1_binary, matthews, pearson, spearman, task_metrics
+from adabert.data.metrics import (class_report, describe_dev, f1_binary, matthews, pearson, spearman, task_metrics,
+                                  teacher_agreement)
 from adabert.data.tasks import get_task
 
 
@@ -32,6 +33,19 @@ def test_task_metrics_and_report():
     assert rep["confusion"] == [[1, 0], [1, 2]]
     assert rep["per_class"]["equivalent"]["precision"] == pytest.approx(100.0)
     assert rep["per_class"]["equivalent"]["recall"] == pytest.approx(200 / 3)
+
+
+def test_teacher_agreement_by_hand():
+    sst2, stsb = get_task("sst2"), get_task("stsb")
+    student = np.array([[0.0, 1.0], [2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])  # labels 1, 0, 1, 0
+    teacher = np.array([[0.0, 5.0], [0.0, 1.0], [0.0, 1.0], [4.0, 0.0]])  # labels 1, 1, 1, 0: 3 of 4 agree
+    gold = np.array([0, 0, 0, 0])  # the gold labels play no part
+    assert teacher_agreement(sst2, student, teacher) == pytest.approx(75.0)
+    line = describe_dev(sst2, {"dev": task_metrics(sst2, student, gold), "dev_teacher_agreement": 75.0})
+    assert line == "accuracy 50.00, f1 0.00; % same label as the teacher 75.00"
+    s, t = np.array([[1.0], [2.0], [4.0]]), np.array([[0.5], [2.5], [3.0]])
+    assert teacher_agreement(stsb, s, t) == pytest.approx(100 * np.corrcoef([1, 2, 4], [0.5, 2.5, 3])[0, 1])
+    assert "Pearson r with the teacher" in describe_dev(stsb, {"dev": {"pearson": 1.0}, "dev_teacher_agreement": 90.0})
 
 
 def test_majority_baseline_and_the_warning_when_the_teacher_is_near_it():

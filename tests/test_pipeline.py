@@ -34,6 +34,9 @@ def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_
     student = json.loads((tmp_path / "run" / "student" / "metrics.json").read_text())
     assert student["train_examples"] > len(load_task_data(get_task("sst2"), sst2_dir).fit)   # augmented text used
     assert "teacher" in out and "student" in out and "speed-up" in out and "majority class" in out
+    fidelity = summary["student"]["teacher_agreement"]
+    assert fidelity["dev"] == student["dev_teacher_agreement"] and 0 <= fidelity["dev"] <= 100
+    assert f"fidelity on dev: {fidelity['dev']:.2f} % same label as the teacher" in out
     data = load_task_data(get_task("sst2"), sst2_dir)
     majority = int(data.fit.labels.mean() > 0.5)
     assert summary["majority_baseline"]["dev"]["accuracy"] == pytest.approx(100 * (data.dev.labels == majority).mean())

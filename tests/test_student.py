@@ -21,6 +21,7 @@ from adabert.nas.supernet import Sample, Supernet
 from adabert.students.finetune import FinetuneConfig, finetune_student
 from adabert.students.student import Student, inherit_search_weights
 from adabert.teacher.bundle import TaskBundle
+from adabert.teacher.probes import load_probe_logits
 
 
 def _arch(seed=0):
@@ -101,7 +102,7 @@ def test_supernet_with_fixed_arch_equals_student_with_inherited_weights(share):
         assert torch.allclose(student(ids, mask, ids_b, mask), ref, atol=1e-5)
 
 
-def test_finetuned_student_learns_and_reloads_identically(trained):
+def test_finetuned_student_learns_and_reloads_identically(trained, tiny_teacher, tiny_probes):
     root, metrics, data = trained
     assert metrics["dev"]["accuracy"] >= 85.0
     folder = root / "student"
@@ -115,6 +116,9 @@ def test_finetuned_student_learns_and_reloads_identically(trained):
     batch = student_batch(enc, list(range(len(enc))), torch.device("cpu"))
     with torch.no_grad():
         assert torch.equal(a(*batch), b(*batch))
+        labels = a(*batch).argmax(-1)
+    teacher = load_probe_logits(tiny_probes, data, tiny_teacher).teacher_dev.argmax(-1)
+    assert metrics["dev_teacher_agreement"] == pytest.approx(100 * (labels == teacher).float().mean().item())
 
 
 def test_cli_evaluate_and_predict(trained, sst2_dir, capsys, tmp_path):

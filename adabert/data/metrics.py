@@ -79,6 +79,28 @@ def task_metrics(task: TaskSpec, logits: np.ndarray, gold: np.ndarray) -> dict[s
     return {m: 100.0 * fns[m]() for m in task.metrics}
 
 
+def teacher_agreement(task: TaskSpec, student_logits: np.ndarray, teacher_logits: np.ndarray) -> float:
+    """Fidelity of a student to its teacher on the same examples [N, C], in percent: the share of examples whose
+    predicted class is the teacher's, or for regression the Pearson correlation of the two scores. It says how
+    much imitation is left whatever the gold labels say: a student that agrees with the teacher on 94% of dev
+    still answers differently on 6% of it."""
+    s, t = predictions(task, student_logits), predictions(task, teacher_logits)
+    return 100.0 * (pearson(s, t) if task.is_regression else accuracy(s, t))
+
+
+def agreement_measure(task: TaskSpec) -> str:
+    """What `teacher_agreement` measures on this task, in words."""
+    return "Pearson r with the teacher's scores (x100)" if task.is_regression else "% same label as the teacher"
+
+
+def describe_dev(task: TaskSpec, metrics: dict) -> str:
+    """One log line of a student's dev metrics, with its agreement with the teacher when measured."""
+    line = ", ".join(f"{k} {v:.2f}" for k, v in metrics["dev"].items())
+    if "dev_teacher_agreement" in metrics:
+        line += f"; {agreement_measure(task)} {metrics['dev_teacher_agreement']:.2f}"
+    return line
+
+
 def majority_baseline(task: TaskSpec, train_labels: np.ndarray, gold: np.ndarray) -> dict[str, float]:
     """The task's metrics of the predictor that ignores the text: the most frequent training class for every
     example (classification; ties go to the lower index), or the mean training score (regression, whose

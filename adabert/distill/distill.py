@@ -36,7 +36,7 @@ from adabert.core.runtime import autocast, log, set_seed
 from adabert.core.schedule import cosine_decay
 from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
 from adabert.data.encoding import Encoded, batched_logits, encode_joint, encode_separate, epoch_batches
-from adabert.data.metrics import class_report, task_metrics
+from adabert.data.metrics import class_report, describe_dev, task_metrics, teacher_agreement
 from adabert.distill.config import DistillConfig
 from adabert.distill.feature_losses import attention_kl, fitnets, nst_mmd, relational
 from adabert.nas.arch import load_arch
@@ -278,6 +278,9 @@ class Distiller:
                    "params": deployable_params(model)}
         if generations:
             metrics["generations"] = generations
+        if self.bundle.probes is not None:
+            metrics["dev_teacher_agreement"] = teacher_agreement(self.task, dev_logits,
+                                                                 self.bundle.probes.teacher_dev.numpy())
         return model, metrics
 
 
@@ -307,8 +310,7 @@ def run_distill(bundle: TaskBundle, cfg: DistillConfig, output_dir: Path, device
     distiller = Distiller(bundle, cfg, device, arch_path, partial_dir(output_dir),
                           {"inputs": inputs, "config": config}, resume)
     model, metrics = distiller.run()
-    log.info("distill %s/%s dev: %s", cfg.student, cfg.method,
-             ", ".join(f"{k} {v:.2f}" for k, v in metrics["dev"].items()))
+    log.info("distill %s/%s dev: %s", cfg.student, cfg.method, describe_dev(bundle.task, metrics))
     if distributed.is_main():  # under torchrun, rank 0 writes
         with atomic_dir(output_dir) as tmp:
             model.cpu().save(tmp, bundle.task, {"max_length": cfg.max_length, "method": cfg.method})

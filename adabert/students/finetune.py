@@ -24,7 +24,7 @@ from adabert.core.runtime import autocast, log, set_seed
 from adabert.core.schedule import cosine_decay
 from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
 from adabert.data.encoding import Encoded, batched_logits, epoch_batches, student_batch
-from adabert.data.metrics import class_report, task_metrics
+from adabert.data.metrics import class_report, describe_dev, task_metrics, teacher_agreement
 from adabert.nas.arch import load_arch
 from adabert.students.card import write_card
 from adabert.students.config import FinetuneConfig
@@ -137,7 +137,9 @@ def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, o
     metrics = {"dev": dev, "dev_report": report, "history": history, "train_seconds": seconds,
                "params": sum(p.numel() for p in saved.parameters()), "genotype": arch.genotype(),
                "best_holdout": best, "train_examples": len(fit)}
-    log.info("finetune dev: %s", ", ".join(f"{k} {v:.2f}" for k, v in dev.items()))
+    if bundle.probes is not None:
+        metrics["dev_teacher_agreement"] = teacher_agreement(task, dev_logits, bundle.probes.teacher_dev.numpy())
+    log.info("finetune dev: %s", describe_dev(task, metrics))
     if distributed.is_main():  # under torchrun, rank 0 writes
         with atomic_dir(output_dir) as tmp:
             saved.save_pretrained(tmp, task, {"max_length": cfg.max_length})

@@ -5,7 +5,7 @@ import torch
 from conftest import run_cli
 
 from adabert.core.errors import AdabertError
-from adabert.nas.arch import Arch, derive, load_arch, save_arch
+from adabert.nas.arch import derive, load_arch, save_arch
 from adabert.nas.search_space import load_search_space
 
 
@@ -98,7 +98,6 @@ ops: [cnn3, zero]
     (lambda s: s.replace("hidden_size: 8", "hidden_size: -3"), "field 'hidden_size' must be a positive integer"),
     (lambda s: s.replace("ops: [cnn3, zero]", "ops: [cnn3, zero"), r"space.yaml:\d+: .* not valid YAML"),
     (lambda s: s + "colour: red\n", "unknown key 'colour'"),
-    (lambda s: s + "pool: sum\n", "field 'pool' must be one of mean, max, mean_max, attention, got 'sum'"),
 ])
 def test_bad_search_space(tmp_path, edit, message):
     (tmp_path / "space.yaml").write_text(edit(SPACE))
@@ -112,20 +111,6 @@ def test_search_space_hash_ignores_comments_and_layout(tmp_path):
     assert load_search_space(tmp_path / "a.yaml").hash == load_search_space(tmp_path / "b.yaml").hash
     (tmp_path / "c.yaml").write_text(SPACE.replace("hidden_size: 8", "hidden_size: 16"))
     assert load_search_space(tmp_path / "c.yaml").hash != load_search_space(tmp_path / "a.yaml").hash
-
-
-def test_search_space_pool_field_defaults_to_mean_and_keeps_old_hashes(tmp_path):
-    """`pool` is optional: a space without it pools by the mean and hashes as before the field existed (so
-    earlier arch.json files still load); another pool is part of the definition and of the hash."""
-    (tmp_path / "a.yaml").write_text(SPACE)
-    (tmp_path / "b.yaml").write_text(SPACE + "pool: mean\n")
-    (tmp_path / "c.yaml").write_text(SPACE + "pool: mean_max\n")
-    a, b, c = (load_search_space(tmp_path / f"{n}.yaml") for n in "abc")
-    assert a.pool == b.pool == "mean" and a.hash == b.hash and "pool" not in a.definition()
-    assert c.pool == "mean_max" and c.hash != a.hash and c.definition()["pool"] == "mean_max"
-    arch = Arch(c, 1, [[(0, "cnn3"), (1, "cnn3")], [(1, "cnn3"), (2, "cnn3")]])
-    save_arch(arch, tmp_path / "arch.json")
-    assert load_arch(tmp_path / "arch.json").space == c
 
 
 def test_cli_bad_search_space_exit_2(tmp_path, capsys, sst2_dir):

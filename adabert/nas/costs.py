@@ -51,15 +51,10 @@ def _median_ms(fn, repeats: int = 30) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def readout_params(hidden: int, num_labels: int, pair: bool, pool: str = "mean") -> int:
-    """Parameters of one `supernet.Readout`: the classifier P -> C (pairs: H -> C after the alignment, 4H -> H,
-    its gate, and the matching layer, 4P -> H), plus the attention pool's scorer H -> 1; P = 2H for mean_max
-    pooling, else H."""
-    pooled = 2 * hidden if pool == "mean_max" else hidden
-    scorer = hidden + 1 if pool == "attention" else 0
-    if pair:
-        return 4 * hidden * hidden + hidden + 1 + 4 * pooled * hidden + hidden + scorer + hidden * num_labels + num_labels
-    return scorer + pooled * num_labels + num_labels
+def readout_params(hidden: int, num_labels: int, pair: bool) -> int:
+    """Parameters of one `supernet.Readout` (pairs: the alignment, 4H -> H and its gate, and the matching layer,
+    4H -> H)."""
+    return (2 * (4 * hidden * hidden + hidden) + 1 if pair else 0) + hidden * num_labels + num_labels
 
 
 @dataclass
@@ -129,7 +124,7 @@ def measure_cost_model(space: SearchSpace, unit: str, num_labels: int, pair: boo
             with torch.no_grad():
                 per_op.append(0.0 if name == "zero" else _median_ms(lambda: op(x, mask)))
     if unit == "params":
-        per_cell = float(space.intermediate_nodes + 2 * h + readout_params(h, num_labels, pair, space.pool))
+        per_cell = float(space.intermediate_nodes + 2 * h + readout_params(h, num_labels, pair))
         return CostModel(unit, space.ops, per_op, per_cell, 0.0)
     if unit == "flops":
         return CostModel(unit, space.ops, per_op, 0.0, 0.0)
@@ -141,7 +136,7 @@ def measure_cost_model(space: SearchSpace, unit: str, num_labels: int, pair: boo
     sample = Sample([zero] * space.num_edges, 1)
     table = torch.nn.Embedding(30522, h).to(device)
     norm = torch.nn.LayerNorm(h).to(device)
-    head = Readout(h, num_labels, 0.0, pair, pool=space.pool).to(device).eval()
+    head = Readout(h, num_labels, 0.0, pair).to(device).eval()
     ids = torch.randint(0, 30522, (batch, length), device=device)
     with torch.no_grad():
         per_cell = _median_ms(lambda: cell(x, mask, x, mask, sample))

@@ -21,7 +21,6 @@ BUILTIN_DIR = next((d for d in (Path(__file__).resolve().parents[2] / "search_sp
                                 Path(__file__).resolve().parents[1] / "search_spaces") if d.is_dir()),
                    Path(__file__).resolve().parents[2] / "search_spaces")
 _INT_FIELDS = ("hidden_size", "max_cells", "intermediate_nodes", "inputs_per_node", "cost_length")
-POOLS = ("mean", "max", "mean_max", "attention")  # how a readout pools token states (`supernet.pool_tokens`)
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,6 @@ class SearchSpace:
     dropout: float
     cost_length: int
     ops: tuple[str, ...]
-    pool: str = "mean"
 
     @property
     def edges(self) -> list[tuple[int, int]]:
@@ -48,12 +46,8 @@ class SearchSpace:
         return len(self.edges)
 
     def definition(self) -> dict:
-        """The fields as written in YAML; `pool` only when it is not the default (so that spaces and arch.json
-        files written before the field existed keep their hash)."""
         d = asdict(self)
         d["ops"] = list(self.ops)
-        if self.pool == "mean":
-            del d["pool"]
         return d
 
     @property
@@ -66,8 +60,8 @@ class SearchSpace:
         """Validate a parsed definition; every problem names `source` and the field."""
         if not isinstance(d, dict):
             raise AdabertError(f"{source}: expected a mapping of search-space fields")
-        fields = ("name", *_INT_FIELDS, "dropout", "ops", "pool")
-        for key in fields[:-1]:
+        fields = ("name", *_INT_FIELDS, "dropout", "ops")
+        for key in fields:
             if key not in d:
                 raise AdabertError(f"{source}: missing key {key!r}")
         unknown = sorted(set(d) - set(fields))
@@ -91,11 +85,8 @@ class SearchSpace:
             raise AdabertError(f"{source}: field 'ops' lists an op twice")
         if all(op == "zero" for op in ops):
             raise AdabertError(f"{source}: field 'ops' needs at least one op other than 'zero'")
-        pool = d.get("pool", "mean")
-        if pool not in POOLS:
-            raise AdabertError(f"{source}: field 'pool' must be one of {', '.join(POOLS)}, got {pool!r}")
         return SearchSpace(str(d["name"]), *(d[k] for k in _INT_FIELDS[:4]), float(d["dropout"]), d["cost_length"],
-                           tuple(ops), pool)
+                           tuple(ops))
 
 
 def load_search_space(path_or_name: str | Path) -> SearchSpace:

@@ -58,51 +58,30 @@ def align_pair(x: torch.Tensor, mask: torch.Tensor, proj: nn.Linear, gate: torch
     return x + gate * torch.relu(proj(drop(torch.cat([x, t, x * t, x - t], -1))))
 
 
-def pool_tokens(x: torch.Tensor, mask: torch.Tensor, pool: str, score: nn.Linear | None = None) -> torch.Tensor:
-    """[B, T, H], [B, T] -> [B, P]: the sentence vector of a readout, over real positions only.
-
-    mean: P = H, the masked mean. max: P = H, the masked max per feature. mean_max: P = 2H, both concatenated
-    (ULMFiT's concat pooling). attention: P = H, sum_t a_t x_t with a = softmax_t(score(x_t)) over real positions
-    (`score`: a learned H -> 1 layer). A row with no real position pools to 0.
-    """
-    if pool == "mean":
-        return masked_mean(x, mask)
-    if pool == "attention":
-        logits = score(x)[..., 0].masked_fill(~mask, torch.finfo(x.dtype).min)
-        return ((torch.softmax(logits, -1) * mask).unsqueeze(-1) * x).sum(1)  # the mask: 0 for a row with none
-    real = mask.unsqueeze(-1)
-    top = torch.where(real.any(1), x.masked_fill(~real, torch.finfo(x.dtype).min).amax(1), torch.zeros_like(x[:, 0]))
-    return top if pool == "max" else torch.cat([masked_mean(x, mask), top], -1)
-
-
 class Readout(nn.Module):
-    """Pooling (`pool_tokens`, the search space's `pool`), then a classifier.
+    """Masked mean pooling, then a classifier.
 
-    Single sentences: [B, T, H] -> pool u [B, P] -> dropout -> linear -> [B, C].
+    Single sentences: [B, T, H] -> pool u [B, H] -> dropout -> linear -> [B, C].
     Pairs (the batch holds A in rows :B and B in rows B:): with `align`, the token states are first aligned across
-    the two sentences (`align_pair`); then u, v [B, P] -> [u, v, u * v, |u - v|] [B, 4P] -> dropout -> linear
-    4P -> H -> tanh -> dropout -> linear -> [B, C] (InferSent-style matching features: the product and the
+    the two sentences (`align_pair`); then u, v [B, H] -> [u, v, u * v, |u - v|] [B, 4H] -> dropout -> linear
+    4H -> H -> tanh -> dropout -> linear -> [B, C] (InferSent-style matching features: the product and the
     difference let a linear layer compare the sentences dimension by dimension; the alignment lets it compare
     them word by word, which pooled vectors cannot: +1.3 F1 on MRPC with augmentation, docs/results.md).
     """
 
-    def __init__(self, hidden: int, num_labels: int, dropout: float, pair: bool = False, align: bool = True,
-                 pool: str = "mean") -> None:
+    def __init__(self, hidden: int, num_labels: int, dropout: float, pair: bool = False, align: bool = True) -> None:
         super().__init__()
         self.pair = pair
-        self.pool = pool
-        pooled = 2 * hidden if pool == "mean_max" else hidden
         self.drop = nn.Dropout(dropout)
         self.align = nn.Linear(4 * hidden, hidden) if pair and align else None
         self.align_gate = nn.Parameter(torch.zeros(())) if self.align is not None else None
-        self.score = nn.Linear(hidden, 1) if pool == "attention" else None
-        self.match = nn.Linear(4 * pooled, hidden) if pair else None
-        self.out = nn.Linear(hidden if pair else pooled, num_labels)
+        self.match = nn.Linear(4 * hidden, hidden) if pair else None
+        self.out = nn.Linear(hidden, num_labels)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.align is not None:
             x = align_pair(x, mask, self.align, self.align_gate, self.drop)
-        h = pool_tokens(x, mask, self.pool, self.score)
+        h = masked_mean(x, mask)
         if self.match is not None:
             u, v = h.unflatten(0, (2, -1))  # (not chunk: keeps the batch size dynamic in ONNX export)
             h = torch.tanh(self.match(self.drop(torch.cat([u, v, u * v, (u - v).abs()], -1))))
@@ -178,7 +157,7 @@ class Supernet(nn.Module):
         self.pair = pair
         self.embed = ProjectedEmbedding(word, pos, space.hidden_size, space.dropout)
         self.cells = nn.ModuleList(SearchCell(space) for _ in range(1 if share_cells else space.max_cells))
-        self.heads = nn.ModuleList(Readout(space.hidden_size, num_labels, space.dropout, pair, pool=space.pool)
+        self.heads = nn.ModuleList(Readout(space.hidden_size, num_labels, space.dropout, pair)
                                    for _ in range(space.max_cells))
         self.alpha = nn.Parameter(torch.zeros(space.num_edges, len(space.ops)))
         self.depth_logits = nn.Parameter(torch.zeros(space.max_cells))

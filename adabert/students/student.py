@@ -1,6 +1,6 @@
 """The derived student: only the K kept cells and, in each, only the kept edges of arch.json.
 
-    ids [B, T] -> embeddings [B, T, H] -> K derived cells -> readout (pool -> linear) -> logits [B, C]
+    ids [B, T] -> embeddings [B, T, H] -> K derived cells -> readout (masked mean pool -> linear) -> logits [B, C]
 
 Pairs run siamese: both sentences through the same cells, compared by the readout (`supernet.Readout`: aligned
 word by word, then pooled and matched).
@@ -67,8 +67,7 @@ class Student(nn.Module):
         self.align = pair and align
         self.embed = embed
         self.cells = nn.ModuleList(DerivedCell(arch) for _ in range(arch.num_cells))
-        self.heads = nn.ModuleList(Readout(arch.space.hidden_size, num_labels, arch.space.dropout, pair, align,
-                                           arch.space.pool)
+        self.heads = nn.ModuleList(Readout(arch.space.hidden_size, num_labels, arch.space.dropout, pair, align)
                                    for _ in range(arch.num_cells))
 
     @staticmethod

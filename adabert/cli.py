@@ -19,7 +19,7 @@ from adabert.core.options import (OPTIONS_FILE, add_config_arguments, apply_opti
 from adabert.distill.config import DistillConfig
 from adabert.nas.config import SearchConfig
 from adabert.students.config import FinetuneConfig
-from adabert.teacher.config import AugmentConfig, ProbeConfig, TeacherConfig
+from adabert.teacher.config import BF16_HELP, AugmentConfig, ProbeConfig, TeacherConfig
 
 SEARCH_DEFAULTS = SearchConfig()
 
@@ -409,13 +409,13 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     cfg = PipelineConfig(
         teacher=TeacherConfig(epochs=args.teacher_epochs or (2 if demo else 3), max_length=2 * length,
                               lr=5e-5 if demo else 3e-5, seed=args.seed),
-        probes=ProbeConfig(max_length=2 * length, seed=args.seed),
+        probes=ProbeConfig(max_length=2 * length, bf16=args.bf16, seed=args.seed),
         search=SearchConfig(epochs=args.search_epochs or (8 if demo else 1), batch_size=64 if demo else 128,
                             min_steps=0 if demo else SearchConfig.min_steps, max_length=length, beta=args.beta,
                             gamma=args.gamma, select_top=args.select_top, seed=args.seed),
         finetune=FinetuneConfig(epochs=args.finetune_epochs or (30 if demo else 5), max_length=length,
                                 gamma=args.gamma, seed=args.seed),
-        augment=AugmentConfig(copies=args.augment_copies, max_length=2 * length, seed=args.seed)
+        augment=AugmentConfig(copies=args.augment_copies, max_length=2 * length, bf16=args.bf16, seed=args.seed)
         if args.augment_copies else None)
     data = _load_data(args)
     summary = run_pipeline(data, args.output_dir, cfg, load_search_space(args.search_space), device,
@@ -634,6 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment-copies", type=int, default=0,
                    help="augment the training text with this many copies per example before finetuning "
                         "(Tang et al.; needs the augment extra; default 0: off)")
+    p.add_argument("--bf16", action="store_true", help="probes and augment: " + BF16_HELP)
     p.add_argument("--beta", type=float, default=SEARCH_DEFAULTS.beta, help="efficiency weight in search")
     p.add_argument("--select-top", type=int, default=SEARCH_DEFAULTS.select_top,
                    help="search: finetune the derived architecture and N - 1 draws from the final distribution "

@@ -11,7 +11,7 @@ from adabert.core.fileio import load_tensors
 from adabert.data.dataset import load_task_data
 from adabert.data.encoding import encode_joint
 from adabert.data.tasks import get_task
-from adabert.teacher.model import load_classifier, load_tokenizer, teacher_outputs
+from adabert.teacher.model import for_inference, load_classifier, load_tokenizer, teacher_outputs
 from adabert.teacher.probes import ProbeConfig, load_probe_logits, probe_logits, train_probes
 
 
@@ -45,6 +45,35 @@ def test_probe_logits_shape_and_order(tiny_teacher, tiny_probes, sst2_dir):
         logits, feats = teacher_outputs(model, encode_joint(tok, one, 128), torch.device("cpu"), hidden=True)
         assert torch.allclose(probe_logits(feats, w["weight"], w["bias"])[0], pl.dev[i], atol=2e-2)
         assert torch.allclose(logits[0], pl.teacher_dev[i], atol=1e-4)
+
+
+def test_bf16_teacher_pass_is_close_to_float32(tiny_teacher, sst2_dir):
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    tok, cpu = load_tokenizer(str(tiny_teacher)), torch.device("cpu")
+    enc = encode_joint(tok, data.dev, 128)
+    ref_logits, ref_feats = teacher_outputs(for_inference(load_classifier(str(tiny_teacher)), cpu), enc, cpu,
+                                            hidden=True)
+    model = for_inference(load_classifier(str(tiny_teacher)), cpu, bf16=True)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    logits, feats = teacher_outputs(model, enc, cpu, hidden=True)
+    assert logits.dtype == torch.float32 and feats.dtype == torch.float16 and feats.shape == ref_feats.shape
+    assert not torch.equal(logits, ref_logits)  # it did run in bf16
+    assert torch.allclose(logits, ref_logits, atol=0.1 * ref_logits.abs().max().item())
+    assert (logits.argmax(-1) == ref_logits.argmax(-1)).float().mean() >= 0.95
+    assert torch.nn.functional.cosine_similarity(feats.float(), ref_feats.float(), dim=-1).min() > 0.99
+
+
+def test_probes_in_bf16_are_another_run(tiny_teacher, tiny_probes, sst2_dir, tmp_path, capsys):
+    out = tmp_path / "probes"
+    shutil.copytree(tiny_probes, out)
+    args = ["probes", "--task", "sst2", "--data-dir", sst2_dir, "--teacher", tiny_teacher, "--output-dir", out,
+            "--threads", 1]
+    assert run_cli(args + ["--bf16"], capsys)[0] == 0
+    assert json.loads((out / "meta.json").read_text())["config"]["bf16"] is True
+    teacher_dev = load_tensors(out / "logits.safetensors")["teacher_dev"]
+    assert not torch.equal(teacher_dev, load_tensors(tiny_probes / "logits.safetensors")["teacher_dev"])
+    ref = json.loads((tiny_probes / "metrics.json").read_text())["layers"][-1]["dev"]["accuracy"]
+    assert abs(json.loads((out / "metrics.json").read_text())["layers"][-1]["dev"]["accuracy"] - ref) <= 5
 
 
 def test_last_layer_probe_tracks_the_teacher(tiny_probes):

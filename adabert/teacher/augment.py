@@ -42,8 +42,8 @@ from adabert.core.trainer import partial_dir, remove_partial
 from adabert.data.dataset import Dataset, TaskData, check_text
 from adabert.data.encoding import encode_joint
 from adabert.teacher.config import DEFAULT_TAGGER, AugmentConfig
-from adabert.teacher.model import (check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint,
-                                   teacher_outputs)
+from adabert.teacher.model import (check_teacher_for_task, for_inference, load_classifier, load_tokenizer,
+                                   model_source_fingerprint, teacher_outputs)
 from adabert.teacher.probes import probe_logits
 
 Tagger = Callable[[list[list[str]]], list[list[str]]]
@@ -179,7 +179,7 @@ def run_augment(teacher: str, data: TaskData, cfg: AugmentConfig, output_dir: Pa
     if cfg.pos_prob > 0 and tagger is None:  # before the teacher loads: a missing tagger fails fast
         tagger = spacy_tagger(cfg.tagger)
     tok = load_tokenizer(teacher)
-    model = load_classifier(teacher).to(device)
+    model = for_inference(load_classifier(teacher), device, cfg.bf16)
     check_teacher_for_task(model, teacher, task)
     weights = load_tensors(Path(probes_dir) / "probes.safetensors", "probe weights") if probes_dir else None
     t0 = time.time()

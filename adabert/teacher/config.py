@@ -10,6 +10,10 @@ from adabert.core.options import option
 from adabert.core.validation import require_fraction, require_positive, require_positive_ints
 
 
+BF16_HELP = ("run the teacher's forward passes in bfloat16 on CPU too (on a CUDA GPU they always are): about 2.4x "
+             "faster on CPUs with AMX, logits within a few hundredths of float32")
+
+
 @dataclass
 class TeacherConfig:
     """Fine-tuning recipe (defaults follow common BERT GLUE practice)."""
@@ -43,6 +47,7 @@ class ProbeConfig:
     batch_size: int = option(256, "examples per step")
     lr: float = option(1e-3, "Adam learning rate")
     max_length: int = option(128, "max tokens per example for the teacher")
+    bf16: bool = option(False, BF16_HELP)
     seed: int = option(0, "random seed")
 
     def __post_init__(self) -> None:
@@ -68,6 +73,7 @@ class AugmentConfig:
     max_length: int = option(128, "max tokens per example for the teacher (as `adabert probes`: a pair is read "
                                   "jointly, about twice a sentence's length)")
     batch_size: int = option(128, "examples per teacher forward")
+    bf16: bool = option(False, BF16_HELP)
     tagger: str = option(DEFAULT_TAGGER, "spaCy pipeline used for POS tags")
     seed: int = option(0, "random seed (the augmented text is deterministic by seed)")
 

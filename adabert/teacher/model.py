@@ -81,6 +81,22 @@ def load_classifier(source: str, task: TaskSpec | None = None) -> nn.Module:
     return model
 
 
+def for_inference(model: nn.Module, device: torch.device, bf16: bool = False) -> nn.Module:
+    """The loaded teacher, on `device` and in eval mode, with its weights cast to bfloat16 when `bf16` and the
+    device is a CPU (on a CUDA device every teacher pass already runs under bf16 autocast).
+
+    CPU autocast cannot run these models (layer norm refuses a bf16 input beside float32 weights), so the whole
+    model is cast: a CPU with AMX or AVX-512 bf16 runs it several-fold faster (docs/benchmarks.md); logits move by
+    a few hundredths. A CPU without native bf16 emulates it, slower than float32: warned."""
+    model = model.to(device).eval()
+    if bf16 and device.type == "cpu":
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            log.warning("--bf16: this CPU has no native bfloat16 (AVX-512 bf16 or AMX); the teacher passes will "
+                        "be slower than in float32")
+        model = model.to(torch.bfloat16)
+    return model
+
+
 def check_teacher_for_task(model: nn.Module, source: str, task: TaskSpec) -> None:
     """A fine-tuned teacher must have the task's number of outputs."""
     if model.config.num_labels != task.num_labels:
@@ -141,9 +157,9 @@ def teacher_outputs(model: nn.Module, enc: Encoded, device: torch.device, batch_
         logits[idx] = out.logits.float().cpu()
         if hidden:
             states = out.hidden_states
-            m = inputs["attention_mask"].unsqueeze(-1).to(states[0].dtype)
-            layer0 = (states[0] * m).sum(1) / m.sum(1)
-            vecs = torch.stack([layer0] + [s[:, 0] for s in states[1:]], dim=1).half().cpu()
+            m = inputs["attention_mask"].unsqueeze(-1).float()
+            layer0 = (states[0].float() * m).sum(1) / m.sum(1)
+            vecs = torch.stack([layer0] + [s[:, 0].float() for s in states[1:]], dim=1).half().cpu()
             kept = vecs if reduce is None else reduce(vecs)
             if feats is None:
                 feats = torch.empty(n, *kept.shape[1:], dtype=kept.dtype)

@@ -28,8 +28,8 @@ from adabert.data.encoding import encode_joint
 from adabert.data.metrics import task_metrics
 from adabert.data.tasks import TaskSpec
 from adabert.teacher.config import ProbeConfig
-from adabert.teacher.model import (check_teacher_for_task, load_classifier, load_tokenizer, model_source_fingerprint,
-                                   teacher_outputs)
+from adabert.teacher.model import (check_teacher_for_task, for_inference, load_classifier, load_tokenizer,
+                                   model_source_fingerprint, teacher_outputs)
 
 
 def probe_logits(feats: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
@@ -139,7 +139,7 @@ def run_probes(teacher: str, data: TaskData, cfg: ProbeConfig, output_dir: Path,
         log.info("probes: %s holds probes for other inputs or settings; recomputing", output_dir)
     task = data.task
     tokenizer = load_tokenizer(teacher)
-    model = load_classifier(teacher).to(device)
+    model = for_inference(load_classifier(teacher), device, cfg.bf16)
     check_teacher_for_task(model, teacher, task)
     t0 = time.time()
     partial, key = partial_dir(output_dir), {"inputs": inputs, "max_length": cfg.max_length}  # a killed pass resumes

@@ -90,7 +90,8 @@ def for_inference(model: nn.Module, device: torch.device, bf16: bool = False) ->
     a few hundredths. A CPU without native bf16 emulates it, slower than float32: warned."""
     model = model.to(device).eval()
     if bf16 and device.type == "cpu":
-        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)  # a private torch API
+        if not native():
             log.warning("--bf16: this CPU has no native bfloat16 (AVX-512 bf16 or AMX); the teacher passes will "
                         "be slower than in float32")
         model = model.to(torch.bfloat16)

@@ -10,8 +10,8 @@ from adabert.core.options import option
 from adabert.core.validation import require_fraction, require_positive, require_positive_ints
 
 
-BF16_HELP = ("run the teacher's forward passes in bfloat16 on CPU too (on a CUDA GPU they always are): about 2.4x "
-             "faster on CPUs with AMX, logits within a few hundredths of float32")
+BF16_HELP = ("run the teacher's forward passes in bfloat16 on CPU too (on a CUDA GPU they always are): 2.7-3.3x "
+             "faster on a CPU with AMX, logits within a few hundredths of float32")
 
 
 @dataclass

@@ -100,8 +100,8 @@ CONFIG_HELP = ("YAML (or JSON) file of this stage's options, keys as in --help w
                f"{OPTIONS_FILE}, so `adabert STAGE --config OUT/{OPTIONS_FILE}` repeats the run")
 
 
-RESUME_HELP = ("continue the checkpoint in OUT.partial (written at every held-out evaluation) of a run that was "
-               "stopped; it must have the same inputs and options")
+RESUME_HELP = ("continue the checkpoint in OUT.partial (written at every held-out evaluation and at least every "
+               "ten minutes) of a run that was stopped; it must have the same inputs and options")
 
 
 def _stage(sub, name: str, func, configs: tuple[type, ...] = (), **kwargs) -> argparse.ArgumentParser:

@@ -1,5 +1,6 @@
 """Crash-safe resume: each long stage, run as a real subprocess, is killed with SIGKILL once its first checkpoint
-exists, resumed with --resume, and must end exactly where an uninterrupted run ends."""
+exists, resumed with --resume, and must end exactly where an uninterrupted run ends; and, in process, the trainer's
+timed checkpoints between evaluation points."""
 
 import json
 import os
@@ -9,7 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+
+from adabert.core.trainer import Trainee, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
@@ -94,3 +99,59 @@ def test_search_resumes_after_sigkill_to_the_same_arch(tiny_teacher, tiny_probes
     assert "resumed from" in finish(args + ["--output-dir", tmp_path / "s", "--resume"])
     arch, reference = (json.loads((d / "arch.json").read_text()) for d in (tmp_path / "s", tmp_path / "reference"))
     assert arch == reference
+
+
+def _toy_trainer(checkpoint: Path, crash_at: int | None = None, seconds: float | None = 0.0):
+    """A linear regression trained for 2 epochs of 10 steps, evaluated once per epoch; `crash_at` raises inside
+    that (0-based) step, as a kill would stop it; `seconds` = 0 checkpoints after every step."""
+    torch.manual_seed(0)
+    x, w = torch.randn(40, 3), torch.tensor([1.0, -2.0, 0.5])
+    y = x @ w + 0.1 * torch.randn(40)
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.05)
+    calls = iter(range(10**6))
+
+    def batches(epoch: int):
+        g = np.random.default_rng(epoch)
+        return [g.permutation(40)[i:i + 4] for i in range(0, 40, 4)]
+
+    def loss(rows):
+        if next(calls) == crash_at:
+            raise KeyboardInterrupt("killed")
+        noise = 0.01 * torch.randn(len(rows))  # uses the RNG: a resume must restore its state
+        return [((model(x[rows]).squeeze(1) + noise - y[rows]) ** 2).mean()], {}
+
+    def evaluate(m):
+        return {"neg_mse": -float(((m(x).squeeze(1) - y) ** 2).mean())}
+
+    return model, Trainer("toy", [Trainee(model, opt)], 2, batches, loss, evaluate, "neg_mse", 1, 10.0, checkpoint,
+                          checkpoint_seconds=seconds)
+
+
+def test_a_kill_between_evaluations_resumes_from_the_timed_checkpoint(tmp_path):
+    """Evaluations 10 steps apart; killed in step 15 with checkpoints due by time after every step, the resumed
+    run starts at step 15 and ends with the uninterrupted run's weights and history (mean losses included)."""
+    ref_model, ref = _toy_trainer(tmp_path / "ref.safetensors")
+    ref_result = ref.fit()
+    ckpt = tmp_path / "run.safetensors"
+    _, crashed = _toy_trainer(ckpt, crash_at=14)
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit()
+    model, resumed = _toy_trainer(ckpt)
+    resumed.start(resume=True)
+    assert resumed.step == 14  # the last step before the kill, not the evaluation at step 10
+    result = resumed.fit(resume=True)
+    assert result.history == ref_result.history
+    for a, b in zip(model.state_dict().values(), ref_model.state_dict().values()):
+        assert (a == b).all()
+
+
+def test_no_timed_checkpoint_before_its_time(tmp_path):
+    """With an hour between timed checkpoints, a run killed in step 15 has only the evaluation at step 10."""
+    ckpt = tmp_path / "run.safetensors"
+    _, crashed = _toy_trainer(ckpt, crash_at=14, seconds=3600.0)
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit()
+    _, resumed = _toy_trainer(ckpt)
+    resumed.start(resume=True)
+    assert resumed.step == 10

@@ -16,9 +16,11 @@ and a held-out evaluation; `Trainer.fit` does the rest, the same way for every s
   `eval_steps` over the run): `evaluate(model)` on the held-out slice for every model; the history records the
   step, epoch, mean training loss since the previous point and the metrics; with `select`, each model's best
   state (by `metric`) is kept in memory and loaded at the end;
-- a checkpoint at every evaluation point and every `checkpoint_every` steps (`checkpoint`): models, best
-  states, optimisers, schedules, the stage's own state (`extra`), torch RNG state, step and history in one
-  atomically written safetensors file. `fit(resume=True)` continues from it at the next step, which reproduces
+- a checkpoint at every evaluation point, every `checkpoint_every` steps, and after the first step that ends
+  `checkpoint_seconds` (default CHECKPOINT_SECONDS, ten minutes) after the last one, so that a killed run loses
+  at most that much work whatever its evaluation spacing (`checkpoint`): models, best states, optimisers,
+  schedules, the stage's own state (`extra`), torch RNG state, step, history and the running loss sums since the
+  last evaluation in one atomically written safetensors file. `fit(resume=True)` continues from it at the next step, which reproduces
   the uninterrupted run exactly on the same device and thread count; a checkpoint made with other inputs or
   settings (`fingerprint`) is refused in one line. `fit(max_steps=N)` stops after N steps with a checkpoint.
 
@@ -31,6 +33,7 @@ import copy
 import json
 import math
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -49,6 +52,7 @@ from adabert.core.runtime import log, progress, summary_level
 from adabert.core.schedule import eval_points
 
 Losses = tuple[list[torch.Tensor], dict[str, torch.Tensor]]
+CHECKPOINT_SECONDS = 600.0  # the most training time a killed run loses (between evaluation points)
 
 
 @dataclass
@@ -92,10 +96,13 @@ class Trainer:
                  metric: str, evals_per_epoch: int, clip: float, checkpoint: Path | None = None,
                  fingerprint: dict | None = None, *, step: Callable[[np.ndarray, int], list[float]] | None = None,
                  extra: StageState | None = None, select: bool = True, eval_steps: set[int] | None = None,
-                 checkpoint_every: int = 0, log_evals: bool = True) -> None:
+                 checkpoint_every: int = 0, checkpoint_seconds: float | None = CHECKPOINT_SECONDS,
+                 log_evals: bool = True) -> None:
         """step: the stage's own training step (rows of the global batch, 0-based step index) -> one loss per
         model, used instead of `loss`; eval_steps: 1-based steps of the run to evaluate after, instead of
-        `evals_per_epoch`; select: keep and load each model's best state; log_evals: log each evaluation."""
+        `evals_per_epoch`; select: keep and load each model's best state; checkpoint_seconds: also checkpoint after
+        the first step this long after the last checkpoint (None: only at evaluation points and `checkpoint_every`);
+        log_evals: log each evaluation."""
         if (loss is None) == (step is None):
             raise ValueError("Trainer: give exactly one of loss and step")
         self.name, self.trainees, self.epochs = name, trainees, epochs
@@ -105,7 +112,10 @@ class Trainer:
         self.fingerprint = json.loads(json.dumps(fingerprint or {}))
         self.custom_step, self.extra, self.select = step, extra, select
         self.eval_steps, self.checkpoint_every, self.log_evals = eval_steps, checkpoint_every, log_evals
+        self.checkpoint_seconds = checkpoint_seconds
         self.step, self.history, self.started = 0, [], False
+        self.loss_sums, self.loss_count = np.zeros(len(trainees)), 0  # training losses since the last evaluation
+        self.saved_at = time.monotonic()
         self.best = [-math.inf] * len(trainees)
         self.best_state: list[dict | None] = [None] * len(trainees)
 
@@ -129,6 +139,7 @@ class Trainer:
             if state is not None:
                 tensors.update(prefixed(f"best{i}", state))
         record = {"stage": self.name, "fingerprint": self.fingerprint, "step": self.step, "history": self.history,
+                  "loss_sums": self.loss_sums.tolist(), "loss_count": self.loss_count,
                   "best": [b if s is not None else None for b, s in zip(self.best, self.best_state)],
                   "opt_groups": groups,
                   "scheds": [t.sched.state_dict() if t.sched is not None else None for t in self.trainees]}
@@ -136,6 +147,7 @@ class Trainer:
             extra_tensors, record["extra"] = self.extra.save()
             tensors.update(prefixed("stage", extra_tensors))
         save_checkpoint(self.checkpoint, tensors, record)
+        self.saved_at = time.monotonic()
 
     def restore(self) -> None:
         tensors, record = load_checkpoint(self.checkpoint, f"{self.name} checkpoint")
@@ -156,6 +168,8 @@ class Trainer:
             self.extra.load(unprefixed("stage", tensors), record["extra"])
         torch.set_rng_state(tensors["rng.torch"])
         self.step, self.history = record["step"], record["history"]
+        if "loss_sums" in record:  # absent from checkpoints written at evaluation points by earlier versions
+            self.loss_sums, self.loss_count = np.asarray(record["loss_sums"], dtype=float), record["loss_count"]
         for i, best in enumerate(record["best"]):
             if best is not None:
                 self.best[i], self.best_state[i] = best, unprefixed(f"best{i}", tensors)
@@ -190,12 +204,12 @@ class Trainer:
         """Train to the end; with `max_steps`, stop after that many steps in all (leaving a checkpoint) and
         return None if the end was not reached."""
         self.start(resume)
+        self.saved_at = time.monotonic()
         order, order_epoch = self.batches(0), 0
         steps = len(order)
         total = steps * self.epochs
         eval_at = self.eval_steps or {e * steps + p for e in range(self.epochs)
                                       for p in eval_points(steps, self.evals_per_epoch)}
-        sums, count = np.zeros(len(self.trainees)), 0
         try:
             for s in progress(range(self.step, total), desc=self.name, initial=self.step, total=total):
                 epoch, b = divmod(s, steps)
@@ -203,15 +217,15 @@ class Trainer:
                     order, order_epoch = self.batches(epoch), epoch
                 losses = (self.custom_step(order[b], s) if self.custom_step is not None
                           else self.train_step(order[b], f"{self.name} epoch {epoch + 1} step {b + 1}"))
-                sums += losses
-                count += 1
+                self.loss_sums += losses
+                self.loss_count += 1
                 self.step = s + 1
                 evaluated = self.step in eval_at
                 if evaluated:
-                    self.evaluate_all(epoch, sums / count, len(eval_at))
-                    sums, count = np.zeros(len(self.trainees)), 0
+                    self.evaluate_all(epoch, self.loss_sums / self.loss_count, len(eval_at))
+                    self.loss_sums, self.loss_count = np.zeros(len(self.trainees)), 0
                 stop = max_steps is not None and self.step >= max_steps and self.step < total
-                if evaluated or stop or (self.checkpoint_every and self.step % self.checkpoint_every == 0):
+                if evaluated or stop or self.checkpoint_due():
                     self.save_if_main()
                 if stop:
                     log.info("%s: stopped at step %d of %d; continue with --resume", self.name, self.step, total)
@@ -228,6 +242,13 @@ class Trainer:
                 t.model.load_state_dict(state)
         best = int(np.argmax(self.best))
         return TrainResult(best, self.best[best], self.history, list(self.best))
+
+    def checkpoint_due(self) -> bool:
+        """A checkpoint by step count (`checkpoint_every`) or by time since the last one (`checkpoint_seconds`)."""
+        if self.checkpoint_every and self.step % self.checkpoint_every == 0:
+            return True
+        return (self.checkpoint_seconds is not None
+                and time.monotonic() - self.saved_at >= self.checkpoint_seconds)
 
     def train_step(self, rows: np.ndarray, where: str) -> list[float]:
         for t in self.trainees:

@@ -20,9 +20,9 @@ and a held-out evaluation; `Trainer.fit` does the rest, the same way for every s
   `checkpoint_seconds` (default CHECKPOINT_SECONDS, ten minutes) after the last one, so that a killed run loses
   at most that much work whatever its evaluation spacing (`checkpoint`): models, best states, optimisers,
   schedules, the stage's own state (`extra`), torch RNG state, step, history and the running loss sums since the
-  last evaluation in one atomically written safetensors file. `fit(resume=True)` continues from it at the next step, which reproduces
-  the uninterrupted run exactly on the same device and thread count; a checkpoint made with other inputs or
-  settings (`fingerprint`) is refused in one line. `fit(max_steps=N)` stops after N steps with a checkpoint.
+  last evaluation in one atomically written safetensors file. `fit(resume=True)` continues from it at the next
+  step, which reproduces the uninterrupted run exactly on the same device and thread count; a checkpoint made
+  with other inputs or settings (`fingerprint`) is refused in one line. `fit(max_steps=N)` stops after N steps with a checkpoint.
 
 Returns the index of the best model, its score, every model's best score and the history.
 """

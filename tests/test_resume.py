@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from adabert.core.errors import AdabertError
 from adabert.core.trainer import Trainee, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +102,8 @@ def test_search_resumes_after_sigkill_to_the_same_arch(tiny_teacher, tiny_probes
     assert arch == reference
 
 
-def _toy_trainer(checkpoint: Path, crash_at: int | None = None, seconds: float | None = 0.0):
+def _toy_trainer(checkpoint: Path, crash_at: int | None = None, seconds: float | None = 0.0,
+                 fingerprint: dict | None = None, defaults: dict | None = None):
     """A linear regression trained for 2 epochs of 10 steps, evaluated once per epoch; `crash_at` raises inside
     that (0-based) step, as a kill would stop it; `seconds` = 0 checkpoints after every step."""
     torch.manual_seed(0)
@@ -125,7 +127,7 @@ def _toy_trainer(checkpoint: Path, crash_at: int | None = None, seconds: float |
         return {"neg_mse": -float(((m(x).squeeze(1) - y) ** 2).mean())}
 
     return model, Trainer("toy", [Trainee(model, opt)], 2, batches, loss, evaluate, "neg_mse", 1, 10.0, checkpoint,
-                          checkpoint_seconds=seconds)
+                          fingerprint, checkpoint_seconds=seconds, defaults=defaults)
 
 
 def test_a_kill_between_evaluations_resumes_from_the_timed_checkpoint(tmp_path):
@@ -155,3 +157,26 @@ def test_no_timed_checkpoint_before_its_time(tmp_path):
     _, resumed = _toy_trainer(ckpt)
     resumed.start(resume=True)
     assert resumed.step == 10
+
+
+def test_a_checkpoint_from_before_an_option_was_added_resumes_while_the_option_holds_its_default(tmp_path):
+    """A package upgrade that adds an option must not strand a half-finished run: the old checkpoint (its config
+    without the option) resumes while the option holds its default, and is refused once it does not, or when an
+    old setting or an input differs."""
+    ckpt = tmp_path / "run.safetensors"
+    old = {"inputs": {"data": "abc"}, "config": {"lr": 0.05, "task": "toy"}}
+    _, crashed = _toy_trainer(ckpt, crash_at=14, fingerprint=old)
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit()
+    defaults = {"lr": 0.001, "bf16": False}
+    _, upgraded = _toy_trainer(ckpt, fingerprint={**old, "config": {**old["config"], "bf16": False}},
+                               defaults=defaults)
+    upgraded.start(resume=True)
+    assert upgraded.step == 14
+    refused = [{**old, "config": {**old["config"], "bf16": True}},  # the new option away from its default
+               {**old, "config": {"lr": 0.1, "task": "toy", "bf16": False}},  # an old setting changed
+               {"inputs": {"data": "abd"}, "config": {**old["config"], "bf16": False}}]  # other data
+    for fingerprint in refused:
+        _, other = _toy_trainer(ckpt, fingerprint=fingerprint, defaults=defaults)
+        with pytest.raises(AdabertError, match="other inputs or settings"):
+            other.start(resume=True)

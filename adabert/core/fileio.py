@@ -222,12 +222,23 @@ def write_meta(folder: Path, stage: str, inputs: dict[str, str], config: dict[st
                                      "config": config})
 
 
+def config_matches(recorded: Any, current: Any, defaults: dict[str, Any] | None = None) -> bool:
+    """True when a recorded config equals `current` (compared as JSON). With `defaults` (the stage's option
+    defaults), an option missing from the recorded config (one added to the package after the run) counts as equal
+    when its value now is its default, so that adding an option invalidates neither finished runs nor
+    checkpoints."""
+    current = json.loads(json.dumps(current, default=str))
+    if isinstance(recorded, dict) and isinstance(current, dict) and defaults:
+        base = json.loads(json.dumps(defaults, default=str))
+        recorded = {**{k: v for k, v in current.items() if k not in recorded and k in base and base[k] == v},
+                    **recorded}
+    return recorded == current
+
+
 def meta_matches(folder: Path, stage: str, inputs: dict[str, str], config: dict[str, Any],
                  defaults: dict[str, Any] | None = None) -> bool:
-    """True when `folder` holds a finished `stage` whose inputs and config equal the given ones. With `defaults`
-    (the stage's option defaults), an option missing from the recorded config (one added to the package after the
-    run) counts as equal when its value now is its default, so that adding an option does not invalidate
-    finished runs."""
+    """True when `folder` holds a finished `stage` whose inputs and config equal the given ones (`config_matches`,
+    with the stage's option `defaults`)."""
     path = Path(folder) / META
     if not path.is_file():
         return False
@@ -237,10 +248,5 @@ def meta_matches(folder: Path, stage: str, inputs: dict[str, str], config: dict[
         return False
     if not isinstance(meta, dict):
         return False
-    current = json.loads(json.dumps(config, default=str))
-    recorded = meta.get("config")
-    if isinstance(recorded, dict) and defaults:
-        base = json.loads(json.dumps(defaults, default=str))
-        recorded = {**{k: v for k, v in current.items() if k not in recorded and k in base and base[k] == v},
-                    **recorded}
-    return meta.get("stage") == stage and meta.get("inputs") == inputs and recorded == current
+    return (meta.get("stage") == stage and meta.get("inputs") == inputs
+            and config_matches(meta.get("config"), config, defaults))

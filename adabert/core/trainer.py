@@ -22,7 +22,8 @@ and a held-out evaluation; `Trainer.fit` does the rest, the same way for every s
   schedules, the stage's own state (`extra`), torch RNG state, step, history and the running loss sums since the
   last evaluation in one atomically written safetensors file. `fit(resume=True)` continues from it at the next
   step, which reproduces the uninterrupted run exactly on the same device and thread count; a checkpoint made
-  with other inputs or settings (`fingerprint`) is refused in one line. `fit(max_steps=N)` stops after N steps with a checkpoint.
+  with other inputs or settings (`fingerprint`; an option added since, holding its default, still matches) is
+  refused in one line. `fit(max_steps=N)` stops after N steps with a checkpoint.
 
 Returns the index of the best model, its score, every model's best score and the history.
 """
@@ -46,7 +47,7 @@ from adabert.core import distributed
 from adabert.core.checkpoint import (load_checkpoint, optimizer_tensors, prefixed, read_record, restore_optimizer,
                                      save_checkpoint, unprefixed)
 from adabert.core.errors import AdabertError
-from adabert.core.fileio import state_mismatch
+from adabert.core.fileio import config_matches, state_mismatch
 from adabert.core.guards import NonFiniteError, check_terms, clip_checked
 from adabert.core.runtime import log, progress, summary_level
 from adabert.core.schedule import eval_points
@@ -97,12 +98,14 @@ class Trainer:
                  fingerprint: dict | None = None, *, step: Callable[[np.ndarray, int], list[float]] | None = None,
                  extra: StageState | None = None, select: bool = True, eval_steps: set[int] | None = None,
                  checkpoint_every: int = 0, checkpoint_seconds: float | None = CHECKPOINT_SECONDS,
-                 log_evals: bool = True) -> None:
+                 log_evals: bool = True, defaults: dict | None = None) -> None:
         """step: the stage's own training step (rows of the global batch, 0-based step index) -> one loss per
         model, used instead of `loss`; eval_steps: 1-based steps of the run to evaluate after, instead of
         `evals_per_epoch`; select: keep and load each model's best state; checkpoint_seconds: also checkpoint after
         the first step this long after the last checkpoint (None: only at evaluation points and `checkpoint_every`);
-        log_evals: log each evaluation."""
+        log_evals: log each evaluation; defaults: the stage's option defaults, so that a checkpoint recorded before
+        an option was added resumes while that option holds its default (`fileio.config_matches` on the
+        fingerprint's "config")."""
         if (loss is None) == (step is None):
             raise ValueError("Trainer: give exactly one of loss and step")
         self.name, self.trainees, self.epochs = name, trainees, epochs
@@ -110,6 +113,7 @@ class Trainer:
         self.evals_per_epoch, self.clip = evals_per_epoch, clip
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.fingerprint = json.loads(json.dumps(fingerprint or {}))
+        self.defaults = defaults
         self.custom_step, self.extra, self.select = step, extra, select
         self.eval_steps, self.checkpoint_every, self.log_evals = eval_steps, checkpoint_every, log_evals
         self.checkpoint_seconds = checkpoint_seconds
@@ -177,8 +181,14 @@ class Trainer:
     def compatible(self) -> bool:
         """True when the checkpoint file exists and was made with these inputs and settings."""
         path = self.checkpoint
-        return (path is not None and path.is_file()
-                and read_record(path, f"{self.name} checkpoint").get("fingerprint") == self.fingerprint)
+        if path is None or not path.is_file():
+            return False
+        recorded = read_record(path, f"{self.name} checkpoint").get("fingerprint")
+        if not isinstance(recorded, dict):
+            return False
+        rest = {k: v for k, v in recorded.items() if k != "config"}
+        return (rest == {k: v for k, v in self.fingerprint.items() if k != "config"}
+                and config_matches(recorded.get("config"), self.fingerprint.get("config"), self.defaults))
 
     def start(self, resume: bool) -> None:
         """Restore the checkpoint when `resume` (refusing one of other settings); once per trainer."""

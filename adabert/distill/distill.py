@@ -243,7 +243,7 @@ class Distiller:
         checkpoint = (self.checkpoints / f"{desc.replace(' ', '-')}.safetensors" if self.checkpoints is not None
                       else None)
         result = Trainer(desc, trainees, cfg.epochs, batches, loss, evaluate, task.main_metric, cfg.evals_per_epoch,
-                         cfg.clip, checkpoint, self.fingerprint).fit(self.resume)
+                         cfg.clip, checkpoint, self.fingerprint, defaults=asdict(type(cfg)())).fit(self.resume)
         return models[result.best_index], result.history, result.best_score
 
     def run(self) -> tuple[nn.Module, dict]:

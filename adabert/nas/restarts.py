@@ -52,7 +52,8 @@ class RestartSearch:
 
     def up_to_date(self) -> bool:
         """True when OUT holds the pick of these restarts for these inputs and settings."""
-        return (self.out / "arch.json").is_file() and meta_matches(self.out, "search", self.inputs, self.run_config)
+        return (self.out / "arch.json").is_file() and meta_matches(self.out, "search", self.inputs, self.run_config,
+                                                               defaults=asdict(SearchConfig()))
 
     def ensure(self) -> dict:
         """As `Searcher.ensure`: each restart reused when finished, continued when interrupted."""

@@ -110,7 +110,7 @@ class Searcher:
             task.main_metric, 1, cfg.clip, self.checkpoint, {"inputs": self.inputs, "config": self.config},
             step=self.train_step, extra=StageState(self.stage_state, self.load_stage_state), select=False,
             eval_steps=eval_points(self.total_steps, min(cfg.evals, self.total_steps)),
-            checkpoint_every=cfg.checkpoint_every, log_evals=False)
+            checkpoint_every=cfg.checkpoint_every, log_evals=False, defaults=asdict(SearchConfig()))
 
     @property
     def step(self) -> int:
@@ -266,7 +266,8 @@ class Searcher:
 
     def up_to_date(self) -> bool:
         """True when OUT holds a finished search (arch.json) for these inputs and settings."""
-        return (self.out / "arch.json").is_file() and meta_matches(self.out, "search", self.inputs, self.run_config)
+        return (self.out / "arch.json").is_file() and meta_matches(self.out, "search", self.inputs, self.run_config,
+                                                               defaults=asdict(SearchConfig()))
 
     # -- checkpoints (the trainer's, with the estimates and the architecture optimiser beside the supernet) ----
     @property

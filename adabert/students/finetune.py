@@ -126,7 +126,7 @@ def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, o
     t0 = time.time()
     trainer = Trainer("finetune", [Trainee(model, opt, sched)], epochs, batches, loss, evaluate,
                       task.main_metric, cfg.evals_per_epoch, cfg.clip, partial_dir(output_dir) / "finetune.safetensors",
-                      {"inputs": inputs, "config": config})
+                      {"inputs": inputs, "config": config}, defaults=asdict(type(cfg)()))
     result = trainer.fit(resume)
     history, best = result.history, result.best_score
     seconds = time.time() - t0

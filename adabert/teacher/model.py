@@ -230,7 +230,7 @@ def finetune_teacher(source: str, data: TaskData, cfg: TeacherConfig, output_dir
     t0 = time.time()
     result = Trainer("teacher", [Trainee(model, opt, sched)], cfg.epochs, batches, loss, evaluate, task.main_metric,
                      1, cfg.clip, partial_dir(output_dir) / "teacher.safetensors",
-                     {"inputs": inputs, "config": config}).fit(resume)
+                     {"inputs": inputs, "config": config}, defaults=asdict(type(cfg)())).fit(resume)
     history = result.history
     dev = evaluate_teacher(model, tokenizer, data.dev, cfg.max_length, device)
     log.info("teacher dev: %s", _fmt(dev))

@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 from adabert.core.checkpoint import unprefixed
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import hash_tensors, load_tensors, meta_matches
+from adabert.core.runtime import autocast
 from adabert.data.dataset import load_task_data
 from adabert.data.encoding import encode_separate, student_batch
 from adabert.data.tasks import get_task
@@ -239,6 +240,32 @@ def _finetune_toy(tiny_teacher, tiny_probes, sst2_dir, out, **kw) -> dict:
     return finetune_student(out / "arch.json", TaskBundle(data, tiny_teacher, tiny_probes),
                             FinetuneConfig(epochs=4, batch_size=32, max_length=32, lr=1e-2, **kw), out / "st",
                             torch.device("cpu"))
+
+
+def test_bf16_autocast_on_cpu_only_when_asked():
+    """`runtime.autocast(cpu, cpu=True)` runs the student's convolutions in bfloat16; without it a CPU stays
+    float32; the weights stay float32 either way."""
+    student = Student.from_teacher_tables(_arch(), torch.randn(40, 12), torch.randn(32, 12), 2)
+    ids, mask = torch.randint(0, 40, (3, 7)), torch.ones(3, 7, dtype=torch.bool)
+    cpu = torch.device("cpu")
+    with autocast(cpu):
+        plain = student.forward_all(ids, mask, ids, mask)
+    with autocast(cpu, cpu=True):
+        mixed = student.forward_all(ids, mask, ids, mask)
+    assert all(h.dtype == torch.float32 for h in plain) and all(h.dtype == torch.bfloat16 for h in mixed)
+    assert all(p.dtype == torch.float32 for p in student.parameters())
+    assert torch.allclose(mixed[-1].float(), plain[-1], atol=0.05 * plain[-1].abs().max().item() + 1e-3)
+
+
+def test_finetune_in_bf16_learns_and_saves_float32(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    m = _finetune_toy(tiny_teacher, tiny_probes, sst2_dir, tmp_path / "a", bf16=True)
+    assert m["dev"]["accuracy"] >= 80.0
+    assert json.loads((tmp_path / "a" / "st" / "meta.json").read_text())["config"]["bf16"] is True
+    ref = _finetune_toy(tiny_teacher, tiny_probes, sst2_dir, tmp_path / "b")
+    mixed, _ = Student.from_pretrained(tmp_path / "a" / "st")
+    assert all(p.dtype == torch.float32 for p in mixed.parameters())
+    assert m["history"] != ref["history"]  # the steps did run in bfloat16
 
 
 def test_finetune_training_the_table_embeddings(tiny_teacher, tiny_probes, sst2_dir, tmp_path):

@@ -94,11 +94,22 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA devices that support it; a no-op on CPU."""
+def autocast(device: torch.device, enabled: bool = True, cpu: bool = False) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA devices that support it; on a CPU only with `cpu` (a student's training steps under
+    `--bf16`: matrix products and convolutions in bfloat16, reductions and the losses in float32), else a no-op."""
     if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if enabled and cpu and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def warn_if_emulated_bf16(what: str) -> None:
+    """Warn that `what` will run slower under --bf16 than in float32 when this CPU has no native bfloat16."""
+    native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)  # a private torch API
+    if not native():
+        log.warning("--bf16: this CPU has no native bfloat16 (AVX-512 bf16 or AMX); %s will be slower than in "
+                    "float32", what)
 
 
 def progress(iterable, **kwargs):

@@ -9,6 +9,7 @@ from typing import Literal, get_args
 from adabert.core.errors import AdabertError
 from adabert.core.options import option
 from adabert.core.validation import require_fraction, require_non_negative, require_positive, require_positive_ints
+from adabert.students.config import TRAIN_BF16_HELP
 
 CostUnit = Literal["params", "flops", "latency_ms"]
 COST_UNITS = get_args(CostUnit)
@@ -77,6 +78,7 @@ class SearchConfig:
     restarts: int = option(1, "run N searches with seeds SEED .. SEED + N - 1 and write the pick with the best "
                               "selection score of all (N times the time; needs --select-top >= 2)")
     train_limit: int = option(0, "use only the first N training examples (0: all)")
+    bf16: bool = option(False, TRAIN_BF16_HELP)
     seed: int = option(0, "random seed")
 
     def __post_init__(self) -> None:

@@ -36,7 +36,7 @@ from adabert.core.fileio import META, meta_matches, read_json, write_json, write
 from adabert.core.guards import check_terms, clip_checked
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import depth_losses, efficiency_penalty
-from adabert.core.runtime import autocast, log, summary_level
+from adabert.core.runtime import autocast, log, summary_level, warn_if_emulated_bf16
 from adabert.core.schedule import eval_points
 from adabert.core.trainer import StageState, Trainee, Trainer
 from adabert.data.encoding import batched_logits, epoch_batches, student_batch
@@ -149,7 +149,7 @@ class Searcher:
         local = distributed.shard(rows)
         teacher = self.probes.teacher_train[self.fit_idx[local]].to(self.device) if cfg.gamma > 0 else None
         model.eval()
-        with autocast(self.device):
+        with autocast(self.device, cpu=cfg.bf16):
             heads = model(*student_batch(self.enc, local, self.device), sample)
         model.train()
         losses = depth_losses([h.float() for h in heads], self.labels[local].to(self.device), teacher, cfg.gamma,
@@ -191,7 +191,7 @@ class Searcher:
         batch = student_batch(self.enc, local, self.device)
         y = self.labels[local].to(self.device)
         teacher = self.probes.teacher_train[self.fit_idx[local]].to(self.device) if cfg.gamma > 0 else None
-        with autocast(self.device):
+        with autocast(self.device, cpu=cfg.bf16):
             heads = model(*batch, sample)
         losses = depth_losses([h.float() for h in heads], y, teacher, cfg.gamma, cfg.temperature)
         where = f"search step {self.step + 1}"
@@ -310,6 +310,8 @@ class Searcher:
         """Train through `core.trainer` until the end (or `max_steps` steps in total, leaving a checkpoint);
         return the summary, or None when stopped early."""
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.cfg.bf16 and self.device.type == "cpu":
+            warn_if_emulated_bf16("the search's steps")
         self.trainer.start(resume)
         main = distributed.is_main()
         if main:

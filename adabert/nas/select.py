@@ -30,10 +30,10 @@ from adabert.teacher.bundle import TaskBundle
 
 def selection_finetune(search: SearchConfig, steps: int) -> FinetuneConfig:
     """The selection's recipe: `steps` finetune steps from the supernet's weights with the search's length, KD
-    weight, temperature, training rows and seed (finetune defaults otherwise); best of 4 held-out evaluations."""
+    weight, temperature, training rows, bf16 and seed (finetune defaults otherwise); best of 4 held-out evaluations."""
     return FinetuneConfig(steps=steps, evals_per_epoch=4, max_length=search.max_length, gamma=search.gamma,
                           temperature=search.temperature, train_limit=search.train_limit, inherit=True,
-                          seed=search.seed)
+                          bf16=search.bf16, seed=search.seed)
 
 
 def select_by_finetune(candidates: list[Arch], bundle: TaskBundle, cfg: FinetuneConfig, out: Path,

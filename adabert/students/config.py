@@ -9,6 +9,9 @@ from adabert.core.errors import AdabertError
 from adabert.core.options import option
 from adabert.core.validation import require_fraction, require_non_negative, require_positive, require_positive_ints
 
+TRAIN_BF16_HELP = ("train the student under bfloat16 autocast on the CPU too (on a CUDA GPU it always is): about "
+                   "1.4x faster steps on a CPU with AMX or AVX-512 bf16; evaluation on the CPU stays float32")
+
 
 @dataclass
 class FinetuneConfig:
@@ -39,6 +42,7 @@ class FinetuneConfig:
     train_limit: int = option(0, "use only the first N training examples (0: all)")
     group_by_length: bool = option(True, "batch examples of similar length (several-fold less padding on tasks "
                                          "whose lengths vary); false: plain random batches")
+    bf16: bool = option(False, TRAIN_BF16_HELP)
     seed: int = option(0, "random seed")
 
     def __post_init__(self) -> None:

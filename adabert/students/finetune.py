@@ -20,7 +20,7 @@ from adabert.core.errors import AdabertError
 from adabert.core.fileio import atomic_dir, hash_tensors, load_tensors, read_json, write_json, write_meta
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import hard_loss, probe_kd, soft_kd
-from adabert.core.runtime import autocast, log, set_seed
+from adabert.core.runtime import autocast, log, set_seed, warn_if_emulated_bf16
 from adabert.core.schedule import cosine_decay
 from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
 from adabert.data.encoding import Encoded, batched_logits, epoch_batches, student_batch
@@ -68,6 +68,8 @@ def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, o
         raise AdabertError(f"{bundle.augment_dir}: holds no probe logits for --kd-target probes; rerun "
                            "`adabert augment` with --probes, or use --kd-target teacher")
     word, pos = bundle.tables
+    if cfg.bf16 and device.type == "cpu":
+        warn_if_emulated_bf16("the student's training steps")
     set_seed(cfg.seed)
     model = Student.from_teacher_tables(arch, word, pos, task.num_labels, task.is_pair)
     init_regression_heads(model, data)
@@ -107,7 +109,7 @@ def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, o
 
     def loss(rows: np.ndarray) -> Losses:
         y = labels[rows].to(device)
-        with autocast(device):
+        with autocast(device, cpu=cfg.bf16):
             heads = model.forward_all(*student_batch(enc, rows, device))
         heads = [h.float() for h in heads]
         ce = hard_loss(heads[-1], y)

@@ -21,7 +21,7 @@ from adabert.core.checkpoint import load_checkpoint, read_record, save_checkpoin
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import atomic_dir, meta_matches, model_fingerprint, read_json, write_json, write_meta
 from adabert.core.heads import init_regression_heads
-from adabert.core.runtime import autocast, log, progress, set_seed
+from adabert.core.runtime import autocast, log, progress, set_seed, warn_if_emulated_bf16
 from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
 from adabert.data.dataset import Dataset, TaskData
 from adabert.data.encoding import Encoded, batch_indices, encode_joint, epoch_batches, joint_batch
@@ -90,10 +90,7 @@ def for_inference(model: nn.Module, device: torch.device, bf16: bool = False) ->
     a few hundredths. A CPU without native bf16 emulates it, slower than float32: warned."""
     model = model.to(device).eval()
     if bf16 and device.type == "cpu":
-        native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)  # a private torch API
-        if not native():
-            log.warning("--bf16: this CPU has no native bfloat16 (AVX-512 bf16 or AMX); the teacher passes will "
-                        "be slower than in float32")
+        warn_if_emulated_bf16("the teacher passes")
         model = model.to(torch.bfloat16)
     return model
 

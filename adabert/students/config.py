@@ -9,8 +9,9 @@ from adabert.core.errors import AdabertError
 from adabert.core.options import option
 from adabert.core.validation import require_fraction, require_non_negative, require_positive, require_positive_ints
 
-TRAIN_BF16_HELP = ("train the student under bfloat16 autocast on the CPU too (on a CUDA GPU it always is): about "
-                   "1.4x faster steps on a CPU with AMX or AVX-512 bf16; evaluation on the CPU stays float32")
+TRAIN_BF16_HELP = ("train the student under bfloat16 autocast on the CPU too (on a CUDA GPU it always is): with AMX, "
+                   "1.5-1.6x faster steps on batches of 64 x 32 tokens, 1.2x on SST-2's short sentences; weights "
+                   "and evaluation on the CPU stay float32")
 
 
 @dataclass

@@ -118,6 +118,16 @@ def test_a_finished_search_started_afresh_is_no_longer_up_to_date(searched, tiny
     assert not _searcher(tiny_teacher, tiny_probes, sst2_dir, out, **SELECT).up_to_date()
 
 
+def test_search_in_bf16_learns_and_its_selection_finetunes_in_bf16(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
+    out = tmp_path / "bf16"
+    summary = _searcher(tiny_teacher, tiny_probes, sst2_dir, out, bf16=True, select_top=2, select_steps=24).run()
+    assert summary["selection"]["supernet_holdout"]["accuracy"] >= 80.0
+    load_arch(out / "arch.json", load_search_space("tiny"))
+    assert json.loads((out / "meta.json").read_text())["config"]["bf16"] is True
+    for i in range(2):
+        assert json.loads((out / "select" / f"candidate-{i}" / "meta.json").read_text())["config"]["bf16"] is True
+
+
 def test_resume_refuses_other_settings(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
     from adabert.core.errors import AdabertError
 

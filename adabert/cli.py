@@ -18,7 +18,7 @@ from adabert.core.options import (OPTIONS_FILE, add_config_arguments, apply_opti
                                   read_options_file)
 from adabert.distill.config import DistillConfig
 from adabert.nas.config import SearchConfig
-from adabert.students.config import FinetuneConfig
+from adabert.students.config import TRAIN_BF16_HELP, FinetuneConfig
 from adabert.teacher.config import AugmentConfig, ProbeConfig, TeacherConfig
 
 SEARCH_DEFAULTS = SearchConfig()
@@ -259,7 +259,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     device = _setup(args)
     ft = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, lr=args.lr,
-                        gamma=args.gamma, train_limit=args.train_limit)
+                        gamma=args.gamma, train_limit=args.train_limit, bf16=args.bf16)
     cfg = StudyConfig(parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()), random=args.random,
                       space=args.space,
                       seeds=args.seeds, budget_tolerance=args.budget_tolerance, sampler_seed=args.seed,
@@ -535,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--gamma", type=float, default=0.8, help="KD weight of every finetune")
     p.add_argument("--train-limit", type=int, default=0, help="finetune on the first N training examples (0: all)")
+    p.add_argument("--bf16", action="store_true", help="every finetune: " + TRAIN_BF16_HELP)
     p.add_argument("--budgets", default="", help="part budgets: comma-separated targets in searched parameters")
     p.add_argument("--search-train-limit", type=int, default=0,
                    help="part budgets: search on the first N fit rows (0: like the search that wrote --arch)")

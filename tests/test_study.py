@@ -169,11 +169,12 @@ def test_study_ranks_architectures_over_the_whole_space_and_the_one_op_cells(sea
                                                                             sst2_dir, tmp_path, capsys):
     args = ["study", "--arch", search_dir / "arch.json", "--teacher", tiny_teacher, "--probes", tiny_probes,
             "--task", "sst2", "--data-dir", sst2_dir, "--parts", "space,ops,rank", "--space", 3, "--seeds", 1,
-            "--epochs", 1, "--batch-size", 32, "--max-length", 32, "--score-steps", 0, "--output-dir",
+            "--epochs", 1, "--batch-size", 32, "--max-length", 32, "--score-steps", 0, "--bf16", "--output-dir",
             tmp_path / "study"]
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     r = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert json.loads((tmp_path / "study" / "runs" / "space00" / "seed0" / "meta.json").read_text())["config"]["bf16"]
     ops = ["op-cnn3", "op-dil_cnn3", "op-max_pool3", "op-identity"]  # the tiny space's non-zero ops
     assert [a["name"] for a in r["archs"]] == ["searched", "space00", "space01", "space02", *ops]
     assert "rank" not in r and r["rank_space"]["archs"] == 4 and -1 <= r["rank_space"]["kendall_tau"] <= 1

@@ -258,7 +258,8 @@ def test_bf16_autocast_on_cpu_only_when_asked():
 
 
 def test_finetune_in_bf16_learns_and_saves_float32(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
-    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
     m = _finetune_toy(tiny_teacher, tiny_probes, sst2_dir, tmp_path / "a", bf16=True)
     assert m["dev"]["accuracy"] >= 80.0
     assert json.loads((tmp_path / "a" / "st" / "meta.json").read_text())["config"]["bf16"] is True

@@ -166,8 +166,8 @@ def tiny_probes(tmp_path_factory, tiny_teacher, sst2_dir) -> Path:
 
     out = tmp_path_factory.mktemp("runs") / "probes"
     data = load_task_data(get_task("sst2"), sst2_dir)
-    run_probes(str(tiny_teacher), data, ProbeConfig(epochs=20, batch_size=32, lr=1e-2, max_length=32), out,
-               torch.device("cpu"))
+    run_probes(str(tiny_teacher), data, ProbeConfig(epochs=20, batch_size=32, lr=1e-2, max_length=32,
+                                                    feature_dims=-1), out, torch.device("cpu"))
     return out
 
 

@@ -21,6 +21,7 @@ from adabert.teacher.augment import (AugmentConfig, PosLexicon, augment_dataset,
 from adabert.study import StudyConfig, run_study
 from adabert.teacher.bundle import TaskBundle
 from adabert.teacher.model import load_classifier, load_tokenizer, teacher_outputs
+from adabert.teacher.features import feature_targets
 from adabert.teacher.probes import probe_logits
 
 CPU = torch.device("cpu")
@@ -111,7 +112,10 @@ def test_run_augment_caches_teacher_and_probe_logits(toy, tiny_teacher, tiny_pro
                                     hidden=True)
     assert torch.allclose(logits, aug.teacher, atol=1e-5)
     probes = load_tensors(tiny_probes / "probes.safetensors", "probes")        # computed per batch = from all
-    assert torch.allclose(probe_logits(feats, probes["weight"], probes["bias"]), aug.probes, atol=1e-5)
+    # beside the sentence-vector targets, the probe logits pass through float16
+    assert torch.allclose(probe_logits(feats, probes["weight"], probes["bias"]), aug.probes, atol=1e-2)
+    assert aug.features.shape == (len(aug.data), 3, 32)  # sentence-vector KD targets, through the probes' maps
+    assert torch.allclose(feature_targets(feats, probes).float(), aug.features.float(), atol=1e-2)
     assert np.array_equal(aug.data.labels, logits.argmax(-1).numpy())   # teacher's predictions as labels
     assert set(aug.source) <= set(range(len(toy.fit)))
     first = json.loads((out / "augmented.jsonl").read_text().splitlines()[0])
@@ -125,10 +129,11 @@ def test_run_augment_caches_teacher_and_probe_logits(toy, tiny_teacher, tiny_pro
                                           fc=16, lr=3e-2), tmp_path / "student", CPU)
     assert m["train_examples"] == len(toy.fit) + len(aug.data)
     assert m["dev"]["accuracy"] >= 85
-    # the searched student's finetune takes the same folder (probe KD on the augmented text too)
+    # the searched student's finetune takes the same folder (probe and sentence-vector KD on the augmented text too)
     save_arch(_arch(), tmp_path / "arch.json")
     m = finetune_student(tmp_path / "arch.json", bundle,
-                         FinetuneConfig(epochs=3, batch_size=32, max_length=32, lr=1e-2), tmp_path / "searched", CPU)
+                         FinetuneConfig(epochs=3, batch_size=32, max_length=32, lr=1e-2, feature_kd=1.0),
+                         tmp_path / "searched", CPU)
     assert m["train_examples"] == len(toy.fit) + len(aug.data)
     assert m["dev"]["accuracy"] >= 85
     # a study's architecture rows train on it only when asked (--augment-rows); the default leaves it to the BiLSTM

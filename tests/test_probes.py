@@ -183,3 +183,67 @@ def test_teacher_cache_saves_are_spaced_by_their_cost(tiny_teacher, sst2_dir, tm
     teacher_outputs(model, enc, torch.device("cpu"), 2, cache=tmp_path / "c.safetensors", fingerprint={},
                     save_every_s=0, save_cost_ratio=3)
     assert saved_after[:3] == [1, 7, 13]
+
+
+def test_feature_maps_keep_the_top_components_with_unit_norm():
+    """Per layer: standardise, project on the top r principal components, scale to unit mean square."""
+    from adabert.teacher.features import feature_targets, fit_feature_maps
+
+    g = torch.Generator().manual_seed(0)
+    n = 4000
+    # layer 0: two strong directions (along axes 0 and 1 after standardising, correlated with axis 2), noise
+    base = torch.randn(n, 2, generator=g)
+    v0 = torch.stack([base[:, 0], base[:, 1], base[:, 0] + 0.01 * torch.randn(n, generator=g),
+                      0.1 * torch.randn(n, generator=g)], -1) * torch.tensor([5.0, 2.0, 3.0, 1.0]) + 7
+    vecs = torch.stack([v0, torch.randn(n, 4, generator=g)], 1)  # [N, 2, 4]
+    maps = fit_feature_maps(vecs.half(), 2, chunk=999)
+    assert maps["feature_basis"].shape == (2, 4, 2) and maps["feature_mean"].shape == (2, 4)
+    c = feature_targets(vecs, maps).float()
+    assert c.shape == (n, 2, 2) and c.dtype == torch.float32
+    assert torch.allclose(c.pow(2).mean((0, 2)), torch.ones(2), atol=0.02)  # unit mean square per component
+    # layer 0's top component is the shared direction of axes 0 and 2 (after standardising), then axis 1
+    top = maps["feature_basis"][0, :, 0].abs()
+    assert top[0] > 0.2 and top[2] > 0.2 and top[1] < 0.02 and top[3] < 0.1
+    assert fit_feature_maps(vecs, 64)["feature_basis"].shape == (2, 4, 4)  # r is at most D
+    full = fit_feature_maps(vecs, 4)  # r = D: the standardised vectors, rotated
+    z = (vecs - full["feature_mean"]) / full["feature_std"]
+    assert torch.allclose(feature_targets(vecs, full).float().pow(2).sum(-1), z.pow(2).sum(-1), rtol=2e-2, atol=2e-2)
+
+
+def test_probes_cache_feature_targets_of_every_train_row(tiny_teacher, tiny_probes, sst2_dir):
+    from adabert.teacher.features import feature_targets
+
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    pl = load_probe_logits(tiny_probes, data, str(tiny_teacher))
+    maps = load_tensors(tiny_probes / "probes.safetensors")
+    assert pl.features.shape == (len(data.train), 3, 32) and pl.features.dtype == torch.float16  # r = D = 32
+    model, tok = load_classifier(str(tiny_teacher)), load_tokenizer(str(tiny_teacher))
+    for i in (0, len(data.train) - 1):
+        _, feats = teacher_outputs(model, encode_joint(tok, data.train.subset([i]), 128), torch.device("cpu"),
+                                   hidden=True)
+        assert torch.allclose(feature_targets(feats, maps)[0].float(), pl.features[i].float(), atol=2e-2)
+
+
+def test_probes_made_before_the_features_stay_up_to_date_until_features_are_asked(tiny_teacher, tiny_probes,
+                                                                                  sst2_dir, tmp_path):
+    """A folder of an older version (no feature_dims in its config, no targets) is up to date for the default (no
+    features) and recomputed for --feature-dims."""
+    from adabert.core.fileio import save_tensors
+    from adabert.teacher.probes import run_probes
+
+    shutil.copytree(tiny_probes, tmp_path / "p")
+    meta = json.loads((tmp_path / "p" / "meta.json").read_text())
+    del meta["config"]["feature_dims"]
+    (tmp_path / "p" / "meta.json").write_text(json.dumps(meta))
+    old = {k: v for k, v in load_tensors(tmp_path / "p" / "logits.safetensors").items() if k != "features_train"}
+    save_tensors(tmp_path / "p" / "logits.safetensors", old)
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    cfg = {k: v for k, v in meta["config"].items() if k != "task"}
+    stamp = (tmp_path / "p" / "logits.safetensors").stat().st_mtime_ns
+    run_probes(str(tiny_teacher), data, ProbeConfig(**cfg), tmp_path / "p", torch.device("cpu"))
+    assert (tmp_path / "p" / "logits.safetensors").stat().st_mtime_ns == stamp
+    run_probes(str(tiny_teacher), data, ProbeConfig(**cfg, feature_dims=-1), tmp_path / "p", torch.device("cpu"))
+    assert json.loads((tmp_path / "p" / "meta.json").read_text())["config"]["feature_dims"] == -1
+    assert load_probe_logits(tmp_path / "p", data).features.shape[-1] == 32
+    with pytest.raises(AdabertError, match="--feature-dims: expected -1"):
+        ProbeConfig(feature_dims=-2)

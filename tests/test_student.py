@@ -284,3 +284,55 @@ def test_finetune_with_hinton_kd_from_teacher_logits(tiny_teacher, tiny_probes, 
     assert m["dev"]["accuracy"] >= 80.0
     with pytest.raises(AdabertError, match="--kd-target: expected probes or teacher"):
         FinetuneConfig(kd_target="layers")
+
+
+def test_feature_kd_value_and_gradient_on_hand_computed_tensors():
+    """L_F = mean_k mean_b ||P_k u_k - c[:, m(k)]||^2 / r with m(k) the probe layer map (K = 2 cells, L = 2
+    layers: cells 1, 2 -> layers 1, 2; r = 2)."""
+    from adabert.core.losses import feature_kd
+
+    u = [torch.tensor([[1.0, 0.0], [0.0, 2.0]], requires_grad=True), torch.tensor([[3.0, 1.0], [1.0, 1.0]])]
+    c = torch.zeros(2, 3, 2)
+    c[:, 1] = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
+    c[:, 2] = torch.tensor([[3.0, 1.0], [0.0, 0.0]])
+    c[:, 0] = 100.0  # the embedding layer is matched by no cell
+    eye = [torch.nn.Identity(), torch.nn.Identity()]
+    # cell 1: squared errors 0, 1 | 0, 4 -> 5 / 4; cell 2: 0, 0 | 1, 1 -> 2 / 4; mean 0.875
+    value = feature_kd(u, c, eye)
+    assert value.item() == pytest.approx(0.875)
+    value.backward()
+    # d/du_1 = 2 (u_1 - c_1) / (K B r) = (u_1 - c_1) / 4
+    assert torch.allclose(u[0].grad, torch.tensor([[0.0, -0.25], [0.0, 0.5]]))
+    zero = [torch.nn.Linear(2, 2) for _ in range(2)]
+    for p in zero:
+        torch.nn.init.zeros_(p.weight), torch.nn.init.zeros_(p.bias)
+    assert feature_kd(u, c, zero).item() == pytest.approx((c[:, 1].pow(2).mean() + c[:, 2].pow(2).mean()).item() / 2)
+
+
+def test_finetune_with_feature_kd_learns_and_saves_no_projection(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    m = _finetune_toy(tiny_teacher, tiny_probes, sst2_dir, tmp_path / "a", feature_kd=1.0)
+    assert m["dev"]["accuracy"] >= 80.0
+    ref = _finetune_toy(tiny_teacher, tiny_probes, sst2_dir, tmp_path / "b")
+    assert m["history"] != ref["history"]  # the term took part
+    student, _ = Student.from_pretrained(tmp_path / "a" / "st")
+    keys = set(load_tensors(tmp_path / "a" / "st" / "model.safetensors"))
+    assert keys == set(load_tensors(tmp_path / "b" / "st" / "model.safetensors"))  # the maps P_k are not saved
+    with pytest.raises(AdabertError, match="--feature-kd: expected a non-negative"):
+        FinetuneConfig(feature_kd=-1.0)
+
+
+def test_feature_kd_refuses_probes_without_features(tiny_teacher, tiny_probes, sst2_dir, tmp_path, capsys):
+    from adabert.teacher.probes import ProbeConfig, run_probes
+
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    run_probes(str(tiny_teacher), data, ProbeConfig(epochs=1, batch_size=32, max_length=32, feature_dims=0),
+               tmp_path / "probes", torch.device("cpu"))
+    assert "features_train" not in load_tensors(tmp_path / "probes" / "logits.safetensors")
+    save_arch(_arch(), tmp_path / "arch.json")
+    code, _, err = run_cli(["finetune", "--arch", str(tmp_path / "arch.json"), "--teacher", str(tiny_teacher),
+                            "--probes", str(tmp_path / "probes"), "--task", "sst2", "--data-dir", str(sst2_dir),
+                            "--output-dir", str(tmp_path / "st"), "--epochs", "1", "--feature-kd", "1"], capsys)
+    assert code == 2 and "holds no teacher sentence vectors" in err and "Traceback" not in err
+    assert not (tmp_path / "st").exists()

@@ -84,6 +84,21 @@ def probe_kd(heads: list[torch.Tensor], probe_logits: torch.Tensor, y: torch.Ten
     return (w * soft_kd(student, teacher, temperature)).sum(1).mean()
 
 
+def feature_kd(pooled: list[torch.Tensor], targets: torch.Tensor, projs: list) -> torch.Tensor:
+    """Sentence-vector KD of a K-cell student (`teacher.features`): cell k's sentence vector u_k [B, H], through a
+    learned linear map P_k: H -> r, regresses the teacher's target at the matched layer m(k):
+
+        L_F = mean_k mean_b ||P_k(u_k[b]) - c[b, m(k)]||^2 / r
+
+    pooled: K tensors [B, H]; targets c [B, L+1, r] (each component of unit mean square, so L_F = 1 at P = 0);
+    projs: K modules H -> r.
+    """
+    num_cells, layers = len(pooled), targets.shape[1] - 1
+    terms = [((proj(u) - targets[:, layer_map(k, num_cells, layers)]) ** 2).mean()
+             for k, (u, proj) in enumerate(zip(pooled, projs), 1)]
+    return torch.stack(terms).mean()
+
+
 def depth_losses(heads: list[torch.Tensor], y: torch.Tensor, teacher: torch.Tensor | None, gamma: float,
                  temperature: float) -> torch.Tensor:
     """The loss of every candidate depth, each read out by its own cell's head: [K].

@@ -78,14 +78,18 @@ class Readout(nn.Module):
         self.match = nn.Linear(4 * hidden, hidden) if pair else None
         self.out = nn.Linear(hidden, num_labels)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def pooled(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The sentence (or pair) vector [B, H] the classifier sees."""
         if self.align is not None:
             x = align_pair(x, mask, self.align, self.align_gate, self.drop)
         h = masked_mean(x, mask)
         if self.match is not None:
             u, v = h.unflatten(0, (2, -1))  # (not chunk: keeps the batch size dynamic in ONNX export)
             h = torch.tanh(self.match(self.drop(torch.cat([u, v, u * v, (u - v).abs()], -1))))
-        return self.out(self.drop(h))
+        return h
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.out(self.drop(self.pooled(x, mask)))
 
 
 def embed_inputs(embed: nn.Module, pair: bool, ids_a: torch.Tensor, mask_a: torch.Tensor, ids_b: torch.Tensor,

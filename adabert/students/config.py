@@ -44,11 +44,14 @@ class FinetuneConfig:
     group_by_length: bool = option(True, "batch examples of similar length (several-fold less padding on tasks "
                                          "whose lengths vary); false: plain random batches")
     bf16: bool = option(False, TRAIN_BF16_HELP)
+    feature_kd: float = option(0.0, "weight of sentence-vector KD: each cell's sentence vector, through a "
+                                    "learned linear map, regresses the teacher's (standardised) at the matched "
+                                    "layer, cached by `adabert probes --feature-dims -1`; 0: off; needs --gamma > 0")
     seed: int = option(0, "random seed")
 
     def __post_init__(self) -> None:
         require_positive_ints(self, "epochs", "batch_size", "max_length", "evals_per_epoch")
-        require_non_negative(self, "steps")
+        require_non_negative(self, "steps", "feature_kd")
         if self.train_limit < 0:
             raise AdabertError(f"--train-limit: expected a non-negative integer, got {self.train_limit}")
         require_fraction(self, "gamma", 0, 1, closed_high=True)

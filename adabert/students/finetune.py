@@ -2,6 +2,8 @@
 slice, report dev once, and save a student folder.
 
     L = (1 - gamma) * CE(logits, y) + gamma * L_KD(per-cell heads, teacher probe logits)
+        + feature_kd * L_F(per-cell sentence vectors, teacher sentence vectors)      (when gamma > 0)
+L_F: `losses.feature_kd`, its targets `teacher.features`.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from adabert.core import distributed
 from adabert.core.checkpoint import unprefixed
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import atomic_dir, hash_tensors, load_tensors, read_json, write_json, write_meta
 from adabert.core.heads import init_regression_heads
-from adabert.core.losses import hard_loss, probe_kd, soft_kd
+from adabert.core.losses import feature_kd, hard_loss, probe_kd, soft_kd
 from adabert.core.runtime import autocast, log, set_seed, warn_if_emulated_bf16
 from adabert.core.schedule import cosine_decay
 from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
@@ -39,6 +42,23 @@ def student_logits(model: Student, enc: Encoded, device: torch.device, batch_siz
     model.eval()
     return batched_logits(lambda rows: model(*student_batch(enc, rows, device)), enc, model.num_labels, device,
                           batch_size)
+
+
+def feature_kd_targets(bundle: TaskBundle, train_idx: np.ndarray) -> torch.Tensor:
+    """Sentence-vector KD targets [N, L+1, r] of the training rows (fit split, then the augmented text)."""
+    features = bundle.probes.features
+    if features is None:
+        raise AdabertError(f"--feature-kd: {bundle.probes_dir} holds no teacher sentence vectors (made "
+                           "without --feature-dims); rerun `adabert probes --feature-dims -1`, or pass --feature-kd 0")
+    features = features[train_idx]
+    augmented = bundle.augmented
+    if augmented is not None:
+        if augmented.features is None or augmented.features.shape[1:] != features.shape[1:]:
+            raise AdabertError(f"--feature-kd: {bundle.augment_dir} holds no teacher sentence vectors matching "
+                               f"{bundle.probes_dir}; rerun `adabert augment --probes {bundle.probes_dir}`, or "
+                               "pass --feature-kd 0")
+        features = torch.cat([features, augmented.features])
+    return features
 
 
 def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, output_dir: Path,
@@ -91,7 +111,13 @@ def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, o
     holdout_enc = bundle.encoded("holdout", cfg.max_length)
     dev_enc = bundle.encoded("dev", cfg.max_length)
     labels = torch.as_tensor(fit.labels)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+    feats = feature_kd_targets(bundle, train_idx) if cfg.feature_kd > 0 and probes is not None else None
+    projs = None
+    if feats is not None:  # trained with the student (Trainee.extra), not saved
+        projs = nn.ModuleList(nn.Linear(arch.space.hidden_size, feats.shape[-1])
+                              for _ in range(arch.num_cells)).to(device)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad]
+                            + (list(projs.parameters()) if projs is not None else []), lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
     per_epoch = math.ceil(len(enc) / cfg.batch_size)
 
@@ -109,8 +135,9 @@ def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, o
 
     def loss(rows: np.ndarray) -> Losses:
         y = labels[rows].to(device)
+        pooled = [] if projs is not None else None
         with autocast(device, cpu=cfg.bf16):
-            heads = model.forward_all(*student_batch(enc, rows, device))
+            heads = model.forward_all(*student_batch(enc, rows, device), pooled=pooled)
         heads = [h.float() for h in heads]
         ce = hard_loss(heads[-1], y)
         terms = {"CE" if not task.is_regression else "MSE": ce}
@@ -120,13 +147,16 @@ def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, o
             terms["KD"] = (probe_kd(heads, target, y, cfg.temperature) if cfg.kd_target == "probes"
                            else soft_kd(heads[-1], target, cfg.temperature).mean())
             total = total + cfg.gamma * terms["KD"]
+        if projs is not None:
+            terms["feature KD"] = feature_kd([u.float() for u in pooled], feats[rows].to(device).float(), projs)
+            total = total + cfg.feature_kd * terms["feature KD"]
         return [total], terms
 
     def evaluate(m: Student) -> dict[str, float]:
         return task_metrics(task, student_logits(m, holdout_enc, device).numpy(), data.holdout.labels)
 
     t0 = time.time()
-    trainer = Trainer("finetune", [Trainee(model, opt, sched)], epochs, batches, loss, evaluate,
+    trainer = Trainer("finetune", [Trainee(model, opt, sched, projs)], epochs, batches, loss, evaluate,
                       task.main_metric, cfg.evals_per_epoch, cfg.clip, partial_dir(output_dir) / "finetune.safetensors",
                       {"inputs": inputs, "config": config}, defaults=asdict(type(cfg)()))
     result = trainer.fit(resume)

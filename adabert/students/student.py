@@ -78,14 +78,18 @@ class Student(nn.Module):
         return Student(arch, embed, num_labels, pair)
 
     def forward_all(self, ids_a: torch.Tensor, mask_a: torch.Tensor, ids_b: torch.Tensor,
-                    mask_b: torch.Tensor) -> list[torch.Tensor]:
-        """Head logits of every cell: K tensors [B, C]. For single sentences pass ids_b = ids_a (ignored)."""
+                    mask_b: torch.Tensor, pooled: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Head logits of every cell: K tensors [B, C]. For single sentences pass ids_b = ids_a (ignored).
+        With a list `pooled`, each head's sentence vector [B, H] is appended to it."""
         x, mask = embed_inputs(self.embed, self.pair, ids_a, mask_a, ids_b, mask_b)
         s0, m0, s1, m1 = x, mask, x, mask
         heads = []
         for cell, head in zip(self.cells, self.heads):
             out, mask = cell(s0, m0, s1, m1)
-            heads.append(head(out, mask))
+            h = head.pooled(out, mask)
+            if pooled is not None:
+                pooled.append(h)
+            heads.append(head.out(head.drop(h)))
             s0, m0, s1, m1 = s1, m1, out, mask
         return heads
 

@@ -27,7 +27,6 @@ import json
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -44,6 +43,7 @@ from adabert.data.encoding import encode_joint
 from adabert.teacher.config import DEFAULT_TAGGER, AugmentConfig
 from adabert.teacher.model import (check_teacher_for_task, for_inference, load_classifier, load_tokenizer,
                                    model_source_fingerprint, teacher_outputs)
+from adabert.teacher.features import feature_targets, has_feature_maps
 from adabert.teacher.probes import probe_logits
 
 Tagger = Callable[[list[list[str]]], list[list[str]]]
@@ -142,13 +142,15 @@ def augment_dataset(data: Dataset, cfg: AugmentConfig, mask_token: str, tagger: 
 @dataclass
 class Augmented:
     """Augmented training text with the teacher's outputs on it: `data` holds the texts with the teacher's
-    predictions as labels, `teacher` its logits [N, C], `probes` probe logits [N, L+1, C] (when the augment
-    stage was given the probes), `source` the index (in the fit split) of the example each came from."""
+    predictions as labels, `teacher` its logits [N, C], `probes` probe logits [N, L+1, C] and `features` the
+    sentence-vector KD targets [N, L+1, r] (when the augment stage was given probes with feature maps), `source`
+    the index (in the fit split) of the example each came from."""
 
     data: Dataset
     teacher: torch.Tensor
     probes: torch.Tensor | None
     source: np.ndarray
+    features: torch.Tensor | None = None
 
     def after(self, fit: Dataset) -> Dataset:
         """`fit` followed by the augmented examples (rows of the cached logits follow in the same order)."""
@@ -189,16 +191,27 @@ def run_augment(teacher: str, data: TaskData, cfg: AugmentConfig, output_dir: Pa
     log.info("augment: %d new examples from %d (%.1f per example) in %.0fs", len(texts), len(fit),
              len(texts) / max(1, len(fit)), t_aug)
     new = Dataset(task, "augmented", output_dir, texts, np.zeros(len(texts)))
-    to_probe_logits = None if weights is None else partial(probe_logits, weight=weights["weight"],
-                                                           bias=weights["bias"])
-    logits, probes = teacher_outputs(model, encode_joint(tok, new, cfg.max_length), device, cfg.batch_size,
-                                     hidden=weights is not None, desc="teacher on augmented text",
-                                     cache=partial_dir(output_dir) / "teacher.safetensors",
-                                     fingerprint={"inputs": inputs, "config": config},  # a killed pass resumes
-                                     reduce=to_probe_logits)
-    tensors = {"teacher": logits, **({"probes": probes} if probes is not None else {})}
+    with_features = weights is not None and has_feature_maps(weights)
+
+    def reduce(vecs: torch.Tensor) -> torch.Tensor:
+        """Probe logits [B, L+1, C], followed on the last axis by the feature targets [B, L+1, r] if any (then
+        all in float16: the targets of a million sentences take gigabytes)."""
+        out = probe_logits(vecs, weights["weight"], weights["bias"])
+        return torch.cat([out.half(), feature_targets(vecs, weights)], -1) if with_features else out
+
+    logits, reduced = teacher_outputs(model, encode_joint(tok, new, cfg.max_length), device, cfg.batch_size,
+                                      hidden=weights is not None, desc="teacher on augmented text",
+                                      cache=partial_dir(output_dir) / "teacher.safetensors",
+                                      fingerprint={"inputs": inputs, "config": config},  # a killed pass resumes
+                                      reduce=reduce if weights is not None else None)
+    tensors = {"teacher": logits}
+    if reduced is not None:
+        tensors["probes"] = reduced[..., :task.num_labels].float()
+        if with_features:
+            tensors["features"] = reduced[..., task.num_labels:].half()
     stats = {"examples": len(fit), "augmented": len(texts), "augment_seconds": t_aug,
-             "teacher_seconds": time.time() - t0 - t_aug, "with_probes": weights is not None}
+             "teacher_seconds": time.time() - t0 - t_aug, "with_probes": weights is not None,
+             "with_features": with_features}
     with atomic_dir(output_dir) as tmp:
         lines = "".join(json.dumps({"texts": list(t), "source": int(s)}) + "\n" for t, s in zip(texts, source))
         atomic_write_bytes(tmp / "augmented.jsonl", lines.encode())
@@ -244,8 +257,12 @@ def load_augmented(folder: Path, data: TaskData, teacher: str | None = None) -> 
     teacher = t.get("teacher")
     if teacher is None or tuple(teacher.shape) != (len(texts), data.task.num_labels):
         raise AdabertError(f"{folder}/logits.safetensors: 'teacher' must be [{len(texts)}, {data.task.num_labels}]")
-    if not torch.isfinite(teacher).all() or ("probes" in t and not torch.isfinite(t["probes"]).all()):
+    if not all(torch.isfinite(t[k]).all() for k in ("teacher", "probes", "features") if k in t):
         raise AdabertError(f"{folder}/logits.safetensors: holds NaN or infinite values; rerun `adabert augment`")
+    features = t.get("features")
+    if features is not None and (features.dim() != 3 or len(features) != len(texts)):
+        raise AdabertError(f"{folder}/logits.safetensors: 'features' must be [{len(texts)}, L+1, r], got "
+                           f"{list(features.shape)}; rerun `adabert augment`")
     labels = teacher_labels(t["teacher"], data.task.is_regression)
     return Augmented(Dataset(data.task, "augmented", path, texts, labels), t["teacher"], t.get("probes"),
-                     np.array(source, dtype=np.int64))
+                     np.array(source, dtype=np.int64), features)

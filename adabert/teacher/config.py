@@ -48,10 +48,16 @@ class ProbeConfig:
     lr: float = option(1e-3, "Adam learning rate")
     max_length: int = option(128, "max tokens per example for the teacher")
     bf16: bool = option(False, BF16_HELP)
+    feature_dims: int = option(0, "also cache the teacher's sentence vector at every layer (standardised) as "
+                                  "targets of the student's sentence-vector KD (`finetune --feature-kd`): -1 all "
+                                  "of it (what was measured), N its top N principal components; 0: none")
     seed: int = option(0, "random seed")
 
     def __post_init__(self) -> None:
         require_positive_ints(self, "epochs", "batch_size", "max_length")
+        if self.feature_dims < -1:
+            raise AdabertError(f"--feature-dims: expected -1 (all), 0 (none) or a positive count, got "
+                               f"{self.feature_dims}")
         require_positive(self, "lr")
 
 

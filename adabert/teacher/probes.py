@@ -3,7 +3,8 @@
 With the teacher frozen, its sentence vector at every layer l = 0..L is computed once ([CLS] state for layers
 1..L, masked mean of the embedding output for layer 0). One linear classifier per layer is trained on those
 vectors with cross entropy (MSE for regression). Their logits on every train and dev example, `[N, L+1, C]`,
-are the teacher's layer-wise knowledge that students distil from.
+are the teacher's layer-wise knowledge that students distil from. The same vectors, reduced to their top
+principal components (`teacher.features`), are cached as the targets of sentence-vector KD.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from adabert.data.encoding import encode_joint
 from adabert.data.metrics import task_metrics
 from adabert.data.tasks import TaskSpec
 from adabert.teacher.config import ProbeConfig
+from adabert.teacher.features import feature_targets, fit_feature_maps
 from adabert.teacher.model import (check_teacher_for_task, for_inference, load_classifier, load_tokenizer,
                                    model_source_fingerprint, teacher_outputs)
 
@@ -116,6 +118,7 @@ class ProbeLogits:
     teacher_train: torch.Tensor
     teacher_dev: torch.Tensor
     layer_metric: list[float]
+    features: torch.Tensor | None = None  # sentence-vector KD targets [N, L+1, r] of the train split
 
     @property
     def num_layers(self) -> int:
@@ -158,13 +161,19 @@ def run_probes(teacher: str, data: TaskData, cfg: ProbeConfig, output_dir: Path,
     dev_np = logits_dev.numpy()
     layers = [{"layer": layer, "holdout": holdout[layer], "dev": task_metrics(task, dev_np[:, layer], data.dev.labels)}
               for layer in range(weight.shape[0])]
+    maps, targets = {}, {}
+    if cfg.feature_dims:
+        dims = train_feats.shape[-1] if cfg.feature_dims == -1 else cfg.feature_dims
+        maps = fit_feature_maps(train_feats[data.train_idx], dims)
+        targets = {"features_train": feature_targets(train_feats, maps)}
     teacher_dev = task_metrics(task, dev_logits.numpy(), data.dev.labels)
     metrics = {"layers": layers, "teacher_dev": teacher_dev, "feature_seconds": t_feats,
                "total_seconds": time.time() - t0, "train_examples": len(data.train), "dev_examples": len(data.dev)}
     with atomic_dir(output_dir) as tmp:
-        save_tensors(tmp / "probes.safetensors", {"weight": weight, "bias": bias})
+        save_tensors(tmp / "probes.safetensors", {"weight": weight, "bias": bias, **maps})
         save_tensors(tmp / "logits.safetensors", {"train": logits_train, "dev": logits_dev,
-                                                  "teacher_train": train_logits, "teacher_dev": dev_logits})
+                                                  "teacher_train": train_logits, "teacher_dev": dev_logits,
+                                                  **targets})
         write_json(tmp / "metrics.json", metrics)
         write_meta(tmp, "probes", inputs, config)
     remove_partial(output_dir)
@@ -213,4 +222,10 @@ def load_probe_logits(folder: Path, data: TaskData, teacher: str | None = None) 
             or not all(isinstance(r, dict) and isinstance(r.get("holdout"), (int, float)) for r in rows)):
         raise AdabertError(f"{folder / 'metrics.json'}: field 'layers' must list {layers} objects with a numeric "
                            "'holdout'")
-    return ProbeLogits(t["train"], t["dev"], t["teacher_train"], t["teacher_dev"], [r["holdout"] for r in rows])
+    features = t.get("features_train")
+    if features is not None and (features.dim() != 3 or features.shape[:2] != (len(data.train), layers)
+                                 or not torch.isfinite(features).all()):
+        raise AdabertError(f"{path}: 'features_train' must be finite, of shape [{len(data.train)}, {layers}, r], "
+                           f"got {list(features.shape)}; rerun `adabert probes`")
+    return ProbeLogits(t["train"], t["dev"], t["teacher_train"], t["teacher_dev"], [r["holdout"] for r in rows],
+                       features)

@@ -1,9 +1,9 @@
 """Teacher sentence vectors as regression targets for the student (sentence-vector KD).
 
 A binary task's logits give the student one number per sentence to imitate; the teacher's sentence vector at
-each layer (the probes' inputs: [CLS] state, or the embedding mean at layer 0) gives it D. To keep the cache
-small, each layer's vectors are standardised and reduced to their top r principal components, scaled so that
-a component has unit mean square, as each standardised dimension has:
+each layer (the probes' inputs: [CLS] state, or the embedding mean at layer 0) gives it D. Each layer's vectors
+are standardised and expressed in their principal components, the top r of them (r = D keeps everything, the
+measured choice; a smaller r, a smaller cache), each scaled to unit mean square as a standardised dimension has:
 
     z_l = (v_l - mean_l) / std_l                 mean_l, std_l [D] over the fit rows
     c_l = z_l @ B_l,  B_l = V_l sqrt(r / sum(lambda_l))   V_l [D, r]: top r eigenvectors of the covariance of
@@ -23,8 +23,8 @@ FEATURE_KEYS = ("feature_mean", "feature_std", "feature_basis")
 
 
 def fit_feature_maps(vecs: torch.Tensor, dims: int, chunk: int = 8192) -> dict[str, torch.Tensor]:
-    """The maps above from sentence vectors [N, L+1, D] (any float dtype; the fit rows only), in float32 and in
-    chunks of rows (the vectors of a large task do not fit in memory twice in float32)."""
+    """The maps above (float32) from sentence vectors [N, L+1, D] (any float dtype; the fit rows only), summed in
+    float64 over chunks of rows (the vectors of a large task do not fit in memory twice in a wider type)."""
     n, layers, width = vecs.shape
     dims = min(dims, width)
     total = torch.zeros(layers, width, dtype=torch.float64)

@@ -8,6 +8,7 @@ a stage folder without a matching `meta.json` is incomplete and is recomputed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -220,6 +221,11 @@ def write_meta(folder: Path, stage: str, inputs: dict[str, str], config: dict[st
     """Write `meta.json`: stage name, package version, input fingerprints and the config used."""
     write_json(Path(folder) / META, {"stage": stage, "adabert_version": __version__, "inputs": inputs,
                                      "config": config})
+
+
+def option_defaults(cfg: Any) -> dict[str, Any]:
+    """The option defaults of a stage, from its config dataclass instance `cfg` (what `config_matches` takes)."""
+    return dataclasses.asdict(type(cfg)())
 
 
 def config_matches(recorded: Any, current: Any, defaults: dict[str, Any] | None = None) -> bool:

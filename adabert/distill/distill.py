@@ -29,7 +29,7 @@ from torch import nn
 
 from adabert.core import distributed
 from adabert.core.errors import AdabertError
-from adabert.core.fileio import atomic_dir, hash_files, read_json, write_json, write_meta
+from adabert.core.fileio import atomic_dir, hash_files, option_defaults, read_json, write_json, write_meta
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import hard_loss, hinton_kd, kd_weights, layer_map, mse_logits, probe_kd, soft_kd
 from adabert.core.runtime import autocast, log, set_seed
@@ -243,7 +243,7 @@ class Distiller:
         checkpoint = (self.checkpoints / f"{desc.replace(' ', '-')}.safetensors" if self.checkpoints is not None
                       else None)
         result = Trainer(desc, trainees, cfg.epochs, batches, loss, evaluate, task.main_metric, cfg.evals_per_epoch,
-                         cfg.clip, checkpoint, self.fingerprint, defaults=asdict(type(cfg)())).fit(self.resume)
+                         cfg.clip, checkpoint, self.fingerprint, defaults=option_defaults(cfg)).fit(self.resume)
         return models[result.best_index], result.history, result.best_score
 
     def run(self) -> tuple[nn.Module, dict]:
@@ -305,7 +305,7 @@ def run_distill(bundle: TaskBundle, cfg: DistillConfig, output_dir: Path, device
               "augment": bundle.folder_fingerprint(bundle.augment_dir),
               "arch": hash_files([Path(arch_path)]) if arch_path is not None else ""}
     config = {**asdict(cfg), "task": bundle.task.describe()}
-    if not force and finished_student(output_dir, "distill", inputs, config, asdict(type(cfg)())):
+    if not force and finished_student(output_dir, "distill", inputs, config, option_defaults(cfg)):
         return read_json(output_dir / "metrics.json", "distill metrics")
     distiller = Distiller(bundle, cfg, device, arch_path, partial_dir(output_dir),
                           {"inputs": inputs, "config": config}, resume)

@@ -24,7 +24,7 @@ import torch
 
 from adabert import __version__
 from adabert.core import distributed
-from adabert.core.fileio import META, meta_matches, write_json, write_meta
+from adabert.core.fileio import META, meta_matches, option_defaults, write_json, write_meta
 from adabert.core.runtime import log
 from adabert.nas.arch import load_arch, save_arch
 from adabert.nas.board import SearchBoard
@@ -53,7 +53,7 @@ class RestartSearch:
     def up_to_date(self) -> bool:
         """True when OUT holds the pick of these restarts for these inputs and settings."""
         return (self.out / "arch.json").is_file() and meta_matches(self.out, "search", self.inputs, self.run_config,
-                                                               defaults=asdict(SearchConfig()))
+                                                               defaults=option_defaults(self.cfg))
 
     def ensure(self) -> dict:
         """As `Searcher.ensure`: each restart reused when finished, continued when interrupted."""

@@ -32,7 +32,7 @@ from adabert import __version__
 from adabert.core import distributed
 from adabert.core.checkpoint import optimizer_tensors, prefixed, restore_optimizer, unprefixed
 from adabert.core.errors import AdabertError
-from adabert.core.fileio import META, meta_matches, read_json, write_json, write_meta
+from adabert.core.fileio import META, meta_matches, option_defaults, read_json, write_json, write_meta
 from adabert.core.guards import check_terms, clip_checked
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import depth_losses, efficiency_penalty
@@ -110,7 +110,7 @@ class Searcher:
             task.main_metric, 1, cfg.clip, self.checkpoint, {"inputs": self.inputs, "config": self.config},
             step=self.train_step, extra=StageState(self.stage_state, self.load_stage_state), select=False,
             eval_steps=eval_points(self.total_steps, min(cfg.evals, self.total_steps)),
-            checkpoint_every=cfg.checkpoint_every, log_evals=False, defaults=asdict(SearchConfig()))
+            checkpoint_every=cfg.checkpoint_every, log_evals=False, defaults=option_defaults(cfg))
 
     @property
     def step(self) -> int:
@@ -267,7 +267,7 @@ class Searcher:
     def up_to_date(self) -> bool:
         """True when OUT holds a finished search (arch.json) for these inputs and settings."""
         return (self.out / "arch.json").is_file() and meta_matches(self.out, "search", self.inputs, self.run_config,
-                                                               defaults=asdict(SearchConfig()))
+                                                               defaults=option_defaults(self.cfg))
 
     # -- checkpoints (the trainer's, with the estimates and the architecture optimiser beside the supernet) ----
     @property

@@ -20,7 +20,8 @@ from torch import nn
 from adabert.core import distributed
 from adabert.core.checkpoint import unprefixed
 from adabert.core.errors import AdabertError
-from adabert.core.fileio import atomic_dir, hash_tensors, load_tensors, read_json, write_json, write_meta
+from adabert.core.fileio import (atomic_dir, hash_tensors, load_tensors, option_defaults, read_json, write_json,
+                                 write_meta)
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import feature_kd, hard_loss, probe_kd, soft_kd
 from adabert.core.runtime import autocast, log, set_seed, warn_if_emulated_bf16
@@ -80,7 +81,7 @@ def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, o
     if bundle.augment_dir is not None:
         inputs["augment"] = bundle.folder_fingerprint(bundle.augment_dir)
     config = {**asdict(cfg), "task": task.describe()}
-    if not force and finished_student(output_dir, "finetune", inputs, config, asdict(type(cfg)())):
+    if not force and finished_student(output_dir, "finetune", inputs, config, option_defaults(cfg)):
         return read_json(output_dir / "metrics.json", "student metrics")
     probes = bundle.require_probes("with --gamma > 0 (KD targets)") if cfg.gamma > 0 else None
     augmented = bundle.augmented
@@ -158,7 +159,7 @@ def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, o
     t0 = time.time()
     trainer = Trainer("finetune", [Trainee(model, opt, sched, projs)], epochs, batches, loss, evaluate,
                       task.main_metric, cfg.evals_per_epoch, cfg.clip, partial_dir(output_dir) / "finetune.safetensors",
-                      {"inputs": inputs, "config": config}, defaults=asdict(type(cfg)()))
+                      {"inputs": inputs, "config": config}, defaults=option_defaults(cfg))
     result = trainer.fit(resume)
     history, best = result.history, result.best_score
     seconds = time.time() - t0

@@ -35,7 +35,7 @@ import torch
 
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import (atomic_dir, atomic_write_bytes, hash_files, load_tensors, member, meta_matches,
-                                 read_json, save_tensors, write_json, write_meta)
+                                 option_defaults, read_json, save_tensors, write_json, write_meta)
 from adabert.core.runtime import log, progress
 from adabert.core.trainer import partial_dir, remove_partial
 from adabert.data.dataset import Dataset, TaskData, check_text
@@ -174,7 +174,7 @@ def run_augment(teacher: str, data: TaskData, cfg: AugmentConfig, output_dir: Pa
     if probes_dir is not None:
         inputs["probes"] = hash_files([Path(probes_dir) / "probes.safetensors"])
     config = {**asdict(cfg), "task": data.task.describe()}
-    if not force and meta_matches(output_dir, "augment", inputs, config, defaults=asdict(type(cfg)())):
+    if not force and meta_matches(output_dir, "augment", inputs, config, defaults=option_defaults(cfg)):
         log.info("augment: %s is up to date (fingerprints match); skipping", output_dir)
         return read_json(output_dir / "stats.json", "augment stats")
     task = data.task

@@ -19,7 +19,8 @@ from torch import nn
 from adabert.core import distributed
 from adabert.core.checkpoint import load_checkpoint, read_record, save_checkpoint
 from adabert.core.errors import AdabertError
-from adabert.core.fileio import atomic_dir, meta_matches, model_fingerprint, read_json, write_json, write_meta
+from adabert.core.fileio import (atomic_dir, meta_matches, model_fingerprint, option_defaults, read_json, write_json,
+                                 write_meta)
 from adabert.core.heads import init_regression_heads
 from adabert.core.runtime import autocast, log, progress, set_seed, warn_if_emulated_bf16
 from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
@@ -190,7 +191,7 @@ def finetune_teacher(source: str, data: TaskData, cfg: TeacherConfig, output_dir
     output_dir = Path(output_dir)
     inputs = {"data": data.fingerprint, "base_model": model_source_fingerprint(source)}
     config = {**asdict(cfg), "task": data.task.describe()}
-    if not force and meta_matches(output_dir, "teacher", inputs, config, defaults=asdict(type(cfg)())):
+    if not force and meta_matches(output_dir, "teacher", inputs, config, defaults=option_defaults(cfg)):
         log.info("teacher: %s is up to date (fingerprints match); skipping", output_dir)
         return json_metrics(output_dir)
     set_seed(cfg.seed)
@@ -227,7 +228,7 @@ def finetune_teacher(source: str, data: TaskData, cfg: TeacherConfig, output_dir
     t0 = time.time()
     result = Trainer("teacher", [Trainee(model, opt, sched)], cfg.epochs, batches, loss, evaluate, task.main_metric,
                      1, cfg.clip, partial_dir(output_dir) / "teacher.safetensors",
-                     {"inputs": inputs, "config": config}, defaults=asdict(type(cfg)())).fit(resume)
+                     {"inputs": inputs, "config": config}, defaults=option_defaults(cfg)).fit(resume)
     history = result.history
     dev = evaluate_teacher(model, tokenizer, data.dev, cfg.max_length, device)
     log.info("teacher dev: %s", _fmt(dev))

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from adabert.core.errors import AdabertError
-from adabert.core.fileio import (META, atomic_dir, load_tensors, member, meta_matches, read_json, save_tensors,
-                                 write_json, write_meta)
+from adabert.core.fileio import (META, atomic_dir, load_tensors, member, meta_matches, option_defaults, read_json,
+                                 save_tensors, write_json, write_meta)
 from adabert.core.runtime import log, set_seed
 from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
 from adabert.data.dataset import TaskData
@@ -135,7 +135,7 @@ def run_probes(teacher: str, data: TaskData, cfg: ProbeConfig, output_dir: Path,
     output_dir = Path(output_dir)
     inputs = {"data": data.fingerprint, "teacher": model_source_fingerprint(teacher)}
     config = {**asdict(cfg), "task": data.task.describe()}
-    if not force and meta_matches(output_dir, "probes", inputs, config, defaults=asdict(type(cfg)())):
+    if not force and meta_matches(output_dir, "probes", inputs, config, defaults=option_defaults(cfg)):
         log.info("probes: %s is up to date (fingerprints match); skipping", output_dir)
         return read_json(output_dir / "metrics.json", "probe metrics")
     if (output_dir / META).is_file():

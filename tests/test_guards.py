@@ -12,7 +12,7 @@ from torch import nn
 import adabert.nas.search
 import adabert.students.finetune
 from adabert.core.checkpoint import read_record
-from adabert.core.guards import EXIT_NONFINITE, NonFiniteError, check_terms, clip_checked
+from adabert.core.guards import EXIT_NONFINITE, NonFiniteError, all_finite, check_terms, clip_checked
 from adabert.data.dataset import load_task_data
 from adabert.data.tasks import get_task
 from adabert.nas.search import SearchConfig, Searcher
@@ -90,3 +90,12 @@ def test_finetune_nan_exits_3_keeps_the_last_checkpoint_and_resumes(tiny_teacher
     assert code == 0, err
     history = json.loads((tmp_path / "student" / "metrics.json").read_text())["history"]
     assert [h["step"] for h in history] == [4, 7] and not kept.parent.exists()
+
+
+def test_all_finite_finds_a_bad_value_in_any_chunk():
+    x = torch.randn(10, 3).half()
+    assert all_finite(x, chunk=4)
+    x[7, 1] = float("nan")
+    assert not all_finite(x, chunk=4)
+    assert not all_finite(torch.tensor(float("inf")))
+    assert all_finite(torch.empty(0, 3))

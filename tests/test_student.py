@@ -4,6 +4,7 @@ import json
 import shutil
 from dataclasses import asdict
 
+import numpy as np
 import pytest
 import torch
 from conftest import run_cli
@@ -19,7 +20,7 @@ from adabert.data.tasks import get_task
 from adabert.nas.arch import derive, save_arch
 from adabert.nas.search_space import load_search_space
 from adabert.nas.supernet import Sample, Supernet
-from adabert.students.finetune import FinetuneConfig, finetune_student
+from adabert.students.finetune import FinetuneConfig, JoinedRows, finetune_student
 from adabert.students.student import Student, inherit_search_weights
 from adabert.teacher.bundle import TaskBundle
 from adabert.teacher.probes import load_probe_logits
@@ -307,6 +308,16 @@ def test_feature_kd_value_and_gradient_on_hand_computed_tensors():
     for p in zero:
         torch.nn.init.zeros_(p.weight), torch.nn.init.zeros_(p.bias)
     assert feature_kd(u, c, zero).item() == pytest.approx((c[:, 1].pow(2).mean() + c[:, 2].pow(2).mean()).item() / 2)
+
+
+def test_joined_rows_index_as_their_concatenation():
+    g = torch.Generator().manual_seed(0)
+    first, second = torch.randn(5, 3, 2, generator=g).half(), torch.randn(7, 3, 2, generator=g).half()
+    joined = JoinedRows(first, second)
+    assert joined.shape == (12, 3, 2)
+    rows = np.array([11, 0, 5, 4, 4, 9])
+    assert torch.equal(joined[rows], torch.cat([first, second])[rows])
+    assert joined[rows].dtype == torch.float16
 
 
 def test_finetune_with_feature_kd_learns_and_saves_no_projection(tiny_teacher, tiny_probes, sst2_dir, tmp_path):

@@ -31,6 +31,12 @@ def check_terms(where: str, **terms: torch.Tensor | float) -> None:
             raise NonFiniteError(f"{where}: loss term {name!r} is {shown}; stopped before applying the step")
 
 
+def all_finite(x: torch.Tensor, chunk: int = 1 << 22) -> bool:
+    """True when every value of `x` is finite. Checked `chunk` values at a time: `torch.isfinite` on a whole
+    half-precision tensor of gigabytes (cached teacher targets) works on a float copy of all of it at once."""
+    return all(bool(torch.isfinite(part).all()) for part in x.reshape(-1).split(chunk))
+
+
 def clip_checked(named: Iterable[tuple[str, nn.Parameter]], clip: float, where: str) -> float:
     """Clip the gradients of `named` parameters to total norm `clip`; raise `NonFiniteError` naming the first
     parameter whose gradient is NaN or infinite. Returns the norm before clipping."""

@@ -45,7 +45,26 @@ def student_logits(model: Student, enc: Encoded, device: torch.device, batch_siz
                           batch_size)
 
 
-def feature_kd_targets(bundle: TaskBundle, train_idx: np.ndarray) -> torch.Tensor:
+class JoinedRows:
+    """The rows of `first` [N1, ...] then `second` [N2, ...], indexed as their concatenation without building it
+    (the augmented sentence vectors alone can be gigabytes)."""
+
+    def __init__(self, first: torch.Tensor, second: torch.Tensor) -> None:
+        self.first, self.second = first, second
+        self.shape = torch.Size([len(first) + len(second), *first.shape[1:]])
+
+    def __getitem__(self, rows: np.ndarray) -> torch.Tensor:
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        n = len(self.first)
+        out = torch.empty((len(rows), *self.first.shape[1:]),
+                          dtype=torch.promote_types(self.first.dtype, self.second.dtype))
+        head = rows < n
+        out[head] = self.first[rows[head]]
+        out[~head] = self.second[rows[~head] - n]
+        return out
+
+
+def feature_kd_targets(bundle: TaskBundle, train_idx: np.ndarray) -> torch.Tensor | JoinedRows:
     """Sentence-vector KD targets [N, L+1, r] of the training rows (fit split, then the augmented text)."""
     features = bundle.probes.features
     if features is None:
@@ -53,13 +72,13 @@ def feature_kd_targets(bundle: TaskBundle, train_idx: np.ndarray) -> torch.Tenso
                            "without --feature-dims); rerun `adabert probes --feature-dims -1`, or pass --feature-kd 0")
     features = features[train_idx]
     augmented = bundle.augmented
-    if augmented is not None:
-        if augmented.features is None or augmented.features.shape[1:] != features.shape[1:]:
-            raise AdabertError(f"--feature-kd: {bundle.augment_dir} holds no teacher sentence vectors matching "
-                               f"{bundle.probes_dir}; rerun `adabert augment --probes {bundle.probes_dir}`, or "
-                               "pass --feature-kd 0")
-        features = torch.cat([features, augmented.features])
-    return features
+    if augmented is None:
+        return features
+    if augmented.features is None or augmented.features.shape[1:] != features.shape[1:]:
+        raise AdabertError(f"--feature-kd: {bundle.augment_dir} holds no teacher sentence vectors matching "
+                           f"{bundle.probes_dir}; rerun `adabert augment --probes {bundle.probes_dir}`, or "
+                           "pass --feature-kd 0")
+    return JoinedRows(features, augmented.features)
 
 
 def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, output_dir: Path,

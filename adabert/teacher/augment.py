@@ -36,6 +36,7 @@ import torch
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import (atomic_dir, atomic_write_bytes, hash_files, load_tensors, member, meta_matches,
                                  option_defaults, read_json, save_tensors, write_json, write_meta)
+from adabert.core.guards import all_finite
 from adabert.core.runtime import log, progress
 from adabert.core.trainer import partial_dir, remove_partial
 from adabert.data.dataset import Dataset, TaskData, check_text
@@ -257,7 +258,7 @@ def load_augmented(folder: Path, data: TaskData, teacher: str | None = None) -> 
     teacher = t.get("teacher")
     if teacher is None or tuple(teacher.shape) != (len(texts), data.task.num_labels):
         raise AdabertError(f"{folder}/logits.safetensors: 'teacher' must be [{len(texts)}, {data.task.num_labels}]")
-    if not all(torch.isfinite(t[k]).all() for k in ("teacher", "probes", "features") if k in t):
+    if not all(all_finite(t[k]) for k in ("teacher", "probes", "features") if k in t):
         raise AdabertError(f"{folder}/logits.safetensors: holds NaN or infinite values; rerun `adabert augment`")
     features = t.get("features")
     if features is not None and (features.dim() != 3 or len(features) != len(texts)):

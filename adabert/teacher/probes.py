@@ -22,6 +22,7 @@ from torch import nn
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import (META, atomic_dir, load_tensors, member, meta_matches, option_defaults, read_json,
                                  save_tensors, write_json, write_meta)
+from adabert.core.guards import all_finite
 from adabert.core.runtime import log, set_seed
 from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
 from adabert.data.dataset import TaskData
@@ -214,7 +215,7 @@ def load_probe_logits(folder: Path, data: TaskData, teacher: str | None = None) 
         if key not in t or tuple(t[key].shape) != shape or not t[key].is_floating_point():
             raise AdabertError(f"{path}: {key!r} must be a float tensor of shape {list(shape)}, got "
                                + (f"{t[key].dtype} {list(t[key].shape)}" if key in t else "nothing"))
-        if not torch.isfinite(t[key]).all():
+        if not all_finite(t[key]):
             raise AdabertError(f"{path}: {key!r} holds NaN or infinite values; rerun `adabert probes`")
     m = read_json(member(folder, "metrics.json", "probe metrics"), "probe metrics", expect=dict)
     rows = m.get("layers")
@@ -224,7 +225,7 @@ def load_probe_logits(folder: Path, data: TaskData, teacher: str | None = None) 
                            "'holdout'")
     features = t.get("features_train")
     if features is not None and (features.dim() != 3 or features.shape[:2] != (len(data.train), layers)
-                                 or not torch.isfinite(features).all()):
+                                 or not all_finite(features)):
         raise AdabertError(f"{path}: 'features_train' must be finite, of shape [{len(data.train)}, {layers}, r], "
                            f"got {list(features.shape)}; rerun `adabert probes`")
     return ProbeLogits(t["train"], t["dev"], t["teacher_train"], t["teacher_dev"], [r["holdout"] for r in rows],

@@ -66,6 +66,28 @@ def test_export_every_kind_with_parity(kind, students, tmp_path, capsys):
     assert set(spec["formats"]) == {"torchscript", "onnx"}
 
 
+def test_a_student_with_the_attention_op_exports_with_any_length(tmp_path):
+    from adabert.deploy.export import export_onnx, export_torchscript, run_onnx
+    from adabert.nas.arch import Arch
+    from adabert.nas.search_space import SearchSpace, load_search_space
+    from adabert.students.load import SeparateInputs
+    from adabert.students.student import Student
+
+    tiny = load_search_space("tiny").definition()
+    space = SearchSpace.from_dict({**tiny, "name": "tiny-attn", "ops": ["cnn3", "attn", "identity", "zero"]}, "test")
+    arch = Arch(space, 2, [[(0, "attn"), (1, "cnn3")], [(1, "attn"), (2, "identity")]])
+    torch.manual_seed(0)
+    model = SeparateInputs(Student.from_teacher_tables(arch, torch.randn(50, 8), torch.randn(40, 8), 2), False)
+    ids, mask = torch.randint(0, 50, (2, 6)), torch.ones(2, 6, dtype=torch.long)
+    export_onnx(model, (ids, mask), ["input_ids", "attention_mask"], tmp_path / "m.onnx")
+    export_torchscript(model, (ids, mask), tmp_path / "m.pt")
+    ids, mask = torch.randint(0, 50, (3, 11)), (torch.arange(11)[None] < torch.tensor([[11], [7], [3]])).long()
+    with torch.no_grad():
+        want = model(ids, mask)
+        assert torch.allclose(torch.jit.load(str(tmp_path / "m.pt"))(ids, mask), want, atol=1e-5)
+    assert torch.allclose(run_onnx(tmp_path / "m.onnx", (ids, mask)), want, atol=1e-4)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_int8_export_every_kind_within_the_stated_tolerance(kind, students, tmp_path, capsys):
     from adabert.deploy.export import INT8_TOL, run_onnx

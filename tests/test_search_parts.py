@@ -39,6 +39,20 @@ def test_ops_keep_shape_and_ignore_padding(name):
     assert torch.all(y[~mask] == 0) and torch.all(yw[~wmask] == 0)
 
 
+def test_attention_op_mixes_by_content_across_the_sentence_and_survives_empty_rows():
+    torch.manual_seed(0)
+    op = build_op("attn", 128)
+    assert op.heads == 4 and sum(p.numel() for p in op.parameters()) == 2 * (128 * 128 // 4 + 128 // 4)
+    x, mask, _, _ = _padded(torch.randn(2, 12, 128), [12, 9], extra=0)
+    far = x.clone()
+    far[:, 8] += 3.0  # a change 8 positions away from position 0: outside any window of the 3-7 wide ops
+    assert not torch.allclose(op(x, mask)[:, 0], op(far, mask)[:, 0])
+    empty = torch.zeros(1, 5, 128), torch.zeros(1, 5, dtype=torch.bool)
+    assert torch.equal(op(*empty), torch.zeros(1, 5, 128))  # no real key: finite, then zeroed by the mask
+    y = build_op("attn", 8)(x[..., :8], mask)  # a width below 32: one head
+    assert torch.isfinite(y).all() and y.shape == (2, 12, 8)
+
+
 def test_dilated_conv_is_a_real_dilation():
     op = build_op("dil_cnn3", 4)
     assert op.conv.dilation == (2,) and op.conv.kernel_size == (3,) and op.conv.padding == (2,)

@@ -11,10 +11,13 @@ the outputs at real positions.
 - dil_cnn{k}: the same with dilation 2 (a real dilated convolution: receptive field 2k-1).
 - max_pool3 / avg_pool3: stride-1 pooling over 3 positions; pads are -inf for max and left out of the mean.
 - identity, zero.
+- attn: light multi-head self-attention over the real tokens (`AttentionOp`). Not one of AdaBERT's ten ops; the
+  space `adabert-attn` adds it. The key mask makes its outputs at real positions independent of padding too.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -50,6 +53,35 @@ class AvgPoolOp(nn.Module):
         return (total / count.clamp_min(1e-6)).transpose(1, 2) * m
 
 
+class AttentionOp(nn.Module):
+    """Content-based mixing over the whole sentence, light enough to sit beside the convolutions.
+
+        q = W_q x + b_q, k = W_k x + b_k        [B, T, H] -> n heads of [B, T, d], d = H / (4 n)
+        v_h = x[..., h H/n : (h+1) H/n]          the input itself, split into n heads
+        y = LayerNorm(concat_h softmax(q_h k_h^T / sqrt(d) + pad) v_h) * mask
+
+    n = H / 32 heads (one when H is not a multiple of 32); 2 (H^2 / 4 + H / 4) parameters (8,256 at H = 128). Like
+    the pools it moves features between positions without a value projection, but which positions it averages is
+    chosen by content over the whole sentence rather than by a 3-wide window. `pad` is the dtype's lowest value at
+    padded keys (not -inf: a row with no real token stays finite and is zeroed by the mask).
+    """
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.heads = hidden // 32 if hidden % 32 == 0 else 1
+        self.key_dim = max(1, hidden // (4 * self.heads))
+        self.qk = nn.Linear(hidden, 2 * self.heads * self.key_dim)
+        self.norm = nn.LayerNorm(hidden, elementwise_affine=False)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        q, k = self.qk(x).unflatten(-1, (2, self.heads, self.key_dim)).permute(2, 0, 3, 1, 4).unbind(0)  # [B, n, T, d]
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.key_dim)                                # [B, n, T, T]
+        scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
+        v = x.unflatten(-1, (self.heads, -1)).transpose(1, 2)                                     # [B, n, T, H/n]
+        y = (torch.softmax(scores, -1) @ v.to(scores.dtype)).transpose(1, 2).flatten(2)          # [B, T, H]
+        return self.norm(y) * mask.unsqueeze(-1).to(y.dtype)
+
+
 class IdentityOp(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return x
@@ -70,6 +102,7 @@ OPS: dict[str, Callable[[int], nn.Module]] = {
     "max_pool3": lambda h: MaxPoolOp(),
     "avg_pool3": lambda h: AvgPoolOp(),
     "identity": lambda h: IdentityOp(),
+    "attn": AttentionOp,
     "zero": lambda h: ZeroOp(),
 }
 

@@ -487,7 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "written to OUT/arch.json, with checkpoints and TensorBoard logs in OUT.")
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder (word and position embeddings)")
     p.add_argument("--probes", type=Path, required=True, help="folder written by `adabert probes`")
-    p.add_argument("--search-space", default="adabert", help="YAML file, or a built-in name (adabert, tiny)")
+    p.add_argument("--search-space", default="adabert",
+                   help="YAML file, or a built-in name: adabert (the paper's space), adabert-attn (plus a "
+                        "self-attention op), adabert-cross (sentence pairs compared inside the cells), tiny")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
     p.add_argument("--max-steps", type=int, help="stop after this many steps in total, of each restart (resume later)")
     _add_common(p)

@@ -98,6 +98,7 @@ ops: [cnn3, zero]
     (lambda s: s.replace("hidden_size: 8", "hidden_size: -3"), "field 'hidden_size' must be a positive integer"),
     (lambda s: s.replace("ops: [cnn3, zero]", "ops: [cnn3, zero"), r"space.yaml:\d+: .* not valid YAML"),
     (lambda s: s + "colour: red\n", "unknown key 'colour'"),
+    (lambda s: s + "pair_inputs: both\n", "field 'pair_inputs' must be one of siamese, cross, got 'both'"),
 ])
 def test_bad_search_space(tmp_path, edit, message):
     (tmp_path / "space.yaml").write_text(edit(SPACE))
@@ -111,6 +112,13 @@ def test_search_space_hash_ignores_comments_and_layout(tmp_path):
     assert load_search_space(tmp_path / "a.yaml").hash == load_search_space(tmp_path / "b.yaml").hash
     (tmp_path / "c.yaml").write_text(SPACE.replace("hidden_size: 8", "hidden_size: 16"))
     assert load_search_space(tmp_path / "c.yaml").hash != load_search_space(tmp_path / "a.yaml").hash
+    # pair_inputs at its default is left out of the definition (spaces written before the field keep their hash)
+    (tmp_path / "d.yaml").write_text(SPACE + "pair_inputs: siamese\n")
+    assert load_search_space(tmp_path / "d.yaml").hash == load_search_space(tmp_path / "a.yaml").hash
+    (tmp_path / "e.yaml").write_text(SPACE + "pair_inputs: cross\n")
+    cross = load_search_space(tmp_path / "e.yaml")
+    assert cross.pair_inputs == "cross" and cross.definition()["pair_inputs"] == "cross"
+    assert cross.hash != load_search_space(tmp_path / "a.yaml").hash
 
 
 def test_cli_bad_search_space_exit_2(tmp_path, capsys, sst2_dir):

@@ -148,3 +148,75 @@ def test_pair_student_saved_before_alignment_still_loads(tmp_path):
     (tmp_path / "old" / CONFIG).write_text(json.dumps({**cfg, "align_pairs": "yes"}))
     with pytest.raises(AdabertError, match="field 'align_pairs' must be true or false"):
         Student.from_pretrained(tmp_path / "old")
+
+
+def test_cross_pair_inputs_read_the_other_sentence_not_its_padding(tmp_path):
+    """With `pair_inputs: cross` the first cell's node 0 holds, for each word, the other sentence softly aligned to
+    it: it changes with the other sentence's words, not with what its padding holds; node 1 (and siamese node 0)
+    is the sentence itself. The readout does not align again (one matching layer fewer, counted by the costs), and
+    a saved cross student reloads to identical outputs."""
+    from dataclasses import replace
+
+    from adabert.nas.arch import derive
+    from adabert.nas.costs import readout_params
+    from adabert.nas.supernet import Readout, cell_inputs, soft_align
+    from adabert.students.student import Student
+
+    torch.manual_seed(0)
+    embed = torch.nn.Embedding(30, 8)
+    ids_a, ids_b = torch.randint(1, 30, (3, 6)), torch.randint(1, 30, (3, 6))
+    mask_a = torch.arange(6) < torch.tensor([[6], [4], [2]])
+    mask_b = torch.arange(6) < torch.tensor([[3], [6], [5]])
+
+    def run(cross, b):
+        return cell_inputs(lambda ids, m: embed(ids), True, cross, ids_a, mask_a, b, mask_b)
+
+    s0, m0, s1, m1 = run(True, ids_b)
+    assert s0.shape == s1.shape == (6, 6, 8) and torch.equal(m0, m1) and torch.equal(m0, torch.cat([mask_a, mask_b]))
+    assert torch.equal(s1, embed(torch.cat([ids_a, ids_b]))) and torch.equal(s0, soft_align(s1, m1))
+    garbage = torch.where(mask_b, ids_b, torch.randint(1, 30, ids_b.shape))   # other ids in b's padding only
+    assert torch.allclose(run(True, garbage)[0][:3], s0[:3], atol=1e-6)
+    changed = ids_b.clone()
+    changed[0, 0] = (changed[0, 0] % 29) + 1                                 # one real word of pair 0's b
+    moved = (run(True, changed)[0][:3] - s0[:3]).abs().sum((1, 2))
+    assert moved[0] > 0 and moved[1:].abs().max() == 0                       # a's view of b moved, only in pair 0
+    siamese = run(False, ids_b)
+    assert torch.equal(siamese[0], siamese[2])
+    space = replace(load_search_space("tiny"), pair_inputs="cross")
+    arch = derive(space, torch.randn(space.num_edges, len(space.ops)), torch.tensor([0.0, 2.0, 0.0]))
+    student = Student.from_teacher_tables(arch, torch.randn(30, 12), torch.randn(20, 12), 2, pair=True)
+    assert not student.align and student.heads[0].align is None
+    head_params = sum(p.numel() for p in student.heads[0].parameters())
+    assert head_params == readout_params(16, 2, True, align=False) < readout_params(16, 2, True)
+    assert head_params == sum(p.numel() for p in Readout(16, 2, 0.0, True, align=False).parameters())
+    student.eval().save_pretrained(tmp_path / "cross", get_task("mrpc"))
+    loaded, cfg = Student.from_pretrained(tmp_path / "cross")
+    assert cfg["align_pairs"] is False and loaded.arch.space == space
+    ids, mask = torch.randint(0, 30, (2, 7)), torch.ones(2, 7, dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.equal(loaded(ids, mask, ids.flip(0), mask), student.materialised()(ids, mask, ids.flip(0), mask))
+
+
+def test_cross_pair_student_learns(tiny_base, tmp_path):
+    """A pair-regression toy (STS-B layout, similarity = overlap of the two sentences) in a tiny cross space:
+    search and finetune reach the scale with the comparison inside the cells."""
+    from dataclasses import replace
+
+    from conftest import teacher_and_probes, write_stsb
+
+    from adabert.students.student import Student
+
+    data = load_task_data(get_task("stsb"), write_stsb(tmp_path / "STS-B"))
+    teacher, probes = teacher_and_probes(tiny_base, data, tmp_path, epochs=1)
+    cpu = torch.device("cpu")
+    bundle = TaskBundle(data, teacher, probes)
+    Searcher(bundle, replace(load_search_space("tiny"), pair_inputs="cross"),
+             SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0, select_top=1),
+             tmp_path / "search", cpu).run()
+    assert json.loads((tmp_path / "search" / "arch.json").read_text())["search_space"]["definition"][
+        "pair_inputs"] == "cross"
+    m = finetune_student(tmp_path / "search" / "arch.json", bundle,
+                         FinetuneConfig(epochs=5, batch_size=16, max_length=16, gamma=0.0), tmp_path / "student", cpu)
+    assert m["dev"]["pearson"] > 50
+    loaded, cfg = Student.from_pretrained(tmp_path / "student")
+    assert cfg["align_pairs"] is False and loaded.arch.space.pair_inputs == "cross"

@@ -51,10 +51,11 @@ def _median_ms(fn, repeats: int = 30) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def readout_params(hidden: int, num_labels: int, pair: bool) -> int:
-    """Parameters of one `supernet.Readout` (pairs: the alignment, 4H -> H and its gate, and the matching layer,
-    4H -> H)."""
-    return (2 * (4 * hidden * hidden + hidden) + 1 if pair else 0) + hidden * num_labels + num_labels
+def readout_params(hidden: int, num_labels: int, pair: bool, align: bool = True) -> int:
+    """Parameters of one `supernet.Readout` (pairs: the matching layer, 4H -> H, and with `align` the alignment,
+    4H -> H and its gate)."""
+    matching = (4 * hidden * hidden + hidden) * (2 if align else 1) + (1 if align else 0)
+    return (matching if pair else 0) + hidden * num_labels + num_labels
 
 
 @dataclass
@@ -104,10 +105,11 @@ def measure_cost_model(space: SearchSpace, unit: str, num_labels: int, pair: boo
     """The cost table of `space` in `unit` (one of COST_UNITS), measured on `device`."""
     if unit not in COST_UNITS:
         raise AdabertError(f"cost unit: expected one of {', '.join(COST_UNITS)}, got {unit!r}")
-    from adabert.nas.supernet import Readout, Sample, SearchCell
+    from adabert.nas.supernet import Readout, Sample, SearchCell, soft_align
 
     device = device or torch.device("cpu")
     h, length, batch = space.hidden_size, space.cost_length, 2 if pair else 1
+    align = space.pair_inputs == "siamese"
     x = torch.randn(batch, length, h, device=device)
     mask = torch.ones(batch, length, dtype=torch.bool, device=device)
     per_op: list[float] = []
@@ -124,23 +126,28 @@ def measure_cost_model(space: SearchSpace, unit: str, num_labels: int, pair: boo
             with torch.no_grad():
                 per_op.append(0.0 if name == "zero" else _median_ms(lambda: op(x, mask)))
     if unit == "params":
-        per_cell = float(space.intermediate_nodes + 2 * h + readout_params(h, num_labels, pair))
+        per_cell = float(space.intermediate_nodes + 2 * h + readout_params(h, num_labels, pair, align))
         return CostModel(unit, space.ops, per_op, per_cell, 0.0)
     if unit == "flops":
         return CostModel(unit, space.ops, per_op, 0.0, 0.0)
     # Latency: a cell whose kept edges are all `zero` times the residual, mean and normalisation overhead;
-    # the embedding lookup plus one readout is the fixed part.
+    # the embedding lookup (for cross pairs with the first cell's alignment) plus one readout is the fixed part.
     cell = SearchCell(space).to(device).eval()
     zero = space.ops.index("zero") if "zero" in space.ops else space.ops.index(min(
         space.ops, key=lambda o: per_op[space.ops.index(o)]))
     sample = Sample([zero] * space.num_edges, 1)
     table = torch.nn.Embedding(30522, h).to(device)
     norm = torch.nn.LayerNorm(h).to(device)
-    head = Readout(h, num_labels, 0.0, pair).to(device).eval()
+    head = Readout(h, num_labels, 0.0, pair, align).to(device).eval()
     ids = torch.randint(0, 30522, (batch, length), device=device)
+
+    def embedded() -> torch.Tensor:
+        e = norm(table(ids) + x)
+        return e + soft_align(e, mask) if pair and not align else e
+
     with torch.no_grad():
         per_cell = _median_ms(lambda: cell(x, mask, x, mask, sample))
-        fixed = _median_ms(lambda: head(norm(table(ids) + x), mask))
+        fixed = _median_ms(lambda: head(embedded(), mask))
     return CostModel(unit, space.ops, per_op, per_cell, fixed)
 
 

@@ -1,8 +1,9 @@
 """Search-space definitions: a YAML file in `search_spaces/` loaded into a validated, hashable config.
 
 Glossary (after NNI's cell docstring):
-- cell: a small DAG; node 0 and node 1 are its inputs (the outputs of the two previous cells, or sentence A and
-  B for the first cell), nodes 2..N+1 are intermediate nodes, and the output combines the intermediate nodes.
+- cell: a small DAG; node 0 and node 1 are its inputs (the outputs of the two previous cells; the first cell reads
+  the sentence twice, or with `pair_inputs: cross` the other sentence aligned to it and the sentence itself),
+  nodes 2..N+1 are intermediate nodes, and the output combines the intermediate nodes.
 - edge: a connection from an earlier node i to an intermediate node j; during search it mixes every op.
 - op: a sequence-to-sequence module `[B, T, H] -> [B, T, H]` named in the op registry (`adabert.nas.ops`).
 """
@@ -21,11 +22,18 @@ BUILTIN_DIR = next((d for d in (Path(__file__).resolve().parents[2] / "search_sp
                                 Path(__file__).resolve().parents[1] / "search_spaces") if d.is_dir()),
                    Path(__file__).resolve().parents[2] / "search_spaces")
 _INT_FIELDS = ("hidden_size", "max_cells", "intermediate_nodes", "inputs_per_node", "cost_length")
+PAIR_INPUTS = ("siamese", "cross")
 
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """A cell search space. Edges are enumerated node by node: for j = 2..N+1, i = 0..j-1."""
+    """A cell search space. Edges are enumerated node by node: for j = 2..N+1, i = 0..j-1.
+
+    pair_inputs (sentence pairs only): "siamese" (the default) runs each sentence through the cells on its own and
+    the readout aligns the two word by word; "cross" moves that comparison into the searched cells: node 0 of the
+    first cell holds the other sentence softly aligned to this one (`supernet.soft_align` of the embeddings),
+    node 1 the sentence itself, and the readout only matches the pooled vectors.
+    """
 
     name: str
     hidden_size: int
@@ -35,6 +43,7 @@ class SearchSpace:
     dropout: float
     cost_length: int
     ops: tuple[str, ...]
+    pair_inputs: str = "siamese"
 
     @property
     def edges(self) -> list[tuple[int, int]]:
@@ -46,8 +55,12 @@ class SearchSpace:
         return len(self.edges)
 
     def definition(self) -> dict:
+        """The fields as written in YAML; `pair_inputs` only when it is not the default (so that spaces and
+        arch.json files written before the field existed keep their hash)."""
         d = asdict(self)
         d["ops"] = list(self.ops)
+        if self.pair_inputs == PAIR_INPUTS[0]:
+            del d["pair_inputs"]
         return d
 
     @property
@@ -60,8 +73,8 @@ class SearchSpace:
         """Validate a parsed definition; every problem names `source` and the field."""
         if not isinstance(d, dict):
             raise AdabertError(f"{source}: expected a mapping of search-space fields")
-        fields = ("name", *_INT_FIELDS, "dropout", "ops")
-        for key in fields:
+        fields = ("name", *_INT_FIELDS, "dropout", "ops", "pair_inputs")
+        for key in fields[:-1]:
             if key not in d:
                 raise AdabertError(f"{source}: missing key {key!r}")
         unknown = sorted(set(d) - set(fields))
@@ -85,8 +98,12 @@ class SearchSpace:
             raise AdabertError(f"{source}: field 'ops' lists an op twice")
         if all(op == "zero" for op in ops):
             raise AdabertError(f"{source}: field 'ops' needs at least one op other than 'zero'")
+        pair_inputs = d.get("pair_inputs", PAIR_INPUTS[0])
+        if pair_inputs not in PAIR_INPUTS:
+            raise AdabertError(f"{source}: field 'pair_inputs' must be one of {', '.join(PAIR_INPUTS)}, "
+                               f"got {pair_inputs!r}")
         return SearchSpace(str(d["name"]), *(d[k] for k in _INT_FIELDS[:4]), float(d["dropout"]), d["cost_length"],
-                           tuple(ops))
+                           tuple(ops), pair_inputs)
 
 
 def load_search_space(path_or_name: str | Path) -> SearchSpace:

@@ -8,7 +8,8 @@ cells; it returns the readout of every cell it ran, so that one pass scores ever
 logits get no gradient through the network: `adabert.nas.estimator` scores the choices from the losses instead.
 
 Sentence pairs are encoded siamese: sentence A and sentence B run through the same cells as two rows of one
-batch, and each readout compares them (`Readout`).
+batch, and each readout compares them (`Readout`); with the space's `pair_inputs: cross` the first cell also
+reads the other sentence (`cell_inputs`).
 """
 
 from __future__ import annotations
@@ -39,14 +40,11 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
-def align_pair(x: torch.Tensor, mask: torch.Tensor, proj: nn.Linear, gate: torch.Tensor,
-               drop: nn.Module) -> torch.Tensor:
-    """Soft alignment of a pair's token states (ESIM's local inference, Chen et al. 2017), [2B, T, H] -> same.
+def soft_align(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each word's view of the other sentence, [2B, T, H] -> [2B, T, H] (rows :B sentence a, rows B: sentence b).
 
-    Rows :B hold sentence a, rows B: sentence b. e = a b^T / sqrt(H) [B, T, T]; a~ = softmax over b's real
-    positions of e, times b; b~ likewise from e^T and a; each state x gets x + g relu(W [x, x~, x * x~, x - x~])
-    with one W [4H -> H] for both sides and a scalar gate g that starts at 0: a fresh readout is the pooled one,
-    and the alignment comes in as it helps (ungated, one MRPC student in 16 stayed at the majority class).
+    e = a b^T / sqrt(H) [B, T, T]; a~ = softmax over b's real positions of e, times b; b~ likewise from e^T and a;
+    returns [a~; b~]. Parameter-free: what it compares is learned by whatever produced x.
     """
     a, b = x.unflatten(0, (2, -1))
     ma, mb = mask.bool().unflatten(0, (2, -1))
@@ -54,7 +52,18 @@ def align_pair(x: torch.Tensor, mask: torch.Tensor, proj: nn.Linear, gate: torch
     low = torch.finfo(e.dtype).min  # not -inf: an empty sentence gives a uniform row, not NaN
     a_t = torch.softmax(e.masked_fill(~mb.unsqueeze(1), low), -1) @ b
     b_t = torch.softmax(e.transpose(1, 2).masked_fill(~ma.unsqueeze(1), low), -1) @ a
-    t = torch.cat([a_t, b_t])
+    return torch.cat([a_t, b_t])
+
+
+def align_pair(x: torch.Tensor, mask: torch.Tensor, proj: nn.Linear, gate: torch.Tensor,
+               drop: nn.Module) -> torch.Tensor:
+    """Soft alignment of a pair's token states (ESIM's local inference, Chen et al. 2017), [2B, T, H] -> same.
+
+    With t = `soft_align(x)`, each state x gets x + g relu(W [x, t, x * t, x - t]) with one W [4H -> H] for both
+    sides and a scalar gate g that starts at 0: a fresh readout is the pooled one, and the alignment comes in as
+    it helps (ungated, one MRPC student in 16 stayed at the majority class).
+    """
+    t = soft_align(x, mask)
     return x + gate * torch.relu(proj(drop(torch.cat([x, t, x * t, x - t], -1))))
 
 
@@ -92,13 +101,18 @@ class Readout(nn.Module):
         return self.out(self.drop(self.pooled(x, mask)))
 
 
-def embed_inputs(embed: nn.Module, pair: bool, ids_a: torch.Tensor, mask_a: torch.Tensor, ids_b: torch.Tensor,
-                 mask_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The cells' input [B, T, H] and mask [B, T]; for pairs [2B, T, H]: A's rows, then B's (same T: the batch
-    pads both segments to one length)."""
+def cell_inputs(embed: nn.Module, pair: bool, cross: bool, ids_a: torch.Tensor, mask_a: torch.Tensor,
+                ids_b: torch.Tensor, mask_b: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The first cell's inputs (s0, m0, s1, m1): states [B, T, H] and masks [B, T]; for pairs [2B, T, H], A's rows
+    then B's (same T: the batch pads both segments to one length). s0 = s1 = the embeddings, except for pairs with
+    `cross` (the space's `pair_inputs: cross`): s0 = `soft_align` of them, the other sentence seen from each word.
+    """
     if pair:
-        return embed(torch.cat([ids_a, ids_b]), torch.cat([mask_a, mask_b])), torch.cat([mask_a, mask_b])
-    return embed(ids_a, mask_a), mask_a
+        mask = torch.cat([mask_a, mask_b])
+        x = embed(torch.cat([ids_a, ids_b]), mask)
+        return (soft_align(x, mask) if cross else x), mask, x, mask
+    x = embed(ids_a, mask_a)
+    return x, mask_a, x, mask_a
 
 
 def cell_output(nodes: list[torch.Tensor], masks: list[torch.Tensor], node_logits: torch.Tensor,
@@ -161,8 +175,8 @@ class Supernet(nn.Module):
         self.pair = pair
         self.embed = ProjectedEmbedding(word, pos, space.hidden_size, space.dropout)
         self.cells = nn.ModuleList(SearchCell(space) for _ in range(1 if share_cells else space.max_cells))
-        self.heads = nn.ModuleList(Readout(space.hidden_size, num_labels, space.dropout, pair)
-                                   for _ in range(space.max_cells))
+        self.heads = nn.ModuleList(Readout(space.hidden_size, num_labels, space.dropout, pair,
+                                           space.pair_inputs == "siamese") for _ in range(space.max_cells))
         self.alpha = nn.Parameter(torch.zeros(space.num_edges, len(space.ops)))
         self.depth_logits = nn.Parameter(torch.zeros(space.max_cells))
 
@@ -179,8 +193,8 @@ class Supernet(nn.Module):
     def forward(self, ids_a: torch.Tensor, mask_a: torch.Tensor, ids_b: torch.Tensor, mask_b: torch.Tensor,
                 sample: Sample) -> list[torch.Tensor]:
         """ids/masks [B, T] -> the readout logits of cells 1..K: K tensors [B, C]."""
-        x, mask = embed_inputs(self.embed, self.pair, ids_a, mask_a, ids_b, mask_b)
-        s0, m0, s1, m1 = x, mask, x, mask
+        s0, m0, s1, m1 = cell_inputs(self.embed, self.pair, self.space.pair_inputs == "cross", ids_a, mask_a, ids_b,
+                                     mask_b)
         heads = []
         for k in range(sample.depth):
             out, m = self.cells[min(k, len(self.cells) - 1)](s0, m0, s1, m1, sample)

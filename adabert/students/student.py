@@ -3,7 +3,8 @@
     ids [B, T] -> embeddings [B, T, H] -> K derived cells -> readout (masked mean pool -> linear) -> logits [B, C]
 
 Pairs run siamese: both sentences through the same cells, compared by the readout (`supernet.Readout`: aligned
-word by word, then pooled and matched).
+word by word, then pooled and matched); in a space with `pair_inputs: cross` the first cell reads the other
+sentence aligned to each word and the readout only matches the pooled vectors.
 
 Every cell has a head (so that a K-cell student can be distilled layer-wise from teacher probes); inference
 uses the last one. A saved student is a folder users recognise: `config.json`, `model.safetensors` (embedding
@@ -25,7 +26,7 @@ from adabert.data.tasks import TaskSpec
 from adabert.nas.arch import Arch, validate_arch_json
 from adabert.nas.embedding import ProjectedEmbedding, SharedRowEmbedding, TableEmbedding, check_rows, shared_rows
 from adabert.nas.ops import build_op
-from adabert.nas.supernet import Readout, cell_output, embed_inputs
+from adabert.nas.supernet import Readout, cell_inputs, cell_output
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -75,14 +76,14 @@ class Student(nn.Module):
                             pair: bool = False) -> "Student":
         """A fresh student over the teacher's frozen tables with a trainable projection (for training)."""
         embed = ProjectedEmbedding(word, pos, arch.space.hidden_size, arch.space.dropout)
-        return Student(arch, embed, num_labels, pair)
+        return Student(arch, embed, num_labels, pair, arch.space.pair_inputs == "siamese")
 
     def forward_all(self, ids_a: torch.Tensor, mask_a: torch.Tensor, ids_b: torch.Tensor,
                     mask_b: torch.Tensor, pooled: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Head logits of every cell: K tensors [B, C]. For single sentences pass ids_b = ids_a (ignored).
         With a list `pooled`, each head's sentence vector [B, H] is appended to it."""
-        x, mask = embed_inputs(self.embed, self.pair, ids_a, mask_a, ids_b, mask_b)
-        s0, m0, s1, m1 = x, mask, x, mask
+        s0, m0, s1, m1 = cell_inputs(self.embed, self.pair, self.arch.space.pair_inputs == "cross", ids_a, mask_a,
+                                     ids_b, mask_b)
         heads = []
         for cell, head in zip(self.cells, self.heads):
             out, mask = cell(s0, m0, s1, m1)

@@ -197,9 +197,9 @@ def test_cross_pair_inputs_read_the_other_sentence_not_its_padding(tmp_path):
         assert torch.equal(loaded(ids, mask, ids.flip(0), mask), student.materialised()(ids, mask, ids.flip(0), mask))
 
 
-def test_cross_pair_student_learns(tiny_base, tmp_path):
+def test_cross_pair_student_learns_and_exports(tiny_base, tmp_path, capsys):
     """A pair-regression toy (STS-B layout, similarity = overlap of the two sentences) in a tiny cross space:
-    search and finetune reach the scale with the comparison inside the cells."""
+    search and finetune reach the scale with the comparison inside the cells; the student exports to ONNX."""
     from dataclasses import replace
 
     from conftest import teacher_and_probes, write_stsb
@@ -220,3 +220,7 @@ def test_cross_pair_student_learns(tiny_base, tmp_path):
     assert m["dev"]["pearson"] > 50
     loaded, cfg = Student.from_pretrained(tmp_path / "student")
     assert cfg["align_pairs"] is False and loaded.arch.space.pair_inputs == "cross"
+    code, _, err = run_cli(["export", "--student", tmp_path / "student", "--format", "onnx", "--output-dir",
+                            tmp_path / "exp"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "exp" / "export.json").read_text())["formats"]["onnx"]["max_abs_diff"] <= 1e-4

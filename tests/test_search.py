@@ -160,7 +160,7 @@ def test_larger_beta_gives_cheaper_architectures(tiny_teacher, tiny_probes, sst2
     for beta in (0.0, 20.0):
         s = _searcher(tiny_teacher, tiny_probes, sst2_dir, tmp_path / f"b{beta}", epochs=3, beta=beta, evals=1)
         s.run()
-        costs[beta] = float(s.expected_cost())
+        costs[beta] = s.expected_cost().item()
     assert costs[20.0] < 0.8 * costs[0.0]
 
 

@@ -102,6 +102,21 @@ def test_the_report_states_the_headroom_of_the_same_budget_comparison():
     text = render_markdown(r)
     assert "true means spread with sd 0.50 (seed noise sd 0.40" in text
     assert "2.3% of this space's architectures at this budget lie 1 point or more above the random mean" in text
+    assert "Latency" not in text  # nothing timed, nothing said
+
+
+@pytest.mark.parametrize("error, recheck", [(0.05, False), (0.35, True)])
+def test_the_report_asks_for_a_re_timing_when_prediction_and_measurement_part(error, recheck):
+    r = {"task": "mrpc", "metric": "f1", "budget_params": 250000, "budget_tolerance": 0.1, "seeds": 3,
+         "majority_baseline": 81.2, "parts": ["random"],
+         "finetune": {"epochs": 10, "batch_size": 64, "lr": 0.002, "gamma": 0.8, "train_limit": 0},
+         "archs": [{"name": "searched", "kind": "searched", "note": "", "genotype": "K=1", "searched_params": 250000,
+                    "params": 4200000, "dev": [83.0], "dev_mean": 83.0, "dev_std": 0.0,
+                    "predicted_ms": 2.0, "measured_ms": 2.0 / (1 + error)}],
+         "latency": {"length": 64, "threads": 2, "batch": 1, "max_abs_relative_error": error}}
+    text = render_markdown(r)
+    assert f"within {100 * error:.0f}% of the measured student" in text
+    assert ("rerun the same command on a quiet machine" in text) == recheck
 
 
 def test_one_op_arch_puts_the_op_on_every_kept_edge():

@@ -95,8 +95,8 @@ class SearchBoard:
     def snapshot(self, step: int, arch: Arch, alpha: torch.Tensor, depth_logits: torch.Tensor) -> dict[str, float]:
         """Images, graph and genotype of the current architecture; returns the collapse diagnostics."""
         space = arch.space
-        probs = torch.softmax(alpha.detach().float(), -1).numpy()
-        depth = torch.softmax(depth_logits.detach().float(), -1).numpy()
+        probs = torch.softmax(alpha.detach().float(), -1).cpu().numpy()
+        depth = torch.softmax(depth_logits.detach().float(), -1).cpu().numpy()
         if self.w is not None:
             for tag, fig in (("arch/alpha", _figure_alpha(probs, space.ops, space.edges)),
                              ("arch/depth", _figure_depth(depth)), ("arch/cell", _figure_cell(arch))):

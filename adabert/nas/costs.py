@@ -40,13 +40,18 @@ from adabert.nas.ops import build_op
 from adabert.nas.search_space import SearchSpace
 
 
-def _median_ms(fn, repeats: int = 30) -> float:
+def _median_ms(fn, device: torch.device, repeats: int = 30) -> float:
+    """Median milliseconds of `fn()` over `repeats` calls after 5 warm-up calls; on a GPU each call is timed to
+    the end of its kernels (launches return at once)."""
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     for _ in range(5):
         fn()
     times = []
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append((time.perf_counter() - t0) * 1e3)
     return sorted(times)[len(times) // 2]
 
@@ -124,7 +129,7 @@ def measure_cost_model(space: SearchSpace, unit: str, num_labels: int, pair: boo
             per_op.append(float(counter.get_total_flops()))
         else:
             with torch.no_grad():
-                per_op.append(0.0 if name == "zero" else _median_ms(lambda: op(x, mask)))
+                per_op.append(0.0 if name == "zero" else _median_ms(lambda: op(x, mask), device))
     if unit == "params":
         per_cell = float(space.intermediate_nodes + 2 * h + readout_params(h, num_labels, pair, align))
         return CostModel(unit, space.ops, per_op, per_cell, 0.0)
@@ -146,8 +151,8 @@ def measure_cost_model(space: SearchSpace, unit: str, num_labels: int, pair: boo
         return e + soft_align(e, mask) if pair and not align else e
 
     with torch.no_grad():
-        per_cell = _median_ms(lambda: cell(x, mask, x, mask, sample))
-        fixed = _median_ms(lambda: head(embedded(), mask))
+        per_cell = _median_ms(lambda: cell(x, mask, x, mask, sample), device)
+        fixed = _median_ms(lambda: head(embedded(), mask), device)
     return CostModel(unit, space.ops, per_op, per_cell, fixed)
 
 

@@ -331,7 +331,7 @@ class Searcher:
         return self.finish(seconds, self.step - done_at_start)
 
     def log_scalars(self, board: SearchBoard, step: int, parts: dict[str, float]) -> None:
-        q = torch.softmax(self.model.depth_logits.detach().float(), -1)
+        q = torch.softmax(self.model.depth_logits.detach().float(), -1).cpu()
         unit = self.cost_model.unit
         values = {"loss/train": parts["loss"], "search/advantage": parts["advantage"],
                   "search/noise": parts["noise"], "search/tau": parts["tau"],

@@ -1,0 +1,92 @@
+"""The CUDA path: every stage on a GPU (where bf16 autocast is on), its results against the CPU's, resume after a
+kill, and data parallel over two GPUs (nccl). Skipped where torch sees no GPU (CI); on a GPU machine run
+`pytest tests/test_cuda.py`."""
+
+import json
+
+import pytest
+import torch
+from test_distributed import alpha, run
+from test_resume import finish, kill_after
+
+from adabert.core.fileio import load_tensors
+from adabert.data.dataset import load_task_data
+from adabert.data.encoding import encode_separate, student_batch
+from adabert.data.tasks import get_task
+from adabert.nas.arch import load_arch
+from adabert.nas.config import SearchConfig
+from adabert.nas.search import Searcher
+from adabert.nas.search_space import load_search_space
+from adabert.students.finetune import FinetuneConfig, finetune_student
+from adabert.students.student import Student
+from adabert.teacher.bundle import TaskBundle
+from adabert.teacher.model import TeacherConfig, evaluate_teacher, finetune_teacher, load_classifier, load_tokenizer
+from adabert.teacher.probes import ProbeConfig, run_probes
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+CUDA, CPU = torch.device("cuda"), torch.device("cpu")
+
+
+def test_teacher_and_probes_on_cuda_learn_and_agree_with_the_cpu(tiny_base, sst2_dir, tmp_path):
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    m = finetune_teacher(str(tiny_base), data, TeacherConfig(epochs=8, batch_size=16, lr=3e-3, max_length=32),
+                         tmp_path / "teacher", CUDA)
+    assert m["dev"]["accuracy"] >= 85.0
+    on_cpu = evaluate_teacher(load_classifier(str(tmp_path / "teacher")), load_tokenizer(str(tmp_path / "teacher")),
+                              data.dev, 32, CPU)
+    assert abs(on_cpu["accuracy"] - m["dev"]["accuracy"]) <= 2.5  # bf16 autocast on the GPU: at most 2 of 80 flip
+    probes = run_probes(str(tmp_path / "teacher"), data, ProbeConfig(epochs=20, batch_size=32, lr=1e-2,
+                                                                     max_length=32), tmp_path / "probes", CUDA)
+    assert probes["layers"][-1]["dev"]["accuracy"] >= probes["teacher_dev"]["accuracy"] - 5
+    logits = load_tensors(tmp_path / "probes" / "logits.safetensors")
+    assert logits["train"].device.type == "cpu" and logits["train"].dtype == torch.float32
+
+
+def test_search_and_finetune_on_cuda_learn_and_the_student_reloads_on_either_device(tiny_teacher, tiny_probes,
+                                                                                   sst2_dir, tmp_path):
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    bundle = TaskBundle(data, tiny_teacher, tiny_probes)
+    summary = Searcher(bundle, load_search_space("tiny"),
+                       SearchConfig(epochs=6, batch_size=16, max_length=16, evals=3, min_steps=0, lr=1e-2,
+                                    select_top=2, select_steps=24), tmp_path / "search", CUDA).run()
+    assert summary["selection"]["supernet_holdout"]["accuracy"] >= 80.0
+    load_arch(tmp_path / "search" / "arch.json", load_search_space("tiny"))
+    m = finetune_student(tmp_path / "search" / "arch.json", bundle,
+                         FinetuneConfig(epochs=6, batch_size=32, max_length=32, lr=1e-2), tmp_path / "student", CUDA)
+    assert m["dev"]["accuracy"] >= 85.0
+    weights = load_tensors(tmp_path / "student" / "model.safetensors")
+    assert all(t.dtype in (torch.float32, torch.int64) for t in weights.values())
+    (a, _), (b, _) = Student.from_pretrained(tmp_path / "student"), Student.from_pretrained(tmp_path / "student")
+    from transformers import AutoTokenizer
+    enc = encode_separate(AutoTokenizer.from_pretrained(str(tmp_path / "student")), data.dev, 32)
+    rows = list(range(len(enc)))
+    with torch.no_grad():
+        on_gpu = a.to(CUDA)(*student_batch(enc, rows, CUDA))
+        assert torch.equal(on_gpu, b.to(CUDA)(*student_batch(enc, rows, CUDA)))
+        on_cpu = b.to(CPU)(*student_batch(enc, rows, CPU))
+    assert torch.allclose(on_gpu.cpu(), on_cpu, atol=1e-4 * max(1.0, on_cpu.abs().max().item()))
+
+
+def test_search_on_cuda_resumes_after_sigkill_to_the_same_arch(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
+    args = ["search", "--search-space", "tiny", "--teacher", tiny_teacher, "--probes", tiny_probes, "--task", "sst2",
+            "--data-dir", sst2_dir, "--epochs", 6, "--min-steps", 0, "--batch-size", 16, "--max-length", 16,
+            "--checkpoint-every", 3, "--device", "cuda"]
+    finish(args + ["--output-dir", tmp_path / "reference"])
+    kill_after(args + ["--output-dir", tmp_path / "s"], tmp_path / "s" / "checkpoint.safetensors")
+    assert "resumed from" in finish(args + ["--output-dir", tmp_path / "s", "--resume"])
+    arch, reference = (json.loads((d / "arch.json").read_text()) for d in (tmp_path / "s", tmp_path / "reference"))
+    assert arch["cell"] == reference["cell"] and arch["num_cells"] == reference["num_cells"]
+    assert max(abs(x - y) for x, y in zip(alpha(tmp_path / "s"), alpha(tmp_path / "reference"))) < 1e-3
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_two_gpu_search_matches_one_gpu(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
+    args = ["search", "--search-space", "tiny", "--teacher", tiny_teacher, "--probes", tiny_probes, "--task", "sst2",
+            "--data-dir", sst2_dir, "--epochs", 4, "--min-steps", 0, "--batch-size", 32, "--max-length", 16,
+            "--select-top", 1, "--device", "cuda"]
+    run(args + ["--output-dir", tmp_path / "one"], 1)
+    two = run(args + ["--output-dir", tmp_path / "two"], 2)
+    a1, a2 = (json.loads((tmp_path / d / "arch.json").read_text()) for d in ("one", "two"))
+    assert a2["cell"] == a1["cell"] and a2["num_cells"] == a1["num_cells"]
+    assert max(abs(x - y) for x, y in zip(alpha(tmp_path / "one"), alpha(tmp_path / "two"))) < 1e-2  # bf16
+    assert two.stdout.count("wrote ") == 1

@@ -323,6 +323,25 @@ def test_supernet_outputs_ignore_extra_padding_for_pairs():
     assert not torch.allclose(heads[-1], swapped[-1])
 
 
+@pytest.mark.parametrize("pair", [False, True])
+def test_dropout_off_equals_eval_mode_for_every_op(pair):
+    """Searcher.estimate_losses switches only dropout (Supernet.set_dropout): no other layer may read the mode."""
+    space = load_search_space("adabert")
+    assert space.dropout > 0
+    torch.manual_seed(0)
+    net = Supernet(space, torch.randn(40, 12), torch.randn(32, 12), 2, pair=pair)
+    ids, mask = _batch([6, 2, 4], 6, seed=1)
+    for op in range(len(space.ops)):
+        sample = Sample([op] * space.num_edges, depth=2)
+        net.train()
+        net.set_dropout(False)
+        fast = net(ids, mask, ids, mask, sample)
+        net.set_dropout(True)
+        assert not torch.equal(net(ids, mask, ids, mask, sample)[-1], fast[-1])  # dropout is back on
+        net.eval()
+        assert all(torch.equal(a, b) for a, b in zip(fast, net(ids, mask, ids, mask, sample))), space.ops[op]
+
+
 def test_latency_cost_table():
     space = load_search_space("tiny")
     costs = measure_cost_model(space, "latency_ms", num_labels=2, pair=False)

@@ -148,10 +148,10 @@ class Searcher:
         rows = self.e_rows[start: start + n]  # e_rows is sorted by length: a window of similar lengths
         local = distributed.shard(rows)
         teacher = self.probes.teacher_train[self.fit_idx[local]].to(self.device) if cfg.gamma > 0 else None
-        model.eval()
+        model.set_dropout(False)
         with autocast(self.device, cpu=cfg.bf16):
             heads = model(*student_batch(self.enc, local, self.device), sample)
-        model.train()
+        model.set_dropout(True)
         losses = depth_losses([h.float() for h in heads], self.labels[local].to(self.device), teacher, cfg.gamma,
                               cfg.temperature)
         losses = distributed.mean_over_processes(losses, len(local))
@@ -185,7 +185,8 @@ class Searcher:
         torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout and path samples depend on the step only
         for g in self.opt_w.param_groups:
             g["lr"] = cfg.lr * self.lr_factor(step)
-        model.train()
+        if not model.training:  # after an evaluation
+            model.train()
         sample = self.draw(step)
         local = distributed.shard(rows)  # this process's share of the global batch (all of it in one process)
         batch = student_batch(self.enc, local, self.device)

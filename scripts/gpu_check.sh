@@ -24,13 +24,13 @@ timed() {  # timed LIMIT LOG CMD...: run CMD under `timeout LIMIT`, its output a
 transformers.__version__, 'GPUs', torch.cuda.device_count(), 'bf16', torch.cuda.is_bf16_supported())"
     nproc
 } 2>&1 | tee "$out/gpu.txt"
-timed 180 "$out/pytest.log" python3 -m pytest -q -rA tests/test_cuda.py
+timed 240 "$out/pytest.log" python3 -m pytest -q -rA tests/test_cuda.py
 search=$(mktemp -d)/search
-timed 240 "$out/search.log" python3 -m adabert search --task "$task" --data-dir "$data" --teacher "$teacher" \
+timed 200 "$out/search.log" python3 -m adabert search --task "$task" --data-dir "$data" --teacher "$teacher" \
     --probes "$probes" --device cuda --output-dir "$search"
 cp "$search/arch.json" "$search/search_metrics.json" "$out/" 2>/dev/null
 [ -f "$search/arch.json" ] || exit 1
-timed 120 "$out/finetune.log" python3 -m adabert finetune --arch "$search/arch.json" --task "$task" \
+timed 90 "$out/finetune.log" python3 -m adabert finetune --arch "$search/arch.json" --task "$task" \
     --data-dir "$data" --teacher "$teacher" --probes "$probes" --epochs 3 --device cuda \
     --output-dir "$(dirname "$search")/student"
 cp "$(dirname "$search")/student/metrics.json" "$out/finetune_metrics.json" 2>/dev/null

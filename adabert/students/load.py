@@ -1,4 +1,5 @@
-"""One loader for every student folder the tool saves, and one inference signature for all of them.
+"""One loader for every student folder the tool saves, one inference signature for all of them, and the one
+writer of a finished folder (`write_student_folder`, used by finetune and distill; `finished_student` reads it).
 
 `load_student(folder)` dispatches on config.json:
 - `"model_type": "adabert-student"`: the searched student (`adabert finetune`, `adabert distill --student adabert`);

@@ -7,8 +7,8 @@ import json
 
 import pytest
 import torch
-from test_distributed import alpha, run
-from test_resume import finish, kill_after
+from test_distributed import alpha, search_in_one_and_two_processes
+from test_resume import search_killed_and_resumed
 from test_student import _arch
 
 from adabert.core.fileio import load_tensors
@@ -73,24 +73,16 @@ def test_search_and_finetune_on_cuda_learn_and_the_student_reloads_on_either_dev
 
 
 def test_search_on_cuda_resumes_after_sigkill_to_the_same_arch(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
-    args = ["search", "--search-space", "tiny", "--teacher", tiny_teacher, "--probes", tiny_probes, "--task", "sst2",
-            "--data-dir", sst2_dir, "--epochs", 6, "--min-steps", 0, "--batch-size", 16, "--max-length", 16,
-            "--checkpoint-every", 3, "--device", "cuda"]
-    finish(args + ["--output-dir", tmp_path / "reference"])
-    kill_after(args + ["--output-dir", tmp_path / "s"], tmp_path / "s" / "checkpoint.safetensors")
-    assert "resumed from" in finish(args + ["--output-dir", tmp_path / "s", "--resume"])
-    arch, reference = (json.loads((d / "arch.json").read_text()) for d in (tmp_path / "s", tmp_path / "reference"))
+    arch, reference = search_killed_and_resumed(["--teacher", tiny_teacher, "--probes", tiny_probes, "--data-dir",
+                                                 sst2_dir, "--device", "cuda"], tmp_path)
     assert arch["cell"] == reference["cell"] and arch["num_cells"] == reference["num_cells"]
     assert max(abs(x - y) for x, y in zip(alpha(tmp_path / "s"), alpha(tmp_path / "reference"))) < 1e-3
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_two_gpu_search_matches_one_gpu(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
-    args = ["search", "--search-space", "tiny", "--teacher", tiny_teacher, "--probes", tiny_probes, "--task", "sst2",
-            "--data-dir", sst2_dir, "--epochs", 4, "--min-steps", 0, "--batch-size", 32, "--max-length", 16,
-            "--select-top", 1, "--device", "cuda"]
-    run(args + ["--output-dir", tmp_path / "one"], 1)
-    two = run(args + ["--output-dir", tmp_path / "two"], 2)
+    _, two = search_in_one_and_two_processes(["--teacher", tiny_teacher, "--probes", tiny_probes, "--data-dir",
+                                              sst2_dir, "--device", "cuda"], tmp_path)
     a1, a2 = (json.loads((tmp_path / d / "arch.json").read_text()) for d in ("one", "two"))
     assert a2["cell"] == a1["cell"] and a2["num_cells"] == a1["num_cells"]
     assert max(abs(x - y) for x, y in zip(alpha(tmp_path / "one"), alpha(tmp_path / "two"))) < 1e-2  # bf16

@@ -30,12 +30,16 @@ def alpha(folder: Path) -> list[float]:
     return [p for edge in arch["alpha_probs"] for p in edge] + arch["depth_probs"]
 
 
+def search_in_one_and_two_processes(args: list, out: Path) -> tuple[subprocess.CompletedProcess, ...]:
+    """A tiny search (`args` added) in one process (OUT/one) and in two (OUT/two): both runs."""
+    args = ["search", *args, "--search-space", "tiny", "--task", "sst2", "--epochs", 4, "--min-steps", 0,
+            "--batch-size", 32, "--max-length", 16, "--select-top", 1]
+    return run(args + ["--output-dir", out / "one"], 1), run(args + ["--output-dir", out / "two"], 2)
+
+
 def test_two_process_search_matches_one_process(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
-    args = ["search", "--search-space", "tiny", "--teacher", tiny_teacher, "--probes", tiny_probes, "--task", "sst2",
-            "--data-dir", sst2_dir, "--epochs", 4, "--min-steps", 0, "--batch-size", 32, "--max-length", 16,
-            "--select-top", 1]
-    one = run(args + ["--output-dir", tmp_path / "one"], 1)
-    two = run(args + ["--output-dir", tmp_path / "two"], 2)
+    one, two = search_in_one_and_two_processes(["--teacher", tiny_teacher, "--probes", tiny_probes, "--data-dir",
+                                                sst2_dir], tmp_path)
     a1, a2 = (json.loads((tmp_path / d / "arch.json").read_text()) for d in ("one", "two"))
     assert a2["cell"] == a1["cell"] and a2["num_cells"] == a1["num_cells"]
     # the same global batch in two halves: the summed gradients differ from one pass only by rounding

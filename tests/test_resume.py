@@ -90,15 +90,21 @@ def test_teacher_resumes_after_sigkill(tiny_base, sst2_dir, tmp_path):
                  tmp_path / "teacher.partial" / "teacher.safetensors")
 
 
+def search_killed_and_resumed(args: list, out: Path) -> tuple[dict, dict]:
+    """A tiny search (`args` added) run through; the same killed at its first checkpoint and resumed: both
+    arch.json files (resumed, reference)."""
+    args = ["search", *args, "--search-space", "tiny", "--task", "sst2", "--epochs", 6, "--min-steps", 0,
+            "--batch-size", 16, "--max-length", 16, "--checkpoint-every", 3]
+    finish(args + ["--output-dir", out / "reference"])
+    kill_after(args + ["--output-dir", out / "s"], out / "s" / "checkpoint.safetensors")
+    assert not (out / "s" / "arch.json").exists()
+    assert "resumed from" in finish(args + ["--output-dir", out / "s", "--resume"])
+    return tuple(json.loads((out / d / "arch.json").read_text()) for d in ("s", "reference"))
+
+
 def test_search_resumes_after_sigkill_to_the_same_arch(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
-    args = ["search", "--search-space", "tiny", "--teacher", tiny_teacher, "--probes", tiny_probes, "--task", "sst2",
-            "--data-dir", sst2_dir, "--epochs", 6, "--min-steps", 0, "--batch-size", 16, "--max-length", 16,
-            "--checkpoint-every", 3]
-    finish(args + ["--output-dir", tmp_path / "reference"])
-    kill_after(args + ["--output-dir", tmp_path / "s"], tmp_path / "s" / "checkpoint.safetensors")
-    assert not (tmp_path / "s" / "arch.json").exists()
-    assert "resumed from" in finish(args + ["--output-dir", tmp_path / "s", "--resume"])
-    arch, reference = (json.loads((d / "arch.json").read_text()) for d in (tmp_path / "s", tmp_path / "reference"))
+    arch, reference = search_killed_and_resumed(["--teacher", tiny_teacher, "--probes", tiny_probes, "--data-dir",
+                                                 sst2_dir], tmp_path)
     assert arch == reference
 
 

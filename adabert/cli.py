@@ -72,7 +72,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_runtime(p) -> None:
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--device", default="auto",
+                   help="auto (default: the GPU when torch sees one, else the CPU), cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 

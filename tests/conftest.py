@@ -1,7 +1,9 @@
-"""Fixtures the tests write themselves: toy GLUE-layout data and a tiny randomly initialised BERT."""
+"""Fixtures the tests write themselves: toy GLUE-layout data and a tiny randomly initialised BERT; and the CPU
+tests kept on the CPU where there is a GPU (`--device auto`, the default, would pick it; test_cuda.py is the GPU's)."""
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -13,6 +15,23 @@ NEG = ["bad", "awful", "poor", "dull", "boring"]
 FILLER = ["the", "a", "movie", "film", "plot", "actor", "story", "is", "was", "very", "quite", "and", "it", "this"]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 VOCAB = SPECIAL + POS + NEG + FILLER + ['"', "'s", ","]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _cpu_unless_a_cuda_test(request, monkeypatch):
+    """In-process runs of every test outside test_cuda.py see no GPU."""
+    if request.node.path.name != "test_cuda.py":
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def subprocess_env(args: list) -> dict[str, str]:
+    """The environment of an `adabert ARGS` subprocess: this checkout importable, one OpenMP thread, and no GPU
+    unless ARGS name a --device."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    if "--device" not in map(str, args):
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
 
 
 def toy_sentence(rng: random.Random, label: int) -> str:

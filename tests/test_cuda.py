@@ -1,6 +1,6 @@
 """The CUDA path: every stage on a GPU (where bf16 autocast is on), its results against the CPU's, resume after a
-kill, and data parallel over two GPUs (nccl). The teacher, probes, search and finetune tests passed on an H200
-(thirty-first session); augment, distill and predict were written after that machine went back. Skipped where torch sees no GPU (CI); on a GPU machine run
+kill, and data parallel over two GPUs (nccl). On one H200 (thirty-second session) every test passed but the
+two-GPU one, which needs a second GPU. Skipped where torch sees no GPU (CI); on a GPU machine run
 `pytest tests/test_cuda.py`."""
 
 import json

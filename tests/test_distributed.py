@@ -1,15 +1,14 @@
 """Data-parallel runs under torchrun (2 processes, gloo on CPU) against the same run in one process."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch.distributed as dist
+from conftest import subprocess_env
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 
 
@@ -18,7 +17,7 @@ def run(args: list, processes: int) -> subprocess.CompletedProcess:
     launch = [sys.executable, "-m", "adabert"] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), "-m",
         "adabert"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = subprocess_env(args)
     done = subprocess.run(launch + [str(a) for a in args] + ["--threads", "1"], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -4,10 +4,13 @@ import json
 from dataclasses import fields
 
 import pytest
+import torch
 import yaml
 from conftest import run_cli
 
 from adabert.cli import build_parser, parse_args
+from adabert.core.errors import AdabertError
+from adabert.core.runtime import resolve_device
 from adabert.distill.distill import DistillConfig
 from adabert.nas.config import SearchConfig
 from adabert.students.finetune import FinetuneConfig
@@ -104,3 +107,17 @@ def test_flag_types_follow_the_field_annotations(capsys):
         with pytest.raises(SystemExit) as e:
             parse_args(parser, ["finetune", *base, *bad])
         assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_device_defaults_to_the_gpu_when_there_is_one(monkeypatch):
+    args = parse_args(build_parser(), ["search", "--teacher", "t", "--probes", "p", "--task", "sst2",
+                                       "--output-dir", "o"])
+    assert args.device == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device(args.device) == torch.device("cpu")
+    with pytest.raises(AdabertError, match="--device: cuda requested but no CUDA GPU"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device(args.device) == torch.device("cuda")
+    with pytest.raises(AdabertError, match="expected cpu, cuda, cuda:N or auto, got 'gpu'"):
+        resolve_device("gpu")

@@ -3,7 +3,6 @@ exists, resumed with --resume, and must end exactly where an uninterrupted run e
 timed checkpoints between evaluation points."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import subprocess_env
 
 from adabert.core.errors import AdabertError
 from adabert.core.trainer import Trainee, Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 
 
 def adabert(args: list, timeout: float = 300) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = subprocess_env(args)
     return subprocess.Popen([sys.executable, "-m", "adabert", *map(str, args), "--threads", "1"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -3,6 +3,7 @@ tests kept on the CPU where there is a GPU (`--device auto`, the default, would 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -87,6 +88,24 @@ def write_stsb(folder: Path, n_train: int = 240, n_dev: int = 80, seed: int = 0)
 
     header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
     return _write_splits(folder, header, row, (n_train, n_dev), seed)
+
+
+def write_nli(folder: Path, n_train: int = 360, n_dev: int = 120, seed: int = 0) -> Path:
+    """An NLI-shaped custom task in JSONL (premise, hypothesis, three label names): the premise holds one sentiment
+    word; the hypothesis holds one of the same polarity (entailment), of the other (contradiction) or none
+    (neutral). Telling entailment from contradiction takes both sentences."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train.jsonl", n_train), ("dev.jsonl", n_dev)):
+        rows = []
+        for _ in range(n):
+            label, polarity = rng.choice(["entailment", "neutral", "contradiction"]), rng.randint(0, 1)
+            premise = toy_sentence(rng, polarity)
+            hypothesis = ([rng.choice(FILLER) for _ in range(rng.randint(3, 6))] if label == "neutral" else
+                          toy_sentence(rng, polarity if label == "entailment" else 1 - polarity).split())
+            rows.append(json.dumps({"premise": premise, "hypothesis": " ".join(hypothesis), "label": label}))
+        (folder / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
 
 
 def write_word_order(folder: Path, n_train: int = 320, n_dev: int = 80, seed: int = 0) -> Path:

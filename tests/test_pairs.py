@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli, write_sst2
+from conftest import run_cli, write_nli, write_sst2
 
 from adabert.data.dataset import load_task_data
 from adabert.data.tasks import get_task
@@ -224,3 +224,36 @@ def test_cross_pair_student_learns_and_exports(tiny_base, tmp_path, capsys):
                             tmp_path / "exp"], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "exp" / "export.json").read_text())["formats"]["onnx"]["max_abs_diff"] <= 1e-4
+
+
+def test_three_class_pair_task_from_jsonl_runs_every_stage(tiny_base, tmp_path, capsys):
+    """An NLI-shaped custom task (two text fields, three label names) through the CLI stages: teacher, probes,
+    search, finetune, predict. Teacher and student learn it well above the majority class (a third), and predict
+    names the labels with three probabilities."""
+    d = write_nli(tmp_path / "nli")
+    task = ["--task", "custom", "--train-file", d / "train.jsonl", "--dev-file", d / "dev.jsonl", "--text-fields",
+            "premise,hypothesis", "--labels", "entailment,neutral,contradiction"]
+    stages = [["teacher", "--model", tiny_base, "--epochs", 8, "--batch-size", 16, "--lr", 3e-3, "--max-length", 32,
+               "--output-dir", tmp_path / "t"],
+              ["probes", "--teacher", tmp_path / "t", "--epochs", 5, "--max-length", 32, "--output-dir", tmp_path / "p"],
+              ["search", "--teacher", tmp_path / "t", "--probes", tmp_path / "p", "--search-space", "tiny", "--epochs", 3,
+               "--batch-size", 32, "--max-length", 16, "--min-steps", 0, "--select-top", 1,
+               "--output-dir", tmp_path / "s"],
+              ["finetune", "--arch", tmp_path / "s" / "arch.json", "--teacher", tmp_path / "t", "--probes", tmp_path / "p",
+               "--epochs", 10, "--batch-size", 16, "--max-length", 16, "--output-dir", tmp_path / "student"]]
+    for args in stages:
+        code, _, err = run_cli([*args, *task], capsys)
+        assert code == 0, (args[0], err)
+    teacher = json.loads((tmp_path / "t" / "metrics.json").read_text())["dev"]["accuracy"]
+    student = json.loads((tmp_path / "student" / "metrics.json").read_text())["dev"]["accuracy"]
+    assert teacher >= 55 and student >= 50, (teacher, student)  # seeds 0-3: teacher 61-70, student 57-72
+    code, _, err = run_cli(["predict", "--student", tmp_path / "student", "--input", d / "dev.jsonl", "--output",
+                            tmp_path / "pred.jsonl"], capsys)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text().splitlines()]
+    gold = [json.loads(line) for line in (d / "dev.jsonl").read_text().splitlines()]
+    assert [r["label"] for r in rows] == [g["label"] for g in gold]  # the input's own label column is kept
+    names = ["entailment", "neutral", "contradiction"]
+    assert all(abs(sum(r[f"predicted_p_{n}"] for n in names) - 1) < 1e-4 for r in rows)
+    hits = sum(r["predicted_label"] == r["label"] for r in rows)
+    assert hits == round(student * len(rows) / 100)  # predict gives finetune's dev predictions

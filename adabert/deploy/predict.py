@@ -121,7 +121,8 @@ def read_table(path: Path, fields: list[str]) -> tuple[list[tuple[str, ...]], li
 def write_predictions(path: Path, rows: list[dict[str, str]], labels: list[str], scores: np.ndarray,
                       names: tuple[str, ...]) -> None:
     """Each input row with `label` and the class probabilities (`p_NAME`) or the regression `score`, as JSONL or
-    CSV by the suffix of `path`, written atomically."""
+    CSV by the suffix of `path`, written atomically. Input columns are never overwritten: where the input already
+    has one of those names (a labelled dev file's `label`, say), every prediction column is named `predicted_...`."""
     import csv
     import io
     import json
@@ -130,6 +131,8 @@ def write_predictions(path: Path, rows: list[dict[str, str]], labels: list[str],
 
     extra = [{"label": lab, **({f"p_{n}": round(float(v), 6) for n, v in zip(names, p)} if names
                                else {"score": float(p[0])})} for lab, p in zip(labels, scores)]
+    if rows and extra and set(extra[0]) & set(rows[0]):
+        extra = [{f"predicted_{k}": v for k, v in e.items()} for e in extra]
     out = [{**r, **e} for r, e in zip(rows, extra)]
     suffix = Path(path).suffix.lower()
     if suffix in (".jsonl", ".json"):

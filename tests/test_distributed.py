@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as dist
-from conftest import subprocess_env
+from conftest import run_cli, subprocess_env
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 
@@ -63,3 +64,18 @@ def test_two_process_finetune_matches_one_process(tiny_teacher, tiny_probes, sst
         assert abs(h1["loss"] - h2["loss"]) < 1e-3 * max(1.0, abs(h1["loss"]))
     assert abs(m1["dev"]["accuracy"] - m2["dev"]["accuracy"]) <= 2.5  # at most 2 of the 80 dev sentences
     assert two.stdout.count("saved to") == 1 and not list(tmp_path.glob("two.partial"))
+
+
+def test_more_processes_than_gpus_is_a_one_line_error(tiny_teacher, tiny_probes, sst2_dir, tmp_path, monkeypatch,
+                                                      capsys):
+    """`--device auto` picks the GPUs under torchrun, one per process: a second process on a one-GPU machine is told
+    so before it waits for a process group."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    code, _, err = run_cli(["search", "--task", "sst2", "--data-dir", sst2_dir, "--teacher", tiny_teacher, "--probes",
+                            tiny_probes, "--output-dir", tmp_path / "s"], capsys)
+    assert code == 2 and err.count("\n") == 1 and not dist.is_initialized()
+    assert "torchrun started local rank 1, but torch sees 1 GPU(s)" in err and "--device cpu" in err
+    assert not (tmp_path / "s").exists()

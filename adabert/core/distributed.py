@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from adabert.core.errors import AdabertError
+
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
@@ -37,9 +39,13 @@ def init_from_env(device_name: str) -> str:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return device_name
     cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda and local >= torch.cuda.device_count():
+        raise AdabertError(f"--device {device_name}: torchrun started local rank {local}, but torch sees "
+                           f"{torch.cuda.device_count()} GPU(s) here (one GPU per process); start at most that many "
+                           "processes per node, or use --device cpu")
     dist.init_process_group(backend="nccl" if cuda else "gloo")
     if cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         return f"cuda:{local}"
     return device_name

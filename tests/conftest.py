@@ -21,18 +21,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def _cpu_unless_a_cuda_test(request, monkeypatch):
-    """In-process runs of every test outside test_cuda.py see no GPU."""
+    """Every test outside test_cuda.py sees no GPU: in this process, and in the subprocesses it starts."""
     if request.node.path.name != "test_cuda.py":
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
 
 
-def subprocess_env(args: list) -> dict[str, str]:
-    """The environment of an `adabert ARGS` subprocess: this checkout importable, one OpenMP thread, and no GPU
-    unless ARGS name a --device."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    if "--device" not in map(str, args):
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    return env
+def subprocess_env() -> dict[str, str]:
+    """The environment of an `adabert` subprocess: this checkout importable, one OpenMP thread."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
 def toy_sentence(rng: random.Random, label: int) -> str:

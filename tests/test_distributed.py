@@ -18,7 +18,7 @@ def run(args: list, processes: int) -> subprocess.CompletedProcess:
     launch = [sys.executable, "-m", "adabert"] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), "-m",
         "adabert"]
-    env = subprocess_env(args)
+    env = subprocess_env()
     done = subprocess.run(launch + [str(a) for a in args] + ["--threads", "1"], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SI
 
 
 def adabert(args: list, timeout: float = 300) -> subprocess.Popen:
-    env = subprocess_env(args)
+    env = subprocess_env()
     return subprocess.Popen([sys.executable, "-m", "adabert", *map(str, args), "--threads", "1"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

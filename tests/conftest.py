@@ -118,16 +118,39 @@ def write_word_order(folder: Path, n_train: int = 320, n_dev: int = 80, seed: in
     return _write_splits(folder, "sentence\tlabel", row, (n_train, n_dev), seed)
 
 
-def save_tiny_bert(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:
-    """A randomly initialised BertModel with a WordPiece tokenizer over VOCAB, saved like a hub checkpoint."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+# what each family needs beyond the shared sizes: DistilBERT names its feed-forward width apart; DeBERTa-v3 has
+# relative positions only; ALBERT and ELECTRA factor a narrower embedding
+FAMILY_OPTIONS = {"bert": {}, "roberta": {}, "electra": {"embedding_size": 16}, "albert": {"embedding_size": 16},
+                  "distilbert": {"hidden_dim": 64}, "deberta-v2": {"position_biased_input": False,
+                                                                   "relative_attention": True, "position_buckets": 16}}
+
+
+def bpe_tokenizer():
+    """A RoBERTa-style byte-level BPE tokenizer (<s> a </s></s> b </s>, pad id 1) trained on the toy words."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    rng = random.Random(0)
+    bpe.train_from_iterator([" ".join(rng.choices(VOCAB[len(SPECIAL):], k=8)) for _ in range(500)], vocab_size=300,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], show_progress=False)
+    return RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+
+
+def save_tiny_bert(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 32, family: str = "bert") -> Path:
+    """A randomly initialised model of a BERT family (`FAMILY_OPTIONS`) saved like a hub checkpoint: a WordPiece
+    tokenizer over VOCAB, or for RoBERTa `bpe_tokenizer()` and its position table offset by the padding index."""
+    from transformers import AutoConfig, AutoModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
-    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(VOCAB)}, do_lower_case=True)
+    tok = bpe_tokenizer() if family == "roberta" else BertTokenizerFast(vocab={w: i for i, w in enumerate(VOCAB)},
+                                                                         do_lower_case=True)
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                     intermediate_size=2 * hidden, max_position_embeddings=64)
-    BertModel(cfg).save_pretrained(folder)
+    cfg = AutoConfig.for_model(family, vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers,
+                               num_attention_heads=2, intermediate_size=2 * hidden,
+                               max_position_embeddings=66 if family == "roberta" else 64, **FAMILY_OPTIONS[family])
+    AutoModel.from_config(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
 

@@ -165,15 +165,29 @@ def teacher_layer_subset(num_layers: int, teacher_layers: int) -> list[int]:
     return [i * teacher_layers // num_layers for i in range(num_layers)]
 
 
+def layer_list(model: nn.Module) -> tuple[nn.Module, str]:
+    """(owner, attribute) of the teacher's per-layer `nn.ModuleList`: the list of `num_hidden_layers` modules
+    (`encoder.layer` in BERT, RoBERTa, ELECTRA, DeBERTa; `transformer.layer` in DistilBERT). A teacher that shares
+    one layer across depth (ALBERT) has none: an error."""
+    depth = model.config.num_hidden_layers
+    for owner in model.modules():
+        for name, child in owner.named_children():
+            if isinstance(child, nn.ModuleList) and len(child) == depth and name in ("layer", "layers"):
+                return owner, name
+    raise AdabertError(f"--student transformer: a teacher of type {model.config.model_type} has no list of its {depth} "
+                       "layers to keep some of (it shares them across depth); use --student bilstm or adabert")
+
+
 class LayerSubsetTransformer(nn.Module):
     encoding = "joint"
 
     def __init__(self, teacher: nn.Module, num_layers: int) -> None:
         super().__init__()
         model = copy.deepcopy(teacher)
-        base = getattr(model, model.base_model_prefix)
-        keep = teacher_layer_subset(num_layers, len(base.encoder.layer))
-        base.encoder.layer = nn.ModuleList(base.encoder.layer[i] for i in keep)
+        owner, name = layer_list(model)
+        layers = getattr(owner, name)
+        keep = teacher_layer_subset(num_layers, len(layers))
+        setattr(owner, name, nn.ModuleList(layers[i] for i in keep))
         model.config.num_hidden_layers = num_layers
         self.kept_layers = keep
         self.model = model

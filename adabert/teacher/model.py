@@ -104,11 +104,20 @@ def check_teacher_for_task(model: nn.Module, source: str, task: TaskSpec) -> Non
 
 
 def teacher_tables(teacher: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """The word [V, D] and position [P, D] tables of a Hugging Face BERT-family model."""
-    emb = teacher.get_input_embeddings().weight
+    """The word [V, D] and position [P, D] tables of a Hugging Face BERT-family model; row p of the position table
+    is the one the teacher adds at the p-th token.
+
+    RoBERTa-style tables (a position embedding with a padding index, as in RoBERTa, XLM-R, CamemBERT) number real
+    positions from padding_idx + 1, so their first padding_idx + 1 rows are skipped. A teacher with relative
+    positions only (DeBERTa-v2/v3: `position_biased_input` false) has no table: the positions are zeros [P, D],
+    so the student, like the teacher, gets no absolute position, with P = `max_position_embeddings`."""
+    word = teacher.get_input_embeddings().weight.detach()
     base = getattr(teacher, teacher.base_model_prefix, teacher)
-    pos = base.embeddings.position_embeddings.weight
-    return emb.detach(), pos.detach()
+    table = getattr(getattr(base, "embeddings", None), "position_embeddings", None)
+    if table is None:
+        return word, word.new_zeros(teacher.config.max_position_embeddings, word.shape[1])
+    skip = 0 if getattr(table, "padding_idx", None) is None else table.padding_idx + 1
+    return word, table.weight.detach()[skip:]
 
 
 @torch.no_grad()

@@ -6,6 +6,7 @@ Errors in the user's input are printed as one line, `adabert: error: ...`, with 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -301,16 +302,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from adabert.deploy.predict import Predictor, open_input, read_inputs, read_table, write_predictions
+    from adabert.deploy.predict import (Predictor, names_fields, open_input, read_inputs, read_table,
+                                        write_predictions)
 
     device = _setup(args)
     if args.output and Path(args.output).suffix.lower() not in (".jsonl", ".json", ".csv", ".tsv"):
         raise AdabertError(f"--output: {args.output}: expected a .jsonl, .csv or .tsv file")
     pred = Predictor(args.student, device)
-    table = args.input not in (None, "-") and (args.text_fields or Path(args.input).suffix.lower() in (".csv",
-                                                                                                       ".jsonl"))
+    fields = args.text_fields.split(",") if args.text_fields else list(pred.task.text_fields)
+    suffix = Path(args.input or "-").suffix.lower()
+    table = args.input not in (None, "-") and (args.text_fields or suffix in (".csv", ".jsonl") or (
+        suffix == ".tsv" and Path(args.input).is_file() and names_fields(Path(args.input), fields)))
     if table:
-        fields = args.text_fields.split(",") if args.text_fields else list(pred.task.text_fields)
         if len(fields) != len(pred.task.text_fields):
             raise AdabertError(f"--text-fields: this student reads {len(pred.task.text_fields)} text field(s), got "
                                f"{len(fields)}")
@@ -571,8 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _stage(sub, "predict", cmd_predict,
                help="predict labels for sentences or pairs",
                description="Read examples from a file or stdin: plain lines (a sentence, or two tab-separated "
-                           "sentences for pair tasks), or a CSV / JSONL file (or a TSV with --text-fields) whose "
-                           "--text-fields columns hold the text; print the label and the probabilities, or write "
+                           "sentences for pair tasks), or a CSV / JSONL file, or a TSV whose header line names "
+                           "them (GLUE's dev.tsv) or given --text-fields, whose --text-fields columns hold the text; print the label and the probabilities, or write "
                            "every row with them to --output (.jsonl, .csv or .tsv).")
     p.add_argument("--student", type=Path, required=True, help="student folder (any kind adabert saves)")
     p.add_argument("--input", help="input file (default: stdin)")
@@ -720,3 +723,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("adabert: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout stopped early (`adabert predict ... | head`): no traceback
+        with contextlib.suppress(OSError, ValueError):  # nor another error when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell tool killed by it

@@ -171,6 +171,43 @@ def test_predict_reads_csv_and_jsonl_and_writes_rows_back(suffix, students, tmp_
     assert code == 2 and "no column 'text' (--text-fields)" in err
 
 
+def test_predict_reads_a_labelled_tsv_by_its_header_and_plain_lines_without_one(students, sst2_dir, tmp_path,
+                                                                                  capsys):
+    """GLUE's dev.tsv (header `sentence<TAB>label`) is a table: every row comes back with its label kept. A .tsv of
+    two-column lines without such a header is plain lines, which a one-sentence task refuses, naming the line."""
+    code, _, err = run_cli(["predict", "--student", students / "adabert", "--input", sst2_dir / "dev.tsv",
+                            "--output", tmp_path / "pred.tsv"], capsys)
+    assert code == 0, err
+    header, *rows = [line.split("\t") for line in (tmp_path / "pred.tsv").read_text().splitlines()]
+    assert header == ["sentence", "label", "predicted_label", "predicted_p_negative", "predicted_p_positive"]
+    assert [r[:2] for r in rows] == [line.split("\t") for line in (sst2_dir / "dev.tsv").read_text().splitlines()[1:]]
+    (tmp_path / "tab.jsonl").write_text(json.dumps({"sentence": "a good\tmovie"}) + "\n")
+    code, _, err = run_cli(["predict", "--student", students / "adabert", "--input", tmp_path / "tab.jsonl",
+                            "--output", tmp_path / "pred.tsv"], capsys)
+    assert code == 2 and "row 1, column 'sentence' holds a tab or a line break" in err
+    assert (tmp_path / "pred.tsv").read_text().startswith("sentence\tlabel\tpredicted_label")  # left as it was
+    (tmp_path / "plain.tsv").write_text("a good movie\t1\n")
+    code, _, err = run_cli(["predict", "--student", students / "adabert", "--input", tmp_path / "plain.tsv"], capsys)
+    assert code == 2 and "plain.tsv:1: expected 1 tab-separated column (sentence), found 2" in err
+
+
+def test_predict_into_a_closed_pipe_exits_quietly(students, tmp_path):
+    """`adabert predict ... | head -1`: once the reader is gone, exit 141 (SIGPIPE's code) with no traceback."""
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    (tmp_path / "in.txt").write_text("a good movie\n" * 3000)  # ~200 KB of output: more than a pipe holds
+    proc = subprocess.Popen([sys.executable, "-m", "adabert", "predict", "--student", students / "bilstm", "--input",
+                             tmp_path / "in.txt", "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=subprocess_env())
+    assert proc.stdout.readline().split(b"\t")[0] in (b"negative", b"positive")
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
+
+
 @pytest.mark.parametrize("kind", ["adabert", "bilstm"])
 def test_pruned_vocabulary_keeps_known_words_and_outputs(kind, students, sst2_dir, tmp_path, capsys):
     from adabert.deploy.predict import Predictor

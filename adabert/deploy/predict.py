@@ -118,10 +118,20 @@ def read_table(path: Path, fields: list[str]) -> tuple[list[tuple[str, ...]], li
     return texts, [r for _, r in rows]
 
 
+def names_fields(path: Path, fields: list[str]) -> bool:
+    """Whether the first non-blank line of a tab-separated file is a header naming every one of `fields` (a
+    labelled GLUE file such as dev.tsv), so that it reads as a table rather than as plain lines."""
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        for line in f:
+            if line.strip():
+                return set(fields) <= {c.strip() for c in line.rstrip("\r\n").split("\t")}
+    return False
+
+
 def write_predictions(path: Path, rows: list[dict[str, str]], labels: list[str], scores: np.ndarray,
                       names: tuple[str, ...]) -> None:
-    """Each input row with `label` and the class probabilities (`p_NAME`) or the regression `score`, as JSONL or
-    CSV by the suffix of `path`, written atomically. Input columns are never overwritten: where the input already
+    """Each input row with `label` and the class probabilities (`p_NAME`) or the regression `score`, as JSONL, CSV
+    or TSV (unquoted, as GLUE's files) by the suffix of `path`, written atomically. Input columns are never overwritten: where the input already
     has one of those names (a labelled dev file's `label`, say), every prediction column is named `predicted_...`."""
     import csv
     import io
@@ -137,12 +147,22 @@ def write_predictions(path: Path, rows: list[dict[str, str]], labels: list[str],
     suffix = Path(path).suffix.lower()
     if suffix in (".jsonl", ".json"):
         data = "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in out)
-    elif suffix in (".csv", ".tsv"):
+    elif suffix == ".csv":
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(out[0]), delimiter="\t" if suffix == ".tsv" else ",")
+        writer = csv.DictWriter(buf, fieldnames=list(out[0]))
         writer.writeheader()
         writer.writerows(out)
         data = buf.getvalue()
+    elif suffix == ".tsv":  # GLUE's convention, which `read_rows` reads: tab-separated, nothing quoted
+        lines = ["\t".join(out[0])]
+        for n, o in enumerate(out, 1):
+            values = [str(v) for v in o.values()]
+            bad = next((k for k, v in zip(o, values) if any(c in v for c in "\t\r\n")), None)
+            if bad is not None:
+                raise AdabertError(f"--output: {path}: row {n}, column {bad!r} holds a tab or a line break, which "
+                                   "a .tsv file cannot; write .jsonl or .csv")
+            lines.append("\t".join(values))
+        data = "\n".join(lines) + "\n"
     else:
         raise AdabertError(f"--output: {path}: expected a .jsonl, .csv or .tsv file")
     atomic_write_bytes(Path(path), data.encode("utf-8"))

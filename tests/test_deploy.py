@@ -119,6 +119,10 @@ def test_bench_every_kind_with_int8(kind, students, tiny_teacher, tmp_path, caps
     models = result["models"]
     if kind != "adabert":  # the searched student's cells are convolutions, which dynamic quantisation leaves float
         assert models["student-int8"]["weight_mb"] < 0.8 * models["student"]["weight_mb"]
+    code, _, err = run_cli(["bench", "--student", students / kind, "--teacher", tiny_teacher, "--lengths", "16,65"],
+                           capsys)  # the tiny models have 64 positions; the BiLSTM has none, its teacher 64
+    want = "the teacher reads at most 64 positions" if kind == "bilstm" else "the student reads at most 64 positions"
+    assert code == 2 and f"--lengths: 65 tokens, but {want}" in err
 
 
 @pytest.mark.parametrize("kind", KINDS)

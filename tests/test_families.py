@@ -42,7 +42,7 @@ def test_relative_position_teacher_gives_the_student_no_absolute_position(tmp_pa
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_stage_runs_and_learns_with_a_teacher_of_each_family(family, sst2_dir, tmp_path, capsys):
-    """teacher, probes, search, finetune and predict (on the labelled dev.tsv) via the CLI, then a one-layer transformer student
+    """teacher, probes, search, finetune, predict (on the labelled dev.tsv) and bench via the CLI, then a one-layer transformer student
     distilled from the teacher (ALBERT shares its layers: a one-line error instead). Toy SST-2 (majority 50%):
     teachers reach 100, students 77-99 (seed 0)."""
     base = save_tiny_bert(tmp_path / "base", family=family)
@@ -67,6 +67,9 @@ def test_every_stage_runs_and_learns_with_a_teacher_of_each_family(family, sst2_
     rows = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text().splitlines()]
     hits = sum(r["predicted_label"] == ["negative", "positive"][int(r["label"])] for r in rows)
     assert hits == round(student * len(rows) / 100)  # the saved student, reloaded, gives finetune's dev predictions
+    code, _, err = run_cli(["bench", "--student", tmp_path / "student", "--teacher", tmp_path / "t", "--no-bert-base",
+                            "--batch-sizes", 1, "--lengths", 16, "--threads-list", 1, "--repeats", 1], capsys)
+    assert code == 0, err  # FLOPs and latency of each family's teacher beside the student
     code, _, err = run_cli(["distill", "--student", "transformer", "--method", "probe", "--layers", 1, "--epochs", 1,
                             "--max-length", 16, "--teacher", tmp_path / "t", "--probes", tmp_path / "p",
                             "--output-dir", tmp_path / "small", *task], capsys)

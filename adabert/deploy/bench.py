@@ -82,13 +82,19 @@ def weight_megabytes(module: nn.Module) -> float:
     return buffer.getbuffer().nbytes / 1e6
 
 
-def run_bench(models: dict[str, nn.Module], vocab: int, cfg: BenchConfig) -> dict:
-    """models: name -> module called as (ids [B, T], mask [B, T]) -> logits. Returns params (float parameters:
+def run_bench(models: dict[str, nn.Module], vocab: int, cfg: BenchConfig,
+              positions: dict[str, int | None] | None = None) -> dict:
+    """models: name -> module called as (ids [B, T], mask [B, T]) -> logits; positions: name -> the longest input
+    it reads (None or absent: any), checked against `cfg.lengths` first. Returns params (float parameters:
     int8-quantised layers hold packed weights instead and are not counted), weight MB, FLOPs (float ops only)
     and timings."""
+    for name, limit in (positions or {}).items():
+        if limit is not None and max(cfg.lengths) > limit:
+            raise AdabertError(f"--lengths: {max(cfg.lengths)} tokens, but the {name} reads at most {limit} "
+                               "positions")
     result: dict = {"models": {}, "timings": []}
     for name, m in models.items():
-        m.eval()
+        m.eval().requires_grad_(False)  # the FLOP counter cannot track a parameter fed in as an input (DeBERTa)
         result["models"][name] = {"params": sum(p.numel() for p in m.parameters()),
                                   "weight_mb": weight_megabytes(m),
                                   "flops": {str(length): flops(m, length, vocab) for length in cfg.lengths}}
@@ -133,17 +139,19 @@ def bench_student(student_dir: Path, teacher: str | None, cfg: BenchConfig, bert
     """With `int8`, the student's dynamically quantised copy (`deploy.quantize`) is timed beside it."""
     student = load_student(Path(student_dir))
     models: dict[str, nn.Module] = {"student": _OneSequence(student)}
+    positions = {"student": student.positions}
     if int8:
         from adabert.deploy.quantize import int8_dynamic
 
         models["student-int8"] = int8_dynamic(models["student"])
     if teacher:
-        from adabert.teacher.model import load_classifier
+        from adabert.teacher.model import load_classifier, teacher_tables
 
-        models["teacher"] = _HF(load_classifier(teacher))
+        hf = load_classifier(teacher)
+        models["teacher"], positions["teacher"] = _HF(hf), teacher_tables(hf)[1].shape[0]
     if bert_base:
         models["bert-base-shaped"] = bert_base_shaped(student.task.num_labels)
-    result = run_bench(models, student.vocab_size, cfg)
+    result = run_bench(models, student.vocab_size, cfg, positions)
     result["student_kind"] = student.kind
     return result
 

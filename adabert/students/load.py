@@ -92,6 +92,7 @@ class LoadedStudent:
     vocab_size: int
     max_length: int
     config: dict
+    positions: int | None = None  # the longest input it can read (rows of its position table); None: any
 
     @property
     def input_names(self) -> list[str]:
@@ -136,16 +137,18 @@ def load_student(folder: Path) -> LoadedStudent:
     if model_type == "adabert-student":
         student, cfg = Student.from_pretrained(folder)
         kind, encoding, module = "adabert", "separate", SeparateInputs(student, bool(cfg["pair"]))
-        task_desc, vocab = cfg["task"], cfg["vocab_size"]
+        task_desc, vocab, positions = cfg["task"], cfg["vocab_size"], cfg["max_position_embeddings"]
     elif model_type == "adabert-bilstm":
         bilstm, cfg = BiLSTMStudent.from_pretrained(folder)
         kind, encoding, module = "bilstm", "separate", SeparateInputs(_BiLSTMCall(bilstm), bool(cfg["pair"]))
-        task_desc, vocab = cfg.get("task"), config_int(cfg, "vocab_size", path)
+        task_desc, vocab, positions = cfg.get("task"), config_int(cfg, "vocab_size", path), None
     elif isinstance(cfg.get("adabert"), dict):
-        from adabert.teacher.model import load_classifier
+        from adabert.teacher.model import load_classifier, teacher_tables
 
-        kind, encoding, module = "transformer", "joint", JointInputs(load_classifier(str(folder)))
+        model = load_classifier(str(folder))
+        kind, encoding, module = "transformer", "joint", JointInputs(model)
         task_desc, vocab = cfg["adabert"].get("task"), config_int(cfg, "vocab_size", path)
+        positions = teacher_tables(model)[1].shape[0]
     else:
         raise AdabertError(f"{path}: not a student saved by adabert (field 'model_type' is {model_type!r}; "
                            "expected 'adabert-student', 'adabert-bilstm' or a transformer with an 'adabert' section)")
@@ -154,7 +157,7 @@ def load_student(folder: Path) -> LoadedStudent:
     max_length = extra.get("max_length", 128)
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
         raise AdabertError(f"{path}: field 'max_length' must be an integer >= 2")
-    return LoadedStudent(module.eval(), kind, encoding, task, vocab, max_length, cfg)
+    return LoadedStudent(module.eval(), kind, encoding, task, vocab, max_length, cfg, positions)
 
 
 def finished_student(folder: Path, stage: str, inputs: dict[str, str], config: dict, defaults: dict) -> bool:

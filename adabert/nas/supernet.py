@@ -46,8 +46,8 @@ def soft_align(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     e = a b^T / sqrt(H) [B, T, T]; a~ = softmax over b's real positions of e, times b; b~ likewise from e^T and a;
     returns [a~; b~]. Parameter-free: what it compares is learned by whatever produced x.
     """
-    a, b = x.unflatten(0, (2, -1))
-    ma, mb = mask.bool().unflatten(0, (2, -1))
+    a, b = x.unflatten(0, (2, -1)).unbind(0)
+    ma, mb = mask.bool().unflatten(0, (2, -1)).unbind(0)
     e = a @ b.transpose(1, 2) / a.shape[-1] ** 0.5
     low = torch.finfo(e.dtype).min  # not -inf: an empty sentence gives a uniform row, not NaN
     a_t = torch.softmax(e.masked_fill(~mb.unsqueeze(1), low), -1) @ b
@@ -93,7 +93,7 @@ class Readout(nn.Module):
             x = align_pair(x, mask, self.align, self.align_gate, self.drop)
         h = masked_mean(x, mask)
         if self.match is not None:
-            u, v = h.unflatten(0, (2, -1))  # (not chunk: keeps the batch size dynamic in ONNX export)
+            u, v = h.unflatten(0, (2, -1)).unbind(0)  # (not chunk: keeps the batch size dynamic in ONNX export)
             h = torch.tanh(self.match(self.drop(torch.cat([u, v, u * v, (u - v).abs()], -1))))
         return h
 

@@ -42,7 +42,7 @@ from adabert.core.trainer import StageState, Trainee, Trainer
 from adabert.data.encoding import batched_logits, epoch_batches, student_batch
 from adabert.data.metrics import task_metrics
 from adabert.nas.arch import Arch, derive, random_arch, save_arch, validate_arch_json
-from adabert.nas.board import SearchBoard
+from adabert.nas.board import PARAM_FREE, SearchBoard
 from adabert.nas.config import RUN_FIELDS, SELECTION_FIELDS, SearchConfig
 from adabert.nas.costs import CostModel, measure_cost_model, rank_archs
 from adabert.nas.estimator import ChoiceEstimates
@@ -401,6 +401,12 @@ class Searcher:
         if self.target is not None and not budget["within"]:
             log.warning("search: no architecture of the space costs %g %s +- %d%%; wrote the closest (%g)",
                         self.target, budget["unit"], round(100 * self.cfg.budget_tolerance), budget["cost"])
+        if (self.target is None and self.cfg.beta > 0
+                and {op for node in arch.cell for _, op in node} <= set(PARAM_FREE)):
+            log.warning("search: the cell chosen has no parameters (pools and identities only; --beta %g, no budget). "
+                        "On little data the shared weights favour ops that need no training, and a convolution cell "
+                        "can finetune several points better (docs/results.md, thirty-third session): to trade speed "
+                        "for accuracy, state a size with --target-params (e.g. 300000)", self.cfg.beta)
         arch.info = {"teacher": {"fingerprint": self.inputs["teacher"]}, "task": self.data.task.describe(),
                      "efficiency": {**self.efficiency(arch), "budget": budget},
                      "selection": {**selection, "supernet_holdout": self.evaluate(arch), "step": self.step,

@@ -574,9 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _stage(sub, "predict", cmd_predict,
                help="predict labels for sentences or pairs",
                description="Read examples from a file or stdin: plain lines (a sentence, or two tab-separated "
-                           "sentences for pair tasks), or a CSV / JSONL file, or a TSV whose header line names "
-                           "them (GLUE's dev.tsv) or given --text-fields, whose --text-fields columns hold the text; print the label and the probabilities, or write "
-                           "every row with them to --output (.jsonl, .csv or .tsv).")
+                           "sentences for pair tasks), or a CSV / JSONL file (or a TSV whose header line names them, "
+                           "as GLUE's dev.tsv, or with --text-fields) whose --text-fields columns hold the text; print "
+                           "the label and the probabilities, or write every row with them to --output (.jsonl, .csv "
+                           "or .tsv).")
     p.add_argument("--student", type=Path, required=True, help="student folder (any kind adabert saves)")
     p.add_argument("--input", help="input file (default: stdin)")
     p.add_argument("--text-fields", help="columns holding the text in a CSV/TSV/JSONL input (default: the task's)")

@@ -42,9 +42,9 @@ def test_relative_position_teacher_gives_the_student_no_absolute_position(tmp_pa
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_stage_runs_and_learns_with_a_teacher_of_each_family(family, sst2_dir, tmp_path, capsys):
-    """teacher, probes, search, finetune, predict (on the labelled dev.tsv) and bench via the CLI, then a one-layer transformer student
-    distilled from the teacher (ALBERT shares its layers: a one-line error instead). Toy SST-2 (majority 50%):
-    teachers reach 100, students 77-99 (seed 0)."""
+    """teacher, probes, search, finetune, predict (on the labelled dev.tsv) and bench via the CLI, then a one-layer
+    transformer student distilled from the teacher (ALBERT shares its layers: a one-line error instead). Toy SST-2
+    (majority 50%): teachers reach 100, students 77-99 (seed 0)."""
     base = save_tiny_bert(tmp_path / "base", family=family)
     task = ["--task", "sst2", "--data-dir", sst2_dir]
     stages = [["teacher", "--model", base, "--epochs", 8, "--batch-size", 16, "--lr", 3e-3, "--max-length", 32,

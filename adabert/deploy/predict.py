@@ -131,8 +131,9 @@ def names_fields(path: Path, fields: list[str]) -> bool:
 def write_predictions(path: Path, rows: list[dict[str, str]], labels: list[str], scores: np.ndarray,
                       names: tuple[str, ...]) -> None:
     """Each input row with `label` and the class probabilities (`p_NAME`) or the regression `score`, as JSONL, CSV
-    or TSV (unquoted, as GLUE's files) by the suffix of `path`, written atomically. Input columns are never overwritten: where the input already
-    has one of those names (a labelled dev file's `label`, say), every prediction column is named `predicted_...`."""
+    or TSV (unquoted, as GLUE's files) by the suffix of `path`, written atomically. Input columns are never
+    overwritten: where the input already has one of those names (a labelled dev file's `label`, say), every
+    prediction column is named `predicted_...`."""
     import csv
     import io
     import json

@@ -229,6 +229,26 @@ def tiny_probes(tmp_path_factory, tiny_teacher, sst2_dir) -> Path:
     return out
 
 
+def cli_stages(base: Path, task: list, root: Path, capsys, search_epochs: int, finetune_epochs: int
+               ) -> tuple[float, float]:
+    """teacher (from `base`), probes, search (tiny space) and finetune via the CLI on `task` (its CLI arguments),
+    into root/t, root/p, root/s and root/student; each must exit 0. Returns the dev accuracy of teacher and
+    student."""
+    stages = [["teacher", "--model", base, "--epochs", 8, "--batch-size", 16, "--lr", 3e-3, "--max-length", 32,
+               "--output-dir", root / "t"],
+              ["probes", "--teacher", root / "t", "--epochs", 5, "--max-length", 32, "--output-dir", root / "p"],
+              ["search", "--teacher", root / "t", "--probes", root / "p", "--search-space", "tiny",
+               "--epochs", search_epochs, "--batch-size", 32, "--max-length", 16, "--min-steps", 0, "--select-top", 1,
+               "--output-dir", root / "s"],
+              ["finetune", "--arch", root / "s" / "arch.json", "--teacher", root / "t", "--probes", root / "p",
+               "--epochs", finetune_epochs, "--batch-size", 16, "--max-length", 16, "--output-dir", root / "student"]]
+    for args in stages:
+        code, _, err = run_cli([*args, *task], capsys)
+        assert code == 0, (args[0], err)
+    return tuple(json.loads((root / name / "metrics.json").read_text())["dev"]["accuracy"]
+                 for name in ("t", "student"))
+
+
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     """Run `adabert ARGS` in-process; return (exit code, stdout, stderr)."""
     from adabert.cli import main

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import run_cli, save_tiny_bert
+from conftest import cli_stages, run_cli, save_tiny_bert
 
 FAMILIES = ["roberta", "distilbert", "albert", "electra", "deberta-v2"]
 
@@ -47,19 +47,7 @@ def test_every_stage_runs_and_learns_with_a_teacher_of_each_family(family, sst2_
     (majority 50%): teachers reach 100, students 77-99 (seed 0)."""
     base = save_tiny_bert(tmp_path / "base", family=family)
     task = ["--task", "sst2", "--data-dir", sst2_dir]
-    stages = [["teacher", "--model", base, "--epochs", 8, "--batch-size", 16, "--lr", 3e-3, "--max-length", 32,
-               "--output-dir", tmp_path / "t"],
-              ["probes", "--teacher", tmp_path / "t", "--epochs", 5, "--max-length", 32, "--output-dir", tmp_path / "p"],
-              ["search", "--teacher", tmp_path / "t", "--probes", tmp_path / "p", "--search-space", "tiny", "--epochs", 2,
-               "--batch-size", 32, "--max-length", 16, "--min-steps", 0, "--select-top", 1,
-               "--output-dir", tmp_path / "s"],
-              ["finetune", "--arch", tmp_path / "s" / "arch.json", "--teacher", tmp_path / "t", "--probes", tmp_path / "p",
-               "--epochs", 3, "--batch-size", 16, "--max-length", 16, "--output-dir", tmp_path / "student"]]
-    for args in stages:
-        code, _, err = run_cli([*args, *task], capsys)
-        assert code == 0, (args[0], err)
-    teacher = json.loads((tmp_path / "t" / "metrics.json").read_text())["dev"]["accuracy"]
-    student = json.loads((tmp_path / "student" / "metrics.json").read_text())["dev"]["accuracy"]
+    teacher, student = cli_stages(base, task, tmp_path, capsys, search_epochs=2, finetune_epochs=3)
     assert teacher >= 90 and student >= 65, (teacher, student)
     code, _, err = run_cli(["predict", "--student", tmp_path / "student", "--input", sst2_dir / "dev.tsv",
                             "--output", tmp_path / "pred.jsonl"], capsys)

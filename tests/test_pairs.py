@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli, write_nli, write_sst2
+from conftest import cli_stages, run_cli, write_nli, write_sst2
 
 from adabert.data.dataset import load_task_data
 from adabert.data.tasks import get_task
@@ -233,19 +233,7 @@ def test_three_class_pair_task_from_jsonl_runs_every_stage(tiny_base, tmp_path, 
     d = write_nli(tmp_path / "nli")
     task = ["--task", "custom", "--train-file", d / "train.jsonl", "--dev-file", d / "dev.jsonl", "--text-fields",
             "premise,hypothesis", "--labels", "entailment,neutral,contradiction"]
-    stages = [["teacher", "--model", tiny_base, "--epochs", 8, "--batch-size", 16, "--lr", 3e-3, "--max-length", 32,
-               "--output-dir", tmp_path / "t"],
-              ["probes", "--teacher", tmp_path / "t", "--epochs", 5, "--max-length", 32, "--output-dir", tmp_path / "p"],
-              ["search", "--teacher", tmp_path / "t", "--probes", tmp_path / "p", "--search-space", "tiny", "--epochs", 3,
-               "--batch-size", 32, "--max-length", 16, "--min-steps", 0, "--select-top", 1,
-               "--output-dir", tmp_path / "s"],
-              ["finetune", "--arch", tmp_path / "s" / "arch.json", "--teacher", tmp_path / "t", "--probes", tmp_path / "p",
-               "--epochs", 10, "--batch-size", 16, "--max-length", 16, "--output-dir", tmp_path / "student"]]
-    for args in stages:
-        code, _, err = run_cli([*args, *task], capsys)
-        assert code == 0, (args[0], err)
-    teacher = json.loads((tmp_path / "t" / "metrics.json").read_text())["dev"]["accuracy"]
-    student = json.loads((tmp_path / "student" / "metrics.json").read_text())["dev"]["accuracy"]
+    teacher, student = cli_stages(tiny_base, task, tmp_path, capsys, search_epochs=3, finetune_epochs=10)
     assert teacher >= 55 and student >= 50, (teacher, student)  # seeds 0-3: teacher 61-70, student 57-72
     code, _, err = run_cli(["predict", "--student", tmp_path / "student", "--input", d / "dev.jsonl", "--output",
                             tmp_path / "pred.jsonl"], capsys)

@@ -27,6 +27,17 @@ def _cpu_unless_a_cuda_test(request, monkeypatch):
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
 
 
+@pytest.fixture
+def adabert_log(caplog, monkeypatch):
+    """caplog that sees the package's messages at INFO and above, whichever test ran first: once a CLI test has
+    installed adabert's own stderr handler, the logger stops propagating to the root logger pytest listens on."""
+    from adabert.core.runtime import log
+
+    monkeypatch.setattr(log, "propagate", True)
+    caplog.set_level("INFO", logger="adabert")
+    return caplog
+
+
 def subprocess_env() -> dict[str, str]:
     """The environment of an `adabert` subprocess: this checkout importable, one OpenMP thread."""
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

@@ -341,14 +341,10 @@ def test_hostile_input_gives_one_line_and_exit_2(case, world, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_empty_text_rows_are_skipped_and_counted(world, tmp_path, caplog, monkeypatch):
-    from adabert.core.runtime import log
-
-    monkeypatch.setattr(log, "propagate", True)  # the CLI's handler writes to the stderr of its first run
+def test_empty_text_rows_are_skipped_and_counted(world, tmp_path, adabert_log):
     d = spoil_line(world, tmp_path, 3, " \t1")
-    with caplog.at_level("WARNING", logger="adabert"):
-        data = load_task_data(get_task("sst2"), d)
-    assert "train.tsv: skipped 1 row(s) with an empty text field (line 3)" in caplog.text
+    data = load_task_data(get_task("sst2"), d)
+    assert "train.tsv: skipped 1 row(s) with an empty text field (line 3)" in adabert_log.text
     full = load_task_data(get_task("sst2"), world.data)
     assert len(data.train) == len(full.train) - 1
     assert all(t[0] for t in data.train.texts)

@@ -184,7 +184,7 @@ def test_search_keeps_convolutions_where_word_order_decides(order_task, tmp_path
     assert any(op in ("cnn3", "dil_cnn3") for node in arch.cell for _, op in node)
 
 
-def test_small_budget_picks_a_parameter_free_cell(order_task, tmp_path, caplog):
+def test_small_budget_picks_a_parameter_free_cell(order_task, tmp_path, adabert_log):
     data_dir, teacher, probes = order_task
     space = load_search_space("tiny")
     params = measure_cost_model(space, "params", num_labels=2, pair=False)
@@ -193,17 +193,17 @@ def test_small_budget_picks_a_parameter_free_cell(order_task, tmp_path, caplog):
     arch = load_arch(tmp_path / "s" / "arch.json")
     assert arch.num_cells == 1 and all(op in ("max_pool3", "identity") for node in arch.cell for _, op in node)
     assert summary["efficiency"]["budget"]["within"]
-    assert "has no parameters" not in caplog.text  # asked for: no warning
+    assert "has no parameters" not in adabert_log.text  # asked for: no warning
 
 
-def test_a_parameter_free_cell_nobody_asked_for_is_warned_about(order_task, tmp_path, caplog):
+def test_a_parameter_free_cell_nobody_asked_for_is_warned_about(order_task, tmp_path, adabert_log):
     """Without a budget, beta pricing every convolution out (here beta 1000 on word order, which only the
     convolutions can read) ends in a cell of pools and identities: the search says so and names the way out."""
     data_dir, teacher, probes = order_task
     _searcher(teacher, probes, data_dir, tmp_path / "s", epochs=2, beta=1000.0, evals=1).run()
     arch = load_arch(tmp_path / "s" / "arch.json")
     assert all(op in ("max_pool3", "identity", "zero") for node in arch.cell for _, op in node)
-    assert "the cell chosen has no parameters" in caplog.text and "--target-params" in caplog.text
+    assert "the cell chosen has no parameters" in adabert_log.text and "--target-params" in adabert_log.text
 
 
 def test_budgets_are_met(tiny_teacher, tiny_probes, sst2_dir, tmp_path, capsys):

@@ -398,6 +398,44 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _copies(value: str) -> int | str:
+    """--augment-copies: 'auto' or a count >= 0."""
+    if value == "auto":
+        return value
+    try:
+        copies = int(value)
+    except ValueError:
+        copies = -1
+    if copies < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a whole number >= 0, got {value!r}")
+    return copies
+
+
+def _pipeline_augment(copies: int | str, fit_examples: int, demo: bool, base):
+    """The pipeline's AugmentConfig (None: no augmentation) for --augment-copies COPIES; 'auto' resolved by the
+    size of the fit split (`auto_copies`), without POS replacement when spaCy's tagger is not installed."""
+    from dataclasses import replace
+
+    from adabert.core.runtime import log
+    from adabert.teacher.augment import tagger_installed
+    from adabert.teacher.config import AUTO_AUGMENT_ROWS, auto_copies
+
+    if copies != "auto":
+        return replace(base, copies=copies) if copies else None
+    copies = 0 if demo else auto_copies(fit_examples)
+    if not copies:
+        log.info("pipeline: no augmentation (--augment-copies auto: %s)", "the demo stays within minutes" if demo
+                 else f"{fit_examples:,} training examples are enough")
+        return None
+    log.info("pipeline: %d augmented copies of each of the %s training examples (--augment-copies auto: about "
+             "%s rows in all; 0 turns it off)", copies, f"{fit_examples:,}", f"{AUTO_AUGMENT_ROWS:,}")
+    if base.pos_prob > 0 and not tagger_installed(base.tagger):
+        log.warning("pipeline: augmenting without POS-guided replacement (masks and n-grams only): spaCy's tagger "
+                    "%s is not installed (pip install 'adabert[augment]')", base.tagger)
+        return replace(base, copies=copies, pos_prob=0.0)
+    return replace(base, copies=copies)
+
+
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from adabert.nas.search_space import load_search_space
     from adabert.pipeline import PipelineConfig, format_summary, run_pipeline
@@ -410,6 +448,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         args.task, args.data_dir = "sst2", write_demo_task(args.output_dir / "data", seed=args.seed)
         print(f"offline demo: generated a sentiment task in {args.data_dir}")
     length = args.max_length or (32 if demo else 64)
+    data = _load_data(args)
     cfg = PipelineConfig(
         teacher=TeacherConfig(epochs=args.teacher_epochs or (2 if demo else 3), max_length=2 * length,
                               lr=5e-5 if demo else 3e-5, seed=args.seed),
@@ -419,9 +458,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                             gamma=args.gamma, select_top=args.select_top, bf16=args.bf16, seed=args.seed),
         finetune=FinetuneConfig(epochs=args.finetune_epochs or (30 if demo else 5), max_length=length,
                                 gamma=args.gamma, bf16=args.bf16, seed=args.seed),
-        augment=AugmentConfig(copies=args.augment_copies, max_length=2 * length, bf16=args.bf16, seed=args.seed)
-        if args.augment_copies else None)
-    data = _load_data(args)
+        augment=_pipeline_augment(args.augment_copies, len(data.fit), demo,
+                                  AugmentConfig(max_length=2 * length, bf16=args.bf16, seed=args.seed)))
     summary = run_pipeline(data, args.output_dir, cfg, load_search_space(args.search_space), device,
                            model=args.model, teacher=args.teacher)
     print(format_summary(summary))
@@ -639,9 +677,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, help="student tokens per sentence (teacher: twice); default 32 "
                                                      "(demo) or 64")
     p.add_argument("--gamma", type=float, default=0.8, help="KD weight in search and finetune")
-    p.add_argument("--augment-copies", type=int, default=0,
-                   help="augment the training text with this many copies per example before finetuning "
-                        "(Tang et al.; needs the augment extra; default 0: off)")
+    p.add_argument("--augment-copies", type=_copies, default="auto",
+                   help="augment the training text with this many copies per example before finetuning (Tang et "
+                        "al.; POS replacement needs the augment extra); auto: enough for about 48,000 rows, at "
+                        "most 16 copies, none above 24,000 examples (small tasks are short of data more than of "
+                        "architecture), off for the demo; 0: off")
     p.add_argument("--bf16", action="store_true",
                    help="bfloat16 on the CPU too (on a CUDA GPU always): the teacher's passes of probes and augment "
                         "(weights cast; 2.7-3.3x faster with AMX) and the student's training steps of search and "

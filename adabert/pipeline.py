@@ -116,7 +116,7 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
                     "latency_ms": first["latency_ms"]["teacher"], "path": teacher},
         "student": {"dev": evaluation["metrics"], "params": bench["models"]["student"]["params"],
                     "latency_ms": first["latency_ms"]["student"], "genotype": student_metrics["genotype"],
-                    "path": str(out / "student")},
+                    "augment_copies": cfg.augment.copies if cfg.augment else 0, "path": str(out / "student")},
         "bert_base_latency_ms": first["latency_ms"].get("bert-base-shaped"),
         "latency_setting": {k: first[k] for k in ("threads", "batch", "length")},
         "files": {"arch": str(out / "search" / "arch.json"), "student": str(out / "student"),
@@ -145,7 +145,9 @@ def format_summary(s: dict) -> str:
     if s.get("bert_base_latency_ms"):
         lines.append(f"{'bert-base-shaped':>18} {'':>9} {'':>12} {s['bert_base_latency_ms']:11.2f} "
                      f"{'(student ' + format(s['bert_base_latency_ms'] / st['latency_ms'], '.1f') + 'x faster)':>9}")
-    lines.append(f"student: {st['genotype']}; {st['dev'][m] / t['dev'][m] * 100:.1f}% of the teacher's {m}")
+    copies = st.get("augment_copies")
+    trained = f"; trained with {copies} augmented copies of each example" if copies else ""
+    lines.append(f"student: {st['genotype']}; {st['dev'][m] / t['dev'][m] * 100:.1f}% of the teacher's {m}{trained}")
     if "teacher_agreement" in st:
         lines.append(f"fidelity on dev: {st['teacher_agreement']['dev']:.2f} {st['teacher_agreement']['measure']}")
     if s.get("warning"):

@@ -21,8 +21,8 @@ def test_demo_task_is_deterministic_and_balanced(tmp_path):
 
 def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_dir, tmp_path, capsys):
     args = ["pipeline", "--task", "sst2", "--data-dir", sst2_dir, "--teacher", tiny_teacher, "--search-space", "tiny",
-            "--search-epochs", 1, "--select-top", 1, "--finetune-epochs", 2, "--max-length", 16, "--augment-copies", 1,
-            "--output-dir", tmp_path / "run"]
+            "--search-epochs", 1, "--select-top", 1, "--finetune-epochs", 2, "--max-length", 16,
+            "--output-dir", tmp_path / "run"]  # --augment-copies auto: 16 copies of a toy task's examples
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -32,7 +32,9 @@ def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_
         assert (tmp_path / "run" / "search" / "arch.json").is_file() and summary["files"][f]
     assert (tmp_path / "run" / "export" / "model.onnx").is_file()
     student = json.loads((tmp_path / "run" / "student" / "metrics.json").read_text())
-    assert student["train_examples"] > len(load_task_data(get_task("sst2"), sst2_dir).fit)   # augmented text used
+    fit = len(load_task_data(get_task("sst2"), sst2_dir).fit)
+    assert summary["student"]["augment_copies"] == 16 and "trained with 16 augmented copies of each example" in out
+    assert fit * 10 < student["train_examples"] <= fit * 17   # augmented text used (duplicate draws are dropped)
     assert "teacher" in out and "student" in out and "speed-up" in out and "majority class" in out
     fidelity = summary["student"]["teacher_agreement"]
     assert fidelity["dev"] == student["dev_teacher_agreement"] and 0 <= fidelity["dev"] <= 100
@@ -83,3 +85,37 @@ def test_summary_level_keeps_a_few_evenly_spaced_lines_and_the_last():
     info = [i for i, lv in enumerate(levels) if lv == logging.INFO]
     assert len(info) == 4 and info[-1] == 59 and info == [14, 29, 44, 59]
     assert all(summary_level(i, 3) == logging.INFO for i in range(3))
+
+
+def test_auto_augmentation_follows_the_size_of_the_training_set():
+    from adabert.teacher.config import auto_copies
+
+    assert [auto_copies(n) for n in (200, 2_700, 3_301, 7_650, 20_000, 24_001, 65_349)] == [16, 16, 13, 5, 1, 0, 0]
+
+
+def test_pipeline_augmentation_settings(monkeypatch, adabert_log):
+    import adabert.teacher.augment
+    from adabert.cli import _pipeline_augment
+    from adabert.teacher.config import AugmentConfig
+
+    base = AugmentConfig(max_length=32, seed=3)
+    assert _pipeline_augment(0, 2_700, False, base) is None
+    assert _pipeline_augment(2, 90_000, False, base).copies == 2  # a count is taken as given
+    assert _pipeline_augment("auto", 90_000, False, base) is None
+    assert _pipeline_augment("auto", 2_700, True, base) is None  # the demo keeps to its few minutes
+    auto = _pipeline_augment("auto", 7_650, False, base)
+    assert (auto.copies, auto.pos_prob, auto.seed, auto.max_length) == (5, base.pos_prob, 3, 32)
+    monkeypatch.setattr(adabert.teacher.augment, "tagger_installed", lambda model: False)
+    bare = _pipeline_augment("auto", 7_650, False, base)
+    assert (bare.copies, bare.pos_prob, bare.mask_prob) == (5, 0.0, base.mask_prob)  # masks and n-grams still run
+    assert "without POS-guided replacement" in adabert_log.text and "adabert[augment]" in adabert_log.text
+
+
+@pytest.mark.parametrize("value", ["-1", "some", "2.5"])
+def test_bad_augment_copies_is_one_line_and_exit_2(value, tmp_path, capsys):
+    from adabert.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["pipeline", "--augment-copies", value, "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"--augment-copies: expected 'auto' or a whole number >= 0, got '{value}'" in err

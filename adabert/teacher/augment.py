@@ -72,6 +72,13 @@ def spacy_tagger(model: str = DEFAULT_TAGGER) -> Tagger:
     return tag
 
 
+def tagger_installed(model: str = DEFAULT_TAGGER) -> bool:
+    """Whether spaCy and its pipeline `model` are installed (checked without loading either)."""
+    import importlib.util
+
+    return importlib.util.find_spec("spacy") is not None and importlib.util.find_spec(model) is not None
+
+
 class PosLexicon:
     """Words seen with each POS tag and their unigram counts: tag -> (words, cumulative probabilities)."""
 

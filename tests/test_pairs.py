@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import cli_stages, run_cli, write_nli, write_sst2
@@ -11,6 +12,7 @@ from adabert.data.tasks import get_task
 from adabert.nas.search import SearchConfig, Searcher
 from adabert.nas.search_space import load_search_space
 from adabert.students.finetune import FinetuneConfig, finetune_student
+from adabert.teacher.augment import AugmentConfig, load_augmented, run_augment
 from adabert.teacher.bundle import TaskBundle
 from adabert.teacher.model import TeacherConfig, finetune_teacher
 from adabert.teacher.probes import ProbeConfig, run_probes
@@ -68,9 +70,17 @@ def test_pair_regression_student_learns(tiny_base, tmp_path):
     Searcher(bundle, load_search_space("tiny"),
              SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0, select_top=1),
              tmp_path / "search", cpu).run()
-    m = finetune_student(tmp_path / "search" / "arch.json", bundle,
-                         FinetuneConfig(epochs=5, batch_size=16, max_length=16, gamma=0.0), tmp_path / "student", cpu)
+    recipe = FinetuneConfig(epochs=5, batch_size=16, max_length=16, gamma=0.0)
+    m = finetune_student(tmp_path / "search" / "arch.json", bundle, recipe, tmp_path / "student", cpu)
     assert m["dev"]["pearson"] > 50
+    # augmented pairs (as the pipeline adds to small tasks by default) carry the teacher's scores as labels
+    run_augment(str(teacher), data, AugmentConfig(copies=2, pos_prob=0.0, max_length=32), tmp_path / "aug", cpu,
+                probes_dir=probes)
+    scores = load_augmented(tmp_path / "aug", data, str(teacher)).data.labels
+    assert scores.dtype == np.float32 and (scores != scores.round()).any() and 0 < scores.mean() < 5
+    m = finetune_student(tmp_path / "search" / "arch.json", bundle.with_augment(tmp_path / "aug"), recipe,
+                         tmp_path / "student-aug", cpu)
+    assert m["train_examples"] > len(data.fit) and m["dev"]["pearson"] > 50
 
 
 def test_regression_heads_start_at_the_mean_score(tmp_path):

@@ -529,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "written to OUT/arch.json, with checkpoints and TensorBoard logs in OUT.")
     p.add_argument("--teacher", required=True, help="fine-tuned teacher folder (word and position embeddings)")
     p.add_argument("--probes", type=Path, required=True, help="folder written by `adabert probes`")
+    p.add_argument("--augment", type=Path,
+                   help="folder of `adabert augment`: the supernet's weights also train on the "
+                        "copies of their own rows (the rows that measure the choices stay real text)")
     p.add_argument("--search-space", default="adabert",
                    help="YAML file, or a built-in name: adabert (the paper's space), adabert-attn (plus a "
                         "self-attention op), adabert-cross (sentence pairs compared inside the cells), tiny")

@@ -1,5 +1,5 @@
-"""`adabert pipeline`: teacher -> probes -> search -> [augment] -> finetune -> evaluate -> export -> bench in one
-command.
+"""`adabert pipeline`: teacher -> probes -> [augment] -> search -> finetune -> evaluate -> export -> bench in one
+command (the augmented text, when there is some, trains the supernet's weights and the student).
 
 Each stage writes into its own folder under the output directory and is skipped when its outputs already match
 their inputs (the stages' own `meta.json` checks), so a rerun after an interruption continues where it stopped.
@@ -76,19 +76,19 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
     stage("probes")
     probe_metrics = run_probes(teacher, data, cfg.probes, out / "probes", device)
     done("probes")
-    stage("search")
-    bundle = TaskBundle(data, teacher, out / "probes")
-    make_searcher(bundle, space, cfg.search, out / "search", device).ensure()
-    done("search")
     augment_dir = None
     if cfg.augment is not None:
         stage("augment")
         augment_dir = out / "augment"
         run_augment(teacher, data, cfg.augment, augment_dir, device, probes_dir=out / "probes")
         done("augment")
+    stage("search")
+    bundle = TaskBundle(data, teacher, out / "probes", augment_dir)
+    make_searcher(bundle, space, cfg.search, out / "search", device).ensure()
+    done("search")
     stage("finetune")
-    student_metrics = finetune_student(out / "search" / "arch.json", bundle.with_augment(augment_dir), cfg.finetune,
-                                       out / "student", device, resume=True)
+    student_metrics = finetune_student(out / "search" / "arch.json", bundle, cfg.finetune, out / "student", device,
+                                       resume=True)
     done("finetune")
     stage("evaluate")
     evaluation = Predictor(out / "student", device).evaluate(data.dev)

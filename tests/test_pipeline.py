@@ -35,6 +35,7 @@ def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_
     fit = len(load_task_data(get_task("sst2"), sst2_dir).fit)
     assert summary["student"]["augment_copies"] == 16 and "trained with 16 augmented copies of each example" in out
     assert fit * 10 < student["train_examples"] <= fit * 17   # augmented text used (duplicate draws are dropped)
+    assert json.loads((tmp_path / "run" / "search" / "meta.json").read_text())["inputs"]["augment"]  # by the search too
     assert "teacher" in out and "student" in out and "speed-up" in out and "majority class" in out
     fidelity = summary["student"]["teacher_agreement"]
     assert fidelity["dev"] == student["dev_teacher_agreement"] and 0 <= fidelity["dev"] <= 100

@@ -285,3 +285,33 @@ def test_restarts_need_a_selection(tiny_teacher, tiny_probes, sst2_dir, tmp_path
                             "--output-dir", tmp_path / "s"], capsys)
     assert code == 2 and "--restarts" in err and "--select-top 2" in err and "Traceback" not in err
     assert not (tmp_path / "s").exists()
+
+
+def test_augmented_copies_train_the_weights_of_their_own_rows_only(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
+    """With `--augment`, the weight rows gain the copies of their own examples; the rows that measure the choices
+    (and their copies) stay out of the weights' training, and each row keeps its label and teacher logits."""
+    import numpy as np
+
+    from adabert.core.fileio import read_json
+    from adabert.teacher.augment import AugmentConfig, load_augmented, run_augment
+
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    run_augment(str(tiny_teacher), data, AugmentConfig(copies=2, pos_prob=0.0, max_length=32), tmp_path / "aug",
+                torch.device("cpu"))
+    aug = load_augmented(tmp_path / "aug", data)
+    bundle = TaskBundle(data, tiny_teacher, tiny_probes, tmp_path / "aug")
+    s = Searcher(bundle, load_search_space("tiny"), SearchConfig(**{**TOY, "epochs": 2}), tmp_path / "s",
+                 torch.device("cpu"))
+    plain = _searcher(tiny_teacher, tiny_probes, sst2_dir, tmp_path / "plain")
+    n_fit = len(data.fit)
+    assert len(s.enc) == len(s.labels) == len(s.kd) == n_fit + len(aug.data)
+    assert (s.e_rows < n_fit).all() and set(s.e_rows) == set(plain.e_rows)  # the same real rows measure choices
+    own, copies = s.w_rows[s.w_rows < n_fit], s.w_rows[s.w_rows >= n_fit] - n_fit
+    assert set(own) == set(plain.w_rows) and len(copies) > len(own)
+    assert set(aug.source[copies]) <= set(own)
+    assert np.isin(aug.source, s.e_rows).sum() + len(copies) == len(aug.data)  # only copies of estimate rows left out
+    assert torch.equal(s.kd[n_fit:], aug.teacher) and (s.labels[n_fit:].numpy() == aug.data.labels).all()
+    assert s.steps_per_epoch > plain.steps_per_epoch
+    s.run()
+    assert load_arch(tmp_path / "s" / "arch.json").num_cells >= 1
+    assert read_json(tmp_path / "s" / "meta.json", "meta")["inputs"]["augment"]  # a new augment set: search again

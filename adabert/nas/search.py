@@ -81,9 +81,15 @@ class Searcher:
                                f"student of search space {space.name!r} ({low:g} {unit}: one cell of "
                                "parameter-free ops)")
         self.fit_idx = bundle.fit_rows(cfg.train_limit)  # rows of the full train split (probe logits follow them)
-        self.enc = bundle.encoded("fit", cfg.max_length, cfg.train_limit)
+        augmented = bundle.augmented
+        if augmented is not None:
+            self.inputs["augment"] = bundle.folder_fingerprint(bundle.augment_dir)
+        # rows: the fit split, then the augmented text (`TaskBundle.split`); labels and teacher logits follow them
+        self.enc = bundle.encoded("fit", cfg.max_length, cfg.train_limit, augmented=True)
         self.holdout_enc = bundle.encoded("holdout", cfg.max_length)
-        self.labels = torch.tensor(data.train.labels[self.fit_idx])
+        self.labels = torch.tensor(bundle.split("fit", cfg.train_limit, augmented=True).labels)
+        kd = self.probes.teacher_train[self.fit_idx]
+        self.kd = torch.cat([kd, augmented.teacher]) if augmented is not None else kd  # [rows, C]
         torch.manual_seed(cfg.seed)
         self.model = Supernet(space, word, pos, task.num_labels, cfg.share_cells, task.is_pair)
         init_regression_heads(self.model, data)
@@ -91,10 +97,15 @@ class Searcher:
         self.estimates = ChoiceEstimates(space.num_edges, len(space.ops), space.max_cells, cfg.estimate_window)
         self.opt_w = torch.optim.AdamW(self.model.weight_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.opt_a = torch.optim.SGD(self.model.arch_parameters(), lr=cfg.alpha_lr)
-        perm = np.random.default_rng([cfg.seed, 7]).permutation(len(self.enc))
-        n_est = max(1, int(round(cfg.estimate_fraction * len(self.enc))))
+        n_fit = len(self.fit_idx)
+        perm = np.random.default_rng([cfg.seed, 7]).permutation(n_fit)
+        n_est = max(1, int(round(cfg.estimate_fraction * n_fit)))
         self.lengths = self.enc.lengths()
         self.w_rows = np.sort(perm[n_est:])
+        if augmented is not None:  # the weights also train on the copies of their own rows, never of estimate rows
+            copies = np.flatnonzero(np.isin(augmented.source, self.w_rows))
+            log.info("search: %d weight rows + %d augmented copies of them", len(self.w_rows), len(copies))
+            self.w_rows = np.concatenate([self.w_rows, n_fit + copies])
         self.e_rows = perm[:n_est][np.argsort(self.lengths[perm[:n_est]], kind="stable")]
         self.steps_per_epoch = math.ceil(len(self.w_rows) / cfg.batch_size)
         self.epochs = cfg.epochs_for(self.steps_per_epoch)
@@ -147,7 +158,7 @@ class Searcher:
         start = int(torch.randint(0, len(self.e_rows) - n + 1, ()))
         rows = self.e_rows[start: start + n]  # e_rows is sorted by length: a window of similar lengths
         local = distributed.shard(rows)
-        teacher = self.probes.teacher_train[self.fit_idx[local]].to(self.device) if cfg.gamma > 0 else None
+        teacher = self.kd[local].to(self.device) if cfg.gamma > 0 else None
         model.set_dropout(False)
         with autocast(self.device, cpu=cfg.bf16):
             heads = model(*student_batch(self.enc, local, self.device), sample)
@@ -191,7 +202,7 @@ class Searcher:
         local = distributed.shard(rows)  # this process's share of the global batch (all of it in one process)
         batch = student_batch(self.enc, local, self.device)
         y = self.labels[local].to(self.device)
-        teacher = self.probes.teacher_train[self.fit_idx[local]].to(self.device) if cfg.gamma > 0 else None
+        teacher = self.kd[local].to(self.device) if cfg.gamma > 0 else None
         with autocast(self.device, cpu=cfg.bf16):
             heads = model(*batch, sample)
         losses = depth_losses([h.float() for h in heads], y, teacher, cfg.gamma, cfg.temperature)

@@ -681,10 +681,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "(demo) or 64")
     p.add_argument("--gamma", type=float, default=0.8, help="KD weight in search and finetune")
     p.add_argument("--augment-copies", type=_copies, default="auto",
-                   help="augment the training text with this many copies per example before finetuning (Tang et "
-                        "al.; POS replacement needs the augment extra); auto: enough for about 48,000 rows, at "
-                        "most 16 copies, none above 24,000 examples (small tasks are short of data more than of "
-                        "architecture), off for the demo; 0: off")
+                   help="augment the training text with this many copies per example, for the search's weights "
+                        "and the student (Tang et al.; POS replacement needs the augment extra); auto: enough for "
+                        "about 48,000 rows, at most 16 copies, none above 24,000 examples (small tasks are short of "
+                        "data more than of architecture), off for the demo; 0: off")
     p.add_argument("--bf16", action="store_true",
                    help="bfloat16 on the CPU too (on a CUDA GPU always): the teacher's passes of probes and augment "
                         "(weights cast; 2.7-3.3x faster with AMX) and the student's training steps of search and "

@@ -411,7 +411,7 @@ def _copies(value: str) -> int | str:
     return copies
 
 
-def _pipeline_augment(copies: int | str, fit_examples: int, demo: bool, base):
+def _pipeline_augment(copies: int | str, fit_examples: int, demo: bool, base: AugmentConfig) -> AugmentConfig | None:
     """The pipeline's AugmentConfig (None: no augmentation) for --augment-copies COPIES; 'auto' resolved by the
     size of the fit split (`auto_copies`), without POS replacement when spaCy's tagger is not installed."""
     from dataclasses import replace

@@ -416,8 +416,9 @@ class Searcher:
                 and {op for node in arch.cell for _, op in node} <= set(PARAM_FREE)):
             log.warning("search: the cell chosen has no parameters (pools and identities only; --beta %g, no budget). "
                         "On little data the shared weights favour ops that need no training, and a convolution cell "
-                        "can finetune several points better (docs/results.md, thirty-third session): to trade speed "
-                        "for accuracy, state a size with --target-params (e.g. 300000)", self.cfg.beta)
+                        "can finetune several points better (docs/results.md, thirty-third and thirty-fourth "
+                        "sessions): train the weights on augmented text too (`adabert augment`, then --augment), or "
+                        "state a size with --target-params (e.g. 300000)", self.cfg.beta)
         arch.info = {"teacher": {"fingerprint": self.inputs["teacher"]}, "task": self.data.task.describe(),
                      "efficiency": {**self.efficiency(arch), "budget": budget},
                      "selection": {**selection, "supernet_holdout": self.evaluate(arch), "step": self.step,

@@ -411,34 +411,9 @@ def _copies(value: str) -> int | str:
     return copies
 
 
-def _pipeline_augment(copies: int | str, fit_examples: int, demo: bool, base: AugmentConfig) -> AugmentConfig | None:
-    """The pipeline's AugmentConfig (None: no augmentation) for --augment-copies COPIES; 'auto' resolved by the
-    size of the fit split (`auto_copies`), without POS replacement when spaCy's tagger is not installed."""
-    from dataclasses import replace
-
-    from adabert.core.runtime import log
-    from adabert.teacher.augment import tagger_installed
-    from adabert.teacher.config import AUTO_AUGMENT_ROWS, auto_copies
-
-    if copies != "auto":
-        return replace(base, copies=copies) if copies else None
-    copies = 0 if demo else auto_copies(fit_examples)
-    if not copies:
-        log.info("pipeline: no augmentation (--augment-copies auto: %s)", "the demo stays within minutes" if demo
-                 else f"{fit_examples:,} training examples are enough")
-        return None
-    log.info("pipeline: %d augmented copies of each of the %s training examples (--augment-copies auto: about "
-             "%s rows in all; 0 turns it off)", copies, f"{fit_examples:,}", f"{AUTO_AUGMENT_ROWS:,}")
-    if base.pos_prob > 0 and not tagger_installed(base.tagger):
-        log.warning("pipeline: augmenting without POS-guided replacement (masks and n-grams only): spaCy's tagger "
-                    "%s is not installed (pip install 'adabert[augment]')", base.tagger)
-        return replace(base, copies=copies, pos_prob=0.0)
-    return replace(base, copies=copies)
-
-
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from adabert.nas.search_space import load_search_space
-    from adabert.pipeline import PipelineConfig, format_summary, run_pipeline
+    from adabert.pipeline import PipelineConfig, augment_config, format_summary, run_pipeline
 
     device = _setup(args)
     demo = args.task is None
@@ -458,8 +433,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                             gamma=args.gamma, select_top=args.select_top, bf16=args.bf16, seed=args.seed),
         finetune=FinetuneConfig(epochs=args.finetune_epochs or (30 if demo else 5), max_length=length,
                                 gamma=args.gamma, bf16=args.bf16, seed=args.seed),
-        augment=_pipeline_augment(args.augment_copies, len(data.fit), demo,
-                                  AugmentConfig(max_length=2 * length, bf16=args.bf16, seed=args.seed)))
+        augment=augment_config(args.augment_copies, len(data.fit), demo,
+                               AugmentConfig(max_length=2 * length, bf16=args.bf16, seed=args.seed)))
     summary = run_pipeline(data, args.output_dir, cfg, load_search_space(args.search_space), device,
                            model=args.model, teacher=args.teacher)
     print(format_summary(summary))

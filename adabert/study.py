@@ -29,8 +29,8 @@ Parts (each switchable with --parts; every row is finetuned with the same recipe
   the study's seed means (ceiling_tau), the yardstick against which the supernet's tau is read.
 - kd: the searched architecture without KD (gamma 0) and with last-layer KD from the teacher's logits instead
   of the probes.
-- budgets: the search that wrote --arch rerun (its saved settings) at each `--budgets` target in searched
-  parameters, each result finetuned: accuracy against parameters and against measured latency (pareto.png).
+- budgets: the search that wrote --arch rerun (its saved settings, and its augmented text if it had any) at each
+  `--budgets` target in searched parameters, each result finetuned: accuracy against parameters and against measured latency (pareto.png).
 - bilstm: the classic answer, a BiLSTM distilled with MSE on the teacher's logits (Tang et al., 2019), with the
   same epochs, seeds and training examples (and the augmented set when --augment is given).
 - cross: architectures searched on other tasks (--cross-arch), finetuned on this one.
@@ -226,6 +226,21 @@ def _search_config(search_dir: Path):
     return SearchConfig(**{k: v for k, v in saved.items() if k in fields})
 
 
+def search_bundle(search_dir: Path, bundle: TaskBundle) -> TaskBundle:
+    """The bundle the search in `search_dir` trained on: with the study's augmented text when the search's inputs
+    (meta.json) include augmented text, which must then be the same folder's; without it otherwise."""
+    path = search_dir / "meta.json"
+    inputs = read_json(path, "search meta").get("inputs", {}) if path.is_file() else {}
+    used = inputs.get("augment", "") if isinstance(inputs, dict) else ""
+    if not used:
+        return bundle.with_augment(None)
+    if bundle.augment_dir is None or bundle.folder_fingerprint(bundle.augment_dir) != used:
+        given = f"--augment {bundle.augment_dir} is another folder" if bundle.augment_dir else "no --augment given"
+        raise AdabertError(f"{path}: the search trained on augmented text ('augment' {used}) and part 'budgets' "
+                           f"reruns it on the same text; {given}")
+    return bundle
+
+
 def supernet_scores(search_dir: Path, bundle: TaskBundle, archs: dict[str, Arch], device: torch.device
                     ) -> dict[str, float]:
     """Held-out main metric of each architecture with the weights of the search's final checkpoint (the chosen
@@ -295,7 +310,8 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
               search_dir: Path | None = None) -> dict:
     """Finetune the searched architecture and the study's other rows (`cfg.parts`) with one recipe and several
     seeds; the bundle's augmented text, if any, is used by the BiLSTM baseline, and by the architecture rows with
-    `cfg.augment_rows`. Searches and supernet scores never see it."""
+    `cfg.augment_rows`, and by the budgets' searches when the search that wrote --arch trained on it
+    (`search_bundle`). Supernet scores never see it."""
     out = Path(output_dir)
     data = bundle.data
     augment_dir = bundle.augment_dir
@@ -312,6 +328,7 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
     budget = params.arch_cost(searched)
     ft = cfg.finetune
     if "budgets" in cfg.parts:
+        budget_bundle = search_bundle(search_dir, bundle)
         low, high = params.bounds(space)
         for t in cfg.budgets:
             if not low * (1 - cfg.budget_tolerance) <= t <= high * (1 + cfg.budget_tolerance):
@@ -348,7 +365,7 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
     if "budgets" in cfg.parts:
         for target in cfg.budgets:
             name = f"budget-{target:.0f}"
-            arch = budget_search(search_dir, plain, space, target, cfg, out / "budgets" / name, device)
+            arch = budget_search(search_dir, budget_bundle, space, target, cfg, out / "budgets" / name, device)
             rows.append(Row(name, "budget", arch, ft, f"target {target:,.0f} searched params"))
     if "bilstm" in cfg.parts:
         rows.append(Row("bilstm-mse", "bilstm", None, ft, "BiLSTM + MSE KD" + (" + augmentation" if augment_dir

@@ -185,3 +185,17 @@ def test_a_checkpoint_from_before_an_option_was_added_resumes_while_the_option_h
         _, other = _toy_trainer(ckpt, fingerprint=fingerprint, defaults=defaults)
         with pytest.raises(AdabertError, match="other inputs or settings"):
             other.start(resume=True)
+
+
+def test_starting_afresh_offers_resume_only_for_a_checkpoint_it_could_resume(tmp_path, adabert_log):
+    ckpt = tmp_path / "run.safetensors"
+    old = {"inputs": {"data": "abc"}, "config": {"lr": 0.05}}
+    _, crashed = _toy_trainer(ckpt, crash_at=14, fingerprint=old)
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit()
+    for fingerprint, advice in ((old, "use --resume to continue"), ({**old, "inputs": {"data": "abd"}},
+                                                                    "was made with other inputs or settings")):
+        adabert_log.clear()
+        _, fresh = _toy_trainer(ckpt, fingerprint=fingerprint)
+        fresh.start(resume=False)
+        assert fresh.step == 0 and advice in adabert_log.text

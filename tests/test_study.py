@@ -15,7 +15,9 @@ from adabert.nas.arch import random_arch, validate_arch_json
 from adabert.nas.costs import measure_cost_model
 from adabert.nas.search import SearchConfig, Searcher
 from adabert.nas.search_space import load_search_space
-from adabert.study import arch_effect, half_tau, one_op_arch, render_markdown, sample_arch, seed_tau, share_above
+from adabert.core.fileio import write_meta
+from adabert.study import (arch_effect, half_tau, one_op_arch, render_markdown, sample_arch, search_bundle, seed_tau,
+                           share_above)
 from adabert.teacher.bundle import TaskBundle
 
 
@@ -230,6 +232,24 @@ def test_study_budget_sweep_kd_bilstm_and_cross(search_dir, tiny_teacher, tiny_p
     # the no-KD row really trained without KD: its saved config says so
     saved = json.loads((tmp_path / "study" / "runs" / "searched-no-kd" / "seed0" / "meta.json").read_text())
     assert saved["config"]["gamma"] == 0.0
+
+
+def test_budget_searches_use_the_augmented_text_their_search_used(sst2_dir, tmp_path):
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    augments = []
+    for name in ("aug", "other"):
+        write_meta(tmp_path / name, "augment", {"data": name}, {"copies": 1})
+        augments.append(tmp_path / name)
+    bundle = TaskBundle(data, "teacher", None, augments[0])
+    plain_search, aug_search = tmp_path / "plain", tmp_path / "searched-on-aug"
+    write_meta(plain_search, "search", {"data": "d"}, {})
+    write_meta(aug_search, "search", {"data": "d", "augment": TaskBundle.folder_fingerprint(augments[0])}, {})
+    assert search_bundle(plain_search, bundle).augment_dir is None
+    assert search_bundle(aug_search, bundle).augment_dir == augments[0]
+    with pytest.raises(AdabertError, match="no --augment given"):
+        search_bundle(aug_search, bundle.with_augment(None))
+    with pytest.raises(AdabertError, match="is another folder"):
+        search_bundle(aug_search, bundle.with_augment(augments[1]))
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -201,7 +201,11 @@ class Trainer:
                 log.debug("%s: no checkpoint to resume from; starting afresh", self.name)
             return
         if not resume:
-            log.info("%s: starting afresh (use --resume to continue the checkpoint in %s)", self.name, path)
+            if self.compatible():
+                log.info("%s: starting afresh (use --resume to continue the checkpoint in %s)", self.name, path)
+            else:
+                log.info("%s: starting afresh (the checkpoint in %s was made with other inputs or settings)",
+                         self.name, path)
             return
         if not self.compatible():
             raise AdabertError(f"{path}: the checkpoint was made with other inputs or settings; use the same "

@@ -315,3 +315,8 @@ def test_augmented_copies_train_the_weights_of_their_own_rows_only(tiny_teacher,
     s.run()
     assert load_arch(tmp_path / "s" / "arch.json").num_cells >= 1
     assert read_json(tmp_path / "s" / "meta.json", "meta")["inputs"]["augment"]  # a new augment set: search again
+    from adabert.nas.restarts import RestartSearch
+
+    restarts = RestartSearch(bundle, load_search_space("tiny"), SearchConfig(**{**TOY, **SELECT, "restarts": 2}),
+                             tmp_path / "r", torch.device("cpu"))
+    assert restarts.inputs == s.inputs  # the pick of restarts is redone for new augmented text too

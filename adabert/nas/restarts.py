@@ -29,7 +29,7 @@ from adabert.core.runtime import log
 from adabert.nas.arch import load_arch, save_arch
 from adabert.nas.board import SearchBoard
 from adabert.nas.config import SearchConfig
-from adabert.nas.search import SUMMARY, Searcher, read_summary
+from adabert.nas.search import SUMMARY, Searcher, read_summary, search_inputs
 from adabert.nas.search_space import SearchSpace
 from adabert.teacher.bundle import TaskBundle
 
@@ -42,7 +42,7 @@ class RestartSearch:
         self.bundle, self.space, self.cfg, self.device = bundle, space, cfg, device
         self.out = Path(output_dir)
         self.seeds = [cfg.seed + i for i in range(cfg.restarts)]
-        self.inputs = {**bundle.inputs(), "search_space": space.hash}
+        self.inputs = search_inputs(bundle, space)
         self.run_config = {**asdict(cfg), "task": bundle.data.task.describe(), "search_space": space.name}
 
     def searcher(self, seed: int) -> Searcher:

@@ -54,6 +54,15 @@ from adabert.teacher.bundle import TaskBundle
 SUMMARY = "search_metrics.json"  # a finished search's summary, beside arch.json
 
 
+def search_inputs(bundle: TaskBundle, space: SearchSpace) -> dict[str, str]:
+    """Fingerprints of what a search reads: data, teacher, search space, and the augmented text when given (a new
+    augment folder means a new search)."""
+    inputs = {**bundle.inputs(), "search_space": space.hash}
+    if bundle.augment_dir is not None:
+        inputs["augment"] = bundle.folder_fingerprint(bundle.augment_dir)
+    return inputs
+
+
 class Searcher:
     """Holds everything a search run needs; `run()` trains, evaluates, checkpoints and writes arch.json."""
 
@@ -63,7 +72,7 @@ class Searcher:
         self.data = data = bundle.data
         self.out = Path(output_dir)
         task = data.task
-        self.inputs = {**bundle.inputs(), "search_space": space.hash}
+        self.inputs = search_inputs(bundle, space)
         settings = {k: v for k, v in asdict(cfg).items() if k not in RUN_FIELDS}
         # the supernet's record (checkpoint) leaves out the selection settings; the run's record (meta) has them
         self.config = {**{k: v for k, v in settings.items() if k not in SELECTION_FIELDS}, "task": task.describe(),
@@ -82,8 +91,6 @@ class Searcher:
                                "parameter-free ops)")
         self.fit_idx = bundle.fit_rows(cfg.train_limit)  # rows of the full train split (probe logits follow them)
         augmented = bundle.augmented
-        if augmented is not None:
-            self.inputs["augment"] = bundle.folder_fingerprint(bundle.augment_dir)
         # rows: the fit split, then the augmented text (`TaskBundle.split`); labels and teacher logits follow them
         self.enc = bundle.encoded("fit", cfg.max_length, cfg.train_limit, augmented=True)
         self.holdout_enc = bundle.encoded("holdout", cfg.max_length)

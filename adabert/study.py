@@ -30,7 +30,8 @@ Parts (each switchable with --parts; every row is finetuned with the same recipe
 - kd: the searched architecture without KD (gamma 0) and with last-layer KD from the teacher's logits instead
   of the probes.
 - budgets: the search that wrote --arch rerun (its saved settings, and its augmented text if it had any) at each
-  `--budgets` target in searched parameters, each result finetuned: accuracy against parameters and against measured latency (pareto.png).
+  `--budgets` target in searched parameters, each result finetuned: accuracy against parameters and against
+  measured latency (pareto.png).
 - bilstm: the classic answer, a BiLSTM distilled with MSE on the teacher's logits (Tang et al., 2019), with the
   same epochs, seeds and training examples (and the augmented set when --augment is given).
 - cross: architectures searched on other tasks (--cross-arch), finetuned on this one.

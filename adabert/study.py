@@ -231,7 +231,7 @@ def search_bundle(search_dir: Path, bundle: TaskBundle) -> TaskBundle:
     """The bundle the search in `search_dir` trained on: with the study's augmented text when the search's inputs
     (meta.json) include augmented text, which must then be the same folder's; without it otherwise."""
     path = search_dir / "meta.json"
-    inputs = read_json(path, "search meta").get("inputs", {}) if path.is_file() else {}
+    inputs = read_json(path, "search meta", expect=dict).get("inputs", {}) if path.is_file() else {}
     used = inputs.get("augment", "") if isinstance(inputs, dict) else ""
     if not used:
         return bundle.with_augment(None)

@@ -267,7 +267,8 @@ def cmd_study(args: argparse.Namespace) -> int:
                       seeds=args.seeds, budget_tolerance=args.budget_tolerance, sampler_seed=args.seed,
                       budgets=_numbers(args.budgets, "--budgets"), search_train_limit=args.search_train_limit,
                       search_min_steps=args.search_min_steps, score_steps=args.score_steps,
-                      cross_archs=tuple(str(a) for a in args.cross_arch), augment_rows=args.augment_rows,
+                      cross_archs=tuple(str(a) for a in args.cross_arch),
+                      searched_archs=tuple(str(a) for a in args.searched_arch), augment_rows=args.augment_rows,
                       finetune=ft)
     data = _load_data(args)
     result = run_study(args.arch, _bundle(args, data), cfg, args.output_dir, device, args.search_dir)
@@ -566,6 +567,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-steps", type=int, default=400,
                    help="part rank: also score each architecture as the search's selection does, after N finetune "
                         "steps of its path from the supernet's weights (0: the supernet's own score only)")
+    p.add_argument("--searched-arch", type=Path, action="append", default=[],
+                   help="part random: another arch.json searched on this task (e.g. another search seed; "
+                        "repeatable): finetuned like --arch, and the report gives the searched cells' mean against "
+                        "the random cells (which stay at --arch's budget)")
     p.add_argument("--cross-arch", type=Path, action="append", default=[],
                    help="part cross: an arch.json searched on another task (repeatable)")
     p.add_argument("--augment", type=Path, help="part bilstm: folder from `adabert augment` to train it with")

@@ -8,7 +8,9 @@ Parts (each switchable with --parts; every row is finetuned with the same recipe
   null the searched architecture is one more exchangeable draw). And the headroom: how far the random
   architectures' true means spread beyond seed noise (`arch_effect`) and the share of the space at this budget
   that lies 1 point or more above their mean (`share_above`): a search cannot beat random by more than the space
-  holds.
+  holds. With --searched-arch (cells of other search seeds on the task), also the searched cells' mean over
+  searches +- std against the random mean, and each one's difference, rank and cost relative to the budget: one
+  search seed's cell is one draw of the search.
 - space: N architectures drawn uniformly from the whole space (`random_arch`, any depth and cost): the usual
   rank-fidelity sample of NAS benchmarks, where architectures differ by more than seed noise.
 - ops: one architecture per non-zero op of the space, that op on every kept edge (node j <- op(j-2) + op(j-1))
@@ -82,7 +84,8 @@ LATENCY_RECHECK = 0.2
 class StudyConfig:
     """budgets: searched-parameter targets of the 'budgets' part; search_train_limit and search_min_steps: those
     searches use the first N rows of the fit split and at least N steps (0: as the search that wrote --arch);
-    cross_archs: arch.json files searched on other tasks ('cross' part); score_steps: part 'rank' also scores
+    cross_archs: arch.json files searched on other tasks ('cross' part); searched_archs: more cells searched on this
+    task (other search seeds or settings; part 'random' reports their mean against the random cells); score_steps: part 'rank' also scores
     every architecture as the search's selection does, by the held-out score after that many finetune steps from
     the supernet's weights (0: the supernet's own score only); augment_rows: the architecture rows finetune on the
     augmented set too (the bundle's `augment_dir`; default: only the BiLSTM baseline, whose recipe includes it)."""
@@ -97,6 +100,7 @@ class StudyConfig:
     search_train_limit: int = 0
     search_min_steps: int = 0
     cross_archs: tuple[str, ...] = ()
+    searched_archs: tuple[str, ...] = ()
     score_steps: int = 400
     augment_rows: bool = False
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -125,6 +129,8 @@ class StudyConfig:
                                    f"{getattr(self, name)}")
         if "cross" in self.parts and not self.cross_archs:
             raise AdabertError("--cross-arch: part 'cross' needs at least one arch.json searched on another task")
+        if self.searched_archs and "random" not in self.parts:
+            raise AdabertError("--searched-arch: compared with the random cells, so it needs part 'random'")
 
 
 @dataclass
@@ -217,6 +223,14 @@ def share_above(sd_between: float, points: float) -> float:
     if sd_between <= 0:
         return 0.0
     return 0.5 * math.erfc(points / (sd_between * math.sqrt(2)))
+
+
+def _arch_in_space(path: str | Path, space: SearchSpace, flag: str) -> Arch:
+    """An arch.json that must have been searched in `space` (the study's --arch's)."""
+    arch = load_arch(Path(path))
+    if arch.space.name != space.name:
+        raise AdabertError(f"{flag}: {path}: searched in space {arch.space.name!r}, expected {space.name!r}")
+    return arch
 
 
 def _search_config(search_dir: Path):
@@ -336,6 +350,8 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
                 raise AdabertError(f"--budgets: {t:g} searched params is outside what search space {space.name!r} "
                                    f"can build ({low:g} to {high:g})")
     rows = [Row("searched", "searched", searched, ft)]
+    rows += [Row(f"searched-{i + 2}", "searched", _arch_in_space(path, space, "--searched-arch"), ft, str(path))
+             for i, path in enumerate(cfg.searched_archs)]
     if "random" in cfg.parts:
         rng = np.random.default_rng(cfg.sampler_seed)
         rows += [Row(f"random{i:02d}", "random", sample_arch(space, rng, params, budget, cfg.budget_tolerance), ft)
@@ -353,10 +369,7 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
                      "KD from the teacher's logits at the last cell")]
     if "cross" in cfg.parts:
         for path in cfg.cross_archs:
-            arch = load_arch(Path(path))
-            if arch.space.name != space.name:
-                raise AdabertError(f"--cross-arch: {path}: searched in space {arch.space.name!r}, expected "
-                                   f"{space.name!r}")
+            arch = _arch_in_space(path, space, "--cross-arch")
             source = (arch.info.get("task") or {}).get("name", Path(path).parent.name)
             rows.append(Row(f"cross-{source}", "cross", arch, ft, f"searched on {source}"))
     out.mkdir(parents=True, exist_ok=True)
@@ -417,6 +430,15 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
             "random_std_over_archs": r_std, "difference": s_mean - r_mean,
             "rank": 1 + sum(m > s_mean for m in r_means), "of": len(r_means) + 1,
             "p_value": (1 + sum(m >= s_mean for m in r_means)) / (len(r_means) + 1)}
+        searched_rows = [r for r in table if r["kind"] == "searched"]
+        if len(searched_rows) > 1:
+            means = [r["dev_mean"] for r in searched_rows]
+            mean, std = _mean_std(means)
+            result["random"]["searches"] = {
+                "names": [r["name"] for r in searched_rows], "means": means, "mean": mean, "std": std,
+                "differences": [m - r_mean for m in means], "difference": mean - r_mean,
+                "ranks": [1 + sum(x > m for x in r_means) for m in means],
+                "budget_ratios": [r["searched_params"] / budget for r in searched_rows]}
         effect = arch_effect(np.array([r["dev"] for r in randoms]))
         if effect is not None:
             result["random"]["arch_effect"] = effect
@@ -496,6 +518,13 @@ def render_markdown(r: dict) -> str:
                   f"| random, same budget | {q['random_mean']:.2f} | {q['random_std_over_archs']:.2f} (over archs) |",
                   "", f"Difference {q['difference']:+.2f}; rank {q['rank']} of {q['of']}; permutation p = "
                   f"{q['p_value']:.3f}.", ""]
+        m = q.get("searches")
+        if m:
+            each = ", ".join(f"{n} {d:+.2f} (rank {k} of {q['of']}, {100 * (b - 1):+.1f}% against the budget)"
+                             for n, d, k, b in zip(m["names"], m["differences"], m["ranks"], m["budget_ratios"]))
+            lines += [f"Over the {len(m['means'])} searched cells (--arch and --searched-arch): dev mean "
+                      f"{m['mean']:.2f} +- {m['std']:.2f} (over cells), {m['difference']:+.2f} against the random "
+                      f"mean; each: {each}.", ""]
         e = q.get("arch_effect")
         if e:
             lines += [f"The random architectures' true means spread with sd {e['sd_between']:.2f} (seed noise sd "

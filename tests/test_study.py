@@ -11,7 +11,7 @@ from conftest import run_cli
 from adabert.core.errors import AdabertError
 from adabert.data.dataset import load_task_data
 from adabert.data.tasks import get_task
-from adabert.nas.arch import random_arch, validate_arch_json
+from adabert.nas.arch import random_arch, save_arch, validate_arch_json
 from adabert.nas.costs import measure_cost_model
 from adabert.nas.search import SearchConfig, Searcher
 from adabert.nas.search_space import load_search_space
@@ -145,13 +145,26 @@ def test_half_tau_compares_the_means_of_the_two_halves_of_the_seeds():
 
 
 def test_study_writes_results_and_resumes(search_dir, tiny_teacher, tiny_probes, sst2_dir, tmp_path, capsys):
+    other = tmp_path / "seed1" / "arch.json"  # stands for the cell of another search seed
+    other.parent.mkdir()
+    save_arch(one_op_arch(load_search_space("tiny"), "cnn3", 1), other)
     args = ["study", "--arch", search_dir / "arch.json", "--teacher", tiny_teacher, "--probes", tiny_probes,
             "--task", "sst2", "--data-dir", sst2_dir, "--random", 2, "--seeds", 2, "--epochs", 2,
-            "--batch-size", 32, "--max-length", 32, "--score-steps", 8, "--output-dir", tmp_path / "study"]
+            "--batch-size", 32, "--max-length", 32, "--score-steps", 8, "--searched-arch", other,
+            "--output-dir", tmp_path / "study"]
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     r = json.loads((tmp_path / "study" / "results.json").read_text())
-    assert [a["name"] for a in r["archs"]] == ["searched", "random00", "random01"]
+    assert [a["name"] for a in r["archs"]] == ["searched", "searched-2", "random00", "random01"]
+    # the searched cells' mean over searches against the random mean, each with its rank and relative cost
+    s = r["random"]["searches"]
+    devs = [a["dev_mean"] for a in r["archs"]]
+    assert s["means"] == devs[:2] and s["mean"] == pytest.approx(np.mean(devs[:2]))
+    assert s["difference"] == pytest.approx(np.mean(devs[:2]) - np.mean(devs[2:]))
+    assert s["ranks"] == [1 + sum(x > m for x in devs[2:]) for m in devs[:2]]
+    assert s["budget_ratios"][0] == 1 and s["budget_ratios"][1] == r["archs"][1]["searched_params"] / r["budget_params"]
+    assert "Over the 2 searched cells (--arch and --searched-arch)" in out
+    assert r["random"]["of"] == 3  # the searched cell of --arch against the random ones, as without --searched-arch
     # the selection's score: 8 steps from the supernet's weights, one finetune run per architecture
     assert r["score_steps"] == 8 and -1 <= r["rank"]["tuned_kendall_tau"] <= 1
     for i, a in enumerate(r["archs"]):
@@ -160,12 +173,14 @@ def test_study_writes_results_and_resumes(search_dir, tiny_teacher, tiny_probes,
         assert m["history"][-1]["step"] == 8
     assert "after 8 finetune steps from the supernet's weights" in out
     assert all(len(a["dev"]) == 2 for a in r["archs"])
-    assert r["random"]["of"] == 3 and 0 < r["random"]["p_value"] <= 1
+    assert 0 < r["random"]["p_value"] <= 1
     assert -1 <= r["rank"]["kendall_tau"] <= 1 and all("supernet_holdout" in a for a in r["archs"])
     assert -1 <= r["rank"]["seed_tau"] <= 1 and "one finetune seed against another" in out
     assert 0 < r["rank"]["arch_effect"]["p_equal"] <= 1 and "a perfect proxy would expect Kendall tau" in out
     budget = r["budget_params"]
     for a in r["archs"]:
+        if a["name"] == "searched-2":  # the cnn3 cell, of any cost
+            continue
         assert abs(a["searched_params"] / budget - 1) <= 0.1
     md = (tmp_path / "study" / "results.md").read_text()
     assert "Kendall tau" in md and "searched parameters" in md
@@ -260,6 +275,7 @@ def test_budget_searches_use_the_augmented_text_their_search_used(sst2_dir, tmp_
     (["--parts", "cross"], "--cross-arch: part 'cross' needs"),
     (["--parts", "random", "--budgets", "5,x"], "--budgets: expected comma-separated numbers"),
     (["--augment-rows"], "--augment-rows: needs --augment"),
+    (["--parts", "space", "--searched-arch", "a.json"], "--searched-arch: compared with the random cells"),
 ])
 def test_bad_study_arguments(extra, message, search_dir, tiny_teacher, tiny_probes, sst2_dir, tmp_path, capsys):
     code, _, err = run_cli(["study", "--arch", search_dir / "arch.json", "--teacher", tiny_teacher, "--probes",

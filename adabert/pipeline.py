@@ -144,11 +144,19 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
                   "tensorboard": str(out / "search" / "tensorboard")},
         "stage_seconds": times,
     }
+    budget = read_json(out / "search" / "arch.json", "arch.json", expect=dict).get("efficiency", {}).get("budget")
+    if budget and budget.get("target"):
+        summary["budget"] = budget
     if "dev_teacher_agreement" in student_metrics:  # absent from students finetuned by earlier versions
         summary["student"]["teacher_agreement"] = {"dev": student_metrics["dev_teacher_agreement"],
                                                    "measure": agreement_measure(data.task)}
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _amount(v: float) -> str:
+    """A budget or cost as read: whole parameters or FLOPs with thousands separators, milliseconds to 3 digits."""
+    return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
 
 
 def format_summary(s: dict) -> str:
@@ -168,6 +176,11 @@ def format_summary(s: dict) -> str:
     copies = st.get("augment_copies")
     trained = f"; trained with {copies} augmented copies of each example" if copies else ""
     lines.append(f"student: {st['genotype']}; {st['dev'][m] / t['dev'][m] * 100:.1f}% of the teacher's {m}{trained}")
+    b = s.get("budget")
+    if b:
+        lines.append(f"search budget: {_amount(b['target'])} {b['unit']}; the student's searched part costs "
+                     f"{_amount(b['cost'])} ({100 * (b['cost'] / b['target'] - 1):+.1f}%, "
+                     f"{'within' if b['within'] else 'outside'} +-{round(100 * b['tolerance'])}%)")
     if "teacher_agreement" in st:
         lines.append(f"fidelity on dev: {st['teacher_agreement']['dev']:.2f} {st['teacher_agreement']['measure']}")
     if s.get("warning"):

@@ -1,11 +1,15 @@
 import json
 
+import numpy as np
 import pytest
 from conftest import run_cli
 
 from adabert.data.dataset import load_task_data
 from adabert.data.demo_task import write_demo_task
 from adabert.data.tasks import get_task
+from adabert.nas.arch import random_arch
+from adabert.nas.costs import measure_cost_model
+from adabert.nas.search_space import load_search_space
 
 
 def test_demo_task_is_deterministic_and_balanced(tmp_path):
@@ -20,12 +24,19 @@ def test_demo_task_is_deterministic_and_balanced(tmp_path):
 
 
 def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_dir, tmp_path, capsys):
+    space = load_search_space("tiny")
+    params = measure_cost_model(space, "params", num_labels=2, pair=False)
+    costs = sorted({params.arch_cost(random_arch(space, np.random.default_rng(i))) for i in range(40)})
+    target = costs[len(costs) // 2]  # a budget the tiny space can build
     args = ["pipeline", "--task", "sst2", "--data-dir", sst2_dir, "--teacher", tiny_teacher, "--search-space", "tiny",
             "--search-epochs", 1, "--select-top", 1, "--finetune-epochs", 2, "--max-length", 16,
-            "--output-dir", tmp_path / "run"]  # --augment-copies auto: 16 copies of a toy task's examples
+            "--target-params", target, "--output-dir", tmp_path / "run"]  # --augment-copies auto: 16 copies
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    budget = summary["budget"]  # the search ran to the stated budget and the summary says how the student met it
+    assert budget["target"] == target and budget["within"] and abs(budget["cost"] / target - 1) <= 0.1
+    assert f"search budget: {target:,.0f} params; the student's searched part costs {budget['cost']:,.0f}" in out
     assert {"teacher", "student", "files", "stage_seconds"} <= set(summary)
     assert summary["student"]["params"] < summary["teacher"]["params"]
     for f in ("arch", "student", "bench"):
@@ -110,6 +121,13 @@ def test_pipeline_augmentation_settings(monkeypatch, adabert_log):
     bare = augment_config("auto", 7_650, False, base)
     assert (bare.copies, bare.pos_prob, bare.mask_prob) == (5, 0.0, base.mask_prob)  # masks and n-grams still run
     assert "without POS-guided replacement" in adabert_log.text and "adabert[augment]" in adabert_log.text
+
+
+def test_pipeline_with_two_budgets_is_one_line_and_exit_2(sst2_dir, tmp_path, capsys):
+    code, _, err = run_cli(["pipeline", "--task", "sst2", "--data-dir", sst2_dir, "--target-params", 300000,
+                            "--target-latency-ms", 2, "--output-dir", tmp_path / "run"], capsys)
+    assert code == 2 and "give at most one budget" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("value", ["-1", "some", "2.5"])

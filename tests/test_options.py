@@ -89,6 +89,20 @@ def test_required_options_may_come_from_the_config_file(tmp_path):
         "sst2", "t", "out", True, 2e5, 0.5)
 
 
+def test_a_repeatable_flag_replaces_the_config_files_list(tmp_path):
+    config = tmp_path / "study.yaml"  # what a study's options.yaml keeps after a run with --searched-arch a.json
+    config.write_text("arch: s.json\nteacher: t\nprobes: p\ntask: sst2\noutput_dir: o\nsearched_arch: [a.json]\n"
+                      "cross_arch: [c.json]\n")
+    parser = build_parser()
+    args = parse_args(parser, ["study", "--config", str(config), "--searched-arch", "a.json", "--searched-arch",
+                               "b.json"])
+    assert [str(p) for p in args.searched_arch] == ["a.json", "b.json"]  # not a.json twice
+    assert [str(p) for p in args.cross_arch] == ["c.json"]  # not given: the file's list
+    args = parse_args(build_parser(), ["study", "--arch", "s.json", "--teacher", "t", "--probes", "p", "--task",
+                                       "sst2", "--output-dir", "o", "--cross-arch", "x.json", "--cross-arch", "y.json"])
+    assert [str(p) for p in args.cross_arch] == ["x.json", "y.json"] and args.searched_arch == []
+
+
 def test_flag_types_follow_the_field_annotations(capsys):
     parser = build_parser()
     base = ["--arch", "a.json", "--teacher", "t", "--probes", "p", "--task", "sst2", "--output-dir", "o"]

@@ -121,9 +121,21 @@ def _convert_one(action: argparse.Action, value: Any, where: str) -> Any:
     return out
 
 
+class _AppendOverConfig(argparse._AppendAction):
+    """A repeatable flag (`--cross-arch A --cross-arch B`) whose default list came from a --config file: given on
+    the command line, its values replace the file's list instead of extending it, as any flag overrides the file
+    (a run's options.yaml lists what it ran with, so extending would repeat every entry on the next run)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is self.default:  # first use: drop the file's list
+            setattr(namespace, self.dest, [])
+        super().__call__(parser, namespace, values, option_string)
+
+
 def apply_options(parser: argparse.ArgumentParser, values: dict[str, Any], source: object) -> None:
     """Make `values` (from a --config file) the defaults of `parser`, so that flags on the command line still
-    override them; an option the file gives is no longer required on the command line."""
+    override them (a repeatable flag's values replace the file's list); an option the file gives is no longer
+    required on the command line."""
     actions: dict[str, argparse.Action] = {}
     for a in parser._actions:
         if a.dest not in ("help", "config", "func") and a.option_strings:
@@ -135,6 +147,8 @@ def apply_options(parser: argparse.ArgumentParser, values: dict[str, Any], sourc
             raise AdabertError(f"{source}: unknown option {str(key)!r} for `{parser.prog}` (see --help)")
         parser.set_defaults(**{dest: _convert(action, value, f"{source}: {key}")})
         action.required = False
+        if type(action) is argparse._AppendAction:
+            action.__class__ = _AppendOverConfig
 
 
 def options_yaml(stage: str, values: dict[str, Any]) -> bytes:

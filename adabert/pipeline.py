@@ -90,7 +90,7 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
 
     if teacher is None:
         stage("teacher")
-        finetune_teacher(model or offline_base_model(), data, cfg.teacher, out / "teacher", device, resume=True)
+        finetune_teacher(model or offline_base_model(), data, cfg.teacher, out / "teacher", device, resume="auto")
         teacher = str(out / "teacher")
         done("teacher")
     stage("probes")
@@ -108,7 +108,7 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
     done("search")
     stage("finetune")
     student_metrics = finetune_student(out / "search" / "arch.json", bundle, cfg.finetune, out / "student", device,
-                                       resume=True)
+                                       resume="auto")
     done("finetune")
     stage("evaluate")
     evaluation = Predictor(out / "student", device).evaluate(data.dev)

@@ -306,7 +306,7 @@ def bilstm_run(bundle: TaskBundle, ft: FinetuneConfig, seed: int, out: Path, dev
     from adabert.distill.distill import DistillConfig, run_distill
 
     cfg = DistillConfig(student="bilstm", method="mse", epochs=ft.epochs, max_length=ft.max_length, seed=seed)
-    return run_distill(bundle.with_fit_limit(ft.train_limit), cfg, out, device, resume=True)
+    return run_distill(bundle.with_fit_limit(ft.train_limit), cfg, out, device, resume="auto")
 
 
 def student_latency_ms(folder: Path, length: int) -> float:
@@ -394,7 +394,7 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
             path = out / "archs" / f"{row.name}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             save_arch(row.arch, path)
-            m = finetune_student(path, rows_bundle, replace(row.finetune, seed=s), folder, device, resume=True)
+            m = finetune_student(path, rows_bundle, replace(row.finetune, seed=s), folder, device, resume="auto")
         results.setdefault(row.name, []).append(m)
         log.info("study: %s seed %d: dev %s %.2f%s", row.name, s, metric, m["dev"][metric],
                  f" | {row.arch.genotype()}" if row.arch is not None else "")

@@ -199,3 +199,23 @@ def test_starting_afresh_offers_resume_only_for_a_checkpoint_it_could_resume(tmp
         _, fresh = _toy_trainer(ckpt, fingerprint=fingerprint)
         fresh.start(resume=False)
         assert fresh.step == 0 and advice in adabert_log.text
+
+
+def test_automatic_resume_continues_a_checkpoint_it_can_and_replaces_one_it_cannot(tmp_path, adabert_log):
+    """What `adabert study` and `pipeline` rely on when a rerun meets an interrupted run of other settings (a study
+    row given another architecture): "auto" starts afresh where --resume (True) refuses."""
+    ckpt = tmp_path / "run.safetensors"
+    old = {"inputs": {"arch": "K=1"}, "config": {"lr": 0.05}}
+    _, crashed = _toy_trainer(ckpt, crash_at=14, fingerprint=old)
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit()
+    _, same = _toy_trainer(ckpt, fingerprint=old)
+    same.start(resume="auto")
+    assert same.step == 14
+    other = {**old, "inputs": {"arch": "K=2"}}
+    with pytest.raises(AdabertError, match="was made with other inputs or settings"):
+        _toy_trainer(ckpt, fingerprint=other)[1].start(resume=True)
+    adabert_log.clear()
+    _, fresh = _toy_trainer(ckpt, fingerprint=other)
+    fresh.start(resume="auto")
+    assert fresh.step == 0 and "starting afresh (the checkpoint in" in adabert_log.text

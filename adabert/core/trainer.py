@@ -23,7 +23,9 @@ and a held-out evaluation; `Trainer.fit` does the rest, the same way for every s
   last evaluation in one atomically written safetensors file. `fit(resume=True)` continues from it at the next
   step, which reproduces the uninterrupted run exactly on the same device and thread count; a checkpoint made
   with other inputs or settings (`fingerprint`; an option added since, holding its default, still matches) is
-  refused in one line. `fit(max_steps=N)` stops after N steps with a checkpoint.
+  refused in one line. `fit(resume="auto")` (the stages that `adabert pipeline`, `study` and a search's selection
+  run for the user) continues a checkpoint it can and starts afresh from one it cannot, saying so: an interrupted
+  run of other settings is what their rerun replaces. `fit(max_steps=N)` stops after N steps with a checkpoint.
 
 Returns the index of the best model, its score, every model's best score and the history.
 """
@@ -37,7 +39,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -54,6 +56,8 @@ from adabert.core.schedule import eval_points
 
 Losses = tuple[list[torch.Tensor], dict[str, torch.Tensor]]
 CHECKPOINT_SECONDS = 600.0  # the most training time a killed run loses (between evaluation points)
+
+Resume = bool | Literal["auto"]  # True: continue the checkpoint (refuse one of other settings); "auto": if it can
 
 
 @dataclass
@@ -190,8 +194,9 @@ class Trainer:
         return (rest == {k: v for k, v in self.fingerprint.items() if k != "config"}
                 and config_matches(recorded.get("config"), self.fingerprint.get("config"), self.defaults))
 
-    def start(self, resume: bool) -> None:
-        """Restore the checkpoint when `resume` (refusing one of other settings); once per trainer."""
+    def start(self, resume: Resume) -> None:
+        """Restore the checkpoint when `resume` (True: refusing one of other settings; "auto": starting afresh from
+        it); once per trainer."""
         if self.started:
             return
         self.started = True
@@ -200,7 +205,7 @@ class Trainer:
             if resume:
                 log.debug("%s: no checkpoint to resume from; starting afresh", self.name)
             return
-        if not resume:
+        if not resume or (resume == "auto" and not self.compatible()):
             if self.compatible():
                 log.info("%s: starting afresh (use --resume to continue the checkpoint in %s)", self.name, path)
             else:
@@ -214,7 +219,7 @@ class Trainer:
         log.info("%s: resumed from %s at step %d", self.name, path, self.step)
 
     # -- the loop ----------------------------------------------------------------------------------------------
-    def fit(self, resume: bool = False, max_steps: int | None = None) -> TrainResult | None:
+    def fit(self, resume: Resume = False, max_steps: int | None = None) -> TrainResult | None:
         """Train to the end; with `max_steps`, stop after that many steps in all (leaving a checkpoint) and
         return None if the end was not reached."""
         self.start(resume)

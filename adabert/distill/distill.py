@@ -33,7 +33,7 @@ from adabert.core.heads import init_regression_heads
 from adabert.core.losses import hard_loss, hinton_kd, kd_weights, layer_map, mse_logits, probe_kd, soft_kd
 from adabert.core.runtime import autocast, log, set_seed
 from adabert.core.schedule import cosine_decay
-from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir
+from adabert.core.trainer import Losses, Resume, Trainee, Trainer, partial_dir
 from adabert.data.encoding import Encoded, batched_logits, encode_joint, encode_separate, epoch_batches
 from adabert.data.metrics import class_report, describe_dev, task_metrics, teacher_agreement
 from adabert.distill.config import DistillConfig
@@ -67,7 +67,7 @@ class Distiller:
     """Builds students, prepares the data once, and runs the configured method."""
 
     def __init__(self, bundle: TaskBundle, cfg: DistillConfig, device: torch.device, arch_path: Path | None = None,
-                 checkpoints: Path | None = None, fingerprint: dict | None = None, resume: bool = False):
+                 checkpoints: Path | None = None, fingerprint: dict | None = None, resume: Resume = False):
         """checkpoints: folder of the training checkpoints (one per run of `fit`), made with `fingerprint`;
         `resume` continues them."""
         self.bundle, self.data, self.cfg, self.device = bundle, bundle.data, cfg, device
@@ -295,7 +295,7 @@ def deployable_params(model: nn.Module) -> int:
 
 
 def run_distill(bundle: TaskBundle, cfg: DistillConfig, output_dir: Path, device: torch.device,
-                arch_path: Path | None = None, force: bool = False, resume: bool = False) -> dict:
+                arch_path: Path | None = None, force: bool = False, resume: Resume = False) -> dict:
     """Train a student with `cfg.method`, report dev once, save a student folder; skipped when up to date.
     Checkpoints go to OUT.partial; `resume` continues them."""
     output_dir = Path(output_dir)

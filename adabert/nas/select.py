@@ -46,7 +46,7 @@ def select_by_finetune(candidates: list[Arch], bundle: TaskBundle, cfg: Finetune
         path = out / f"candidate-{i}.json"
         save_arch(arch, path)
         with quiet_info():  # one line per candidate below, not its finetune's own log
-            m = finetune_student(path, bundle, cfg, out / f"candidate-{i}", device, resume=True, supernet=supernet)
+            m = finetune_student(path, bundle, cfg, out / f"candidate-{i}", device, resume="auto", supernet=supernet)
         records.append({"genotype": arch.genotype(), "holdout": m["best_holdout"], "params": m["params"]})
         trained = f"{cfg.steps} steps" if cfg.steps else f"{cfg.epochs} epoch(s)"
         log.info("select: candidate %d/%d held-out %s %.2f after %s | %s", i + 1, len(candidates), metric,

@@ -24,7 +24,7 @@ from adabert.core.heads import init_regression_heads
 from adabert.core.losses import feature_kd, hard_loss, probe_kd, soft_kd
 from adabert.core.runtime import autocast, log, set_seed, warn_if_emulated_bf16
 from adabert.core.schedule import cosine_decay
-from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir
+from adabert.core.trainer import Losses, Resume, Trainee, Trainer, partial_dir
 from adabert.data.encoding import Encoded, batched_logits, epoch_batches, student_batch
 from adabert.data.metrics import class_report, describe_dev, task_metrics, teacher_agreement
 from adabert.nas.arch import load_arch
@@ -79,7 +79,7 @@ def feature_kd_targets(bundle: TaskBundle, train_idx: np.ndarray) -> torch.Tenso
 
 
 def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, output_dir: Path,
-                     device: torch.device, force: bool = False, resume: bool = False,
+                     device: torch.device, force: bool = False, resume: Resume = False,
                      supernet: Path | None = None) -> dict:
     """With augmented text in the bundle (`adabert augment`), it joins the training set, labelled with the
     teacher's predictions and distilled from the cached teacher or probe logits on it. Trains through

@@ -23,7 +23,7 @@ from adabert.core.fileio import (atomic_dir, meta_matches, model_fingerprint, op
                                  write_meta)
 from adabert.core.heads import init_regression_heads
 from adabert.core.runtime import autocast, log, progress, set_seed, warn_if_emulated_bf16
-from adabert.core.trainer import Losses, Trainee, Trainer, partial_dir, remove_partial
+from adabert.core.trainer import Losses, Resume, Trainee, Trainer, partial_dir, remove_partial
 from adabert.data.dataset import Dataset, TaskData
 from adabert.data.encoding import Encoded, batch_indices, encode_joint, epoch_batches, joint_batch
 from adabert.data.metrics import task_metrics
@@ -190,7 +190,7 @@ def evaluate_teacher(model: nn.Module, tokenizer, data: Dataset, max_length: int
 
 
 def finetune_teacher(source: str, data: TaskData, cfg: TeacherConfig, output_dir: Path, device: torch.device,
-                     force: bool = False, resume: bool = False) -> dict:
+                     force: bool = False, resume: Resume = False) -> dict:
     """Fine-tune `source` on the task; select the epoch on the held-out slice; save the best to `output_dir`.
 
     Writes a save_pretrained folder (config, safetensors weights, tokenizer), `metrics.json` (held-out per

@@ -85,10 +85,11 @@ class StudyConfig:
     """budgets: searched-parameter targets of the 'budgets' part; search_train_limit and search_min_steps: those
     searches use the first N rows of the fit split and at least N steps (0: as the search that wrote --arch);
     cross_archs: arch.json files searched on other tasks ('cross' part); searched_archs: more cells searched on this
-    task (other search seeds or settings; part 'random' reports their mean against the random cells); score_steps: part 'rank' also scores
-    every architecture as the search's selection does, by the held-out score after that many finetune steps from
-    the supernet's weights (0: the supernet's own score only); augment_rows: the architecture rows finetune on the
-    augmented set too (the bundle's `augment_dir`; default: only the BiLSTM baseline, whose recipe includes it)."""
+    task (other search seeds or settings; part 'random' reports their mean against the random cells); score_steps:
+    part 'rank' also scores every architecture as the search's selection does, by the held-out score after that
+    many finetune steps from the supernet's weights (0: the supernet's own score only); augment_rows: the
+    architecture rows finetune on the augmented set too (the bundle's `augment_dir`; default: only the BiLSTM
+    baseline, whose recipe includes it)."""
 
     parts: tuple[str, ...] = ("random", "rank")
     random: int = 10

@@ -195,8 +195,8 @@ class Trainer:
                 and config_matches(recorded.get("config"), self.fingerprint.get("config"), self.defaults))
 
     def start(self, resume: Resume) -> None:
-        """Restore the checkpoint when `resume` (True: refusing one of other settings; "auto": starting afresh from
-        it); once per trainer."""
+        """Restore the checkpoint when `resume`; one of other settings is refused (True) or replaced by a fresh start
+        ("auto"); once per trainer."""
         if self.started:
             return
         self.started = True

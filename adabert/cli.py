@@ -232,6 +232,11 @@ def cmd_search(args: argparse.Namespace) -> int:
               f"{sel['finetuned_holdout']:.2f} after {sel['steps']} finetune steps (the others: "
               + ", ".join(f"{c['holdout']:.2f}" for i, c in enumerate(sel["candidates"]) if i != sel["candidate"])
               + ")")
+        close = [i + 1 for i, c in enumerate(sel["candidates"])
+                 if "behind_pick" in c and c["behind_pick"]["lead"] < 2 * c["behind_pick"]["se"]]
+        if close:
+            print(f"  within 2 standard errors of the pick on held-out (not told apart): candidate(s) "
+                  f"{', '.join(map(str, close))}")
     if "restarts" in sel:
         print("restarts: " + ", ".join(f"seed {r['seed']} {r['finetuned_holdout']:.2f}" for r in sel["restarts"])
               + f"; wrote seed {sel['restarts'][sel['restart']]['seed']}'s pick")

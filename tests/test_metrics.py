@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from adabert.data.metrics import (class_report, describe_dev, f1_binary, matthews, pearson, spearman, task_metrics,
-                                  teacher_agreement)
+from adabert.data.metrics import (class_report, describe_dev, f1_binary, matthews, paired_difference, pearson,
+                                  spearman, task_metrics, teacher_agreement)
 from adabert.data.tasks import get_task
 
 
@@ -33,6 +33,34 @@ def test_task_metrics_and_report():
     assert rep["confusion"] == [[1, 0], [1, 2]]
     assert rep["per_class"]["equivalent"]["precision"] == pytest.approx(100.0)
     assert rep["per_class"]["equivalent"]["recall"] == pytest.approx(200 / 3)
+
+
+def test_paired_difference_is_the_lead_and_its_bootstrap_standard_error():
+    sst2, n, k = get_task("sst2"), 400, 40
+    gold = np.arange(n) % 2
+    right = np.eye(2)[gold]  # logits that give every gold label
+    wrong = right.copy()
+    wrong[:k] = right[:k, ::-1]  # b misses the first k rows
+    lead, se = paired_difference(sst2, right, wrong, gold, draws=2000)
+    assert lead == pytest.approx(100 * k / n)
+    # the per-row difference is 1 on k rows and 0 elsewhere: s.e. of its mean = sqrt(p (1 - p) / n)
+    assert se == pytest.approx(100 * np.sqrt(0.1 * 0.9 / n), rel=0.1)
+    assert paired_difference(sst2, wrong, right, gold, draws=200)[0] == pytest.approx(-lead)
+    assert paired_difference(sst2, right, right, gold, draws=200) == (0.0, 0.0)  # same predictions: no doubt
+    # errors the two models share cancel: both miss rows 100-199 as well, the lead and its s.e. stay the same
+    both = np.concatenate([right[:100], right[100:200, ::-1], right[200:]])
+    worse = both.copy()
+    worse[:k] = both[:k, ::-1]
+    lead2, se2 = paired_difference(sst2, both, worse, gold, draws=2000)
+    assert lead2 == pytest.approx(lead) and se2 == pytest.approx(se, rel=0.15)
+
+
+def test_paired_difference_of_a_regression_metric():
+    stsb, rng = get_task("stsb"), np.random.default_rng(0)
+    gold = rng.uniform(0, 5, 300)
+    close, far = gold + rng.normal(0, 0.5, 300), gold + rng.normal(0, 2.0, 300)
+    lead, se = paired_difference(stsb, close[:, None], far[:, None], gold)
+    assert lead == pytest.approx(100 * (pearson(close, gold) - pearson(far, gold))) and lead > 4 * se > 0
 
 
 def test_teacher_agreement_by_hand():

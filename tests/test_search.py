@@ -92,6 +92,12 @@ def test_selection_finetunes_the_most_probable_archs_and_writes_the_best_held_ou
         assert m["history"][-1]["step"] == SELECT["select_steps"]
         meta = json.loads((out / "select" / f"candidate-{i}" / "meta.json").read_text())
         assert meta["config"]["inherit"] and meta["inputs"]["supernet"]  # started from the supernet's weights
+    for i, c in enumerate(cands):  # the saved students reproduce the held-out scores: the lead is their difference
+        if i != sel["candidate"]:
+            lead, se = c["behind_pick"]["lead"], c["behind_pick"]["se"]
+            assert lead == pytest.approx(sel["finetuned_holdout"] - c["holdout"], abs=1e-6) and se >= 0
+            assert se > 0 or lead == 0
+    assert "behind_pick" not in cands[sel["candidate"]]
     # candidate 0 is the architecture the final logits derive
     probs = torch.tensor(arch.alpha_probs).log(), torch.tensor(arch.depth_probs).log()
     assert derive(arch.space, *probs).genotype() == cands[0]["genotype"]

@@ -73,10 +73,28 @@ def predictions(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
 def task_metrics(task: TaskSpec, logits: np.ndarray, gold: np.ndarray) -> dict[str, float]:
     """All of the task's metrics (in percent) from logits [N, C] and gold labels [N]."""
     pred = predictions(task, logits)
+    return {m: metric(task, m, pred, gold) for m in task.metrics}
+
+
+def metric(task: TaskSpec, name: str, pred: np.ndarray, gold: np.ndarray) -> float:
+    """One metric (in percent) of predictions [N] (`predictions`) against gold labels [N]."""
     fns = {"accuracy": lambda: accuracy(pred, gold), "f1": lambda: f1_binary(pred, gold),
            "matthews": lambda: matthews(pred, gold, task.num_labels), "pearson": lambda: pearson(pred, gold),
            "spearman": lambda: spearman(pred, gold)}
-    return {m: 100.0 * fns[m]() for m in task.metrics}
+    return 100.0 * fns[name]()
+
+
+def paired_difference(task: TaskSpec, logits_a: np.ndarray, logits_b: np.ndarray, gold: np.ndarray,
+                      draws: int = 500, seed: int = 0) -> tuple[float, float]:
+    """How far model a leads model b on the task's main metric over the same N examples, and how sure that is:
+    (m(a) - m(b), s.e.), both in percent, where the standard error is the std of m(a)[r] - m(b)[r] over `draws`
+    paired bootstrap resamples r of the N rows (the same rows for both models, so the error both make on a row
+    cancels). A lead under about 2 s.e. is within the sampling error of an evaluation of this size."""
+    m, a, b = task.main_metric, predictions(task, logits_a), predictions(task, logits_b)
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, len(gold), size=(draws, len(gold)))
+    diffs = [metric(task, m, a[r], gold[r]) - metric(task, m, b[r], gold[r]) for r in rows]
+    return metric(task, m, a, gold) - metric(task, m, b, gold), float(np.std(diffs))
 
 
 def teacher_agreement(task: TaskSpec, student_logits: np.ndarray, teacher_logits: np.ndarray) -> float:

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from adabert.core.runtime import log, quiet_info
+from adabert.data.metrics import paired_difference
 from adabert.nas.arch import Arch, save_arch
 from adabert.nas.config import SearchConfig
 from adabert.students.config import FinetuneConfig
-from adabert.students.finetune import finetune_student
+from adabert.students.finetune import finetune_student, student_logits
+from adabert.students.student import Student
 from adabert.teacher.bundle import TaskBundle
 
 
@@ -52,4 +55,32 @@ def select_by_finetune(candidates: list[Arch], bundle: TaskBundle, cfg: Finetune
         log.info("select: candidate %d/%d held-out %s %.2f after %s | %s", i + 1, len(candidates), metric,
                  m["best_holdout"], trained, arch.genotype())
     best = max(range(len(records)), key=lambda i: (records[i]["holdout"], -i))
+    separate_pick(best, records, bundle, cfg.max_length, out, device)
     return best, records
+
+
+def separate_pick(best: int, records: list[dict], bundle: TaskBundle, max_length: int, out: Path,
+                  device: torch.device) -> None:
+    """Add to each other candidate's record how far the pick leads it on held-out and the paired bootstrap
+    standard error of that lead (`paired_difference`, over the held-out rows), and say which leads are within 2
+    s.e.: a pick that leads by less was not told apart from that candidate by this held-out slice."""
+    holdout, enc = bundle.data.holdout, bundle.encoded("holdout", max_length)
+
+    def logits(i: int) -> np.ndarray:
+        student, _ = Student.from_pretrained(out / f"candidate-{i}")
+        return student_logits(student.to(device), enc, device).float().cpu().numpy()
+
+    pick = logits(best)
+    for i, record in enumerate(records):
+        if i != best:
+            lead, se = paired_difference(bundle.task, pick, logits(i), holdout.labels, seed=i)
+            record["behind_pick"] = {"lead": lead, "se": se}
+    close = [i for i, r in enumerate(records) if i != best and r["behind_pick"]["lead"] < 2 * r["behind_pick"]["se"]]
+    if close:
+        log.info("select: the pick's lead over candidate(s) %s (%s held-out points, paired bootstrap s.e. %s over %d "
+                 "rows) is under 2 s.e.: this held-out slice does not tell them apart",
+                 ", ".join(str(i + 1) for i in close),
+                 ", ".join(f"{records[i]['behind_pick']['lead']:.2f}" for i in close),
+                 ", ".join(f"{records[i]['behind_pick']['se']:.2f}" for i in close), len(holdout))
+    else:
+        log.info("select: the pick leads every other candidate by 2 s.e. or more on held-out (%d rows)", len(holdout))

@@ -205,6 +205,37 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_search_summary(summary: dict, output_dir: Path) -> str:
+    """What `adabert search` prints at the end: the arch, how the selection chose it (and which candidates
+    held-out did not tell from the pick), the budget and cost, where the files are."""
+    sel, budget, metric = summary["selection"], summary["efficiency"]["budget"], summary["selection"]["metric"]
+
+    def amount(value: float) -> str:
+        return f"{value:.3g} ms" if budget["unit"] == "latency_ms" else f"{value:,.0f} {budget['unit']}"
+
+    lines = [f"arch: {summary['genotype']}"]
+    if "candidates" in sel:
+        others = [f"{c['holdout']:.2f}" for i, c in enumerate(sel["candidates"]) if i != sel["candidate"]]
+        lines.append(f"chosen: candidate {sel['candidate'] + 1} of {len(sel['candidates'])}, held-out {metric} "
+                     f"{sel['finetuned_holdout']:.2f} after {sel['steps']} finetune steps (the others: "
+                     f"{', '.join(others)})")
+        close = [str(i + 1) for i, c in enumerate(sel["candidates"])
+                 if "behind_pick" in c and c["behind_pick"]["lead"] < 2 * c["behind_pick"]["se"]]
+        if close:
+            lines.append("  within 2 standard errors of the pick on held-out (not told apart): candidate(s) "
+                         + ", ".join(close))
+    if "restarts" in sel:
+        lines.append("restarts: " + ", ".join(f"seed {r['seed']} {r['finetuned_holdout']:.2f}" for r in sel["restarts"])
+                     + f"; wrote seed {sel['restarts'][sel['restart']]['seed']}'s pick")
+    target = f" (target {amount(budget['target'])})" if budget["target"] is not None else ""
+    speed = f"; {summary['examples_per_second']:.0f} examples/s" if summary["examples_per_second"] else ""
+    lines += [f"held-out {metric} {sel['supernet_holdout'][metric]:.2f} with the supernet's weights; cost "
+              f"{amount(budget['cost'])}{target}; {summary['efficiency']['params']:,} parameters with the embedding "
+              f"table{speed}",
+              f"wrote {summary['arch']}; TensorBoard: tensorboard --logdir {output_dir}"]
+    return "\n".join(lines)
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from adabert.nas.restarts import make_searcher
     from adabert.nas.search_space import load_search_space
@@ -218,32 +249,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if summary is None:
         print(f"search stopped after {args.max_steps} steps; continue with --resume")
         return 0
-    sel = summary["selection"]
-    print(f"arch: {summary['genotype']}")
-    budget = summary["efficiency"]["budget"]
-
-    def amount(value: float) -> str:
-        return f"{value:.3g} ms" if budget["unit"] == "latency_ms" else f"{value:,.0f} {budget['unit']}"
-
-    target = f" (target {amount(budget['target'])})" if budget["target"] is not None else ""
-    metric = sel["metric"]
-    if "candidates" in sel:
-        print(f"chosen: candidate {sel['candidate'] + 1} of {len(sel['candidates'])}, held-out {metric} "
-              f"{sel['finetuned_holdout']:.2f} after {sel['steps']} finetune steps (the others: "
-              + ", ".join(f"{c['holdout']:.2f}" for i, c in enumerate(sel["candidates"]) if i != sel["candidate"])
-              + ")")
-        close = [i + 1 for i, c in enumerate(sel["candidates"])
-                 if "behind_pick" in c and c["behind_pick"]["lead"] < 2 * c["behind_pick"]["se"]]
-        if close:
-            print(f"  within 2 standard errors of the pick on held-out (not told apart): candidate(s) "
-                  f"{', '.join(map(str, close))}")
-    if "restarts" in sel:
-        print("restarts: " + ", ".join(f"seed {r['seed']} {r['finetuned_holdout']:.2f}" for r in sel["restarts"])
-              + f"; wrote seed {sel['restarts'][sel['restart']]['seed']}'s pick")
-    print(f"held-out {metric} {sel['supernet_holdout'][metric]:.2f} with the supernet's weights; cost "
-          f"{amount(budget['cost'])}{target}; {summary['efficiency']['params']:,} parameters with the embedding "
-          f"table; {summary['examples_per_second']:.0f} examples/s")
-    print(f"wrote {summary['arch']}; TensorBoard: tensorboard --logdir {args.output_dir}")
+    print(format_search_summary(summary, args.output_dir))
     return 0
 
 

@@ -103,6 +103,26 @@ def test_selection_finetunes_the_most_probable_archs_and_writes_the_best_held_ou
     assert derive(arch.space, *probs).genotype() == cands[0]["genotype"]
 
 
+def test_the_search_summary_names_the_candidates_held_out_did_not_tell_from_the_pick(searched):
+    from adabert.cli import format_search_summary
+
+    out, summary = searched
+    summary = json.loads(json.dumps(summary))
+    sel = summary["selection"]
+    others = [i for i in range(len(sel["candidates"])) if i != sel["candidate"]]
+    sel["candidates"][others[0]]["behind_pick"] = {"lead": 0.3, "se": 0.2}  # under 2 s.e.
+    sel["candidates"][others[1]]["behind_pick"] = {"lead": 1.0, "se": 0.2}
+    text = format_search_summary(summary, out)
+    assert text.splitlines()[0] == f"arch: {summary['genotype']}"
+    assert f"chosen: candidate {sel['candidate'] + 1} of 3" in text
+    assert f"(not told apart): candidate(s) {others[0] + 1}\n" in text
+    assert "examples/s" in text and str(out) in text
+    sel["candidates"][others[0]]["behind_pick"]["lead"] = 0.5
+    summary["examples_per_second"] = 0  # a finished search resumed: nothing trained in this run
+    text = format_search_summary(summary, out)
+    assert "not told apart" not in text and "examples/s" not in text
+
+
 def test_a_finished_search_resumed_with_another_selection_reuses_its_supernet(searched, tiny_teacher, tiny_probes,
                                                                               sst2_dir, tmp_path):
     out_full, summary = searched

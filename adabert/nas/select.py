@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from adabert.core import distributed
 from adabert.core.runtime import log, quiet_info
 from adabert.data.metrics import paired_difference
 from adabert.nas.arch import Arch, save_arch
@@ -55,7 +56,8 @@ def select_by_finetune(candidates: list[Arch], bundle: TaskBundle, cfg: Finetune
         log.info("select: candidate %d/%d held-out %s %.2f after %s | %s", i + 1, len(candidates), metric,
                  m["best_holdout"], trained, arch.genotype())
     best = max(range(len(records)), key=lambda i: (records[i]["holdout"], -i))
-    separate_pick(best, records, bundle, cfg.max_length, out, device)
+    if distributed.is_main():  # the candidates' folders are written by rank 0 alone (as arch.json is)
+        separate_pick(best, records, bundle, cfg.max_length, out, device)
     return best, records
 
 

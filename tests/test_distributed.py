@@ -49,6 +49,17 @@ def test_two_process_search_matches_one_process(tiny_teacher, tiny_probes, sst2_
     assert two.stdout.count("wrote ") == one.stdout.count("wrote ") == 1
 
 
+def test_two_process_search_runs_its_selection_and_compares_the_candidates(tiny_teacher, tiny_probes, sst2_dir,
+                                                                           tmp_path):
+    run(["search", "--search-space", "tiny", "--teacher", tiny_teacher, "--probes", tiny_probes, "--task", "sst2",
+         "--data-dir", sst2_dir, "--epochs", 2, "--min-steps", 0, "--batch-size", 32, "--max-length", 16,
+         "--select-top", 2, "--select-steps", 8, "--output-dir", tmp_path], 2)
+    sel = json.loads((tmp_path / "arch.json").read_text())["selection"]
+    assert len(sel["candidates"]) == 2
+    other = sel["candidates"][1 - sel["candidate"]]
+    assert other["behind_pick"]["lead"] == pytest.approx(sel["finetuned_holdout"] - other["holdout"], abs=1e-6)
+
+
 def test_two_process_finetune_matches_one_process(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
     search = tmp_path / "search"
     run(["search", "--search-space", "tiny", "--teacher", tiny_teacher, "--probes", tiny_probes, "--task", "sst2",

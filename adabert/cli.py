@@ -208,6 +208,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
 def format_search_summary(summary: dict, output_dir: Path) -> str:
     """What `adabert search` prints at the end: the arch, how the selection chose it (and which candidates
     held-out did not tell from the pick), the budget and cost, where the files are."""
+    from adabert.nas.select import not_told_apart
+
     sel, budget, metric = summary["selection"], summary["efficiency"]["budget"], summary["selection"]["metric"]
 
     def amount(value: float) -> str:
@@ -219,11 +221,10 @@ def format_search_summary(summary: dict, output_dir: Path) -> str:
         lines.append(f"chosen: candidate {sel['candidate'] + 1} of {len(sel['candidates'])}, held-out {metric} "
                      f"{sel['finetuned_holdout']:.2f} after {sel['steps']} finetune steps (the others: "
                      f"{', '.join(others)})")
-        close = [str(i + 1) for i, c in enumerate(sel["candidates"])
-                 if "behind_pick" in c and c["behind_pick"]["lead"] < 2 * c["behind_pick"]["se"]]
+        close = not_told_apart(sel["candidates"])
         if close:
             lines.append("  within 2 standard errors of the pick on held-out (not told apart): candidate(s) "
-                         + ", ".join(close))
+                         + ", ".join(str(i + 1) for i in close))
     if "restarts" in sel:
         lines.append("restarts: " + ", ".join(f"seed {r['seed']} {r['finetuned_holdout']:.2f}" for r in sel["restarts"])
                      + f"; wrote seed {sel['restarts'][sel['restart']]['seed']}'s pick")

@@ -9,7 +9,9 @@ starting from the supernet's weights of its ops, close that gap: 400 steps rank 
 (docs/results.md, eleventh and thirteenth sessions). So `adabert search --select-top N` ends by finetuning N
 candidates (the derived architecture and N - 1 draws from the final distribution, within the budget when one is
 given: `Searcher.candidates`) for `--select-steps` steps on the fit split from the final supernet, and writes the one
-with the best held-out score (ties: the earlier candidate). Dev is never looked at.
+with the best held-out score (ties: the earlier candidate). Dev is never looked at. Each other candidate's record
+says how far the pick leads it and with what paired bootstrap standard error (`separate_pick`): a pick that leads
+by under 2 s.e. was not told apart from that candidate by the held-out slice, and the log says so.
 Each candidate is an ordinary `adabert finetune` run in OUT/select/candidate-i, so an interrupted selection
 resumes where it stopped.
 """
@@ -61,6 +63,12 @@ def select_by_finetune(candidates: list[Arch], bundle: TaskBundle, cfg: Finetune
     return best, records
 
 
+def not_told_apart(records: list[dict]) -> list[int]:
+    """Indices of the candidates the pick leads by less than 2 standard errors on held-out (`separate_pick`)."""
+    return [i for i, r in enumerate(records)
+            if "behind_pick" in r and r["behind_pick"]["lead"] < 2 * r["behind_pick"]["se"]]
+
+
 def separate_pick(best: int, records: list[dict], bundle: TaskBundle, max_length: int, out: Path,
                   device: torch.device) -> None:
     """Add to each other candidate's record how far the pick leads it on held-out and the paired bootstrap
@@ -77,7 +85,7 @@ def separate_pick(best: int, records: list[dict], bundle: TaskBundle, max_length
         if i != best:
             lead, se = paired_difference(bundle.task, pick, logits(i), holdout.labels, seed=i)
             record["behind_pick"] = {"lead": lead, "se": se}
-    close = [i for i, r in enumerate(records) if i != best and r["behind_pick"]["lead"] < 2 * r["behind_pick"]["se"]]
+    close = not_told_apart(records)
     if close:
         log.info("select: the pick's lead over candidate(s) %s (%s held-out points, paired bootstrap s.e. %s over %d "
                  "rows) is under 2 s.e.: this held-out slice does not tell them apart",

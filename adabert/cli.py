@@ -208,12 +208,10 @@ def cmd_distill(args: argparse.Namespace) -> int:
 def format_search_summary(summary: dict, output_dir: Path) -> str:
     """What `adabert search` prints at the end: the arch, how the selection chose it (and which candidates
     held-out did not tell from the pick), the budget and cost, where the files are."""
+    from adabert.nas.costs import format_amount
     from adabert.nas.select import not_told_apart
 
     sel, budget, metric = summary["selection"], summary["efficiency"]["budget"], summary["selection"]["metric"]
-
-    def amount(value: float) -> str:
-        return f"{value:.3g} ms" if budget["unit"] == "latency_ms" else f"{value:,.0f} {budget['unit']}"
 
     lines = [f"arch: {summary['genotype']}"]
     if "candidates" in sel:
@@ -228,11 +226,12 @@ def format_search_summary(summary: dict, output_dir: Path) -> str:
     if "restarts" in sel:
         lines.append("restarts: " + ", ".join(f"seed {r['seed']} {r['finetuned_holdout']:.2f}" for r in sel["restarts"])
                      + f"; wrote seed {sel['restarts'][sel['restart']]['seed']}'s pick")
-    target = f" (target {amount(budget['target'])})" if budget["target"] is not None else ""
+    unit = budget["unit"]
+    target = f" (target {format_amount(budget['target'], unit)})" if budget["target"] is not None else ""
     speed = f"; {summary['examples_per_second']:.0f} examples/s" if summary["examples_per_second"] else ""
     lines += [f"held-out {metric} {sel['supernet_holdout'][metric]:.2f} with the supernet's weights; cost "
-              f"{amount(budget['cost'])}{target}; {summary['efficiency']['params']:,} parameters with the embedding "
-              f"table{speed}",
+              f"{format_amount(budget['cost'], unit)}{target}; {summary['efficiency']['params']:,} parameters with "
+              f"the embedding table{speed}",
               f"wrote {summary['arch']}; TensorBoard: tensorboard --logdir {output_dir}"]
     return "\n".join(lines)
 

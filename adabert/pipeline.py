@@ -24,6 +24,7 @@ from adabert.deploy.bench import BenchConfig, bench_student
 from adabert.deploy.export import export_student
 from adabert.deploy.predict import Predictor
 from adabert.nas.config import SearchConfig
+from adabert.nas.costs import format_amount
 from adabert.nas.restarts import make_searcher
 from adabert.nas.search_space import SearchSpace
 from adabert.students.card import write_card
@@ -154,11 +155,6 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
     return summary
 
 
-def _amount(v: float) -> str:
-    """A budget or cost as read: whole parameters or FLOPs with thousands separators, milliseconds to 3 digits."""
-    return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
-
-
 def format_summary(s: dict) -> str:
     m, t, st = s["metric"], s["teacher"], s["student"]
     setting = s["latency_setting"]
@@ -178,8 +174,8 @@ def format_summary(s: dict) -> str:
     lines.append(f"student: {st['genotype']}; {st['dev'][m] / t['dev'][m] * 100:.1f}% of the teacher's {m}{trained}")
     b = s.get("budget")
     if b:
-        lines.append(f"search budget: {_amount(b['target'])} {b['unit']}; the student's searched part costs "
-                     f"{_amount(b['cost'])} ({100 * (b['cost'] / b['target'] - 1):+.1f}%, "
+        lines.append(f"search budget: {format_amount(b['target'], b['unit'])}; the student's searched part costs "
+                     f"{format_amount(b['cost'], b['unit'])} ({100 * (b['cost'] / b['target'] - 1):+.1f}%, "
                      f"{'within' if b['within'] else 'outside'} +-{round(100 * b['tolerance'])}%)")
     if "teacher_agreement" in st:
         lines.append(f"fidelity on dev: {st['teacher_agreement']['dev']:.2f} {st['teacher_agreement']['measure']}")

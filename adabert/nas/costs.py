@@ -105,6 +105,11 @@ class CostModel:
                 "fixed": self.fixed}
 
 
+def format_amount(value: float, unit: str) -> str:
+    """A budget or cost in `unit` as a user reads it: '50,000 params', '1,234,567 flops', '2.42 ms'."""
+    return f"{value:.3g} ms" if unit == "latency_ms" else f"{value:,.0f} {unit}"
+
+
 def measure_cost_model(space: SearchSpace, unit: str, num_labels: int, pair: bool,
                        device: torch.device | None = None) -> CostModel:
     """The cost table of `space` in `unit` (one of COST_UNITS), measured on `device`."""

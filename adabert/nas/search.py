@@ -149,13 +149,14 @@ class Searcher:
         """The epoch's batches of weight rows, of similar lengths (a function of seed and epoch)."""
         return epoch_batches(self.lengths, self.cfg.batch_size, self.cfg.seed, epoch, rows=self.w_rows)
 
-    def draw(self, step: int) -> Sample:
-        """A path over all Kmax cells: uniform ops during the warm-up and with probability `explore` later
-        (every op keeps being trained and measured), else Gumbel-max samples of softmax(alpha / tau)."""
+    def draw(self, step: int) -> tuple[Sample, bool]:
+        """A path over all Kmax cells, and whether it was drawn uniformly: uniform ops during the warm-up and with
+        probability `explore` later (every op keeps being trained and measured), else Gumbel-max samples of
+        softmax(alpha / tau)."""
         alpha = self.model.alpha
         if step < self.warmup_steps or float(torch.rand(())) < self.cfg.explore:
-            return Sample(gumbel_sample(torch.zeros_like(alpha), 1.0).tolist(), self.space.max_cells)
-        return Sample(gumbel_sample(alpha, self.tau(step)).tolist(), self.space.max_cells)
+            return Sample(gumbel_sample(torch.zeros_like(alpha), 1.0).tolist(), self.space.max_cells), True
+        return Sample(gumbel_sample(alpha, self.tau(step)).tolist(), self.space.max_cells), False
 
     @torch.no_grad()
     def estimate_losses(self, sample: Sample) -> torch.Tensor:
@@ -205,7 +206,7 @@ class Searcher:
             g["lr"] = cfg.lr * self.lr_factor(step)
         if not model.training:  # after an evaluation
             model.train()
-        sample = self.draw(step)
+        sample, uniform = self.draw(step)
         local = distributed.shard(rows)  # this process's share of the global batch (all of it in one process)
         batch = student_batch(self.enc, local, self.device)
         y = self.labels[local].to(self.device)
@@ -222,7 +223,7 @@ class Searcher:
         distributed.average_gradients(self.model.weight_parameters())
         clip_checked(model.named_weight_parameters(), cfg.clip, where)
         self.opt_w.step()
-        adv = self.estimates.update(sample.op_index, self.estimate_losses(sample))
+        adv = self.estimates.update(sample.op_index, self.estimate_losses(sample), uniform)
         parts = {"loss": float(global_losses.mean()), "advantage": adv, "noise": self.estimates.noise(),
                  "tau": self.tau(step)}
         if step >= self.warmup_steps:

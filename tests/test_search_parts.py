@@ -215,6 +215,14 @@ def test_paths_from_the_logits_are_compared_with_their_own_level_by_hand():
     assert est.level.tolist() == pytest.approx([1.05, 0.85])
 
 
+def test_a_checkpoint_with_one_level_resumes_with_it_for_both_ways_of_drawing():
+    est = ChoiceEstimates(num_edges=1, num_ops=2, max_cells=1, window=50)
+    old = {**est.state(), "level": torch.tensor(0.7), "level_n": torch.tensor(4.0)}
+    est.load(old)
+    assert est.level.tolist() == pytest.approx([0.7, 0.7]) and est.level_n.tolist() == [4.0, 4.0]
+    assert est.update([1], torch.tensor([0.9]), uniform=False) == pytest.approx(0.2)
+
+
 def _favoured_op_lead(one_level: bool, steps: int = 2000, seed: int = 0) -> float:
     """O[op 1] - O[op 0] on a simulated edge whose two ops are equally good, after a warm-up of uniform paths:
     paths drawn from the logits (70% of steps, op 0 on 9 in 10) have better other edges (loss 0.05 lower)."""

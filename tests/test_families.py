@@ -44,10 +44,12 @@ def test_relative_position_teacher_gives_the_student_no_absolute_position(tmp_pa
 def test_every_stage_runs_and_learns_with_a_teacher_of_each_family(family, sst2_dir, tmp_path, capsys):
     """teacher, probes, search, finetune, predict (on the labelled dev.tsv) and bench via the CLI, then a one-layer
     transformer student distilled from the teacher (ALBERT shares its layers: a one-line error instead). Toy SST-2
-    (majority 50%): teachers reach 100, students 77-99 (seed 0)."""
+    (majority 50%): teachers reach 100, students 85-96 (seed 0). Six finetune epochs (84 steps): the 2-epoch search
+    here writes whatever cell of the tiny space it leans to, and a cell with a convolution was still at the
+    majority class after 42 steps."""
     base = save_tiny_bert(tmp_path / "base", family=family)
     task = ["--task", "sst2", "--data-dir", sst2_dir]
-    teacher, student = cli_stages(base, task, tmp_path, capsys, search_epochs=2, finetune_epochs=3)
+    teacher, student = cli_stages(base, task, tmp_path, capsys, search_epochs=2, finetune_epochs=6)
     assert teacher >= 90 and student >= 65, (teacher, student)
     code, _, err = run_cli(["predict", "--student", tmp_path / "student", "--input", sst2_dir / "dev.tsv",
                             "--output", tmp_path / "pred.jsonl"], capsys)

@@ -117,6 +117,10 @@ def test_the_search_summary_names_the_candidates_held_out_did_not_tell_from_the_
     assert f"chosen: candidate {sel['candidate'] + 1} of 3" in text
     assert f"(not told apart): candidate(s) {others[0] + 1}\n" in text
     assert "examples/s" in text and str(out) in text
+    sel["candidates"][others[1]]["behind_pick"] = {"lead": 0.0, "se": 0.0}  # a tie: the same rows right
+    text = format_search_summary(summary, out)
+    assert f"(not told apart): candidate(s) {others[0] + 1}, {others[1] + 1}\n" in text
+    sel["candidates"][others[1]]["behind_pick"] = {"lead": 1.0, "se": 0.2}
     sel["candidates"][others[0]]["behind_pick"]["lead"] = 0.5
     summary["examples_per_second"] = 0  # a finished search resumed: nothing trained in this run
     text = format_search_summary(summary, out)

@@ -64,9 +64,10 @@ def select_by_finetune(candidates: list[Arch], bundle: TaskBundle, cfg: Finetune
 
 
 def not_told_apart(records: list[dict]) -> list[int]:
-    """Indices of the candidates the pick leads by less than 2 standard errors on held-out (`separate_pick`)."""
-    return [i for i, r in enumerate(records)
-            if "behind_pick" in r and r["behind_pick"]["lead"] < 2 * r["behind_pick"]["se"]]
+    """Indices of the candidates the pick leads by less than 2 standard errors on held-out (`separate_pick`), or
+    not at all (a tie: both right on the same rows gives a lead and an s.e. of 0)."""
+    return [i for i, r in enumerate(records) if "behind_pick" in r
+            and (r["behind_pick"]["lead"] <= 0 or r["behind_pick"]["lead"] < 2 * r["behind_pick"]["se"])]
 
 
 def separate_pick(best: int, records: list[dict], bundle: TaskBundle, max_length: int, out: Path,
@@ -88,7 +89,7 @@ def separate_pick(best: int, records: list[dict], bundle: TaskBundle, max_length
     close = not_told_apart(records)
     if close:
         log.info("select: the pick's lead over candidate(s) %s (%s held-out points, paired bootstrap s.e. %s over %d "
-                 "rows) is under 2 s.e.: this held-out slice does not tell them apart",
+                 "rows) is none or under 2 s.e.: this held-out slice does not tell them apart",
                  ", ".join(str(i + 1) for i in close),
                  ", ".join(f"{records[i]['behind_pick']['lead']:.2f}" for i in close),
                  ", ".join(f"{records[i]['behind_pick']['se']:.2f}" for i in close), len(holdout))

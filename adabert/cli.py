@@ -207,26 +207,33 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 def format_search_summary(summary: dict, output_dir: Path) -> str:
     """What `adabert search` prints at the end: the arch, how the selection chose it (and which candidates
-    held-out did not tell from the pick), the budget and cost, where the files are."""
+    held-out did not tell from its best), the budget and cost, where the files are."""
     from adabert.nas.costs import format_amount
     from adabert.nas.select import not_told_apart
 
     sel, budget, metric = summary["selection"], summary["efficiency"]["budget"], summary["selection"]["metric"]
-
+    unit = budget["unit"]
     lines = [f"arch: {summary['genotype']}"]
     if "candidates" in sel:
-        others = [f"{c['holdout']:.2f}" for i, c in enumerate(sel["candidates"]) if i != sel["candidate"]]
-        lines.append(f"chosen: candidate {sel['candidate'] + 1} of {len(sel['candidates'])}, held-out {metric} "
+        # a search written before the cost rule has no "holdout_best": it wrote its held-out best
+        cands, chosen = sel["candidates"], sel["candidate"]
+        best = sel.get("holdout_best", chosen)
+        others = [f"{c['holdout']:.2f}" for i, c in enumerate(cands) if i != chosen]
+        lines.append(f"chosen: candidate {chosen + 1} of {len(cands)}, held-out {metric} "
                      f"{sel['finetuned_holdout']:.2f} after {sel['steps']} finetune steps (the others: "
                      f"{', '.join(others)})")
-        close = not_told_apart(sel["candidates"])
+        if best != chosen:
+            lines.append(f"  cheaper than the held-out best, candidate {best + 1} ({cands[best]['holdout']:.2f}, "
+                         f"{format_amount(cands[best]['cost'], unit)} against "
+                         f"{format_amount(cands[chosen]['cost'], unit)}), and not told apart from it: --beta prices "
+                         "cost")
+        close = not_told_apart(cands)
         if close:
-            lines.append("  within 2 standard errors of the pick on held-out (not told apart): candidate(s) "
-                         + ", ".join(str(i + 1) for i in close))
+            lines.append(f"  within 2 standard errors of the held-out best, candidate {best + 1} (not told apart): "
+                         "candidate(s) " + ", ".join(str(i + 1) for i in close))
     if "restarts" in sel:
         lines.append("restarts: " + ", ".join(f"seed {r['seed']} {r['finetuned_holdout']:.2f}" for r in sel["restarts"])
                      + f"; wrote seed {sel['restarts'][sel['restart']]['seed']}'s pick")
-    unit = budget["unit"]
     target = f" (target {format_amount(budget['target'], unit)})" if budget["target"] is not None else ""
     speed = f"; {summary['examples_per_second']:.0f} examples/s" if summary["examples_per_second"] else ""
     lines += [f"held-out {metric} {sel['supernet_holdout'][metric]:.2f} with the supernet's weights; cost "

@@ -56,8 +56,8 @@ def test_two_process_search_runs_its_selection_and_compares_the_candidates(tiny_
          "--select-top", 2, "--select-steps", 8, "--output-dir", tmp_path], 2)
     sel = json.loads((tmp_path / "arch.json").read_text())["selection"]
     assert len(sel["candidates"]) == 2
-    other = sel["candidates"][1 - sel["candidate"]]
-    assert other["behind_pick"]["lead"] == pytest.approx(sel["finetuned_holdout"] - other["holdout"], abs=1e-6)
+    best, other = sel["candidates"][sel["holdout_best"]], sel["candidates"][1 - sel["holdout_best"]]
+    assert other["behind_best"]["lead"] == pytest.approx(best["holdout"] - other["holdout"], abs=1e-6)
 
 
 def test_two_process_finetune_matches_one_process(tiny_teacher, tiny_probes, sst2_dir, tmp_path):

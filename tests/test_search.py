@@ -79,49 +79,86 @@ def test_interrupted_and_resumed_search_gives_the_same_arch(searched, tiny_teach
         assert a[key] == b[key], key
 
 
-def test_selection_finetunes_the_most_probable_archs_and_writes_the_best_held_out(searched):
+def test_selection_finetunes_the_most_probable_archs_and_writes_the_cheapest_not_told_from_the_best(searched):
+    from adabert.nas.select import cheapest_not_told_apart
+
     out, summary = searched
     sel, arch = summary["selection"], load_arch(out / "arch.json")
-    cands = sel["candidates"]
+    cands, best = sel["candidates"], sel["holdout_best"]
     assert len(cands) == 3 and len({c["genotype"] for c in cands}) == 3
+    assert cands[best]["holdout"] == max(c["holdout"] for c in cands) >= 75.0  # the students learned
+    # beta 1 and no target price cost: the cheapest of the best and those it does not lead by 2 s.e. is written
+    assert sel["candidate"] == cheapest_not_told_apart(best, cands, [c["cost"] for c in cands])
     assert cands[sel["candidate"]]["genotype"] == arch.genotype() == summary["genotype"]
-    assert sel["finetuned_holdout"] == max(c["holdout"] for c in cands) >= 75.0  # the students learned
+    assert sel["finetuned_holdout"] == cands[sel["candidate"]]["holdout"]
     for i, c in enumerate(cands):  # each candidate is a finetune run whose best held-out score is the record's
         m = json.loads((out / "select" / f"candidate-{i}" / "metrics.json").read_text())
         assert m["best_holdout"] == c["holdout"] and m["genotype"] == c["genotype"]
         assert m["history"][-1]["step"] == SELECT["select_steps"]
         meta = json.loads((out / "select" / f"candidate-{i}" / "meta.json").read_text())
         assert meta["config"]["inherit"] and meta["inputs"]["supernet"]  # started from the supernet's weights
+        assert c["cost"] == measure_cost_model(arch.space, "params", 2, False).arch_cost(load_arch(
+            out / "select" / f"candidate-{i}.json"))
     for i, c in enumerate(cands):  # the saved students reproduce the held-out scores: the lead is their difference
-        if i != sel["candidate"]:
-            lead, se = c["behind_pick"]["lead"], c["behind_pick"]["se"]
-            assert lead == pytest.approx(sel["finetuned_holdout"] - c["holdout"], abs=1e-6) and se >= 0
+        if i != best:
+            lead, se = c["behind_best"]["lead"], c["behind_best"]["se"]
+            assert lead == pytest.approx(cands[best]["holdout"] - c["holdout"], abs=1e-6) and se >= 0
             assert se > 0 or lead == 0
-    assert "behind_pick" not in cands[sel["candidate"]]
+    assert "behind_best" not in cands[best]
     # candidate 0 is the architecture the final logits derive
     probs = torch.tensor(arch.alpha_probs).log(), torch.tensor(arch.depth_probs).log()
     assert derive(arch.space, *probs).genotype() == cands[0]["genotype"]
 
 
-def test_the_search_summary_names_the_candidates_held_out_did_not_tell_from_the_pick(searched):
+def test_the_cheapest_candidate_not_told_from_the_best_is_written():
+    from adabert.nas.select import cheapest_not_told_apart
+
+    def rec(holdout, lead=None, se=None):
+        return {"holdout": holdout, **({} if lead is None else {"behind_best": {"lead": lead, "se": se}})}
+
+    # candidate 1 is best; 0 is cheaper and within 2 s.e. (0.5 < 2 * 0.3): written
+    records = [rec(88.0, 0.5, 0.3), rec(88.5), rec(87.9, 0.6, 0.3)]
+    assert cheapest_not_told_apart(1, records, [312e3, 476e3, 279e3]) == 0
+    # the cheapest (2) is told apart (0.65 >= 2 * 0.3): not written; neither is a dearer close one
+    records[2]["behind_best"]["lead"] = 0.65
+    assert cheapest_not_told_apart(1, records, [330e3, 476e3, 279e3]) == 0
+    assert cheapest_not_told_apart(1, records, [500e3, 476e3, 279e3]) == 1
+    # a tie (the same rows right: lead and s.e. 0) is not told apart; equal cost goes to the better score
+    records = [rec(88.5, 0.0, 0.0), rec(88.5), rec(88.0, 0.5, 0.2)]
+    assert cheapest_not_told_apart(1, records, [100.0, 200.0, 50.0]) == 0
+    assert cheapest_not_told_apart(1, records, [200.0, 200.0, 200.0]) == 0  # same score and cost: the earlier
+    records[0] = rec(88.3, 0.2, 0.15)
+    assert cheapest_not_told_apart(1, records, [200.0, 200.0, 200.0]) == 1
+
+
+def test_the_search_summary_names_the_candidates_held_out_did_not_tell_from_the_best(searched):
     from adabert.cli import format_search_summary
 
     out, summary = searched
     summary = json.loads(json.dumps(summary))
     sel = summary["selection"]
-    others = [i for i in range(len(sel["candidates"])) if i != sel["candidate"]]
-    sel["candidates"][others[0]]["behind_pick"] = {"lead": 0.3, "se": 0.2}  # under 2 s.e.
-    sel["candidates"][others[1]]["behind_pick"] = {"lead": 1.0, "se": 0.2}
+    sel["candidate"] = sel["holdout_best"]
+    best = sel["holdout_best"]
+    others = [i for i in range(len(sel["candidates"])) if i != best]
+    sel["candidates"][others[0]]["behind_best"] = {"lead": 0.3, "se": 0.2}  # under 2 s.e.
+    sel["candidates"][others[1]]["behind_best"] = {"lead": 1.0, "se": 0.2}
     text = format_search_summary(summary, out)
     assert text.splitlines()[0] == f"arch: {summary['genotype']}"
-    assert f"chosen: candidate {sel['candidate'] + 1} of 3" in text
+    assert f"chosen: candidate {best + 1} of 3" in text and "cheaper than" not in text
     assert f"(not told apart): candidate(s) {others[0] + 1}\n" in text
     assert "examples/s" in text and str(out) in text
-    sel["candidates"][others[1]]["behind_pick"] = {"lead": 0.0, "se": 0.0}  # a tie: the same rows right
+    sel["candidates"][others[1]]["behind_best"] = {"lead": 0.0, "se": 0.0}  # a tie: the same rows right
     text = format_search_summary(summary, out)
     assert f"(not told apart): candidate(s) {others[0] + 1}, {others[1] + 1}\n" in text
-    sel["candidates"][others[1]]["behind_pick"] = {"lead": 1.0, "se": 0.2}
-    sel["candidates"][others[0]]["behind_pick"]["lead"] = 0.5
+    sel["candidate"] = others[0]  # a cheaper candidate not told apart from the best was written
+    sel["candidates"][best]["cost"], sel["candidates"][others[0]]["cost"] = 476293.0, 312197.0
+    text = format_search_summary(summary, out)
+    assert f"chosen: candidate {others[0] + 1} of 3" in text
+    assert (f"cheaper than the held-out best, candidate {best + 1} ({sel['candidates'][best]['holdout']:.2f}, "
+            "476,293 params against 312,197 params), and not told apart from it") in text
+    sel["candidate"] = best
+    sel["candidates"][others[1]]["behind_best"] = {"lead": 1.0, "se": 0.2}
+    sel["candidates"][others[0]]["behind_best"]["lead"] = 0.5
     summary["examples_per_second"] = 0  # a finished search resumed: nothing trained in this run
     text = format_search_summary(summary, out)
     assert "not told apart" not in text and "examples/s" not in text

@@ -106,16 +106,21 @@ class SearchBoard:
         self.scalars(step, {f"collapse/{k}": v for k, v in diag.items()})
         return diag
 
-    def selection(self, candidates: list[dict], chosen: int) -> None:
-        """The selection's finetuned held-out score per candidate (x axis: candidate index) and a table."""
+    def selection(self, candidates: list[dict], chosen: int, best: int) -> None:
+        """The selection's finetuned held-out score per candidate (x axis: candidate index) and a table that marks
+        the written candidate and the held-out best."""
         if self.w is None:
             return
         for i, c in enumerate(candidates):
             self.w.add_scalar("select/finetuned_holdout", c["holdout"], i)
-        rows = [f"| {i}{' (written)' if i == chosen else ''} | {c['holdout']:.2f} | {c['params']:,} | "
-                f"`{c['genotype']}` |" for i, c in enumerate(candidates)]
-        self.w.add_text("select/candidates", "\n".join(["| candidate | held-out | params | genotype |",
-                                                        "|---|---|---|---|", *rows]), 0)
+
+        def mark(i: int) -> str:
+            return "".join([" (written)" if i == chosen else "", " (held-out best)" if i == best else ""])
+
+        rows = [f"| {i}{mark(i)} | {c['holdout']:.2f} | {c['cost']:,.6g} | {c['params']:,} | `{c['genotype']}` |"
+                for i, c in enumerate(candidates)]
+        self.w.add_text("select/candidates", "\n".join(["| candidate | held-out | cost | params | genotype |",
+                                                        "|---|---|---|---|---|", *rows]), 0)
 
     def restarts(self, records: list[dict], chosen: int) -> None:
         """`--restarts`: each restart's selection score (x axis: its seed) and a table."""

@@ -44,7 +44,7 @@ from adabert.data.metrics import task_metrics
 from adabert.nas.arch import Arch, derive, random_arch, save_arch, validate_arch_json
 from adabert.nas.board import PARAM_FREE, SearchBoard
 from adabert.nas.config import RUN_FIELDS, SELECTION_FIELDS, SearchConfig
-from adabert.nas.costs import CostModel, measure_cost_model, rank_archs
+from adabert.nas.costs import CostModel, format_amount, measure_cost_model, rank_archs
 from adabert.nas.estimator import ChoiceEstimates
 from adabert.nas.gumbel import gumbel_sample, tau_schedule
 from adabert.nas.search_space import SearchSpace
@@ -391,8 +391,9 @@ class Searcher:
     def select(self, derived: Arch) -> tuple[Arch, dict]:
         """The architecture to write and the selection record: with one candidate, the derived one; else each
         candidate finetuned `select_steps` steps on the fit split from the supernet's weights (the final
-        checkpoint), and the best on held-out (`adabert.nas.select`)."""
-        from adabert.nas.select import select_by_finetune, selection_finetune
+        checkpoint), and the best on held-out, or, when cost is priced (beta > 0, no target), the cheapest of
+        those held-out does not tell from the best (`adabert.nas.select`)."""
+        from adabert.nas.select import cheapest_not_told_apart, select_by_finetune, selection_finetune
 
         cfg, metric = self.cfg, self.data.task.main_metric
         candidates = self.candidates(derived)
@@ -403,14 +404,26 @@ class Searcher:
         ft = selection_finetune(cfg, cfg.select_steps)
         best, records = select_by_finetune(candidates, self.bundle, ft, self.out / "select", self.device,
                                            self.checkpoint)
-        for record, arch in zip(records, candidates):
-            record["cost"] = self.cost_model.arch_cost(arch)
-        return candidates[best], {
-            "rule": f"best held-out {metric} of {len(candidates)} architectures (the derived one and draws from the "
-                    f"final distribution{budget}), each finetuned {ft.steps} steps on the fit split from the "
-                    "supernet's weights",
-            "metric": metric, "finetuned_holdout": records[best]["holdout"], "steps": ft.steps, "candidate": best,
-            "candidates": records}
+        costs = [self.cost_model.arch_cost(arch) for arch in candidates]
+        for record, cost in zip(records, costs):
+            record["cost"] = cost
+        rule = (f"best held-out {metric} of {len(candidates)} architectures (the derived one and draws from the "
+                f"final distribution{budget}), each finetuned {ft.steps} steps on the fit split from the supernet's "
+                "weights")
+        priced = self.target is None and cfg.beta > 0
+        written = cheapest_not_told_apart(best, records, costs) if priced else best
+        if priced:
+            rule += ("; of the best and the candidates it does not lead by 2 paired standard errors, the cheapest "
+                     "(--beta prices cost)")
+        if written != best:
+            unit = self.cost_model.unit
+            log.info("select: wrote candidate %d (held-out %.2f, %s), the cheapest of those held-out does not tell "
+                     "from the best, candidate %d (%.2f, %s)", written + 1, records[written]["holdout"],
+                     format_amount(costs[written], unit), best + 1, records[best]["holdout"],
+                     format_amount(costs[best], unit))
+        return candidates[written], {
+            "rule": rule, "metric": metric, "finetuned_holdout": records[written]["holdout"], "steps": ft.steps,
+            "candidate": written, "holdout_best": best, "candidates": records}
 
     def finish(self, seconds: float, steps: int) -> dict:
         derived, budget = self.derive()
@@ -441,7 +454,7 @@ class Searcher:
         if distributed.is_main():
             if "candidates" in selection:
                 board = SearchBoard(self.out / "tensorboard")
-                board.selection(selection["candidates"], selection["candidate"])
+                board.selection(selection["candidates"], selection["candidate"], selection["holdout_best"])
                 board.close()
             save_arch(arch, self.out / "arch.json")
             write_json(self.out / SUMMARY, summary)

@@ -8,10 +8,12 @@ starting from the supernet's weights of its ops, close that gap: 400 steps rank 
 (two supernets, two seeds), where 400 steps from scratch reach 0.51 and a whole epoch from scratch 0.75
 (docs/results.md, eleventh and thirteenth sessions). So `adabert search --select-top N` ends by finetuning N
 candidates (the derived architecture and N - 1 draws from the final distribution, within the budget when one is
-given: `Searcher.candidates`) for `--select-steps` steps on the fit split from the final supernet, and writes the one
-with the best held-out score (ties: the earlier candidate). Dev is never looked at. Each other candidate's record
-says how far the pick leads it and with what paired bootstrap standard error (`separate_pick`): a pick that leads
-by under 2 s.e. was not told apart from that candidate by the held-out slice, and the log says so.
+given: `Searcher.candidates`) for `--select-steps` steps on the fit split from the final supernet. The one with the
+best held-out score (ties: the earlier candidate) is the held-out best. Each other candidate's record says how far
+the best leads it and with what paired bootstrap standard error (`separate_best`): a lead under 2 s.e. means the
+held-out slice did not tell the two apart, and the log says so. When the search prices cost (`--beta` without a
+target), the search writes the cheapest of the best and the candidates not told apart from it
+(`cheapest_not_told_apart`, the one-standard-error rule of CART); otherwise the best. Dev is never looked at.
 Each candidate is an ordinary `adabert finetune` run in OUT/select/candidate-i, so an interrupted selection
 resumes where it stopped.
 """
@@ -59,39 +61,48 @@ def select_by_finetune(candidates: list[Arch], bundle: TaskBundle, cfg: Finetune
                  m["best_holdout"], trained, arch.genotype())
     best = max(range(len(records)), key=lambda i: (records[i]["holdout"], -i))
     if distributed.is_main():  # the candidates' folders are written by rank 0 alone (as arch.json is)
-        separate_pick(best, records, bundle, cfg.max_length, out, device)
+        separate_best(best, records, bundle, cfg.max_length, out, device)
     return best, records
 
 
 def not_told_apart(records: list[dict]) -> list[int]:
-    """Indices of the candidates the pick leads by less than 2 standard errors on held-out (`separate_pick`), or
-    not at all (a tie: both right on the same rows gives a lead and an s.e. of 0)."""
-    return [i for i, r in enumerate(records) if "behind_pick" in r
-            and (r["behind_pick"]["lead"] <= 0 or r["behind_pick"]["lead"] < 2 * r["behind_pick"]["se"])]
+    """Indices of the candidates the held-out best leads by less than 2 standard errors (`separate_best`), or not
+    at all (a tie: both right on the same rows gives a lead and an s.e. of 0)."""
+    return [i for i, r in enumerate(records) if "behind_best" in r
+            and (r["behind_best"]["lead"] <= 0 or r["behind_best"]["lead"] < 2 * r["behind_best"]["se"])]
 
 
-def separate_pick(best: int, records: list[dict], bundle: TaskBundle, max_length: int, out: Path,
+def cheapest_not_told_apart(best: int, records: list[dict], costs: list[float]) -> int:
+    """The candidate to write when cost is priced: the cheapest of the held-out best and the candidates held-out
+    does not tell from it (`not_told_apart`); at equal cost the better held-out score, then the earlier one. A
+    lead the held-out slice cannot separate from noise does not pay for a dearer student."""
+    return min([best, *not_told_apart(records)], key=lambda i: (costs[i], -records[i]["holdout"], i))
+
+
+def separate_best(best: int, records: list[dict], bundle: TaskBundle, max_length: int, out: Path,
                   device: torch.device) -> None:
-    """Add to each other candidate's record how far the pick leads it on held-out and the paired bootstrap
+    """Add to each other candidate's record how far the held-out best (`best`) leads it and the paired bootstrap
     standard error of that lead (`paired_difference`, over the held-out rows), and say which leads are within 2
-    s.e.: a pick that leads by less was not told apart from that candidate by this held-out slice."""
+    s.e.: a lead under that was not told apart from noise by this held-out slice."""
     holdout, enc = bundle.data.holdout, bundle.encoded("holdout", max_length)
 
     def logits(i: int) -> np.ndarray:
         student, _ = Student.from_pretrained(out / f"candidate-{i}")
         return student_logits(student.to(device), enc, device).float().cpu().numpy()
 
-    pick = logits(best)
+    top = logits(best)
     for i, record in enumerate(records):
         if i != best:
-            lead, se = paired_difference(bundle.task, pick, logits(i), holdout.labels, seed=i)
-            record["behind_pick"] = {"lead": lead, "se": se}
+            lead, se = paired_difference(bundle.task, top, logits(i), holdout.labels, seed=i)
+            record["behind_best"] = {"lead": lead, "se": se}
     close = not_told_apart(records)
     if close:
-        log.info("select: the pick's lead over candidate(s) %s (%s held-out points, paired bootstrap s.e. %s over %d "
-                 "rows) is none or under 2 s.e.: this held-out slice does not tell them apart",
+        log.info("select: the held-out best's (candidate %d) lead over candidate(s) %s (%s held-out points, paired "
+                 "bootstrap s.e. %s over %d rows) is none or under 2 s.e.: this held-out slice does not tell them "
+                 "apart", best + 1,
                  ", ".join(str(i + 1) for i in close),
-                 ", ".join(f"{records[i]['behind_pick']['lead']:.2f}" for i in close),
-                 ", ".join(f"{records[i]['behind_pick']['se']:.2f}" for i in close), len(holdout))
+                 ", ".join(f"{records[i]['behind_best']['lead']:.2f}" for i in close),
+                 ", ".join(f"{records[i]['behind_best']['se']:.2f}" for i in close), len(holdout))
     else:
-        log.info("select: the pick leads every other candidate by 2 s.e. or more on held-out (%d rows)", len(holdout))
+        log.info("select: the held-out best (candidate %d) leads every other candidate by 2 s.e. or more on held-out "
+                 "(%d rows)", best + 1, len(holdout))

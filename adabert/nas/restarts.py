@@ -7,7 +7,9 @@ it cuts the bad tail, while the score orders the six picks only weakly (Kendall 
 fourteenth session). So with `restarts` N > 1 the search runs N times, with seeds seed .. seed + N - 1, each
 an ordinary search in OUT/seed-S (its own supernet, TensorBoard logs and selection), and OUT/arch.json is the
 pick whose selection score (`finetuned_holdout`: held-out after `select_steps` finetune steps from its supernet)
-is best, ties to the lower seed: the same as one selection over the candidates of every restart.
+is best, ties to the lower seed: with a target (or beta 0), the same as one selection over the candidates of every
+restart. When beta prices cost, each restart writes the cheapest candidate held-out does not tell from its best
+(`select.cheapest_not_told_apart`), and the restarts are compared by the scores of what they wrote.
 OUT/checkpoint.safetensors is a hard link to the chosen supernet, so `finetune --inherit` and `adabert study`
 find it beside arch.json as after a single search.
 """

@@ -32,8 +32,9 @@ class SearchConfig:
     target * (1 +- budget_tolerance).
     select_top: the search ends by finetuning N architectures (the derived one and N - 1 distinct draws from the
     final distribution, within the budget) for `select_steps` steps each on the fit split, each starting from
-    the supernet's weights of its ops, and writes the one with the best held-out score (`adabert.nas.select`);
-    1 writes the derived one without finetuning.
+    the supernet's weights of its ops, and writes the one with the best held-out score (`adabert.nas.select`),
+    or, when beta prices cost without a target, the cheapest of that best and the candidates it does not lead by
+    2 paired standard errors; 1 writes the derived one without finetuning.
     The select_* settings do not change the supernet: a finished search resumed with other values reuses it.
     restarts: N > 1 runs N searches with seeds seed .. seed + N - 1 (each as with --restarts 1, in OUT/seed-S) and
     writes the pick with the best selection score among them (`adabert.nas.restarts`).
@@ -72,7 +73,9 @@ class SearchConfig:
                                            "(per-op lookup table); 0: none")
     budget_tolerance: float = option(0.1, "the written architecture costs target * (1 +- this)")
     select_top: int = option(4, "finetune the derived architecture and N - 1 draws from the final distribution "
-                                "briefly; write the best on held-out (1: the derived one, no finetune)")
+                                "briefly; write the best on held-out, or, when --beta prices cost (no target), the "
+                                "cheapest that held-out does not tell from the best (1: the derived one, no "
+                                "finetune)")
     select_steps: int = option(400, "finetune steps of each --select-top candidate, starting from the supernet's "
                                     "weights")
     restarts: int = option(1, "run N searches with seeds SEED .. SEED + N - 1 and write the pick with the best "

@@ -87,6 +87,15 @@ def mean_over_processes(values: torch.Tensor, weight: float = 1.0) -> torch.Tens
     return (buf[:-1] / buf[-1]).view_as(values).to(values.dtype)
 
 
+def from_main(value: int) -> int:
+    """Rank 0's `value` on every process: a decision only rank 0 can make (it reads files rank 0 alone wrote)."""
+    if world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

@@ -410,10 +410,10 @@ class Searcher:
         rule = (f"best held-out {metric} of {len(candidates)} architectures (the derived one and draws from the "
                 f"final distribution{budget}), each finetuned {ft.steps} steps on the fit split from the supernet's "
                 "weights")
-        priced = self.target is None and cfg.beta > 0
-        # the leads are measured by rank 0 alone (it wrote the candidates' folders): every process writes its pick
-        written = distributed.from_main(cheapest_not_told_apart(best, records, costs)) if priced else best
-        if priced:
+        written = best
+        if self.target is None and cfg.beta > 0:  # cost is priced
+            # the leads are measured by rank 0 alone (it wrote the candidates' folders): every process writes its pick
+            written = distributed.from_main(cheapest_not_told_apart(best, records, costs))
             rule += ("; of the best and the candidates it does not lead by 2 paired standard errors, the cheapest "
                      "(--beta prices cost)")
         if written != best:

@@ -232,8 +232,15 @@ def format_search_summary(summary: dict, output_dir: Path) -> str:
             lines.append(f"  within 2 standard errors of the held-out best, candidate {best + 1} (not told apart): "
                          "candidate(s) " + ", ".join(str(i + 1) for i in close))
     if "restarts" in sel:
-        lines.append("restarts: " + ", ".join(f"seed {r['seed']} {r['finetuned_holdout']:.2f}" for r in sel["restarts"])
-                     + f"; wrote seed {sel['restarts'][sel['restart']]['seed']}'s pick")
+        restarts, written = sel["restarts"], sel["restart"]
+        best = sel.get("restart_best", written)  # written before the cost rule covered restarts: the best score
+        lines.append("restarts: " + ", ".join(f"seed {r['seed']} {r['finetuned_holdout']:.2f}" for r in restarts)
+                     + f"; wrote seed {restarts[written]['seed']}'s pick")
+        if best != written:
+            lines.append(f"  cheaper than the best-scored pick, seed {restarts[best]['seed']}'s "
+                         f"({format_amount(restarts[best]['cost'], unit)} against "
+                         f"{format_amount(restarts[written]['cost'], unit)}), and not told apart from it: --beta "
+                         "prices cost")
     target = f" (target {format_amount(budget['target'], unit)})" if budget["target"] is not None else ""
     speed = f"; {summary['examples_per_second']:.0f} examples/s" if summary["examples_per_second"] else ""
     lines += [f"held-out {metric} {sel['supernet_holdout'][metric]:.2f} with the supernet's weights; cost "

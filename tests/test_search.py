@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -300,9 +301,11 @@ def test_budget_below_the_cheapest_student_is_refused(tiny_teacher, tiny_probes,
     assert not (tmp_path / "s").exists()
 
 
-def test_restarts_write_the_pick_with_the_best_selection_score(searched, tiny_teacher, tiny_probes, sst2_dir,
-                                                              tmp_path, capsys, monkeypatch):
+def test_restarts_write_the_cheapest_pick_not_told_from_the_best_score(searched, tiny_teacher, tiny_probes, sst2_dir,
+                                                                      tmp_path, capsys, monkeypatch):
+    from adabert.cli import format_search_summary
     from adabert.nas.restarts import make_searcher, supernet_dir
+    from adabert.nas.select import cheapest_not_told_apart
 
     out_seed0, _ = searched
     out = tmp_path / "restarts"
@@ -317,16 +320,23 @@ def test_restarts_write_the_pick_with_the_best_selection_score(searched, tiny_te
                       (out / "seed-0" / "checkpoint.safetensors").stat().st_mtime)
     subs = [json.loads((out / f"seed-{s}" / "search_metrics.json").read_text()) for s in (0, 1)]
     scores = [s["selection"]["finetuned_holdout"] for s in subs]
-    best = 1 if scores[1] > scores[0] else 0
+    best, other = (1, 0) if scores[1] > scores[0] else (0, 1)
     arch = load_arch(out / "arch.json")
-    assert arch.genotype() == subs[best]["genotype"]
-    assert json.loads((out / f"seed-{best}" / "arch.json").read_text())["cell"] == arch.to_json()["cell"]
     sel = arch.info["selection"]
-    assert sel["restart"] == best and [r["finetuned_holdout"] for r in sel["restarts"]] == scores
-    assert [r["seed"] for r in sel["restarts"]] == [0, 1]
-    assert (out / "checkpoint.safetensors").samefile(out / f"seed-{best}" / "checkpoint.safetensors")
-    assert supernet_dir(out) == out / f"seed-{best}" and supernet_dir(out_seed0) == out_seed0
-    assert f"restarts: seed 0 {scores[0]:.2f}, seed 1 {scores[1]:.2f}; wrote seed {best}'s pick" in printed
+    records = sel["restarts"]
+    assert sel["restart_best"] == best and [r["finetuned_holdout"] for r in records] == scores
+    assert [r["seed"] for r in records] == [0, 1] and "behind_best" not in records[best]
+    # the best pick's paired lead over the other is measured on their saved students: their scores' difference
+    lead, se = records[other]["behind_best"]["lead"], records[other]["behind_best"]["se"]
+    assert lead == pytest.approx(scores[best] - scores[other], abs=1e-6) and se >= 0
+    # beta 1 and no target price cost: the cheapest pick the best score does not lead by 2 s.e. is written
+    written = cheapest_not_told_apart(best, [{"holdout": r["finetuned_holdout"], **r} for r in records],
+                                      [r["cost"] for r in records])
+    assert sel["restart"] == written and arch.genotype() == subs[written]["genotype"]
+    assert json.loads((out / f"seed-{written}" / "arch.json").read_text())["cell"] == arch.to_json()["cell"]
+    assert (out / "checkpoint.safetensors").samefile(out / f"seed-{written}" / "checkpoint.safetensors")
+    assert supernet_dir(out) == out / f"seed-{written}" and supernet_dir(out_seed0) == out_seed0
+    assert f"restarts: seed 0 {scores[0]:.2f}, seed 1 {scores[1]:.2f}; wrote seed {written}'s pick" in printed
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
@@ -343,7 +353,23 @@ def test_restarts_write_the_pick_with_the_best_selection_score(searched, tiny_te
     data = load_task_data(get_task("sst2"), sst2_dir)
     again = make_searcher(TaskBundle(data, tiny_teacher, tiny_probes), load_search_space("tiny"), cfg, out,
                           torch.device("cpu")).ensure()
-    assert again["genotype"] == arch.genotype() and again["supernet_dir"] == f"seed-{best}"
+    assert again["genotype"] == arch.genotype() and again["supernet_dir"] == f"seed-{written}"
+    # when the other pick is cheaper and within 2 s.e. of the best score, it is written, and the summary says why
+    for sub, cost in ((subs[best], 2000.0), (subs[other], 1000.0)):
+        sub["efficiency"]["budget"]["cost"] = cost
+    monkeypatch.setattr("adabert.nas.select.separate_best",
+                        lambda best, picks, *a, **k: picks[other].update(behind_best={"lead": 0.5, "se": 0.3}))
+    forced = make_searcher(TaskBundle(data, tiny_teacher, tiny_probes), load_search_space("tiny"), cfg, out,
+                           torch.device("cpu")).combine(subs)
+    sel = load_arch(out / "arch.json").info["selection"]
+    assert sel["restart"] == other and sel["restart_best"] == best and forced["supernet_dir"] == f"seed-{other}"
+    assert (out / "checkpoint.safetensors").samefile(out / f"seed-{other}" / "checkpoint.safetensors")
+    assert (f"cheaper than the best-scored pick, seed {best}'s (2,000 params against 1,000 params), and not told "
+            "apart from it: --beta prices cost") in format_search_summary(forced, out)
+    # with a target the best score is written, whatever the leads
+    at_target = make_searcher(TaskBundle(data, tiny_teacher, tiny_probes), load_search_space("tiny"),
+                              replace(cfg, target_params=1500.0), out, torch.device("cpu")).combine(subs)
+    assert at_target["supernet_dir"] == f"seed-{best}"
 
 
 def test_restarts_need_a_selection(tiny_teacher, tiny_probes, sst2_dir, tmp_path, capsys):

@@ -122,14 +122,19 @@ class SearchBoard:
         self.w.add_text("select/candidates", "\n".join(["| candidate | held-out | cost | params | genotype |",
                                                         "|---|---|---|---|---|", *rows]), 0)
 
-    def restarts(self, records: list[dict], chosen: int) -> None:
-        """`--restarts`: each restart's selection score (x axis: its seed) and a table."""
+    def restarts(self, records: list[dict], chosen: int, best: int) -> None:
+        """`--restarts`: each restart's selection score (x axis: its seed) and a table that marks the written pick
+        and the best-scored one."""
         if self.w is None:
             return
         for r in records:
             self.w.add_scalar("select/restart_finetuned_holdout", r["finetuned_holdout"], r["seed"])
-        rows = [f"| {r['seed']}{' (written)' if i == chosen else ''} | {r['finetuned_holdout']:.2f} | {r['cost']:,.0f} "
-                f"| `{r['genotype']}` |" for i, r in enumerate(records)]
+
+        def mark(i: int) -> str:
+            return "".join([" (written)" if i == chosen else "", " (best score)" if i == best else ""])
+
+        rows = [f"| {r['seed']}{mark(i)} | {r['finetuned_holdout']:.2f} | {r['cost']:,.0f} | `{r['genotype']}` |"
+                for i, r in enumerate(records)]
         self.w.add_text("select/restarts", "\n".join(["| seed | selection score | cost | genotype |",
                                                       "|---|---|---|---|", *rows]), 0)
 

@@ -37,7 +37,8 @@ class SearchConfig:
     2 paired standard errors; 1 writes the derived one without finetuning.
     The select_* settings do not change the supernet: a finished search resumed with other values reuses it.
     restarts: N > 1 runs N searches with seeds seed .. seed + N - 1 (each as with --restarts 1, in OUT/seed-S) and
-    writes the pick with the best selection score among them (`adabert.nas.restarts`).
+    writes the pick with the best selection score among them (`adabert.nas.restarts`), or, when beta prices cost,
+    the cheapest of the picks that best does not lead by 2 paired standard errors.
     """
 
     _argument_group_name = "search"
@@ -79,7 +80,8 @@ class SearchConfig:
     select_steps: int = option(400, "finetune steps of each --select-top candidate, starting from the supernet's "
                                     "weights")
     restarts: int = option(1, "run N searches with seeds SEED .. SEED + N - 1 and write the pick with the best "
-                              "selection score of all (N times the time; needs --select-top >= 2)")
+                              "selection score of all, or, when --beta prices cost, the cheapest pick held-out does "
+                              "not tell from it (N times the time; needs --select-top >= 2)")
     train_limit: int = option(0, "use only the first N training examples (0: all)")
     bf16: bool = option(False, TRAIN_BF16_HELP)
     seed: int = option(0, "random seed")
@@ -116,3 +118,8 @@ class SearchConfig:
         """(cost unit, target or None)."""
         t = self.targets()
         return next(iter(t.items())) if t else (self.cost, None)
+
+    def prices_cost(self) -> bool:
+        """True when the efficiency term is a price (beta > 0, no target): the selection then writes the cheapest
+        architecture held-out does not tell from its best."""
+        return self.beta > 0 and not self.targets()

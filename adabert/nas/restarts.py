@@ -9,7 +9,9 @@ an ordinary search in OUT/seed-S (its own supernet, TensorBoard logs and selecti
 pick whose selection score (`finetuned_holdout`: held-out after `select_steps` finetune steps from its supernet)
 is best, ties to the lower seed: with a target (or beta 0), the same as one selection over the candidates of every
 restart. When beta prices cost, each restart writes the cheapest candidate held-out does not tell from its best
-(`select.cheapest_not_told_apart`), and the restarts are compared by the scores of what they wrote.
+(`select.cheapest_not_told_apart`), and the restarts' picks are compared by the same rule: the cheapest of the
+best-scored pick and the picks it does not lead by 2 paired standard errors on the held-out rows (each pick's
+finetuned student is in OUT/seed-S/select/candidate-i).
 OUT/checkpoint.safetensors is a hard link to the chosen supernet, so `finetune --inherit` and `adabert study`
 find it beside arch.json as after a single search.
 """
@@ -84,25 +86,29 @@ class RestartSearch:
         return self.combine(summaries)
 
     def combine(self, summaries: list[dict]) -> dict:
-        """Write the pick with the best selection score (ties: the lower seed) to OUT and return the summary."""
+        """Write the pick with the best selection score (ties: the lower seed), or when cost is priced the cheapest
+        pick it does not lead by 2 paired s.e., to OUT and return the summary."""
         scores = [s["selection"]["finetuned_holdout"] for s in summaries]
         best = max(range(len(scores)), key=lambda i: (scores[i], -i))
-        chosen = self.out / f"seed-{self.seeds[best]}"
         records = [{"seed": seed, "dir": f"seed-{seed}", "genotype": s["genotype"], "finetuned_holdout": score,
                     "cost": s["efficiency"]["budget"]["cost"]}
                    for seed, s, score in zip(self.seeds, summaries, scores)]
-        metric = summaries[best]["selection"]["metric"]
-        log.info("search: restarts' selection scores (held-out %s): %s; wrote seed %d's pick", metric,
-                 ", ".join(f"seed {r['seed']} {r['finetuned_holdout']:.2f}" for r in records), self.seeds[best])
+        written = self.cheapest_close_pick(best, summaries, records) if self.cfg.prices_cost() else best
+        chosen = self.out / f"seed-{self.seeds[written]}"
+        metric = summaries[written]["selection"]["metric"]
+        log.info("search: restarts' selection scores (held-out %s): %s; wrote seed %d's pick%s", metric,
+                 ", ".join(f"seed {r['seed']} {r['finetuned_holdout']:.2f}" for r in records), self.seeds[written],
+                 "" if written == best else f", the cheapest held-out does not tell from seed {self.seeds[best]}'s")
         arch = load_arch(chosen / "arch.json", self.space)
-        arch.info["selection"] = {**arch.info["selection"], "restart": best, "restarts": records}
-        summary = {**summaries[best], "arch": str(self.out / "arch.json"), "selection": arch.info["selection"],
-                   "supernet_dir": records[best]["dir"],
+        arch.info["selection"] = {**arch.info["selection"], "restart": written, "restart_best": best,
+                                  "restarts": records}
+        summary = {**summaries[written], "arch": str(self.out / "arch.json"), "selection": arch.info["selection"],
+                   "supernet_dir": records[written]["dir"],
                    "seconds_this_run": sum(s["seconds_this_run"] for s in summaries),
                    "selection_seconds": sum(s["selection_seconds"] for s in summaries)}
         if distributed.is_main():
             board = SearchBoard(self.out / "tensorboard")
-            board.restarts(records, best)
+            board.restarts(records, written, best)
             board.close()
             link_file(chosen / "checkpoint.safetensors", self.out / "checkpoint.safetensors")
             save_arch(arch, self.out / "arch.json")
@@ -110,6 +116,21 @@ class RestartSearch:
             write_json(self.out / "config.json", {"adabert_version": __version__, **self.run_config})
             write_meta(self.out, "search", self.inputs, self.run_config)
         return summary
+
+    def cheapest_close_pick(self, best: int, summaries: list[dict], records: list[dict]) -> int:
+        """The restart whose pick to write when cost is priced: `select.cheapest_not_told_apart` over the restarts'
+        picks, with the best-scored pick's paired lead over each added to its record (`behind_best`)."""
+        from adabert.nas.select import cheapest_not_told_apart, separate_best
+
+        picks = [{"holdout": r["finetuned_holdout"]} for r in records]
+        if distributed.is_main():  # as in one selection, rank 0 measures the leads and every process writes its pick
+            folders = [self.out / r["dir"] / "select" / f"candidate-{s['selection']['candidate']}"
+                       for r, s in zip(records, summaries)]
+            separate_best(best, picks, folders, self.bundle, self.cfg.max_length, self.device, "restart")
+        for record, pick in zip(records, picks):
+            if "behind_best" in pick:
+                record["behind_best"] = pick["behind_best"]
+        return distributed.from_main(cheapest_not_told_apart(best, picks, [r["cost"] for r in records]))
 
 
 def make_searcher(bundle: TaskBundle, space: SearchSpace, cfg: SearchConfig, output_dir: Path,

@@ -411,7 +411,7 @@ class Searcher:
                 f"final distribution{budget}), each finetuned {ft.steps} steps on the fit split from the supernet's "
                 "weights")
         written = best
-        if self.target is None and cfg.beta > 0:  # cost is priced
+        if cfg.prices_cost():
             # the leads are measured by rank 0 alone (it wrote the candidates' folders): every process writes its pick
             written = distributed.from_main(cheapest_not_told_apart(best, records, costs))
             rule += ("; of the best and the candidates it does not lead by 2 paired standard errors, the cheapest "
@@ -434,8 +434,7 @@ class Searcher:
         if self.target is not None and not budget["within"]:
             log.warning("search: no architecture of the space costs %g %s +- %d%%; wrote the closest (%g)",
                         self.target, budget["unit"], round(100 * self.cfg.budget_tolerance), budget["cost"])
-        if (self.target is None and self.cfg.beta > 0
-                and {op for node in arch.cell for _, op in node} <= set(PARAM_FREE)):
+        if self.cfg.prices_cost() and {op for node in arch.cell for _, op in node} <= set(PARAM_FREE):
             log.warning("search: the cell chosen has no parameters (pools and identities only; --beta %g, no budget). "
                         "On little data the shared weights favour ops that need no training, and a convolution cell "
                         "can finetune several points better (docs/results.md, thirty-third and thirty-fourth "

@@ -61,7 +61,8 @@ def select_by_finetune(candidates: list[Arch], bundle: TaskBundle, cfg: Finetune
                  m["best_holdout"], trained, arch.genotype())
     best = max(range(len(records)), key=lambda i: (records[i]["holdout"], -i))
     if distributed.is_main():  # the candidates' folders are written by rank 0 alone (as arch.json is)
-        separate_best(best, records, bundle, cfg.max_length, out, device)
+        separate_best(best, records, [out / f"candidate-{i}" for i in range(len(candidates))], bundle,
+                      cfg.max_length, device)
     return best, records
 
 
@@ -79,15 +80,16 @@ def cheapest_not_told_apart(best: int, records: list[dict], costs: list[float]) 
     return min([best, *not_told_apart(records)], key=lambda i: (costs[i], -records[i]["holdout"], i))
 
 
-def separate_best(best: int, records: list[dict], bundle: TaskBundle, max_length: int, out: Path,
-                  device: torch.device) -> None:
+def separate_best(best: int, records: list[dict], folders: list[Path], bundle: TaskBundle, max_length: int,
+                  device: torch.device, noun: str = "candidate") -> None:
     """Add to each other candidate's record how far the held-out best (`best`) leads it and the paired bootstrap
     standard error of that lead (`paired_difference`, over the held-out rows), and say which leads are within 2
-    s.e.: a lead under that was not told apart from noise by this held-out slice."""
+    s.e.: a lead under that was not told apart from noise by this held-out slice. Candidate i is the student
+    saved in folders[i]; the log calls it `noun` i + 1."""
     holdout, enc = bundle.data.holdout, bundle.encoded("holdout", max_length)
 
     def logits(i: int) -> np.ndarray:
-        student, _ = Student.from_pretrained(out / f"candidate-{i}")
+        student, _ = Student.from_pretrained(folders[i])
         return student_logits(student.to(device), enc, device).float().cpu().numpy()
 
     top = logits(best)
@@ -97,12 +99,12 @@ def separate_best(best: int, records: list[dict], bundle: TaskBundle, max_length
             record["behind_best"] = {"lead": lead, "se": se}
     close = not_told_apart(records)
     if close:
-        log.info("select: the held-out best's (candidate %d) lead over candidate(s) %s (%s held-out points, paired "
-                 "bootstrap s.e. %s over %d rows) is none or under 2 s.e.: this held-out slice does not tell them "
-                 "apart", best + 1,
+        log.info("select: the held-out best's (%s %d) lead over %s(s) %s (%s held-out points, paired bootstrap s.e. "
+                 "%s over %d rows) is none or under 2 s.e.: this held-out slice does not tell them apart",
+                 noun, best + 1, noun,
                  ", ".join(str(i + 1) for i in close),
                  ", ".join(f"{records[i]['behind_best']['lead']:.2f}" for i in close),
                  ", ".join(f"{records[i]['behind_best']['se']:.2f}" for i in close), len(holdout))
     else:
-        log.info("select: the held-out best (candidate %d) leads every other candidate by 2 s.e. or more on held-out "
-                 "(%d rows)", best + 1, len(holdout))
+        log.info("select: the held-out best (%s %d) leads every other %s by 2 s.e. or more on held-out (%d rows)",
+                 noun, best + 1, noun, len(holdout))

@@ -231,6 +231,13 @@ def format_search_summary(summary: dict, output_dir: Path) -> str:
         if close:
             lines.append(f"  within 2 standard errors of the held-out best, candidate {best + 1} (not told apart): "
                          "candidate(s) " + ", ".join(str(i + 1) for i in close))
+    if "moves" in sel:
+        moves, best = sel["moves"]["candidates"], sel["moves"]["best"]
+        lines.append(f"input moves: {len(moves) - 1}, each finetuned {sel['moves']['steps']} steps; "
+                     + (f"wrote move {best} (held-out {metric} {moves[best]['holdout']:.2f} against the pick's "
+                        f"{moves[0]['holdout']:.2f})" if best else
+                        f"kept the pick (held-out {metric} {moves[0]['holdout']:.2f}; the moves' best "
+                        f"{max(m['holdout'] for m in moves[1:]):.2f})"))
     if "restarts" in sel:
         restarts, written = sel["restarts"], sel["restart"]
         best = sel.get("restart_best", written)  # written before the cost rule covered restarts: the best score

@@ -5,7 +5,7 @@ import torch
 from conftest import run_cli
 
 from adabert.core.errors import AdabertError
-from adabert.nas.arch import derive, load_arch, save_arch
+from adabert.nas.arch import Arch, derive, input_moves, load_arch, save_arch
 from adabert.nas.search_space import load_search_space
 
 
@@ -33,6 +33,25 @@ def test_derive_keeps_top_edges_and_best_nonzero_op():
     assert arch.num_cells == 2
     assert arch.cell == [[(0, "dil_cnn3"), (1, "cnn3")], [(1, "identity"), (2, "cnn3")]]
     assert arch.op_index() == [1, 0, -1, 3, 0]
+
+
+def test_input_moves_change_one_edge_input_and_nothing_else():
+    space = load_search_space("tiny")  # 2 intermediate nodes of 2 inputs
+    arch = Arch(space, 2, [[(0, "cnn3"), (1, "max_pool3")], [(1, "identity"), (2, "cnn3")]])
+    # node 2 reads both of its possible inputs; each of node 3's edges can move to node 0, the one it does not read
+    assert [a.genotype() for a in input_moves(arch)] == [
+        "K=2 | n2 <- cnn3(0) + max_pool3(1) | n3 <- identity(0) + cnn3(2)",
+        "K=2 | n2 <- cnn3(0) + max_pool3(1) | n3 <- cnn3(0) + identity(1)"]
+    deep = Arch(load_search_space("adabert"), 1, [[(0, "cnn3"), (1, "avg_pool3")], [(0, "max_pool3"), (2, "cnn5")],
+                                                 [(1, "identity"), (3, "dil_cnn3")]])
+    moved = input_moves(deep)
+    assert len(moved) == 0 + 2 * 1 + 2 * 2 and len({a.genotype() for a in moved}) == len(moved)
+    for a in moved:  # one (input, op) of one node changed its input; the ops, K and so the cost stay
+        assert a.num_cells == 1 and [sorted(op for _, op in node) for node in a.cell] == [
+            sorted(op for _, op in node) for node in deep.cell]
+        assert sum(set(a.cell[n]) != set(deep.cell[n]) for n in range(3)) == 1
+        assert all(len({i for i, _ in node}) == len(node) and all(i < n + 2 for i, _ in node)
+                   for n, node in enumerate(a.cell))
 
 
 def test_arch_json_round_trips(arch_file):

@@ -11,7 +11,7 @@ from conftest import run_cli, teacher_and_probes, write_word_order
 
 from adabert.data.dataset import load_task_data
 from adabert.data.tasks import get_task
-from adabert.nas.arch import derive, load_arch
+from adabert.nas.arch import derive, input_moves, load_arch
 from adabert.nas.costs import measure_cost_model
 from adabert.nas.search import SearchConfig, Searcher
 from adabert.nas.search_space import load_search_space
@@ -174,6 +174,31 @@ def test_a_finished_search_resumed_with_another_selection_reuses_its_supernet(se
     assert again["examples_per_second"] == 0  # no step trained again
     assert again["genotype"] == summary["selection"]["candidates"][0]["genotype"]
     assert "candidates" not in again["selection"] and not (out / "select" / "candidate-3").exists()
+
+
+def test_input_moves_finetune_the_pick_and_each_move_and_write_the_best(searched, tiny_teacher, tiny_probes,
+                                                                        sst2_dir, tmp_path):
+    from adabert.cli import format_search_summary
+
+    out_full, summary = searched
+    out = tmp_path / "moves"
+    shutil.copytree(out_full, out)
+    again = _searcher(tiny_teacher, tiny_probes, sst2_dir, out, **SELECT, move_steps=24).run(resume=True)
+    sel = again["selection"]
+    assert again["examples_per_second"] == 0  # the supernet is reused; the selection's finetunes too (same folders)
+    assert [c["holdout"] for c in sel["candidates"]] == [c["holdout"] for c in summary["selection"]["candidates"]]
+    pick = load_arch(out / "select" / f"candidate-{sel['candidate']}.json")
+    moves = sel["moves"]["candidates"]
+    assert moves[0]["genotype"] == pick.genotype()
+    assert [m["genotype"] for m in moves[1:]] == [a.genotype() for a in input_moves(pick)]
+    assert len(moves) > 1 and all(m["params"] == moves[0]["params"] for m in moves)  # the same ops: the same size
+    for i, m in enumerate(moves):
+        assert json.loads((out / "moves" / f"candidate-{i}" / "metrics.json").read_text())["history"][-1]["step"] == 24
+    best = max(range(len(moves)), key=lambda i: (moves[i]["holdout"], -i))
+    assert sel["moves"]["best"] == best and again["genotype"] == moves[best]["genotype"]
+    assert sel["finetuned_holdout"] == moves[best]["holdout"] and "input moves" in sel["rule"]
+    assert load_arch(out / "arch.json").genotype() == moves[best]["genotype"]
+    assert f"input moves: {len(moves) - 1}, each finetuned 24 steps; " in format_search_summary(again, out)
 
 
 def test_a_finished_search_started_afresh_is_no_longer_up_to_date(searched, tiny_teacher, tiny_probes, sst2_dir,

@@ -110,6 +110,21 @@ def random_arch(space: SearchSpace, rng: np.random.Generator, alpha: torch.Tenso
     return Arch(space, int(rng.choice(len(q), p=q)) + 1, cell)
 
 
+def input_moves(arch: Arch) -> list[Arch]:
+    """Every architecture that differs from `arch` in one kept edge's input node: the same op and K, read from
+    another earlier node than the ones its node already reads, so the same cost. In order of node, edge, input."""
+    moved = []
+    for n, inputs in enumerate(arch.cell):
+        for s, (i, op) in enumerate(inputs):
+            rest = [edge for t, edge in enumerate(inputs) if t != s]
+            taken = {i, *(r for r, _ in rest)}
+            for i2 in (x for x in range(n + 2) if x not in taken):
+                cell = [list(node) for node in arch.cell]
+                cell[n] = sorted([*rest, (i2, op)])
+                moved.append(Arch(arch.space, arch.num_cells, cell))
+    return moved
+
+
 def save_arch(arch: Arch, path: Path) -> None:
     validate_arch_json(arch.to_json(), str(path), arch.space)
     write_json(path, arch.to_json())

@@ -1,19 +1,19 @@
 """`adabert search --restarts N`: N independent searches, and the pick with the best selection score of all.
 
-One search's outcome depends on its seed more than on most of its settings: on SST-2 (default search, no budget)
-the written cells of six seeds finetune to dev 84.63-86.01, 85.63 +- 0.50 over search seeds (3 finetune seeds
-each). The best selection score of 3 restarts picks 85.85 +- 0.11 over all 20 triples of those six (worst 85.74):
-it cuts the bad tail, while the score orders the six picks only weakly (Kendall tau 0.14; docs/results.md,
-fourteenth session). So with `restarts` N > 1 the search runs N times, with seeds seed .. seed + N - 1, each
-an ordinary search in OUT/seed-S (its own supernet, TensorBoard logs and selection), and OUT/arch.json is the
-pick whose selection score (`finetuned_holdout`: held-out after `select_steps` finetune steps from its supernet)
-is best, ties to the lower seed: with a target (or beta 0), the same as one selection over the candidates of every
-restart. When beta prices cost, each restart writes the cheapest candidate held-out does not tell from its best
-(`select.cheapest_not_told_apart`), and the restarts' picks are compared by the same rule: the cheapest of the
+One search's outcome depends on its seed more than on most of its settings: on SST-2 (default search, no budget) the
+written cells of six seeds finetune to dev 84.63-86.01, 85.63 +- 0.50 over search seeds (3 finetune seeds each). The
+best selection score of 3 restarts picks 85.85 +- 0.11 over all 20 triples of those six (worst 85.74): it cuts the
+bad tail, while the score orders the six picks only weakly (Kendall tau 0.14; docs/results.md, fourteenth session).
+So with `restarts` N > 1 the search runs N times, with seeds seed .. seed + N - 1, each an ordinary search in
+OUT/seed-S (its own supernet, TensorBoard logs and selection), and OUT/arch.json is the pick whose selection score
+(`finetuned_holdout`: held-out after `select_steps`, or with input moves `move_steps`, finetune steps from its
+supernet) is best, ties to the lower seed: with a target (or beta 0), the same as one selection over the candidates
+of every restart. When beta prices cost, each restart writes the cheapest candidate held-out does not tell from its
+best (`select.cheapest_not_told_apart`), and the restarts' picks are compared by the same rule: the cheapest of the
 best-scored pick and the picks it does not lead by 2 paired standard errors on the held-out rows (each pick's
-finetuned student is in OUT/seed-S/select/candidate-i).
-OUT/checkpoint.safetensors is a hard link to the chosen supernet, so `finetune --inherit` and `adabert study`
-find it beside arch.json as after a single search.
+finetuned student is in OUT/seed-S/select/candidate-i, or OUT/seed-S/moves/candidate-i: `pick_folder`).
+OUT/checkpoint.safetensors is a hard link to the chosen supernet, so `finetune --inherit` and `adabert study` find
+it beside arch.json as after a single search.
 """
 
 from __future__ import annotations
@@ -36,6 +36,14 @@ from adabert.nas.config import SearchConfig
 from adabert.nas.search import SUMMARY, Searcher, read_summary, search_inputs
 from adabert.nas.search_space import SearchSpace
 from adabert.teacher.bundle import TaskBundle
+
+
+def pick_folder(run: Path, selection: dict) -> Path:
+    """Where a search run's written student was finetuned: the best of its input moves (`--move-steps`), or its
+    selection's pick."""
+    if "moves" in selection:
+        return run / "moves" / f"candidate-{selection['moves']['best']}"
+    return run / "select" / f"candidate-{selection['candidate']}"
 
 
 class RestartSearch:
@@ -124,8 +132,7 @@ class RestartSearch:
 
         picks = [{"holdout": r["finetuned_holdout"]} for r in records]
         if distributed.is_main():  # as in one selection, rank 0 measures the leads and every process writes its pick
-            folders = [self.out / r["dir"] / "select" / f"candidate-{s['selection']['candidate']}"
-                       for r, s in zip(records, summaries)]
+            folders = [pick_folder(self.out / r["dir"], s["selection"]) for r, s in zip(records, summaries)]
             separate_best(best, picks, folders, self.bundle, self.cfg.max_length, self.device, "restart")
         for record, pick in zip(records, picks):
             if "behind_best" in pick:

@@ -14,7 +14,8 @@ The fit split is cut once into a weight part (1 - estimate_fraction) and an esti
 The written architecture comes from the final logits, not from noisy supernet evaluations: the derived one and
 N - 1 distinct draws from their distribution (within the budget, when one is given) are each finetuned briefly from
 the supernet's weights and the best on held-out is written (`adabert.nas.select`; `--select-top 1`: the most
-probable one). The held-out scores of the derived cell along the way are logged only.
+probable one); with `--move-steps`, the best on held-out of that pick and its input moves (the same ops, one edge
+reading another node) is written instead. The held-out scores of the derived cell along the way are logged only.
 Checkpoints make `--resume` continue exactly where a run stopped (per-step seeds, saved optimiser states).
 """
 
@@ -41,7 +42,7 @@ from adabert.core.schedule import eval_points
 from adabert.core.trainer import StageState, Trainee, Trainer
 from adabert.data.encoding import batched_logits, epoch_batches, student_batch
 from adabert.data.metrics import task_metrics
-from adabert.nas.arch import Arch, derive, random_arch, save_arch, validate_arch_json
+from adabert.nas.arch import Arch, derive, input_moves, random_arch, save_arch, validate_arch_json
 from adabert.nas.board import PARAM_FREE, SearchBoard
 from adabert.nas.config import RUN_FIELDS, SELECTION_FIELDS, SearchConfig
 from adabert.nas.costs import CostModel, format_amount, measure_cost_model, rank_archs
@@ -392,15 +393,16 @@ class Searcher:
         """The architecture to write and the selection record: with one candidate, the derived one; else each
         candidate finetuned `select_steps` steps on the fit split from the supernet's weights (the final
         checkpoint), and the best on held-out, or, when cost is priced (beta > 0, no target), the cheapest of
-        those held-out does not tell from the best (`adabert.nas.select`)."""
+        those held-out does not tell from the best (`adabert.nas.select`); then, with `move_steps`, the best of
+        that pick and its input moves (`move_inputs`)."""
         from adabert.nas.select import cheapest_not_told_apart, select_by_finetune, selection_finetune
 
         cfg, metric = self.cfg, self.data.task.main_metric
         candidates = self.candidates(derived)
         budget = " within the budget" if self.target is not None else ""
         if len(candidates) == 1:
-            return derived, {"rule": f"the most probable architecture of the final logits{budget}",
-                             "metric": metric}
+            selection = {"rule": f"the most probable architecture of the final logits{budget}", "metric": metric}
+            return self.move_inputs(derived, selection) if cfg.move_steps else (derived, selection)
         ft = selection_finetune(cfg, cfg.select_steps)
         best, records = select_by_finetune(candidates, self.bundle, ft, self.out / "select", self.device,
                                            self.checkpoint)
@@ -422,9 +424,37 @@ class Searcher:
                      "from the best, candidate %d (%.2f, %s)", written + 1, records[written]["holdout"],
                      format_amount(costs[written], unit), best + 1, records[best]["holdout"],
                      format_amount(costs[best], unit))
-        return candidates[written], {
-            "rule": rule, "metric": metric, "finetuned_holdout": records[written]["holdout"], "steps": ft.steps,
-            "candidate": written, "holdout_best": best, "candidates": records}
+        selection = {"rule": rule, "metric": metric, "finetuned_holdout": records[written]["holdout"],
+                     "steps": ft.steps, "candidate": written, "holdout_best": best, "candidates": records}
+        return self.move_inputs(candidates[written], selection) if cfg.move_steps else (candidates[written], selection)
+
+    def move_inputs(self, pick: Arch, selection: dict) -> tuple[Arch, dict]:
+        """The pick and each of its input moves (`arch.input_moves`: the same ops, one edge reading another node, so
+        the same cost), each finetuned `move_steps` steps from the supernet's weights in
+        OUT/moves; the best on held-out is written (ties: the pick, candidate 0).
+
+        Why: the logits score each (edge, op) averaged over whatever the other edges put into its input node, so an
+        op that is good given what the pick feeds it goes unseen (SST-2 at 50k: a dilated convolution reading a node
+        of pools finetunes 1.8-2.5 points above the same cell with it reading the embedding); and the selection's
+        short finetune cannot tell such cells apart where a longer one can (docs/results.md, forty-first session)."""
+        from adabert.nas.select import select_by_finetune, selection_finetune
+
+        archs = [pick, *(Arch(self.space, a.num_cells, a.cell, pick.alpha_probs, pick.depth_probs)
+                         for a in input_moves(pick))]
+        if len(archs) == 1:
+            return pick, selection
+        ft = selection_finetune(self.cfg, self.cfg.move_steps)
+        best, records = select_by_finetune(archs, self.bundle, ft, self.out / "moves", self.device, self.checkpoint)
+        selection["rule"] += (f"; then the best on held-out of it and its {len(archs) - 1} input moves (the same ops, "
+                              f"one edge reading another node), each finetuned {ft.steps} steps from the supernet's "
+                              "weights")
+        selection["moves"] = {"steps": ft.steps, "best": best, "candidates": records}
+        selection["finetuned_holdout"] = records[best]["holdout"]
+        if best:
+            log.info("select: wrote input move %d (held-out %.2f against the pick's %.2f after %d steps) | %s", best,
+                     records[best]["holdout"], records[0]["holdout"], ft.steps, archs[best].genotype())
+        return archs[best], selection
+
 
     def finish(self, seconds: float, steps: int) -> dict:
         derived, budget = self.derive()

@@ -220,7 +220,7 @@ def format_search_summary(summary: dict, output_dir: Path) -> str:
         best = sel.get("holdout_best", chosen)
         others = [f"{c['holdout']:.2f}" for i, c in enumerate(cands) if i != chosen]
         lines.append(f"chosen: candidate {chosen + 1} of {len(cands)}, held-out {metric} "
-                     f"{sel['finetuned_holdout']:.2f} after {sel['steps']} finetune steps (the others: "
+                     f"{cands[chosen]['holdout']:.2f} after {sel['steps']} finetune steps (the others: "
                      f"{', '.join(others)})")
         if best != chosen:
             lines.append(f"  cheaper than the held-out best, candidate {best + 1} ({cands[best]['holdout']:.2f}, "

@@ -198,7 +198,17 @@ def test_input_moves_finetune_the_pick_and_each_move_and_write_the_best(searched
     assert sel["moves"]["best"] == best and again["genotype"] == moves[best]["genotype"]
     assert sel["finetuned_holdout"] == moves[best]["holdout"] and "input moves" in sel["rule"]
     assert load_arch(out / "arch.json").genotype() == moves[best]["genotype"]
-    assert f"input moves: {len(moves) - 1}, each finetuned 24 steps; " in format_search_summary(again, out)
+    text = format_search_summary(again, out)
+    assert f"input moves: {len(moves) - 1}, each finetuned 24 steps; " in text
+    pick_score = sel["candidates"][sel["candidate"]]["holdout"]  # the selection's own score of its pick, not the move's
+    assert f"chosen: candidate {sel['candidate'] + 1} of 3, held-out accuracy {pick_score:.2f} after 48 " in text
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("select/moves_finetuned_holdout")] == pytest.approx(
+        [m["holdout"] for m in moves])
+    assert any(t.startswith("select/moves") for t in acc.Tags()["tensors"])
 
 
 def test_a_finished_search_started_afresh_is_no_longer_up_to_date(searched, tiny_teacher, tiny_probes, sst2_dir,

@@ -106,20 +106,21 @@ class SearchBoard:
         self.scalars(step, {f"collapse/{k}": v for k, v in diag.items()})
         return diag
 
-    def selection(self, candidates: list[dict], chosen: int, best: int) -> None:
+    def selection(self, candidates: list[dict], chosen: int, best: int, name: str = "candidates") -> None:
         """The selection's finetuned held-out score per candidate (x axis: candidate index) and a table that marks
-        the written candidate and the held-out best."""
+        the written candidate and the held-out best; `name` "moves" for the pick's input moves (`--move-steps`)."""
         if self.w is None:
             return
+        scalar = "select/finetuned_holdout" if name == "candidates" else f"select/{name}_finetuned_holdout"
         for i, c in enumerate(candidates):
-            self.w.add_scalar("select/finetuned_holdout", c["holdout"], i)
+            self.w.add_scalar(scalar, c["holdout"], i)
 
         def mark(i: int) -> str:
             return "".join([" (written)" if i == chosen else "", " (held-out best)" if i == best else ""])
 
         rows = [f"| {i}{mark(i)} | {c['holdout']:.2f} | {c['cost']:,.6g} | {c['params']:,} | `{c['genotype']}` |"
                 for i, c in enumerate(candidates)]
-        self.w.add_text("select/candidates", "\n".join(["| candidate | held-out | cost | params | genotype |",
+        self.w.add_text(f"select/{name}", "\n".join(["| candidate | held-out | cost | params | genotype |",
                                                         "|---|---|---|---|---|", *rows]), 0)
 
     def restarts(self, records: list[dict], chosen: int, best: int) -> None:

@@ -445,6 +445,8 @@ class Searcher:
             return pick, selection
         ft = selection_finetune(self.cfg, self.cfg.move_steps)
         best, records = select_by_finetune(archs, self.bundle, ft, self.out / "moves", self.device, self.checkpoint)
+        for record in records:
+            record["cost"] = self.cost_model.arch_cost(pick)  # the same ops: the same cost
         selection["rule"] += (f"; then the best on held-out of it and its {len(archs) - 1} input moves (the same ops, "
                               f"one edge reading another node), each finetuned {ft.steps} steps from the supernet's "
                               "weights")
@@ -482,9 +484,13 @@ class Searcher:
                    "examples_per_second": steps * self.cfg.batch_size / max(seconds, 1e-9),
                    "estimates": self.estimates.report(self.space.ops), "history": self.history}
         if distributed.is_main():
-            if "candidates" in selection:
+            if "candidates" in selection or "moves" in selection:
                 board = SearchBoard(self.out / "tensorboard")
-                board.selection(selection["candidates"], selection["candidate"], selection["holdout_best"])
+                if "candidates" in selection:
+                    board.selection(selection["candidates"], selection["candidate"], selection["holdout_best"])
+                if "moves" in selection:
+                    moves = selection["moves"]
+                    board.selection(moves["candidates"], moves["best"], moves["best"], "moves")
                 board.close()
             save_arch(arch, self.out / "arch.json")
             write_json(self.out / SUMMARY, summary)

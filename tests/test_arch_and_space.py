@@ -52,6 +52,14 @@ def test_input_moves_change_one_edge_input_and_nothing_else():
         assert sum(set(a.cell[n]) != set(deep.cell[n]) for n in range(3)) == 1
         assert all(len({i for i, _ in node}) == len(node) and all(i < n + 2 for i, _ in node)
                    for n, node in enumerate(a.cell))
+    # one sentence, K = 1: nodes 0 and 1 are both the embedding, so 0 <-> 1 moves are no moves and a move to
+    # either is one move
+    alike = [a.cell[1:] for a in input_moves(deep, same_inputs=True)]  # node 2 reads 0 and 1: it has no moves
+    assert alike == [[[(0, "max_pool3"), (1, "cnn5")], [(1, "identity"), (3, "dil_cnn3")]],
+                     [[(0, "max_pool3"), (2, "cnn5")], [(2, "identity"), (3, "dil_cnn3")]],
+                     [[(0, "max_pool3"), (2, "cnn5")], [(0, "dil_cnn3"), (1, "identity")]],
+                     [[(0, "max_pool3"), (2, "cnn5")], [(1, "identity"), (2, "dil_cnn3")]]]
+    assert len(input_moves(Arch(deep.space, 2, deep.cell), same_inputs=True)) == 6  # K = 2: node 0 is not node 1
 
 
 def test_arch_json_round_trips(arch_file):

@@ -110,15 +110,24 @@ def random_arch(space: SearchSpace, rng: np.random.Generator, alpha: torch.Tenso
     return Arch(space, int(rng.choice(len(q), p=q)) + 1, cell)
 
 
-def input_moves(arch: Arch) -> list[Arch]:
+def input_moves(arch: Arch, same_inputs: bool = False) -> list[Arch]:
     """Every architecture that differs from `arch` in one kept edge's input node: the same op and K, read from
-    another earlier node than the ones its node already reads, so the same cost. In order of node, edge, input."""
+    another earlier node than the ones its node already reads, so the same cost. In order of node, edge, input.
+
+    same_inputs: the first cell's two inputs are one tensor (a sentence, or a siamese pair: `cell_inputs`); with
+    K = 1 nodes 0 and 1 then hold the same states: a move from one to the other keeps the architecture, and of a
+    move to either, one is kept (to node 0).
+    """
+    alike = same_inputs and arch.num_cells == 1
     moved = []
     for n, inputs in enumerate(arch.cell):
         for s, (i, op) in enumerate(inputs):
             rest = [edge for t, edge in enumerate(inputs) if t != s]
-            taken = {i, *(r for r, _ in rest)}
-            for i2 in (x for x in range(n + 2) if x not in taken):
+            taken = {i, *(r for r, _ in rest)} | ({0, 1} if alike and i < 2 else set())
+            targets = [x for x in range(n + 2) if x not in taken]
+            if alike and 0 in targets and 1 in targets:
+                targets.remove(1)
+            for i2 in targets:
                 cell = [list(node) for node in arch.cell]
                 cell[n] = sorted([*rest, (i2, op)])
                 moved.append(Arch(arch.space, arch.num_cells, cell))

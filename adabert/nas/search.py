@@ -439,8 +439,9 @@ class Searcher:
         short finetune cannot tell such cells apart where a longer one can (docs/results.md, forty-first session)."""
         from adabert.nas.select import select_by_finetune, selection_finetune
 
+        same = self.space.pair_inputs != "cross" or not self.data.task.is_pair  # nodes 0 and 1 alike (`cell_inputs`)
         archs = [pick, *(Arch(self.space, a.num_cells, a.cell, pick.alpha_probs, pick.depth_probs)
-                         for a in input_moves(pick))]
+                         for a in input_moves(pick, same))]
         if len(archs) == 1:
             return pick, selection
         ft = selection_finetune(self.cfg, self.cfg.move_steps)

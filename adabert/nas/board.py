@@ -121,7 +121,7 @@ class SearchBoard:
         rows = [f"| {i}{mark(i)} | {c['holdout']:.2f} | {c['cost']:,.6g} | {c['params']:,} | `{c['genotype']}` |"
                 for i, c in enumerate(candidates)]
         self.w.add_text(f"select/{name}", "\n".join(["| candidate | held-out | cost | params | genotype |",
-                                                        "|---|---|---|---|---|", *rows]), 0)
+                                                    "|---|---|---|---|---|", *rows]), 0)
 
     def restarts(self, records: list[dict], chosen: int, best: int) -> None:
         """`--restarts`: each restart's selection score (x axis: its seed) and a table that marks the written pick

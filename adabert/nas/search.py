@@ -402,7 +402,7 @@ class Searcher:
         budget = " within the budget" if self.target is not None else ""
         if len(candidates) == 1:
             selection = {"rule": f"the most probable architecture of the final logits{budget}", "metric": metric}
-            return self.move_inputs(derived, selection) if cfg.move_steps else (derived, selection)
+            return self.move_inputs(derived, selection)
         ft = selection_finetune(cfg, cfg.select_steps)
         best, records = select_by_finetune(candidates, self.bundle, ft, self.out / "select", self.device,
                                            self.checkpoint)
@@ -426,12 +426,12 @@ class Searcher:
                      format_amount(costs[best], unit))
         selection = {"rule": rule, "metric": metric, "finetuned_holdout": records[written]["holdout"],
                      "steps": ft.steps, "candidate": written, "holdout_best": best, "candidates": records}
-        return self.move_inputs(candidates[written], selection) if cfg.move_steps else (candidates[written], selection)
+        return self.move_inputs(candidates[written], selection)
 
     def move_inputs(self, pick: Arch, selection: dict) -> tuple[Arch, dict]:
         """The pick and each of its input moves (`arch.input_moves`: the same ops, one edge reading another node, so
         the same cost), each finetuned `move_steps` steps from the supernet's weights in
-        OUT/moves; the best on held-out is written (ties: the pick, candidate 0).
+        OUT/moves; the best on held-out is written (ties: the pick, candidate 0). Without `move_steps`, the pick.
 
         Why: the logits score each (edge, op) averaged over whatever the other edges put into its input node, so an
         op that is good given what the pick feeds it goes unseen (SST-2 at 50k: a dilated convolution reading a node
@@ -439,6 +439,8 @@ class Searcher:
         short finetune cannot tell such cells apart where a longer one can (docs/results.md, forty-first session)."""
         from adabert.nas.select import select_by_finetune, selection_finetune
 
+        if not self.cfg.move_steps:
+            return pick, selection
         same = self.space.pair_inputs != "cross" or not self.data.task.is_pair  # nodes 0 and 1 alike (`cell_inputs`)
         archs = [pick, *(Arch(self.space, a.num_cells, a.cell, pick.alpha_probs, pick.depth_probs)
                          for a in input_moves(pick, same))]
@@ -446,8 +448,9 @@ class Searcher:
             return pick, selection
         ft = selection_finetune(self.cfg, self.cfg.move_steps)
         best, records = select_by_finetune(archs, self.bundle, ft, self.out / "moves", self.device, self.checkpoint)
+        cost = self.cost_model.arch_cost(pick)  # the same ops: the same cost
         for record in records:
-            record["cost"] = self.cost_model.arch_cost(pick)  # the same ops: the same cost
+            record["cost"] = cost
         selection["rule"] += (f"; then the best on held-out of it and its {len(archs) - 1} input moves (the same ops, "
                               f"one edge reading another node), each finetuned {ft.steps} steps from the supernet's "
                               "weights")

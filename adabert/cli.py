@@ -463,9 +463,9 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         probes=ProbeConfig(max_length=2 * length, bf16=args.bf16, seed=args.seed),
         search=SearchConfig(epochs=args.search_epochs or (8 if demo else 1), batch_size=64 if demo else 128,
                             min_steps=0 if demo else SearchConfig.min_steps, max_length=length, beta=args.beta,
-                            gamma=args.gamma, select_top=args.select_top, target_params=args.target_params,
-                            target_flops=args.target_flops, target_latency_ms=args.target_latency_ms,
-                            bf16=args.bf16, seed=args.seed),
+                            gamma=args.gamma, select_top=args.select_top, move_steps=args.move_steps,
+                            target_params=args.target_params, target_flops=args.target_flops,
+                            target_latency_ms=args.target_latency_ms, bf16=args.bf16, seed=args.seed),
         finetune=FinetuneConfig(epochs=args.finetune_epochs or (30 if demo else 5), max_length=length,
                                 gamma=args.gamma, bf16=args.bf16, seed=args.seed),
         augment=augment_config(args.augment_copies, len(data.fit), demo,
@@ -711,6 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select-top", type=int, default=SEARCH_DEFAULTS.select_top,
                    help="search: finetune the derived architecture and N - 1 draws from the final distribution "
                         "briefly and keep the best on held-out (1: the derived one, no finetune)")
+    p.add_argument("--move-steps", type=int, default=SEARCH_DEFAULTS.move_steps,
+                   help="search " + SearchConfig.__dataclass_fields__["move_steps"].metadata["help"])
     _add_common(p)
     for action in p._actions:
         if action.dest == "task":

@@ -1,20 +1,18 @@
 #!/usr/bin/env bash
 # The checks a GPU machine is lent for, in one short run (docs/benchmarks.md, "GPU"):
-#   1. tests/test_cuda.py: every stage on the GPU (bf16 autocast) against the CPU, resume after a kill, and data
-#      parallel over two GPUs (nccl) where there are two; it runs beside step 2 (each on 8 CPU threads), so the
-#      timings are not solo ones;
-#   2. the latency cost table measured on the GPU, and the whole `adabert pipeline` of a task on it (probes,
-#      the default search, a 3-epoch finetune, evaluate, export, bench), timed;
-#   3. side by side: a search on a training subset with a latency budget 30% into the GPU table's range, and a
-#      small `adabert study` (2 random cells, 1 seed, 1 epoch) of the pipeline's arch on the GPU.
-# The whole run takes about 9 minutes (thirty-second session); give the device call 560 s or more.
+#   1. tests/test_cuda.py: every stage on the GPU (bf16 autocast) against the CPU, resume after a kill, a
+#      pair-regression search in the cross space with input moves, and data parallel over two GPUs (nccl) where
+#      there are two; it runs beside step 2 (each on 8 CPU threads), so the timings are not solo ones;
+#   2. the latency cost table measured on the GPU; the default `adabert search` of a task on it with the pick's
+#      input moves (--move-steps MOVES), then a 3-epoch finetune of the arch it wrote, each timed.
+# The whole run takes at most 9.5 minutes; give the device call 580 s.
 #
-#     bash scripts/gpu_check.sh TASK DATA_DIR TEACHER OUT
+#     bash scripts/gpu_check.sh TASK DATA_DIR TEACHER PROBES MOVES OUT
 #
-# OUT receives gpu.txt (machine, cost table), pytest.log, pipeline.log, summary.json, arch.json, latency.log and
-# study.log. Each step has a time limit so that a slow one still leaves the others their turn.
+# OUT receives gpu.txt (machine, cost table), pytest.log, search.log, arch.json, search_summary.json and
+# finetune.log. Each step has a time limit so that a slow one still leaves the others their turn.
 set -uo pipefail
-task=$1 data=$2 teacher=$3 out=$4
+task=$1 data=$2 teacher=$3 probes=$4 moves=$5 out=$6
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$out"
 run=$(mktemp -d)
@@ -37,27 +35,16 @@ from adabert.data.tasks import get_task
 from adabert.nas.costs import measure_cost_model
 from adabert.nas.search_space import load_search_space
 space, task = load_search_space("adabert"), get_task(sys.argv[1])
-models = {d: measure_cost_model(space, "latency_ms", task.num_labels, task.is_pair, torch.device(d))
-          for d in ("cuda", "cpu")}
-for device, m in models.items():
-    print(device, json.dumps({**m.as_dict(), "bounds": m.bounds(space)}))
-lo, hi = models["cuda"].bounds(space)
-print("target", round(lo + 0.3 * (hi - lo), 4))
+m = measure_cost_model(space, "latency_ms", task.num_labels, task.is_pair, torch.device("cuda"))
+print("cuda", json.dumps({**m.as_dict(), "bounds": m.bounds(space)}))
 EOF
 } >"$out/gpu.txt" 2>&1
 cat "$out/gpu.txt"
-target=$(awk '/^target/ {print $2}' "$out/gpu.txt")
-timed 400 "$out/pipeline.log" python3 -m adabert pipeline --task "$task" --data-dir "$data" --teacher "$teacher" \
-    --finetune-epochs 3 --device cuda --threads 8 --output-dir "$run/p"
-cp "$run/p/summary.json" "$run/p/search/arch.json" "$out/" 2>/dev/null
-{
-    timed 100 "$out/latency.log" python3 -m adabert search --task "$task" --data-dir "$data" --teacher "$teacher" \
-        --probes "$run/p/probes" --train-limit 6000 --min-steps 300 --target-latency-ms "${target:-1}" \
-        --device cuda --threads 4 --output-dir "$run/latency"
-    python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['efficiency']['budget'])" \
-        "$run/latency/arch.json" >>"$out/latency.log" 2>&1
-} &
-timed 100 "$out/study.log" python3 -m adabert study --arch "$run/p/search/arch.json" --teacher "$teacher" \
-    --probes "$run/p/probes" --task "$task" --data-dir "$data" --parts random --random 2 --seeds 1 --epochs 1 \
-    --device cuda --threads 4 --output-dir "$run/study"
+timed 450 "$out/search.log" python3 -m adabert search --task "$task" --data-dir "$data" --teacher "$teacher" \
+    --probes "$probes" --move-steps "$moves" --device cuda --threads 8 --output-dir "$run/search"
+cp "$run/search/arch.json" "$out/" 2>/dev/null
+cp "$run/search/search_metrics.json" "$out/search_summary.json" 2>/dev/null
+timed 90 "$out/finetune.log" python3 -m adabert finetune --arch "$run/search/arch.json" --task "$task" \
+    --data-dir "$data" --teacher "$teacher" --probes "$probes" --epochs 3 --device cuda --threads 8 \
+    --output-dir "$run/student"
 wait

@@ -1,7 +1,7 @@
 """The CUDA path: every stage on a GPU (where bf16 autocast is on), its results against the CPU's, resume after a
-kill, and data parallel over two GPUs (nccl). On one H200 (thirty-second session) every test passed but the
-two-GPU one, which needs a second GPU. Skipped where torch sees no GPU (CI); on a GPU machine run
-`pytest tests/test_cuda.py`."""
+kill, a pair-regression task in the cross space with input moves, and data parallel over two GPUs (nccl). On one
+H100 (forty-second session) every test passed but the two-GPU one, which needs a second GPU. Skipped where torch
+sees no GPU (CI); on a GPU machine run `pytest tests/test_cuda.py`."""
 
 import json
 
@@ -87,6 +87,30 @@ def test_two_gpu_search_matches_one_gpu(tiny_teacher, tiny_probes, sst2_dir, tmp
     assert a2["cell"] == a1["cell"] and a2["num_cells"] == a1["num_cells"]
     assert max(abs(x - y) for x, y in zip(alpha(tmp_path / "one"), alpha(tmp_path / "two"))) < 1e-2  # bf16
     assert two.stdout.count("wrote ") == 1
+
+
+def test_cross_pair_regression_search_with_input_moves_and_finetune_on_cuda(tiny_base, tmp_path):
+    """The pair path on the GPU: an STS-B-shaped toy (similarity = overlap) in a tiny cross space, searched with the
+    selection and the pick's input moves, then finetuned; the student learns the scale and predicts alike on the GPU
+    and the CPU."""
+    from dataclasses import replace
+
+    from conftest import teacher_and_probes, write_stsb
+
+    data = load_task_data(get_task("stsb"), write_stsb(tmp_path / "STS-B"))
+    teacher, probes = teacher_and_probes(tiny_base, data, tmp_path, epochs=1)
+    bundle = TaskBundle(data, teacher, probes)
+    summary = Searcher(bundle, replace(load_search_space("tiny"), pair_inputs="cross"),
+                       SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0, select_top=2,
+                                    select_steps=24, move_steps=24), tmp_path / "search", CUDA).run()
+    moves = summary["selection"]["moves"]
+    assert len(moves["candidates"]) > 1 and summary["genotype"] == moves["candidates"][moves["best"]]["genotype"]
+    m = finetune_student(tmp_path / "search" / "arch.json", bundle,
+                         FinetuneConfig(epochs=5, batch_size=16, max_length=16, gamma=0.0), tmp_path / "student", CUDA)
+    assert m["dev"]["pearson"] > 50
+    on_gpu = Predictor(tmp_path / "student", CUDA).evaluate(data.dev)["metrics"]["pearson"]
+    on_cpu = Predictor(tmp_path / "student", CPU).evaluate(data.dev)["metrics"]["pearson"]
+    assert abs(on_gpu - m["dev"]["pearson"]) <= 2.0 and abs(on_gpu - on_cpu) <= 1.0
 
 
 def test_augment_on_cuda_agrees_with_the_cpu(tiny_teacher, tiny_probes, sst2_dir, tmp_path):

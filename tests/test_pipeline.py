@@ -29,7 +29,7 @@ def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_
     costs = sorted({params.arch_cost(random_arch(space, np.random.default_rng(i))) for i in range(40)})
     target = costs[len(costs) // 2]  # a budget the tiny space can build
     args = ["pipeline", "--task", "sst2", "--data-dir", sst2_dir, "--teacher", tiny_teacher, "--search-space", "tiny",
-            "--search-epochs", 1, "--select-top", 1, "--finetune-epochs", 2, "--max-length", 16,
+            "--search-epochs", 1, "--select-top", 1, "--move-steps", 8, "--finetune-epochs", 2, "--max-length", 16,
             "--target-params", target, "--output-dir", tmp_path / "run"]  # --augment-copies auto: 16 copies
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
@@ -42,6 +42,9 @@ def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_
     for f in ("arch", "student", "bench"):
         assert (tmp_path / "run" / "search" / "arch.json").is_file() and summary["files"][f]
     assert (tmp_path / "run" / "export" / "model.onnx").is_file()
+    moves = json.loads((tmp_path / "run" / "search" / "arch.json").read_text())["selection"]["moves"]
+    assert moves["steps"] == 8 and len(moves["candidates"]) > 1  # --move-steps reached the search
+    assert (tmp_path / "run" / "search" / "moves" / "candidate-1" / "metrics.json").is_file()
     student = json.loads((tmp_path / "run" / "student" / "metrics.json").read_text())
     fit = len(load_task_data(get_task("sst2"), sst2_dir).fit)
     assert summary["student"]["augment_copies"] == 16 and "trained with 16 augmented copies of each example" in out

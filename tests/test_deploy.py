@@ -56,6 +56,26 @@ def test_evaluate_and_predict_every_kind(kind, students, sst2_dir, tmp_path, cap
     assert all(abs(sum(json.loads(r[1]).values()) - 1) < 1e-4 for r in rows)
 
 
+def test_student_tokenizers_load_without_transformers_warnings(students):
+    """A searched or BiLSTM student's config.json is ours: transformers must not read it as its own config (it warns
+    that the model type is unknown, on every predict)."""
+    import logging
+
+    from adabert.students.load import load_student_tokenizer
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        for kind in KINDS:
+            assert load_student_tokenizer(students / kind)("a good movie")["input_ids"]
+    finally:
+        logger.removeHandler(handler)
+    assert not records, [r.getMessage() for r in records]
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_export_every_kind_with_parity(kind, students, tmp_path, capsys):
     code, _, err = run_cli(["export", "--student", students / kind, "--output-dir", tmp_path / "exp"], capsys)

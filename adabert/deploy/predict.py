@@ -15,15 +15,13 @@ from adabert.data.dataset import Dataset, check_text
 from adabert.data.encoding import Encoded, batched_logits, encode_joint, encode_separate
 from adabert.data.metrics import class_report, task_metrics
 from adabert.data.tasks import TaskSpec
-from adabert.students.load import load_student
+from adabert.students.load import load_student, load_student_tokenizer
 
 
 class Predictor:
     """Any saved student folder ready to use: `Predictor(folder).predict([("a sentence",), ...])`."""
 
     def __init__(self, folder: Path, device: torch.device | None = None, int8: bool = False) -> None:
-        from transformers import AutoTokenizer
-
         self.folder = Path(folder)
         self.student = load_student(self.folder)
         self.device = device or torch.device("cpu")
@@ -34,11 +32,7 @@ class Predictor:
                 raise AdabertError("--int8: dynamic quantisation runs on the CPU; use --device cpu")
             self.student.module = int8_dynamic(self.student.module)
         self.student.module.to(self.device)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
-        except Exception as e:  # noqa: BLE001 (tokenizers raises bare Exceptions on tampered files)
-            first = (str(e).splitlines() or [type(e).__name__])[0]
-            raise AdabertError(f"{self.folder}: cannot load the student's tokenizer ({first})") from None
+        self.tokenizer = load_student_tokenizer(self.folder)
         self.task = self.student.task
         self.max_length = self.student.max_length
 

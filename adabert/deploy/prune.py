@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import atomic_dir, load_tensors, read_json, save_tensors, write_json
 from adabert.students.card import write_card
-from adabert.students.load import load_student
+from adabert.students.load import load_student, load_student_tokenizer
 
 EMBEDDING_KEYS = {"adabert": "embed.word", "bilstm": "embed"}
 
@@ -50,8 +50,6 @@ def nearest_rows(table: torch.Tensor, keep: list[int], chunk: int = 4096) -> tor
 
 def prune_vocabulary(folder: Path, texts: list[tuple[str, ...]], output_dir: Path) -> dict:
     """Write the pruned copy of the student in `folder` to `output_dir`; returns sizes before and after."""
-    from transformers import AutoTokenizer
-
     folder, output_dir = Path(folder), Path(output_dir)
     student = load_student(folder)
     if student.kind not in EMBEDDING_KEYS:
@@ -60,7 +58,7 @@ def prune_vocabulary(folder: Path, texts: list[tuple[str, ...]], output_dir: Pat
     config = read_json(folder / "config.json", "student config", expect=dict)
     if "embedding_rows" in config:
         raise AdabertError(f"{folder}: this student's vocabulary is already pruned")
-    tok = AutoTokenizer.from_pretrained(str(folder))
+    tok = load_student_tokenizer(folder)
     keep = used_pieces(tok, texts)
     weights = load_tensors(folder / "model.safetensors", "student weights")
     key = EMBEDDING_KEYS[student.kind]

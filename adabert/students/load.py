@@ -126,6 +126,18 @@ class LoadedStudent:
         return tuple(out)
 
 
+def load_student_tokenizer(folder: Path):
+    """The tokenizer saved beside a student. An empty transformers config is passed: a searched or BiLSTM student's
+    config.json is ours, and transformers would read it and warn that its model type is not one it knows."""
+    from transformers import AutoTokenizer, PretrainedConfig
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), config=PretrainedConfig())
+    except Exception as e:  # noqa: BLE001 (tokenizers raises bare Exceptions on tampered files)
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise AdabertError(f"{folder}: cannot load the student's tokenizer ({first})") from None
+
+
 def load_student(folder: Path) -> LoadedStudent:
     """Load any student folder the tool saves (see the module docstring); one-line errors for anything else."""
     folder = Path(folder)

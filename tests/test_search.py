@@ -1,5 +1,6 @@
 """End-to-end search on toy tasks with the tiny teacher and the tiny search space."""
 
+import copy
 import json
 import re
 import shutil
@@ -201,6 +202,12 @@ def test_input_moves_finetune_the_pick_and_each_move_and_write_the_best(searched
     text = format_search_summary(again, out)
     assert f"input moves: {len(moves) - 1}, each finetuned 24 steps; " in text
     pick_score = sel["candidates"][sel["candidate"]]["holdout"]  # the selection's own score of its pick, not the move's
+    wrote = copy.deepcopy(again)  # a written move says how far it leads the pick, and whether that is noise
+    wrote["selection"]["moves"].update(best=1)
+    wrote["selection"]["moves"]["candidates"][0]["behind_best"] = {"lead": 0.5, "se": 0.4}
+    assert "; lead 0.50, paired s.e. 0.40: not told apart, under 2 s.e.)" in format_search_summary(wrote, out)
+    wrote["selection"]["moves"]["candidates"][0]["behind_best"] = {"lead": 1.0, "se": 0.2}
+    assert "; lead 1.00, paired s.e. 0.20)" in format_search_summary(wrote, out)
     assert f"chosen: candidate {sel['candidate'] + 1} of 3, held-out accuracy {pick_score:.2f} after 48 " in text
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

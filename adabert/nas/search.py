@@ -457,8 +457,8 @@ class Searcher:
         selection["moves"] = {"steps": ft.steps, "best": best, "candidates": records}
         selection["finetuned_holdout"] = records[best]["holdout"]
         if best:
-            log.info("select: wrote input move %d (held-out %.2f against the pick's %.2f after %d steps; paired s.e. of "
-                     "the lead %.2f) | %s", best, records[best]["holdout"], records[0]["holdout"], ft.steps,
+            log.info("select: wrote input move %d (held-out %.2f against the pick's %.2f after %d steps; paired "
+                     "s.e. of the lead %.2f) | %s", best, records[best]["holdout"], records[0]["holdout"], ft.steps,
                      records[0]["behind_best"]["se"], archs[best].genotype())
         return archs[best], selection
 

@@ -233,9 +233,9 @@ def format_search_summary(summary: dict, output_dir: Path) -> str:
                          "candidate(s) " + ", ".join(str(i + 1) for i in close))
     if "moves" in sel:
         moves, best = sel["moves"]["candidates"], sel["moves"]["best"]
-        gap = moves[0].get("behind_best") or {}
+        gap = moves[0].get("behind_best")
         lead = (f"; lead {gap['lead']:.2f}, paired s.e. {gap['se']:.2f}"
-                + (": not told apart, under 2 s.e." if gap["lead"] < 2 * gap["se"] else "") if gap else "")
+                + (": not told apart, under 2 s.e." if not_told_apart(moves[:1]) else "") if gap else "")
         lines.append(f"input moves: {len(moves) - 1}, each finetuned {sel['moves']['steps']} steps; "
                      + (f"wrote move {best} (held-out {metric} {moves[best]['holdout']:.2f} against the pick's "
                         f"{moves[0]['holdout']:.2f}{lead})" if best else

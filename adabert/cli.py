@@ -236,9 +236,7 @@ def format_search_summary(summary: dict, output_dir: Path) -> str:
         gap = moves[0].get("behind_best")
         lead = (f"; lead {gap['lead']:.2f}, paired s.e. {gap['se']:.2f}"
                 + (": not told apart, under 2 s.e." if not_told_apart(moves[:1]) else "") if gap else "")
-        seeds = sel["moves"].get("seeds", 1)
-        runs = f" with {seeds} seeds (held-out: their mean)" if seeds > 1 else ""
-        lines.append(f"input moves: {len(moves) - 1}, each finetuned {sel['moves']['steps']} steps{runs}; "
+        lines.append(f"input moves: {len(moves) - 1}, each finetuned {sel['moves']['steps']} steps; "
                      + (f"wrote move {best} (held-out {metric} {moves[best]['holdout']:.2f} against the pick's "
                         f"{moves[0]['holdout']:.2f}{lead})" if best else
                         f"kept the pick (held-out {metric} {moves[0]['holdout']:.2f}; the moves' best "

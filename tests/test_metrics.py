@@ -55,22 +55,6 @@ def test_paired_difference_is_the_lead_and_its_bootstrap_standard_error():
     assert lead2 == pytest.approx(lead) and se2 == pytest.approx(se, rel=0.15)
 
 
-def test_paired_difference_of_models_given_as_several_runs_compares_their_mean_metrics():
-    sst2, n = get_task("sst2"), 400
-    gold = np.arange(n) % 2
-    right = np.eye(2)[gold]
-    wrong = right.copy()
-    wrong[:40] = right[:40, ::-1]  # misses 40 rows: 90%
-    worse = right.copy()
-    worse[:120] = right[:120, ::-1]  # misses 120 rows: 70%
-    lead, se = paired_difference(sst2, [right, wrong], [worse, worse], gold, draws=1000)
-    assert lead == pytest.approx((100.0 + 90.0) / 2 - 70.0)  # mean of the runs' accuracies, not one run's
-    assert paired_difference(sst2, [right, wrong], worse, gold, draws=10)[0] == pytest.approx(lead)
-    assert 0 < se < paired_difference(sst2, right, worse, gold, draws=1000)[1]  # the shared rows cancel in part
-    assert paired_difference(sst2, [right], [wrong], gold, draws=200) == paired_difference(sst2, right, wrong, gold,
-                                                                                             draws=200)
-
-
 def test_paired_difference_of_a_regression_metric():
     stsb, rng = get_task("stsb"), np.random.default_rng(0)
     gold = rng.uniform(0, 5, 300)

@@ -6,7 +6,6 @@ import re
 import shutil
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 from conftest import run_cli, teacher_and_probes, write_word_order
@@ -217,19 +216,6 @@ def test_input_moves_finetune_the_pick_and_each_move_and_write_the_best(searched
     assert [e.value for e in acc.Scalars("select/moves_finetuned_holdout")] == pytest.approx(
         [m["holdout"] for m in moves])
     assert any(t.startswith("select/moves") for t in acc.Tags()["tensors"])
-    # resumed with two finetune seeds per move: the first seed's runs are reused, each score is the mean of two
-    seeded = _searcher(tiny_teacher, tiny_probes, sst2_dir, out, **SELECT, move_steps=24, move_seeds=2).run(resume=True)
-    moves2 = seeded["selection"]["moves"]
-    assert moves2["seeds"] == 2 and "with 2 seeds (their mean)" in seeded["selection"]["rule"]
-    for i, (one, two) in enumerate(zip(moves, moves2["candidates"])):
-        assert two["holdout_seeds"][0] == one["holdout"]  # seed 0's run, reused
-        assert two["holdout"] == pytest.approx(np.mean(two["holdout_seeds"]))
-        second = json.loads((out / "moves" / f"candidate-{i}-seed-1" / "meta.json").read_text())["config"]
-        assert second["seed"] == 1
-    best2 = max(range(len(moves)), key=lambda i: (moves2["candidates"][i]["holdout"], -i))
-    assert moves2["best"] == best2 and load_arch(out / "arch.json").genotype() == moves[best2]["genotype"]
-    assert all("behind_best" in c for i, c in enumerate(moves2["candidates"]) if i != best2)
-    assert "each finetuned 24 steps with 2 seeds (held-out: their mean); " in format_search_summary(seeded, out)
 
 
 def test_a_finished_search_started_afresh_is_no_longer_up_to_date(searched, tiny_teacher, tiny_probes, sst2_dir,
@@ -439,6 +425,8 @@ def test_restarts_need_a_selection(tiny_teacher, tiny_probes, sst2_dir, tmp_path
 def test_augmented_copies_train_the_weights_of_their_own_rows_only(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
     """With `--augment`, the weight rows gain the copies of their own examples; the rows that measure the choices
     (and their copies) stay out of the weights' training, and each row keeps its label and teacher logits."""
+    import numpy as np
+
     from adabert.core.fileio import read_json
     from adabert.teacher.augment import AugmentConfig, load_augmented, run_augment
 

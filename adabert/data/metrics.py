@@ -3,8 +3,6 @@ per-class report (precision, recall, F1, confusion counts)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from adabert.data.tasks import TaskSpec
@@ -86,25 +84,17 @@ def metric(task: TaskSpec, name: str, pred: np.ndarray, gold: np.ndarray) -> flo
     return 100.0 * fns[name]()
 
 
-def paired_difference(task: TaskSpec, logits_a: np.ndarray | Sequence[np.ndarray],
-                      logits_b: np.ndarray | Sequence[np.ndarray], gold: np.ndarray, draws: int = 500,
-                      seed: int = 0) -> tuple[float, float]:
+def paired_difference(task: TaskSpec, logits_a: np.ndarray, logits_b: np.ndarray, gold: np.ndarray,
+                      draws: int = 500, seed: int = 0) -> tuple[float, float]:
     """How far model a leads model b on the task's main metric over the same N examples, and how sure that is:
     (m(a) - m(b), s.e.), both in percent, where the standard error is the std of m(a)[r] - m(b)[r] over `draws`
     paired bootstrap resamples r of the N rows (the same rows for both models, so the error both make on a row
-    cancels). A lead under about 2 s.e. is within the sampling error of an evaluation of this size. A model given as
-    a sequence of logits [N, C] (runs of it, e.g. finetune seeds) scores the mean of its runs' metrics."""
-    m = task.main_metric
-    runs_a, runs_b = ([predictions(task, x) for x in ([logits] if isinstance(logits, np.ndarray) else logits)]
-                      for logits in (logits_a, logits_b))
-
-    def score(runs: list[np.ndarray], r: np.ndarray | slice) -> float:
-        return float(np.mean([metric(task, m, p[r], gold[r]) for p in runs]))
-
+    cancels). A lead under about 2 s.e. is within the sampling error of an evaluation of this size."""
+    m, a, b = task.main_metric, predictions(task, logits_a), predictions(task, logits_b)
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, len(gold), size=(draws, len(gold)))
-    diffs = [score(runs_a, r) - score(runs_b, r) for r in rows]
-    return score(runs_a, slice(None)) - score(runs_b, slice(None)), float(np.std(diffs))
+    diffs = [metric(task, m, a[r], gold[r]) - metric(task, m, b[r], gold[r]) for r in rows]
+    return metric(task, m, a, gold) - metric(task, m, b, gold), float(np.std(diffs))
 
 
 def teacher_agreement(task: TaskSpec, student_logits: np.ndarray, teacher_logits: np.ndarray) -> float:

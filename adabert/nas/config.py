@@ -13,8 +13,7 @@ from adabert.students.config import TRAIN_BF16_HELP
 
 CostUnit = Literal["params", "flops", "latency_ms"]
 COST_UNITS = get_args(CostUnit)
-# settings applied after the supernet is trained
-SELECTION_FIELDS = ("select_top", "select_steps", "move_steps", "move_seeds")
+SELECTION_FIELDS = ("select_top", "select_steps", "move_steps")  # settings applied after the supernet is trained
 RUN_FIELDS = ("restarts",)  # settings of the whole run, not of one search (`adabert.nas.restarts`)
 
 
@@ -39,9 +38,8 @@ class SearchConfig:
     move_steps: N > 0 then finetunes the pick and each of its input moves (`arch.input_moves`: the same ops, one
     edge reading another node, so the same cost) N steps each from the supernet's weights and writes the best on
     held-out (ties: the pick). A short finetune cannot tell such cells apart while a full one can (docs/results.md,
-    forty-first session), hence a step count of its own. move_seeds: each of them finetuned with N seeds (the search's
-    seed and the next N - 1), the mean of their held-out scores compared.
-    The select_* and move_* settings do not change the supernet: a finished search resumed with other values
+    forty-first session), hence a step count of its own.
+    The select_* and move_steps settings do not change the supernet: a finished search resumed with other values
     reuses it.
     restarts: N > 1 runs N searches with seeds seed .. seed + N - 1 (each as with --restarts 1, in OUT/seed-S) and
     writes the pick with the best selection score among them (`adabert.nas.restarts`), or, when beta prices cost,
@@ -89,8 +87,6 @@ class SearchConfig:
     move_steps: int = option(0, "then finetune the selection's pick and each of its input moves (the same ops, one "
                                 "edge reading another node: the same cost) N steps from the supernet's weights and "
                                 "write the best on held-out (0: off)")
-    move_seeds: int = option(1, "finetune each input move with N seeds and compare their mean held-out score (one "
-                                "finetune seed moves a score about as much as one-edge neighbours differ)")
     restarts: int = option(1, "run N searches with seeds SEED .. SEED + N - 1 and write the pick with the best "
                               "selection score of all, or, when --beta prices cost, the cheapest pick held-out does "
                               "not tell from it (N times the time; needs --select-top >= 2)")
@@ -100,8 +96,7 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         require_positive_ints(self, "epochs", "batch_size", "max_length", "evals", "checkpoint_every",
-                              "log_every", "estimate_window", "select_top", "select_steps", "move_seeds",
-                              "restarts")
+                              "log_every", "estimate_window", "select_top", "select_steps", "restarts")
         require_non_negative(self, "min_steps", "move_steps")
         require_fraction(self, "gamma", 0, 1, closed_high=True)
         require_fraction(self, "warmup", 0, 1)

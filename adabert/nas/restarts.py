@@ -11,7 +11,7 @@ supernet) is best, ties to the lower seed: with a target (or beta 0), the same a
 of every restart. When beta prices cost, each restart writes the cheapest candidate held-out does not tell from its
 best (`select.cheapest_not_told_apart`), and the restarts' picks are compared by the same rule: the cheapest of the
 best-scored pick and the picks it does not lead by 2 paired standard errors on the held-out rows (each pick's
-finetuned student is in OUT/seed-S/select/candidate-i, or OUT/seed-S/moves/candidate-i: `pick_folders`).
+finetuned student is in OUT/seed-S/select/candidate-i, or OUT/seed-S/moves/candidate-i: `pick_folder`).
 OUT/checkpoint.safetensors is a hard link to the chosen supernet, so `finetune --inherit` and `adabert study` find
 it beside arch.json as after a single search.
 """
@@ -38,15 +38,12 @@ from adabert.nas.search_space import SearchSpace
 from adabert.teacher.bundle import TaskBundle
 
 
-def pick_folders(run: Path, selection: dict) -> list[Path]:
-    """Where a search run's written student was finetuned: the best of its input moves (`--move-steps`; one folder
-    per `--move-seeds`), or its selection's pick."""
-    from adabert.nas.select import run_folders
-
+def pick_folder(run: Path, selection: dict) -> Path:
+    """Where a search run's written student was finetuned: the best of its input moves (`--move-steps`), or its
+    selection's pick."""
     if "moves" in selection:
-        moves = selection["moves"]
-        return run_folders(run / "moves", moves["best"], moves.get("seeds", 1))
-    return [run / "select" / f"candidate-{selection['candidate']}"]
+        return run / "moves" / f"candidate-{selection['moves']['best']}"
+    return run / "select" / f"candidate-{selection['candidate']}"
 
 
 class RestartSearch:
@@ -135,7 +132,7 @@ class RestartSearch:
 
         picks = [{"holdout": r["finetuned_holdout"]} for r in records]
         if distributed.is_main():  # as in one selection, rank 0 measures the leads and every process writes its pick
-            folders = [pick_folders(self.out / r["dir"], s["selection"]) for r, s in zip(records, summaries)]
+            folders = [pick_folder(self.out / r["dir"], s["selection"]) for r, s in zip(records, summaries)]
             separate_best(best, picks, folders, self.bundle, self.cfg.max_length, self.device, "restart")
         for record, pick in zip(records, picks):
             if "behind_best" in pick:

@@ -447,16 +447,14 @@ class Searcher:
         if len(archs) == 1:
             return pick, selection
         ft = selection_finetune(self.cfg, self.cfg.move_steps)
-        seeds = self.cfg.move_seeds
-        best, records = select_by_finetune(archs, self.bundle, ft, self.out / "moves", self.device, self.checkpoint,
-                                           seeds)
+        best, records = select_by_finetune(archs, self.bundle, ft, self.out / "moves", self.device, self.checkpoint)
         cost = self.cost_model.arch_cost(pick)  # the same ops: the same cost
         for record in records:
             record["cost"] = cost
         selection["rule"] += (f"; then the best on held-out of it and its {len(archs) - 1} input moves (the same ops, "
                               f"one edge reading another node), each finetuned {ft.steps} steps from the supernet's "
-                              "weights" + (f" with {seeds} seeds (their mean)" if seeds > 1 else ""))
-        selection["moves"] = {"steps": ft.steps, "seeds": seeds, "best": best, "candidates": records}
+                              "weights")
+        selection["moves"] = {"steps": ft.steps, "best": best, "candidates": records}
         selection["finetuned_holdout"] = records[best]["holdout"]
         if best:
             log.info("select: wrote input move %d (held-out %.2f against the pick's %.2f after %d steps; paired "

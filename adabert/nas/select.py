@@ -20,7 +20,6 @@ resumes where it stopped.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,45 +45,25 @@ def selection_finetune(search: SearchConfig, steps: int) -> FinetuneConfig:
 
 
 def select_by_finetune(candidates: list[Arch], bundle: TaskBundle, cfg: FinetuneConfig, out: Path,
-                       device: torch.device, supernet: Path | None = None, seeds: int = 1) -> tuple[int, list[dict]]:
-    """Finetune every candidate with `cfg` (from the search checkpoint `supernet` when `cfg.inherit`), once per seed
-    cfg.seed .. cfg.seed + seeds - 1; return (index of the best held-out score, one record per candidate). With
-    several seeds a candidate's score is the mean of its runs' held-out scores (`holdout`; each run's in
-    `holdout_seeds`): a finetune seed moves one held-out score by about as much as one-edge neighbours differ."""
+                       device: torch.device, supernet: Path | None = None) -> tuple[int, list[dict]]:
+    """Finetune every candidate with `cfg` (from the search checkpoint `supernet` when `cfg.inherit`); return
+    (index of the best held-out score, one record per candidate)."""
     metric = bundle.task.main_metric
     records = []
     for i, arch in enumerate(candidates):
         path = out / f"candidate-{i}.json"
         save_arch(arch, path)
-        scores = []
-        for folder, run_cfg in zip(run_folders(out, i, seeds), seed_configs(cfg, seeds)):
-            with quiet_info():  # one line per candidate below, not its finetune's own log
-                m = finetune_student(path, bundle, run_cfg, folder, device, resume="auto", supernet=supernet)
-            scores.append(m["best_holdout"])
-        record = {"genotype": arch.genotype(), "holdout": float(np.mean(scores)), "params": m["params"]}
-        if seeds > 1:
-            record["holdout_seeds"] = scores
-        records.append(record)
+        with quiet_info():  # one line per candidate below, not its finetune's own log
+            m = finetune_student(path, bundle, cfg, out / f"candidate-{i}", device, resume="auto", supernet=supernet)
+        records.append({"genotype": arch.genotype(), "holdout": m["best_holdout"], "params": m["params"]})
         trained = f"{cfg.steps} steps" if cfg.steps else f"{cfg.epochs} epoch(s)"
-        runs = f" (mean of {seeds} seeds: {', '.join(f'{x:.2f}' for x in scores)})" if seeds > 1 else ""
-        log.info("select: candidate %d/%d held-out %s %.2f%s after %s | %s", i + 1, len(candidates), metric,
-                 record["holdout"], runs, trained, arch.genotype())
+        log.info("select: candidate %d/%d held-out %s %.2f after %s | %s", i + 1, len(candidates), metric,
+                 m["best_holdout"], trained, arch.genotype())
     best = max(range(len(records)), key=lambda i: (records[i]["holdout"], -i))
     if distributed.is_main():  # the candidates' folders are written by rank 0 alone (as arch.json is)
-        separate_best(best, records, [run_folders(out, i, seeds) for i in range(len(candidates))], bundle,
+        separate_best(best, records, [out / f"candidate-{i}" for i in range(len(candidates))], bundle,
                       cfg.max_length, device)
     return best, records
-
-
-def run_folders(out: Path, candidate: int, seeds: int) -> list[Path]:
-    """Where candidate i's finetunes are saved: OUT/candidate-i for the first seed (so a search resumed with more
-    seeds reuses it), OUT/candidate-i-seed-r for the r-th further one."""
-    return [out / f"candidate-{candidate}", *(out / f"candidate-{candidate}-seed-{r}" for r in range(1, seeds))]
-
-
-def seed_configs(cfg: FinetuneConfig, seeds: int) -> list[FinetuneConfig]:
-    """`cfg` with seeds cfg.seed .. cfg.seed + seeds - 1."""
-    return [replace(cfg, seed=cfg.seed + r) for r in range(seeds)]
 
 
 def not_told_apart(records: list[dict]) -> list[int]:
@@ -101,20 +80,17 @@ def cheapest_not_told_apart(best: int, records: list[dict], costs: list[float]) 
     return min([best, *not_told_apart(records)], key=lambda i: (costs[i], -records[i]["holdout"], i))
 
 
-def separate_best(best: int, records: list[dict], folders: list[list[Path]], bundle: TaskBundle, max_length: int,
+def separate_best(best: int, records: list[dict], folders: list[Path], bundle: TaskBundle, max_length: int,
                   device: torch.device, noun: str = "candidate") -> None:
     """Add to each other candidate's record how far the held-out best (`best`) leads it and the paired bootstrap
-    standard error of that lead (`paired_difference`, over the held-out rows; a candidate with several runs scores
-    the mean of their metrics), and say which leads are within 2 s.e.: a lead under that was not told apart from
-    noise by this held-out slice. Candidate i is the student(s) saved in folders[i]; the log calls it `noun` i + 1."""
+    standard error of that lead (`paired_difference`, over the held-out rows), and say which leads are within 2
+    s.e.: a lead under that was not told apart from noise by this held-out slice. Candidate i is the student
+    saved in folders[i]; the log calls it `noun` i + 1."""
     holdout, enc = bundle.data.holdout, bundle.encoded("holdout", max_length)
 
-    def logits(i: int) -> list[np.ndarray]:
-        runs = []
-        for folder in folders[i]:
-            student, _ = Student.from_pretrained(folder)
-            runs.append(student_logits(student.to(device), enc, device).float().cpu().numpy())
-        return runs
+    def logits(i: int) -> np.ndarray:
+        student, _ = Student.from_pretrained(folders[i])
+        return student_logits(student.to(device), enc, device).float().cpu().numpy()
 
     top = logits(best)
     for i, record in enumerate(records):

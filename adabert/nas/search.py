@@ -456,7 +456,7 @@ class Searcher:
                               "weights")
         selection["moves"] = {"steps": ft.steps, "best": best, "candidates": records}
         selection["finetuned_holdout"] = records[best]["holdout"]
-        if best:
+        if best and distributed.is_main():  # the leads are measured by rank 0 alone (`select_by_finetune`)
             log.info("select: wrote input move %d (held-out %.2f against the pick's %.2f after %d steps; paired "
                      "s.e. of the lead %.2f) | %s", best, records[best]["holdout"], records[0]["holdout"], ft.steps,
                      records[0]["behind_best"]["se"], archs[best].genotype())

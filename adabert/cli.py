@@ -61,6 +61,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--holdout-fraction", type=float, default=0.1,
                    help="share of train held out for model selection (default: 0.1); dev is reported once")
     g.add_argument("--holdout-max", type=int, default=2000, help="cap on the held-out size (default: 2000)")
+    g.add_argument("--holdout-split", default="random",
+                   help="random (default): a random slice of train; disjoint: whole texts that no other row holds, "
+                        "with every row inside them left out of the fit split (for treebank-style sets such as "
+                        "SST-2, whose rows include every sub-phrase of a sentence: a random slice is mostly text the "
+                        "fit split holds, and ranks models by recall)")
     g.add_argument("--holdout-seed", type=int, default=0,
                    help="seed of the held-out split (default: 0); kept apart from --seed so that runs with other "
                         "training seeds share one split and the cached teacher outputs")
@@ -139,7 +144,8 @@ def _load_data(args: argparse.Namespace):
             raise AdabertError(f"--data-dir: required for GLUE task {task.name} (the folder with "
                                f"{task.train_file} and {task.dev_file})")
         data_dir = args.data_dir
-    return load_task_data(task, data_dir, args.holdout_fraction, args.holdout_max, args.holdout_seed)
+    return load_task_data(task, data_dir, args.holdout_fraction, args.holdout_max, args.holdout_seed,
+                          args.holdout_split)
 
 
 def _bundle(args: argparse.Namespace, data):

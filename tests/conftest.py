@@ -70,6 +70,30 @@ def write_sst2(folder: Path, n_train: int = 240, n_dev: int = 80, seed: int = 0)
     return _write_splits(folder, "sentence\tlabel", row, (n_train, n_dev), seed)
 
 
+def treebank_rows(rng: random.Random, n_sentences: int) -> list[tuple[str, int]]:
+    """SST-style (text, label) rows: each toy sentence, then each of its prefixes and suffixes of two or more words
+    with the sentence's label (SST-2's training file holds every constituent phrase of a sentence as a row)."""
+    rows = []
+    for _ in range(n_sentences):
+        label = rng.randint(0, 1)
+        words = (toy_sentence(rng, label) + " " + " ".join(rng.choice(FILLER) for _ in range(3))).split()
+        rows.append((" ".join(words), label))
+        rows += [(" ".join(words[:k]), label) for k in range(2, len(words))]
+        rows += [(" ".join(words[k:]), label) for k in range(1, len(words) - 1)]
+    return rows
+
+
+def write_sst2_phrases(folder: Path, n_sentences: int = 40, n_dev: int = 80, seed: int = 0) -> Path:
+    """SST-2 layout whose training rows are `treebank_rows`; dev holds whole sentences."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    train = [f"{t} \t{y}" for t, y in treebank_rows(rng, n_sentences)]
+    dev = [f"{toy_sentence(rng, y)} \t{y}" for y in (rng.randint(0, 1) for _ in range(n_dev))]
+    for name, rows in (("train.tsv", train), ("dev.tsv", dev)):
+        (folder / name).write_text("\n".join(["sentence\tlabel"] + rows) + "\n", encoding="utf-8")
+    return folder
+
+
 def write_mrpc(folder: Path, n_train: int = 120, n_dev: int = 40, seed: int = 0) -> Path:
     """MRPC layout: BOM header, label first, two ID columns, two sentences; label = same sentiment."""
     def row(rng: random.Random, i: int) -> str:

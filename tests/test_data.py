@@ -1,9 +1,11 @@
+import random
+
 import numpy as np
 import pytest
-from conftest import run_cli, save_tiny_bert
+from conftest import run_cli, save_tiny_bert, treebank_rows
 
 from adabert.core.errors import AdabertError
-from adabert.data.dataset import holdout_split, infer_labels, load_task_data, read_split
+from adabert.data.dataset import disjoint_holdout_split, holdout_split, infer_labels, load_task_data, read_split
 from adabert.data.encoding import batch_indices, encode_joint, encode_separate, epoch_batches
 from adabert.data.tasks import custom_task, get_task
 
@@ -70,6 +72,40 @@ def test_holdout_split_is_deterministic_and_disjoint():
     assert not set(a_train) & set(a_hold) and len(a_train) + len(a_hold) == 1000
     assert len(holdout_split(100000, 0.1, 2000, 0)[1]) == 2000
     assert not np.array_equal(holdout_split(1000, 0.1, 2000, seed=4)[1], a_hold)
+
+
+def test_disjoint_holdout_holds_whole_texts_and_drops_what_they_contain():
+    texts = [(t,) for t, _ in treebank_rows(random.Random(0), 60)]
+    fit, held = disjoint_holdout_split(texts, 0.25, 2000, seed=1)
+    assert np.array_equal((fit, held)[1], disjoint_holdout_split(texts, 0.25, 2000, seed=1)[1])
+    assert len(held) == 15 and not set(fit) & set(held)
+    padded = [f" {t[0]} " for t in texts]
+    for h in held:  # a whole text: no other row holds it
+        assert not any(padded[h] in padded[j] and padded[j] != padded[h] for j in range(len(texts)))
+    for i in fit:  # no fit row lies inside a held-out text
+        assert not any(padded[i] in padded[h] for h in held)
+    # the random split of the same rows is mostly text that the fit split holds inside a longer row
+    r_fit, r_held = holdout_split(len(texts), 0.25, 2000, seed=1)
+    inside = [any(padded[h] in padded[i] for i in r_fit) for h in r_held]
+    assert np.mean(inside) > 0.5
+    assert not np.array_equal(disjoint_holdout_split(texts, 0.25, 2000, seed=2)[1], held)
+
+
+def test_disjoint_holdout_on_flat_data_is_random_less_duplicates():
+    texts = [(f"sentence number {i}", f"other side {i % 7}") for i in range(200)]
+    texts.append(("sentence number 3", "other side 3"))
+    fit, held = disjoint_holdout_split(texts, 0.1, 2000, seed=0)
+    assert len(held) == 20 and len(fit) + len(held) in (200, 201)  # the duplicate of row 3 leaves only with row 3
+    assert (3 in held) == (200 not in fit)
+    with pytest.raises(AdabertError, match="--holdout-fraction"):
+        disjoint_holdout_split(texts, 1.5, 2000, seed=0)
+
+
+def test_holdout_split_kind_is_checked_and_fingerprinted(sst2_dir):
+    random, disjoint = (load_task_data(get_task("sst2"), sst2_dir, holdout_kind=k) for k in ("random", "disjoint"))
+    assert random.fingerprint != disjoint.fingerprint
+    with pytest.raises(AdabertError, match="--holdout-split: expected one of random, disjoint"):
+        load_task_data(get_task("sst2"), sst2_dir, holdout_kind="sentences")
 
 
 def test_load_task_data_fingerprint_changes_with_content(sst2_dir, tmp_path):

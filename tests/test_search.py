@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import run_cli, teacher_and_probes, write_word_order
+from conftest import run_cli, teacher_and_probes, write_sst2_phrases, write_word_order
 
 from adabert.data.dataset import load_task_data
 from adabert.data.tasks import get_task
@@ -455,3 +455,19 @@ def test_augmented_copies_train_the_weights_of_their_own_rows_only(tiny_teacher,
     restarts = RestartSearch(bundle, load_search_space("tiny"), SearchConfig(**{**TOY, **SELECT, "restarts": 2}),
                              tmp_path / "r", torch.device("cpu"))
     assert restarts.inputs == s.inputs  # the pick of restarts is redone for new augmented text too
+
+
+def test_disjoint_split_keeps_the_text_of_estimate_and_held_out_rows_from_the_weights(tiny_base, tmp_path):
+    """`--holdout-split disjoint` on phrase-structured rows: the choices are measured, and the selection scores, on
+    whole texts none of whose phrases the supernet's weights trained on; the search runs on that cut."""
+    data = load_task_data(get_task("sst2"), write_sst2_phrases(tmp_path / "SST-2"), 0.2, 2000, 0, "disjoint")
+    teacher, probes = teacher_and_probes(tiny_base, data, tmp_path, epochs=1)
+    s = Searcher(TaskBundle(data, teacher, probes), load_search_space("tiny"), SearchConfig(**{**TOY, "epochs": 2}),
+                 tmp_path / "s", torch.device("cpu"))
+    fit = [f" {t[0]} " for t in data.fit.texts]
+    weights = [fit[i] for i in s.w_rows]
+    assert len(s.e_rows) >= 4 and not set(s.w_rows) & set(s.e_rows)
+    assert len(s.w_rows) + len(s.e_rows) < len(fit)  # the phrases of estimate rows are in neither part
+    for text in [fit[i] for i in s.e_rows] + [f" {t[0]} " for t in data.holdout.texts]:
+        assert not any(w in text for w in weights)
+    assert s.run()["arch"]

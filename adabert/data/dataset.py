@@ -193,6 +193,7 @@ class TaskData:
     train_idx: np.ndarray
     holdout_idx: np.ndarray
     fingerprint: str
+    holdout_kind: str = "random"
 
     @property
     def fit(self) -> Dataset:
@@ -216,6 +217,69 @@ def holdout_split(n: int, fraction: float, max_size: int, seed: int) -> tuple[np
     return np.sort(perm[size:]), np.sort(perm[:size])
 
 
+HOLDOUT_SPLITS = ("random", "disjoint")
+
+
+def _text_key(text: tuple[str, ...]) -> str:
+    """An example's text as lower-cased word tokens joined by single spaces, a pair's two sides apart by U+241E."""
+    return " \u241e ".join(" ".join(side.lower().split()) for side in text)
+
+
+def disjoint_holdout_split(texts: list[tuple[str, ...]], fraction: float, max_size: int, seed: int | list[int],
+                           what: str = "held-out split") -> tuple[np.ndarray, np.ndarray]:
+    """A held-out slice that shares no text with the fit split: (fit, held-out) index arrays, both sorted.
+
+    Treebank-derived sets (SST-2) hold every sub-phrase of a sentence as its own row, so a random slice is mostly
+    text the fit split already holds inside a longer row (89% of SST-2's default slice), and its score measures
+    recall of training text rather than generalisation. Here the held-out rows are whole texts, rows whose text
+    (as word tokens) lies inside no other row's, drawn in the order of a permutation from `seed`;
+    size = min(max_size, round(fraction * number of whole texts)). Every other row whose text lies inside a
+    held-out text (its sub-phrases, its duplicates) leaves the fit split. On data without nested rows this is the
+    random split less exact duplicates of held-out rows. `what` names the split in the log line.
+    """
+    if not 0 < fraction < 1:
+        raise AdabertError(f"--holdout-fraction: expected a number in (0, 1), got {fraction}")
+    n = len(texts)
+    if n < 2:
+        return np.arange(n), np.arange(0)
+    keys = [_text_key(t) for t in texts]
+    tokens = [k.split(" ") for k in keys]
+    postings: dict[str, list[int]] = {}
+    for i, toks in enumerate(tokens):
+        for t in set(toks):
+            postings.setdefault(t, []).append(i)
+
+    def inside_another(i: int) -> bool:
+        rarest = min(set(tokens[i]), key=lambda t: len(postings[t]))
+        padded = f" {keys[i]} "
+        return any(keys[j] != keys[i] and padded in f" {keys[j]} " for j in postings[rarest])
+
+    whole = [i for i in range(n) if not inside_another(i)]
+    first_of_key: dict[str, int] = {}
+    for i in whole:
+        first_of_key.setdefault(keys[i], i)
+    candidates = np.array(sorted(first_of_key.values()))
+    size = max(1, min(max_size, int(round(len(candidates) * fraction))))
+    held = np.sort(np.random.default_rng(seed).permutation(candidates)[:size])
+    held_postings: dict[str, list[int]] = {}
+    for i in held:
+        for t in set(tokens[i]):
+            held_postings.setdefault(t, []).append(int(i))
+    held_set = set(held.tolist())
+
+    def inside_held(i: int) -> bool:
+        lists = [held_postings.get(t) for t in set(tokens[i])]
+        if any(x is None for x in lists):
+            return False
+        padded = f" {keys[i]} "
+        return any(padded in f" {keys[j]} " for j in min(lists, key=len))
+
+    fit = np.array([i for i in range(n) if i not in held_set and not inside_held(i)], dtype=np.int64)
+    log.info("%s: %d whole texts of %d rows held out; %d rows inside them left out of the rest", what, len(held), n,
+             n - len(held) - len(fit))
+    return fit, held
+
+
 def file_paths(task: TaskSpec, data_dir: Path | None) -> tuple[Path, Path]:
     """Paths of the train and dev files: inside `data_dir` for GLUE tasks, as given for custom ones."""
     if data_dir is None:
@@ -227,11 +291,20 @@ def file_paths(task: TaskSpec, data_dir: Path | None) -> tuple[Path, Path]:
 
 
 def load_task_data(task: TaskSpec, data_dir: Path | None, holdout_fraction: float = 0.1,
-                   holdout_max: int = 2000, seed: int = 0) -> TaskData:
-    """Read train and dev, and split the held-out slice off train (it depends on the seed, not on order of use)."""
+                   holdout_max: int = 2000, seed: int = 0, holdout_kind: str = "random") -> TaskData:
+    """Read train and dev, and split the held-out slice off train (it depends on the seed, not on order of use):
+    `holdout_kind` "random" (`holdout_split`) or "disjoint" (`disjoint_holdout_split`)."""
+    if holdout_kind not in HOLDOUT_SPLITS:
+        raise AdabertError(f"--holdout-split: expected one of {', '.join(HOLDOUT_SPLITS)}, got {holdout_kind!r}")
     train_path, dev_path = file_paths(task, data_dir)
     train = read_split(task, train_path, "train")
     dev = read_split(task, dev_path, "dev")
-    train_idx, holdout_idx = holdout_split(len(train), holdout_fraction, holdout_max, seed)
-    fp = hash_files([train_path, dev_path], extra=hash_obj([task.describe(), holdout_fraction, holdout_max, seed]))
-    return TaskData(task, train, dev, train_idx, holdout_idx, fp)
+    if holdout_kind == "disjoint":
+        train_idx, holdout_idx = disjoint_holdout_split(train.texts, holdout_fraction, holdout_max, seed)
+    else:
+        train_idx, holdout_idx = holdout_split(len(train), holdout_fraction, holdout_max, seed)
+    # the random split's fingerprint leaves the kind out, so runs made before the option keep matching
+    kind = [holdout_kind] if holdout_kind != "random" else []
+    fp = hash_files([train_path, dev_path],
+                    extra=hash_obj([task.describe(), holdout_fraction, holdout_max, seed, *kind]))
+    return TaskData(task, train, dev, train_idx, holdout_idx, fp, holdout_kind)

@@ -1,6 +1,8 @@
 """`adabert search`: single-path architecture search with per-choice loss estimates.
 
-The fit split is cut once into a weight part (1 - estimate_fraction) and an estimate part. Per step:
+The fit split is cut once into a weight part (1 - estimate_fraction) and an estimate part (with `--holdout-split
+disjoint`, as the held-out slice is cut: estimate rows are whole texts, and the rows inside them are no weight rows).
+Per step:
 1. draw a path, one op per edge: uniformly during the warm-up and for an `explore` share of the later steps
    (fair training of every op), else from softmax(alpha / tau) with the Gumbel-max trick, tau annealed;
 2. run all Kmax cells of that path on a weight batch and train the weights on the mean over k of every depth's
@@ -40,6 +42,7 @@ from adabert.core.losses import depth_losses, efficiency_penalty
 from adabert.core.runtime import autocast, log, summary_level, warn_if_emulated_bf16
 from adabert.core.schedule import eval_points
 from adabert.core.trainer import StageState, Trainee, Trainer
+from adabert.data.dataset import disjoint_holdout_split
 from adabert.data.encoding import batched_logits, epoch_batches, student_batch
 from adabert.data.metrics import task_metrics
 from adabert.nas.arch import Arch, derive, input_moves, random_arch, save_arch, validate_arch_json
@@ -106,15 +109,19 @@ class Searcher:
         self.opt_w = torch.optim.AdamW(self.model.weight_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.opt_a = torch.optim.SGD(self.model.arch_parameters(), lr=cfg.alpha_lr)
         n_fit = len(self.fit_idx)
-        perm = np.random.default_rng([cfg.seed, 7]).permutation(n_fit)
-        n_est = max(1, int(round(cfg.estimate_fraction * n_fit)))
         self.lengths = self.enc.lengths()
-        self.w_rows = np.sort(perm[n_est:])
+        if data.holdout_kind == "disjoint":  # estimate rows share no text with the weight rows, as held-out with fit
+            self.w_rows, est = disjoint_holdout_split(bundle.split("fit", cfg.train_limit).texts, cfg.estimate_fraction,
+                                                      n_fit, [cfg.seed, 7], "search: estimate rows")
+        else:
+            perm = np.random.default_rng([cfg.seed, 7]).permutation(n_fit)
+            n_est = max(1, int(round(cfg.estimate_fraction * n_fit)))
+            self.w_rows, est = np.sort(perm[n_est:]), perm[:n_est]
         if augmented is not None:  # the weights also train on the copies of their own rows, never of estimate rows
             copies = np.flatnonzero(np.isin(augmented.source, self.w_rows))
             log.info("search: %d weight rows + %d augmented copies of them", len(self.w_rows), len(copies))
             self.w_rows = np.concatenate([self.w_rows, n_fit + copies])
-        self.e_rows = perm[:n_est][np.argsort(self.lengths[perm[:n_est]], kind="stable")]
+        self.e_rows = est[np.argsort(self.lengths[est], kind="stable")]
         self.steps_per_epoch = math.ceil(len(self.w_rows) / cfg.batch_size)
         self.epochs = cfg.epochs_for(self.steps_per_epoch)
         if self.epochs > cfg.epochs:

@@ -77,8 +77,9 @@ def test_holdout_split_is_deterministic_and_disjoint():
 def test_disjoint_holdout_holds_whole_texts_and_drops_what_they_contain():
     texts = [(t,) for t, _ in treebank_rows(random.Random(0), 60)]
     fit, held = disjoint_holdout_split(texts, 0.25, 2000, seed=1)
-    assert np.array_equal((fit, held)[1], disjoint_holdout_split(texts, 0.25, 2000, seed=1)[1])
-    assert len(held) == 15 and not set(fit) & set(held)
+    assert np.array_equal(held, disjoint_holdout_split(texts, 0.25, 2000, seed=1)[1])
+    assert 8 <= len(held) <= 25 and not set(fit) & set(held)  # about a quarter of the 60 sentences
+    assert len(disjoint_holdout_split(texts, 0.5, 4, seed=1)[1]) == 4
     padded = [f" {t[0]} " for t in texts]
     for h in held:  # a whole text: no other row holds it
         assert not any(padded[h] in padded[j] and padded[j] != padded[h] for j in range(len(texts)))

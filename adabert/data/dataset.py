@@ -231,53 +231,57 @@ def disjoint_holdout_split(texts: list[tuple[str, ...]], fraction: float, max_si
 
     Treebank-derived sets (SST-2) hold every sub-phrase of a sentence as its own row, so a random slice is mostly
     text the fit split already holds inside a longer row (89% of SST-2's default slice), and its score measures
-    recall of training text rather than generalisation. Here the held-out rows are whole texts, rows whose text
-    (as word tokens) lies inside no other row's, drawn in the order of a permutation from `seed`;
-    size = min(max_size, round(fraction * number of whole texts)). Every other row whose text lies inside a
-    held-out text (its sub-phrases, its duplicates) leaves the fit split. On data without nested rows this is the
-    random split less exact duplicates of held-out rows. `what` names the split in the log line.
+    recall of training text rather than generalisation. Here the held-out rows are the whole texts (rows whose
+    text, as word tokens, lies inside no other row's; one row per distinct text) among the first round(fraction * N)
+    rows of a permutation from `seed`, at most `max_size` of them. Every other row whose text lies inside a held-out
+    text (its sub-phrases, its duplicates) leaves the fit split. On data without nested rows this is the random
+    split less the duplicates of held-out rows. `what` names the split in the log line.
     """
     if not 0 < fraction < 1:
         raise AdabertError(f"--holdout-fraction: expected a number in (0, 1), got {fraction}")
     n = len(texts)
     if n < 2:
         return np.arange(n), np.arange(0)
-    keys = [_text_key(t) for t in texts]
-    tokens = [k.split(" ") for k in keys]
+    padded = [f" {_text_key(t)} " for t in texts]
+    tokens = [set(p.split()) for p in padded]
     postings: dict[str, list[int]] = {}
     for i, toks in enumerate(tokens):
-        for t in set(toks):
+        for t in toks:
             postings.setdefault(t, []).append(i)
 
-    def inside_another(i: int) -> bool:
-        rarest = min(set(tokens[i]), key=lambda t: len(postings[t]))
-        padded = f" {keys[i]} "
-        return any(keys[j] != keys[i] and padded in f" {keys[j]} " for j in postings[rarest])
+    def whole(i: int) -> bool:
+        rarest = min(tokens[i], key=lambda t: len(postings[t]))
+        return not any(padded[i] in padded[j] and padded[i] != padded[j] for j in postings[rarest])
 
-    whole = [i for i in range(n) if not inside_another(i)]
-    first_of_key: dict[str, int] = {}
-    for i in whole:
-        first_of_key.setdefault(keys[i], i)
-    candidates = np.array(sorted(first_of_key.values()))
-    size = max(1, min(max_size, int(round(len(candidates) * fraction))))
-    held = np.sort(np.random.default_rng(seed).permutation(candidates)[:size])
+    held: list[int] = []
+    seen: set[str] = set()
+    for i in np.random.default_rng(seed).permutation(n)[:max(1, int(round(fraction * n)))].tolist():
+        if padded[i] not in seen and whole(i):
+            held.append(i)
+            seen.add(padded[i])
+            if len(held) == max_size:
+                break
     held_postings: dict[str, list[int]] = {}
     for i in held:
-        for t in set(tokens[i]):
-            held_postings.setdefault(t, []).append(int(i))
-    held_set = set(held.tolist())
+        for t in tokens[i]:
+            held_postings.setdefault(t, []).append(i)
+    longest = max(len(padded[i]) for i in held)
 
     def inside_held(i: int) -> bool:
-        lists = [held_postings.get(t) for t in set(tokens[i])]
-        if any(x is None for x in lists):
+        if len(padded[i]) > longest:
             return False
-        padded = f" {keys[i]} "
-        return any(padded in f" {keys[j]} " for j in min(lists, key=len))
+        lists = []
+        for t in tokens[i]:
+            if t not in held_postings:
+                return False
+            lists.append(held_postings[t])
+        return any(padded[i] in padded[j] for j in min(lists, key=len))
 
+    held_set = set(held)
     fit = np.array([i for i in range(n) if i not in held_set and not inside_held(i)], dtype=np.int64)
     log.info("%s: %d whole texts of %d rows held out; %d rows inside them left out of the rest", what, len(held), n,
              n - len(held) - len(fit))
-    return fit, held
+    return fit, np.array(sorted(held), dtype=np.int64)
 
 
 def file_paths(task: TaskSpec, data_dir: Path | None) -> tuple[Path, Path]:

@@ -63,9 +63,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--holdout-max", type=int, default=2000, help="cap on the held-out size (default: 2000)")
     g.add_argument("--holdout-split", default="random",
                    help="random (default): a random slice of train; disjoint: whole texts that no other row holds, "
-                        "with every row inside them left out of the fit split (for treebank-style sets such as "
-                        "SST-2, whose rows include every sub-phrase of a sentence: a random slice is mostly text the "
-                        "fit split holds, and ranks models by recall)")
+                        "with every row inside them left out of the fit split, so that held-out scores text no model "
+                        "trained on (treebank-style sets such as SST-2 hold every sub-phrase of a sentence as a row: "
+                        "89%% of a random slice lies inside a fit row); on data without nested rows the same rows")
     g.add_argument("--holdout-seed", type=int, default=0,
                    help="seed of the held-out split (default: 0); kept apart from --seed so that runs with other "
                         "training seeds share one split and the cached teacher outputs")

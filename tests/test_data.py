@@ -100,6 +100,8 @@ def test_disjoint_holdout_on_flat_data_is_random_less_duplicates():
     assert (3 in held) == (200 not in fit)
     with pytest.raises(AdabertError, match="--holdout-fraction"):
         disjoint_holdout_split(texts, 1.5, 2000, seed=0)
+    with pytest.raises(AdabertError, match="hold 18 of the other 18 rows .* use --holdout-split random"):
+        disjoint_holdout_split([("the good film",), ("the bad film",)] * 10, 0.1, 2000, seed=0)
 
 
 def test_holdout_split_kind_is_checked_and_fingerprinted(sst2_dir):

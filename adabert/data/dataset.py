@@ -279,6 +279,10 @@ def disjoint_holdout_split(texts: list[tuple[str, ...]], fraction: float, max_si
 
     held_set = set(held)
     fit = np.array([i for i in range(n) if i not in held_set and not inside_held(i)], dtype=np.int64)
+    if len(fit) < (n - len(held)) / 2:
+        raise AdabertError(f"--holdout-split disjoint: the {len(held)} held-out texts hold {n - len(held) - len(fit)} "
+                           f"of the other {n - len(held)} rows inside them (duplicates or sub-phrases), which would "
+                           "leave the fit split; use --holdout-split random or a smaller --holdout-fraction")
     log.info("%s: %d whole texts of %d rows held out; %d rows inside them left out of the rest", what, len(held), n,
              n - len(held) - len(fit))
     return fit, np.array(sorted(held), dtype=np.int64)

@@ -220,7 +220,7 @@ def holdout_split(n: int, fraction: float, max_size: int, seed: int) -> tuple[np
 HOLDOUT_SPLITS = ("random", "disjoint")
 
 
-def _text_key(text: tuple[str, ...]) -> str:
+def text_key(text: tuple[str, ...]) -> str:
     """An example's text as lower-cased word tokens joined by single spaces, a pair's two sides apart by U+241E."""
     return " \u241e ".join(" ".join(side.lower().split()) for side in text)
 
@@ -242,7 +242,7 @@ def disjoint_holdout_split(texts: list[tuple[str, ...]], fraction: float, max_si
     n = len(texts)
     if n < 2:
         return np.arange(n), np.arange(0)
-    padded = [f" {_text_key(t)} " for t in texts]
+    padded = [f" {text_key(t)} " for t in texts]
     tokens = [set(p.split()) for p in padded]
     postings: dict[str, list[int]] = {}
     for i, toks in enumerate(tokens):

@@ -100,6 +100,10 @@ def test_disjoint_holdout_on_flat_data_is_random_less_duplicates():
     assert (3 in held) == (200 not in fit)
     with pytest.raises(AdabertError, match="--holdout-fraction"):
         disjoint_holdout_split(texts, 1.5, 2000, seed=0)
+    nested = [(f"{w} x",) for w in "abcde"] + [(f"{w} x y",) for w in "abcde"]  # one row is drawn: past a phrase
+    for seed in range(4):                                                      # the scan goes on to a sentence
+        fit, held = disjoint_holdout_split(nested, 0.1, 2000, seed=seed)
+        assert len(held) == 1 and held[0] >= 5 and len(fit) == 8
     with pytest.raises(AdabertError, match="hold 18 of the other 18 rows .* use --holdout-split random"):
         disjoint_holdout_split([("the good film",), ("the bad film",)] * 10, 0.1, 2000, seed=0)
 

@@ -233,9 +233,10 @@ def disjoint_holdout_split(texts: list[tuple[str, ...]], fraction: float, max_si
     text the fit split already holds inside a longer row (89% of SST-2's default slice), and its score measures
     recall of training text rather than generalisation. Here the held-out rows are the whole texts (rows whose
     text, as word tokens, lies inside no other row's; one row per distinct text) among the first round(fraction * N)
-    rows of a permutation from `seed`, at most `max_size` of them. Every other row whose text lies inside a held-out
-    text (its sub-phrases, its duplicates) leaves the fit split. On data without nested rows this is the random
-    split less the duplicates of held-out rows. `what` names the split in the log line.
+    rows of a permutation from `seed` (or the first whole text after them), at most `max_size` of them. Every other
+    row whose text lies inside a held-out text (its sub-phrases, its duplicates) leaves the fit split. On data
+    without nested rows this is the random split less the duplicates of held-out rows. `what` names the split in
+    the log line.
     """
     if not 0 < fraction < 1:
         raise AdabertError(f"--holdout-fraction: expected a number in (0, 1), got {fraction}")
@@ -255,12 +256,13 @@ def disjoint_holdout_split(texts: list[tuple[str, ...]], fraction: float, max_si
 
     held: list[int] = []
     seen: set[str] = set()
-    for i in np.random.default_rng(seed).permutation(n)[:max(1, int(round(fraction * n)))].tolist():
+    scan = max(1, int(round(fraction * n)))
+    for k, i in enumerate(np.random.default_rng(seed).permutation(n).tolist()):
+        if (k >= scan and held) or len(held) == max_size:  # past the scan only until a first whole text is found
+            break
         if padded[i] not in seen and whole(i):
             held.append(i)
             seen.add(padded[i])
-            if len(held) == max_size:
-                break
     held_postings: dict[str, list[int]] = {}
     for i in held:
         for t in tokens[i]:

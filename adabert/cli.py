@@ -61,11 +61,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--holdout-fraction", type=float, default=0.1,
                    help="share of train held out for model selection (default: 0.1); dev is reported once")
     g.add_argument("--holdout-max", type=int, default=2000, help="cap on the held-out size (default: 2000)")
-    g.add_argument("--holdout-split", default="random",
-                   help="random (default): a random slice of train; disjoint: whole texts that no other row holds, "
-                        "with every row inside them left out of the fit split, so that held-out scores text no model "
+    g.add_argument("--holdout-split", default="disjoint",
+                   help="disjoint (default): whole texts that no other row holds, with every row inside them (a "
+                        "sub-phrase, a duplicate) left out of the fit split, so that held-out scores text no model "
                         "trained on (treebank-style sets such as SST-2 hold every sub-phrase of a sentence as a row: "
-                        "89%% of a random slice lies inside a fit row); on data without nested rows the same rows")
+                        "89%% of a random slice lies inside a fit row); on data without nested rows the random "
+                        "slice's rows less duplicates. random: a random slice of train")
     g.add_argument("--holdout-seed", type=int, default=0,
                    help="seed of the held-out split (default: 0); kept apart from --seed so that runs with other "
                         "training seeds share one split and the cached teacher outputs")

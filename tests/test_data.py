@@ -113,6 +113,18 @@ def test_holdout_split_kind_is_checked_and_fingerprinted(sst2_dir):
     assert random.fingerprint != disjoint.fingerprint
     with pytest.raises(AdabertError, match="--holdout-split: expected one of random, disjoint"):
         load_task_data(get_task("sst2"), sst2_dir, holdout_kind="sentences")
+    assert load_task_data(get_task("sst2"), sst2_dir).fingerprint == disjoint.fingerprint
+
+
+def test_every_stage_holds_out_whole_texts_by_default():
+    from adabert.cli import build_parser
+
+    parser = build_parser()
+    stages = [a for a in parser._subparsers._group_actions[0].choices.items()
+              if "--holdout-split" in a[1]._option_string_actions]
+    assert {"teacher", "probes", "search", "finetune", "pipeline", "study"} <= {name for name, _ in stages}
+    for name, sub in stages:
+        assert sub.get_default("holdout_split") == "disjoint", name
 
 
 def test_load_task_data_fingerprint_changes_with_content(sst2_dir, tmp_path):
@@ -167,7 +179,7 @@ def test_read_split_label_error_is_adabert_error(tmp_path):
 def test_cli_custom_task_from_csv_and_jsonl(tmp_path, tiny_base, capsys):
     import json
 
-    rows = ["text,label"] + [f'"the {w} film",{y}' for w, y in [("good", "pos"), ("bad", "neg")] * 10]
+    rows = ["text,label"] + [f'"the {w} film {i}",{y}' for i, (w, y) in enumerate([("good", "pos"), ("bad", "neg")] * 10)]
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "dev.csv").write_text("\n".join(rows[:5]) + "\n")
     code, out, err = run_cli(["teacher", "--task", "custom", "--train-file", tmp_path / "train.csv", "--dev-file",

@@ -78,7 +78,7 @@ def test_regression_task_teacher(tmp_path, tiny_base):
     rows = ["index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"]
     rng = np.random.default_rng(0)
     for i in range(40):
-        rows.append(f"{i}\tg\tf\ty\t{i}\ts\ts\tgood film\tbad film\t{rng.uniform(0, 5):.2f}")
+        rows.append(f"{i}\tg\tf\ty\t{i}\ts\ts\tgood film {i}\tbad film\t{rng.uniform(0, 5):.2f}")
     for name in ("train.tsv", "dev.tsv"):
         (tmp_path / name).write_text("\n".join(rows) + "\n")
     from adabert.teacher.model import TeacherConfig, finetune_teacher

@@ -193,7 +193,7 @@ class TaskData:
     train_idx: np.ndarray
     holdout_idx: np.ndarray
     fingerprint: str
-    holdout_kind: str = "random"
+    holdout_kind: str  # "random" or "disjoint": how the held-out slice was cut (`load_task_data`)
 
     @property
     def fit(self) -> Dataset:
@@ -285,8 +285,9 @@ def disjoint_holdout_split(texts: list[tuple[str, ...]], fraction: float, max_si
         raise AdabertError(f"--holdout-split disjoint: the {len(held)} held-out texts hold {n - len(held) - len(fit)} "
                            f"of the other {n - len(held)} rows inside them (duplicates or sub-phrases), which would "
                            "leave the fit split; use --holdout-split random or a smaller --holdout-fraction")
-    log.info("%s: %d whole texts of %d rows held out; %d rows inside them left out of the rest", what, len(held), n,
-             n - len(held) - len(fit))
+    if len(fit) + len(held) < n:  # silent where nothing is nested, as the random split
+        log.info("%s: %d whole texts of %d rows held out; %d rows inside them left out of the rest", what, len(held),
+                 n, n - len(held) - len(fit))
     return fit, np.array(sorted(held), dtype=np.int64)
 
 
@@ -301,7 +302,7 @@ def file_paths(task: TaskSpec, data_dir: Path | None) -> tuple[Path, Path]:
 
 
 def load_task_data(task: TaskSpec, data_dir: Path | None, holdout_fraction: float = 0.1,
-                   holdout_max: int = 2000, seed: int = 0, holdout_kind: str = "random") -> TaskData:
+                   holdout_max: int = 2000, seed: int = 0, holdout_kind: str = "disjoint") -> TaskData:
     """Read train and dev, and split the held-out slice off train (it depends on the seed, not on order of use):
     `holdout_kind` "random" (`holdout_split`) or "disjoint" (`disjoint_holdout_split`)."""
     if holdout_kind not in HOLDOUT_SPLITS:

@@ -179,7 +179,8 @@ def test_read_split_label_error_is_adabert_error(tmp_path):
 def test_cli_custom_task_from_csv_and_jsonl(tmp_path, tiny_base, capsys):
     import json
 
-    rows = ["text,label"] + [f'"the {w} film {i}",{y}' for i, (w, y) in enumerate([("good", "pos"), ("bad", "neg")] * 10)]
+    pairs = enumerate([("good", "pos"), ("bad", "neg")] * 10)
+    rows = ["text,label"] + [f'"the {w} film {i}",{y}' for i, (w, y) in pairs]
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "dev.csv").write_text("\n".join(rows[:5]) + "\n")
     code, out, err = run_cli(["teacher", "--task", "custom", "--train-file", tmp_path / "train.csv", "--dev-file",

@@ -447,6 +447,12 @@ def test_augmented_copies_train_the_weights_of_their_own_rows_only(tiny_teacher,
     assert np.isin(aug.source, s.e_rows).sum() + len(copies) == len(aug.data)  # only copies of estimate rows left out
     assert torch.equal(s.kd[n_fit:], aug.teacher) and (s.labels[n_fit:].numpy() == aug.data.labels).all()
     assert s.steps_per_epoch > plain.steps_per_epoch
+    wide = bundle.with_holdout_fraction(0.3)  # `--selection-fraction`: the copies of rows still fit, renumbered
+    rows = np.flatnonzero(np.isin(data.train_idx[aug.source], wide.data.train_idx))
+    assert 0 < len(rows) < len(aug.data) and len(wide.augmented.data) == len(rows)
+    assert np.array_equal(wide.data.train_idx[wide.augmented.source], data.train_idx[aug.source[rows]])
+    assert torch.equal(wide.augmented.teacher, aug.teacher[torch.from_numpy(rows)])
+    assert wide.augmented.data.texts == [aug.data.texts[i] for i in rows]
     s.run()
     assert load_arch(tmp_path / "s" / "arch.json").num_cells >= 1
     assert read_json(tmp_path / "s" / "meta.json", "meta")["inputs"]["augment"]  # a new augment set: search again
@@ -457,9 +463,13 @@ def test_augmented_copies_train_the_weights_of_their_own_rows_only(tiny_teacher,
     assert restarts.inputs == s.inputs  # the pick of restarts is redone for new augmented text too
 
 
-def test_disjoint_split_keeps_the_text_of_estimate_and_held_out_rows_from_the_weights(tiny_base, tmp_path):
+def test_disjoint_split_keeps_the_text_of_estimate_and_held_out_rows_from_the_weights(tiny_base, tmp_path,
+                                                                                      adabert_log):
     """`--holdout-split disjoint` on phrase-structured rows: the choices are measured, and the selection scores, on
     whole texts none of whose phrases the supernet's weights trained on; the search runs on that cut."""
+    from adabert.core.errors import AdabertError
+    from adabert.core.fileio import read_json
+
     data = load_task_data(get_task("sst2"), write_sst2_phrases(tmp_path / "SST-2"), 0.2, 2000, 0, "disjoint")
     teacher, probes = teacher_and_probes(tiny_base, data, tmp_path, epochs=1)
     s = Searcher(TaskBundle(data, teacher, probes), load_search_space("tiny"), SearchConfig(**{**TOY, "epochs": 2}),
@@ -471,3 +481,21 @@ def test_disjoint_split_keeps_the_text_of_estimate_and_held_out_rows_from_the_we
     for text in [fit[i] for i in s.e_rows] + [f" {t[0]} " for t in data.holdout.texts]:
         assert not any(w in text for w in weights)
     assert s.run()["arch"]
+    # `--selection-fraction`: the whole search holds out a wider slice, cut alike, and its selection scores on it
+    w = Searcher(TaskBundle(data, teacher, probes), load_search_space("tiny"),
+                 SearchConfig(**{**TOY, **SELECT, "epochs": 2, "selection_fraction": 0.3}), tmp_path / "w",
+                 torch.device("cpu"))
+    assert w.inputs == s.inputs  # a setting of the search: the stages before and after keep their slice
+    assert set(data.holdout_idx) < set(w.data.holdout_idx) and len(w.data.fit) < len(data.fit)
+    assert set(w.data.train_idx) < set(data.train_idx)
+    wide_fit = [f" {t[0]} " for t in w.data.fit.texts]
+    for text in w.data.holdout.texts:
+        assert not any(f in f" {text[0]} " for f in wide_fit)
+    w.run()
+    rows = len(w.data.holdout)
+    assert f"over {rows} rows" in adabert_log.text or f"on held-out ({rows} rows)" in adabert_log.text
+    assert read_json(tmp_path / "w" / "meta.json", "meta")["config"]["selection_fraction"] == 0.3
+    with pytest.raises(AdabertError, match="rows inside them .* or a smaller --selection-fraction"):
+        TaskBundle(data, teacher, probes).with_holdout_fraction(0.6)
+    with pytest.raises(AdabertError, match=r"--selection-fraction: expected a number in \[0, 1\)"):
+        SearchConfig(selection_fraction=1.0)

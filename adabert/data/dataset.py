@@ -12,7 +12,7 @@ import io
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +194,9 @@ class TaskData:
     holdout_idx: np.ndarray
     fingerprint: str
     holdout_kind: str  # "random" or "disjoint": how the held-out slice was cut (`load_task_data`)
+    holdout_fraction: float  # the rest of how it was cut
+    holdout_max: int
+    holdout_seed: int
 
     @property
     def fit(self) -> Dataset:
@@ -203,6 +206,24 @@ class TaskData:
     @property
     def holdout(self) -> Dataset:
         return self.train.subset(self.holdout_idx)
+
+    def widened(self, fraction: float) -> tuple[TaskData, np.ndarray]:
+        """The same data with the held-out slice cut as this one was (kind, cap, seed) at a larger `fraction`, and
+        the positions in `train_idx` of the fit rows it keeps. Both splits take the first rows of one permutation,
+        so the wider slice holds this one (joined to it all the same); the fit split loses the new held-out rows
+        and, with whole texts, the rows inside them. Unchanged (self, every position) when `fraction` is not
+        larger; the fingerprint names the new fraction. For the search's `--selection-fraction`, which errors name."""
+        if fraction <= self.holdout_fraction:
+            return self, np.arange(len(self.train_idx))
+        if self.holdout_kind == "disjoint":
+            fit, held = disjoint_holdout_split(self.train.texts, fraction, self.holdout_max, self.holdout_seed,
+                                               f"held-out slice at {fraction:g}", "--selection-fraction")
+        else:
+            fit, held = holdout_split(len(self.train), fraction, self.holdout_max, self.holdout_seed)
+        kept = np.flatnonzero(np.isin(self.train_idx, fit))
+        data = replace(self, train_idx=self.train_idx[kept], holdout_idx=np.union1d(self.holdout_idx, held),
+                       fingerprint=hash_obj([self.fingerprint, "held out", fraction]), holdout_fraction=fraction)
+        return data, kept
 
 
 def holdout_split(n: int, fraction: float, max_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -226,7 +247,8 @@ def text_key(text: tuple[str, ...]) -> str:
 
 
 def disjoint_holdout_split(texts: list[tuple[str, ...]], fraction: float, max_size: int, seed: int | list[int],
-                           what: str = "held-out split") -> tuple[np.ndarray, np.ndarray]:
+                           what: str = "held-out split", flag: str = "--holdout-fraction"
+                           ) -> tuple[np.ndarray, np.ndarray]:
     """A held-out slice that shares no text with the fit split: (fit, held-out) index arrays, both sorted.
 
     Treebank-derived sets (SST-2) hold every sub-phrase of a sentence as its own row, so a random slice is mostly
@@ -236,10 +258,10 @@ def disjoint_holdout_split(texts: list[tuple[str, ...]], fraction: float, max_si
     rows of a permutation from `seed` (or the first whole text after them), at most `max_size` of them. Every other
     row whose text lies inside a held-out text (its sub-phrases, its duplicates) leaves the fit split. On data
     without nested rows this is the random split less the duplicates of held-out rows. `what` names the split in
-    the log line.
+    the log line, `flag` the option that sets `fraction` in the errors.
     """
     if not 0 < fraction < 1:
-        raise AdabertError(f"--holdout-fraction: expected a number in (0, 1), got {fraction}")
+        raise AdabertError(f"{flag}: expected a number in (0, 1), got {fraction}")
     n = len(texts)
     if n < 2:
         return np.arange(n), np.arange(0)
@@ -284,7 +306,7 @@ def disjoint_holdout_split(texts: list[tuple[str, ...]], fraction: float, max_si
     if len(fit) < (n - len(held)) / 2:
         raise AdabertError(f"--holdout-split disjoint: the {len(held)} held-out texts hold {n - len(held) - len(fit)} "
                            f"of the other {n - len(held)} rows inside them (duplicates or sub-phrases), which would "
-                           "leave the fit split; use --holdout-split random or a smaller --holdout-fraction")
+                           f"leave the fit split; use --holdout-split random or a smaller {flag}")
     if len(fit) + len(held) < n:  # silent where nothing is nested, as the random split
         log.info("%s: %d whole texts of %d rows held out; %d rows inside them left out of the rest", what, len(held),
                  n, n - len(held) - len(fit))
@@ -318,4 +340,4 @@ def load_task_data(task: TaskSpec, data_dir: Path | None, holdout_fraction: floa
     kind = [holdout_kind] if holdout_kind != "random" else []
     fp = hash_files([train_path, dev_path],
                     extra=hash_obj([task.describe(), holdout_fraction, holdout_max, seed, *kind]))
-    return TaskData(task, train, dev, train_idx, holdout_idx, fp, holdout_kind)
+    return TaskData(task, train, dev, train_idx, holdout_idx, fp, holdout_kind, holdout_fraction, holdout_max, seed)

@@ -52,9 +52,9 @@ class RestartSearch:
     def __init__(self, bundle: TaskBundle, space: SearchSpace, cfg: SearchConfig, output_dir: Path,
                  device: torch.device) -> None:
         self.bundle, self.space, self.cfg, self.device = bundle, space, cfg, device
+        self.inputs = search_inputs(bundle, space)
         self.out = Path(output_dir)
         self.seeds = [cfg.seed + i for i in range(cfg.restarts)]
-        self.inputs = search_inputs(bundle, space)
         self.run_config = {**asdict(cfg), "task": bundle.data.task.describe(), "search_space": space.name}
 
     def searcher(self, seed: int) -> Searcher:
@@ -133,7 +133,8 @@ class RestartSearch:
         picks = [{"holdout": r["finetuned_holdout"]} for r in records]
         if distributed.is_main():  # as in one selection, rank 0 measures the leads and every process writes its pick
             folders = [pick_folder(self.out / r["dir"], s["selection"]) for r, s in zip(records, summaries)]
-            separate_best(best, picks, folders, self.bundle, self.cfg.max_length, self.device, "restart")
+            separate_best(best, picks, folders, self.bundle.with_holdout_fraction(self.cfg.selection_fraction),
+                          self.cfg.max_length, self.device, "restart")
         for record, pick in zip(records, picks):
             if "behind_best" in pick:
                 record["behind_best"] = pick["behind_best"]

@@ -72,11 +72,12 @@ class Searcher:
 
     def __init__(self, bundle: TaskBundle, space: SearchSpace, cfg: SearchConfig, output_dir: Path,
                  device: torch.device) -> None:
+        self.inputs = search_inputs(bundle, space)  # the stage's data: the widened slice is a setting of the search
+        bundle = bundle.with_holdout_fraction(cfg.selection_fraction)
         self.cfg, self.space, self.bundle, self.device = cfg, space, bundle, device
         self.data = data = bundle.data
         self.out = Path(output_dir)
         task = data.task
-        self.inputs = search_inputs(bundle, space)
         settings = {k: v for k, v in asdict(cfg).items() if k not in RUN_FIELDS}
         # the supernet's record (checkpoint) leaves out the selection settings; the run's record (meta) has them
         self.config = {**{k: v for k, v in settings.items() if k not in SELECTION_FIELDS}, "task": task.describe(),

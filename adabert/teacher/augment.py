@@ -160,6 +160,14 @@ class Augmented:
     source: np.ndarray
     features: torch.Tensor | None = None
 
+    def of_rows(self, kept: np.ndarray) -> Augmented:
+        """The copies of the fit rows at positions `kept` (sorted) alone, their `source` renumbered as positions in
+        `kept`: the augmented text of a fit split cut to those rows."""
+        rows = np.flatnonzero(np.isin(self.source, kept))
+        t = torch.from_numpy(rows)
+        return Augmented(self.data.subset(rows), self.teacher[t], None if self.probes is None else self.probes[t],
+                         np.searchsorted(kept, self.source[rows]), None if self.features is None else self.features[t])
+
     def after(self, fit: Dataset) -> Dataset:
         """`fit` followed by the augmented examples (rows of the cached logits follow in the same order)."""
         return Dataset(fit.task, fit.split, fit.path, fit.texts + self.data.texts,

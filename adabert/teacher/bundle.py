@@ -152,6 +152,18 @@ class TaskBundle:
         other._cache.update(probes=self.probes, augmented=self.augmented)
         return other
 
+    def with_holdout_fraction(self, fraction: float) -> TaskBundle:
+        """The same bundle with the held-out slice widened to `fraction` (`TaskData.widened`; unchanged when not
+        larger), as its own data. The teacher and the cached logits are shared (their rows follow the train split);
+        the augmented text keeps the copies of the rows still fit."""
+        data, kept = self.data.widened(fraction)
+        if data is self.data:
+            return self
+        other = TaskBundle(data, self.teacher, self.probes_dir, self.augment_dir, _teacher=self._teacher)
+        augmented = self.augmented
+        other._cache.update(probes=self.probes, augmented=augmented.of_rows(kept) if augmented is not None else None)
+        return other
+
     def with_augment(self, augment_dir: Path | None) -> TaskBundle:
         """The same data and teacher (shared) with other augmented text (None: none)."""
         other = TaskBundle(self.data, self.teacher, self.probes_dir, augment_dir, _teacher=self._teacher)

@@ -474,6 +474,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         search=SearchConfig(epochs=args.search_epochs or (8 if demo else 1), batch_size=64 if demo else 128,
                             min_steps=0 if demo else SearchConfig.min_steps, max_length=length, beta=args.beta,
                             gamma=args.gamma, select_top=args.select_top, move_steps=args.move_steps,
+                            selection_fraction=args.selection_fraction,
                             target_params=args.target_params, target_flops=args.target_flops,
                             target_latency_ms=args.target_latency_ms, bf16=args.bf16, seed=args.seed),
         finetune=FinetuneConfig(epochs=args.finetune_epochs or (30 if demo else 5), max_length=length,
@@ -721,8 +722,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select-top", type=int, default=SEARCH_DEFAULTS.select_top,
                    help="search: finetune the derived architecture and N - 1 draws from the final distribution "
                         "briefly and keep the best on held-out (1: the derived one, no finetune)")
-    p.add_argument("--move-steps", type=int, default=SEARCH_DEFAULTS.move_steps,
-                   help="search " + SearchConfig.__dataclass_fields__["move_steps"].metadata["help"])
+    for name, kind in (("move_steps", int), ("selection_fraction", float)):
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(SEARCH_DEFAULTS, name),
+                       help="search: " + SearchConfig.__dataclass_fields__[name].metadata["help"])
     _add_common(p)
     for action in p._actions:
         if action.dest == "task":

@@ -29,8 +29,9 @@ def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_
     costs = sorted({params.arch_cost(random_arch(space, np.random.default_rng(i))) for i in range(40)})
     target = costs[len(costs) // 2]  # a budget the tiny space can build
     args = ["pipeline", "--task", "sst2", "--data-dir", sst2_dir, "--teacher", tiny_teacher, "--search-space", "tiny",
-            "--search-epochs", 1, "--select-top", 1, "--move-steps", 8, "--finetune-epochs", 2, "--max-length", 16,
-            "--target-params", target, "--output-dir", tmp_path / "run"]  # --augment-copies auto: 16 copies
+            "--search-epochs", 1, "--select-top", 1, "--move-steps", 8, "--selection-fraction", 0.2,
+            "--finetune-epochs", 2, "--max-length", 16, "--target-params", target,
+            "--output-dir", tmp_path / "run"]  # --augment-copies auto: 16 copies
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -49,7 +50,9 @@ def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_
     fit = len(load_task_data(get_task("sst2"), sst2_dir).fit)
     assert summary["student"]["augment_copies"] == 16 and "trained with 16 augmented copies of each example" in out
     assert fit * 10 < student["train_examples"] <= fit * 17   # augmented text used (duplicate draws are dropped)
-    assert json.loads((tmp_path / "run" / "search" / "meta.json").read_text())["inputs"]["augment"]  # by the search too
+    search_meta = json.loads((tmp_path / "run" / "search" / "meta.json").read_text())
+    assert search_meta["inputs"]["augment"]  # by the search too
+    assert search_meta["config"]["selection_fraction"] == 0.2  # the search alone held out the wider slice
     assert "teacher" in out and "student" in out and "speed-up" in out and "majority class" in out
     fidelity = summary["student"]["teacher_agreement"]
     assert fidelity["dev"] == student["dev_teacher_agreement"] and 0 <= fidelity["dev"] <= 100

@@ -28,7 +28,7 @@ class SearchConfig:
     `adabert.nas.estimator`. estimate_fraction: share of the fit split kept from the weights to measure choices on.
     selection_fraction: F > 0 widens the held-out slice the whole search holds out (`TaskData.widened`: cut as the
     stage's slice, at F of the training rows) so that the selection tells its candidates and moves apart on more
-    rows (paired s.e. of a lead on SST-2: 0.76-0.81 on 685 held-out sentences, 0.41-0.60 on 1,721); the stages
+    rows (paired s.e. of a move's lead on SST-2: 0.76-0.81 on 685 held-out sentences, 0.47-0.62 on 1,752); the stages
     before and after the search keep theirs.
     beta: weight of the efficiency term. Without a target it is beta * E[cost] / (cost of the dearest student);
     with one target (target_params, target_flops or target_latency_ms; 0 = none) it is

@@ -52,9 +52,9 @@ class RestartSearch:
     def __init__(self, bundle: TaskBundle, space: SearchSpace, cfg: SearchConfig, output_dir: Path,
                  device: torch.device) -> None:
         self.bundle, self.space, self.cfg, self.device = bundle, space, cfg, device
-        self.inputs = search_inputs(bundle, space)
         self.out = Path(output_dir)
         self.seeds = [cfg.seed + i for i in range(cfg.restarts)]
+        self.inputs = search_inputs(bundle, space)
         self.run_config = {**asdict(cfg), "task": bundle.data.task.describe(), "search_space": space.name}
 
     def searcher(self, seed: int) -> Searcher:

@@ -8,6 +8,7 @@ from adabert.core.errors import AdabertError
 from adabert.data.dataset import disjoint_holdout_split, holdout_split, infer_labels, load_task_data, read_split
 from adabert.data.encoding import batch_indices, encode_joint, encode_separate, epoch_batches
 from adabert.data.tasks import custom_task, get_task
+from adabert.deploy.predict import read_inputs
 
 
 def test_mrpc_bom_header_pairs(mrpc_dir):
@@ -41,6 +42,25 @@ def test_stsb_regression(tmp_path):
     ds = read_split(task, tmp_path / "train.tsv", "train")
     assert task.is_regression and task.num_labels == 1
     assert ds.labels.dtype == np.float32 and ds.labels.tolist() == [5.0, 0.5]
+
+
+def test_stray_control_characters_become_spaces_with_one_warning(tmp_path, adabert_log):
+    # GLUE's own STS-B train.tsv (line 2920) holds "Treasury\x12s": one such row must not stop a run
+    header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+    rows = ["0\tmain-news\tMSRpar\t2012test\t0698\tnone\tnone\tTreasury\x12s plan.\tThe plan.\t3.0",
+            "1\tmain-news\tMSRpar\t2012test\t0699\tnone\tnone\tNo trouble here.\tNone.\t1.0",
+            "2\tmain-news\tMSRpar\t2012test\t0700\tnone\tnone\t\x1b[1mbold\tdel\x7f \t2.0"]
+    (tmp_path / "train.tsv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    ds = read_split(get_task("stsb"), tmp_path / "train.tsv", "train")
+    assert ds.texts == [("Treasury s plan.", "The plan."), ("No trouble here.", "None."), ("[1mbold", "del")]
+    assert ds.labels.tolist() == [3.0, 1.0, 2.0]
+    [warning] = {r.getMessage() for r in adabert_log.records if "control characters" in r.getMessage()}
+    assert "train.tsv: control characters replaced by spaces in 2 row(s), the first at " in warning
+    assert warning.endswith("train.tsv:2, field 'sentence1' (U+0012)")
+    # the same rule for predict's inputs; NUL (a UTF-16 file read as UTF-8) stays an error naming line and field
+    assert read_inputs(["good\x07 film\tok\n"], 2, "in.txt") == [("good  film", "ok")]
+    with pytest.raises(AdabertError, match=r"in.txt:2: field 'column 1' holds control character U\+0000"):
+        read_inputs(["fine\n", "b\x00a\n"], 1, "in.txt")
 
 
 def test_mnli_dev_has_more_columns(tmp_path):

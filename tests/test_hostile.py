@@ -152,10 +152,8 @@ DEEP = "[" * 100_000 + "]" * 100_000
 CASES = [
     # -- task data: GLUE TSV --
     ("tsv-nul", lambda w, t, o: finetune(w, o, spoil_line(w, t, 3, "a good\x00 movie \t1")), "U+0000"),
-    ("tsv-bell", lambda w, t, o: finetune(w, o, spoil_line(w, t, 3, "a \x07good movie \t1")), "U+0007"),
-    ("tsv-escape", lambda w, t, o: finetune(w, o, spoil_line(w, t, 4, "\x1b[31mred\x1b[0m \t0")), "U+001B"),
-    ("tsv-del", lambda w, t, o: finetune(w, o, spoil_line(w, t, 2, "bad\x7f \t0")), "U+007F"),
-    ("tsv-control-in-dev", lambda w, t, o: finetune(w, o, spoil_line(w, t, 2, "x\x01y \t0", "dev.tsv")),
+    ("tsv-nul", lambda w, t, o: finetune(w, o, spoil_line(w, t, 3, "a \x00good movie \t1")), "U+0000"),
+    ("tsv-nul-in-dev", lambda w, t, o: finetune(w, o, spoil_line(w, t, 2, "x\x00y \t0", "dev.tsv")),
      "dev.tsv:2: field 'sentence'"),
     ("tsv-not-utf8", lambda w, t, o: finetune(w, o, spoil_bytes(w, t, b"sentence\tlabel\n\xff\xfe bad\t0\n")),
      "not UTF-8"),

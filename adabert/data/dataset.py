@@ -12,6 +12,7 @@ import io
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -46,15 +47,51 @@ class Dataset:
 
 # C0 controls other than tab, newline and carriage return; DEL; lone UTF-16 surrogates (from JSON escapes).
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+# What `plain_text` refuses rather than replaces: NUL (a UTF-16 or binary file read as UTF-8) and lone surrogates.
+_REFUSED = re.compile("[\x00\ud800-\udfff]")
 
 
 def check_text(value: str, where: str, field: str) -> str:
-    """`value` unless it holds a control character (then an error naming `where` and `field`)."""
+    """`value` unless it holds a control character (then an error naming `where` and `field`): for text the tool
+    wrote itself, which `plain_text` has already cleaned."""
     bad = _CONTROL.search(value)
     if bad:
         raise AdabertError(f"{where}: field {field!r} holds control character U+{ord(bad.group()):04X}; expected "
                            "plain text")
     return value
+
+
+class StrayControls:
+    """Cleans a user's text row by row: each control character but NUL (C0 other than tab, newline and carriage
+    return; DEL) becomes a space, since official data holds a few (GLUE's STS-B train.tsv: a U+0012 for an
+    apostrophe) that one row should not stop a run for, and BERT's tokenizers drop them anyway. The rows changed
+    are counted for one warning per file (`report`). NUL, the mark of a UTF-16 or binary file, and lone surrogates
+    are errors naming the line and field."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.first = ""  # where, field and code point of the first replacement
+
+    def row(self, text: Sequence[str], where: str, fields: Sequence[str]) -> tuple[str, ...]:
+        """`text` (one string per field) cleaned."""
+        out = []
+        for value, field in zip(text, fields):
+            bad = _REFUSED.search(value)
+            if bad:
+                raise AdabertError(f"{where}: field {field!r} holds control character U+{ord(bad.group()):04X}; "
+                                   "expected plain UTF-8 text (a UTF-16 or binary file?)")
+            found = _CONTROL.search(value)
+            if found is not None:
+                self.first = self.first or f"{where}, field {field!r} (U+{ord(found.group()):04X})"
+                value = _CONTROL.sub(" ", value)
+            out.append(value)
+        self.rows += any(a != b for a, b in zip(out, text))
+        return tuple(out)
+
+    def report(self, path: Path | str) -> None:
+        if self.rows:
+            log.warning("%s: control characters replaced by spaces in %d row(s), the first at %s", path, self.rows,
+                        self.first)
 
 
 def _decode(path: Path) -> str:
@@ -128,8 +165,9 @@ def read_rows(path: Path, fmt: str, columns: tuple[str, ...] | None = None) -> l
 def read_split(task: TaskSpec, path: Path, split: str) -> Dataset:
     """Read one split of `task` from `path`, checking columns and labels.
 
-    Text with control characters (NUL, escape codes, ...) is an error naming the line and field; a row whose
-    text field is empty is skipped, and the skipped rows are counted in a warning."""
+    Control characters in the text are replaced by spaces and counted in a warning (NUL is an error naming the line
+    and field: `StrayControls`); a row whose text field is empty is skipped, and the skipped rows are counted in a
+    warning."""
     path = Path(path)
     rows = read_rows(path, task.file_format, task.columns)
     needed = (*task.text_fields, task.label_field)
@@ -141,10 +179,10 @@ def read_split(task: TaskSpec, path: Path, split: str) -> Dataset:
     labels: list = []
     index = {v: i for i, v in enumerate(task.labels or ())}
     empty: list[int] = []
+    stray = StrayControls()
     for n, row in rows:
-        text = tuple(row[c].strip() for c in task.text_fields)
-        for col, value in zip(task.text_fields, text):
-            check_text(value, f"{path}:{n}", col)
+        text = stray.row([row[c] for c in task.text_fields], f"{path}:{n}", task.text_fields)
+        text = tuple(t.strip() for t in text)
         if not all(text):
             empty.append(n)
             continue
@@ -163,6 +201,7 @@ def read_split(task: TaskSpec, path: Path, split: str) -> Dataset:
                 raise AdabertError(f"{path}:{n}: field {task.label_field!r} = {raw!r} is not a label of task "
                                    f"{task.name}; expected one of {', '.join(task.labels)}")
             labels.append(index[raw])
+    stray.report(path)
     if empty:
         if not texts:
             raise AdabertError(f"{path}: every row has an empty text field ({', '.join(task.text_fields)})")

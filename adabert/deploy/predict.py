@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from adabert.core.errors import AdabertError
-from adabert.data.dataset import Dataset, check_text
+from adabert.data.dataset import Dataset, StrayControls
 from adabert.data.encoding import Encoded, batched_logits, encode_joint, encode_separate
 from adabert.data.metrics import class_report, task_metrics
 from adabert.data.tasks import TaskSpec
@@ -76,6 +76,8 @@ def read_inputs(lines: Iterable[str], fields: int, source: str) -> list[tuple[st
     """Tab-separated lines with exactly `fields` columns (1: sentence, 2: pair); blank lines are skipped."""
     out = []
     n = 0
+    stray = StrayControls()
+    names = [f"column {i + 1}" for i in range(fields)]
     try:
         for n, line in enumerate(lines, 1):
             line = line.rstrip("\n").rstrip("\r")
@@ -85,9 +87,10 @@ def read_inputs(lines: Iterable[str], fields: int, source: str) -> list[tuple[st
             if len(cols) != fields:
                 raise AdabertError(f"{source}:{n}: expected {fields} tab-separated column{'s' if fields > 1 else ''}"
                                    f" ({'sentence' if fields == 1 else 'sentence A, sentence B'}), found {len(cols)}")
-            out.append(tuple(check_text(c.strip(), f"{source}:{n}", f"column {i + 1}") for i, c in enumerate(cols)))
+            out.append(tuple(c.strip() for c in stray.row(cols, f"{source}:{n}", names)))
     except UnicodeDecodeError as e:
         raise AdabertError(f"{source}:{n + 1}: not UTF-8 text ({e.reason}); save the file as UTF-8") from None
+    stray.report(source)
     if not out:
         raise AdabertError(f"{source}: no input lines")
     return out
@@ -104,11 +107,13 @@ def read_table(path: Path, fields: list[str]) -> tuple[list[tuple[str, ...]], li
     if missing:
         raise AdabertError(f"{path}: no column {missing[0]!r} (--text-fields); found {', '.join(rows[0][1])}")
     texts = []
+    stray = StrayControls()
     for n, row in rows:
-        text = tuple(check_text(row[f].strip(), f"{path}:{n}", f) for f in fields)
+        text = tuple(t.strip() for t in stray.row([row[f] for f in fields], f"{path}:{n}", fields))
         if not all(text):
             raise AdabertError(f"{path}:{n}: field {fields[[bool(t) for t in text].index(False)]!r} is empty")
         texts.append(text)
+    stray.report(path)
     return texts, [r for _, r in rows]
 
 

@@ -152,7 +152,6 @@ DEEP = "[" * 100_000 + "]" * 100_000
 CASES = [
     # -- task data: GLUE TSV --
     ("tsv-nul", lambda w, t, o: finetune(w, o, spoil_line(w, t, 3, "a good\x00 movie \t1")), "U+0000"),
-    ("tsv-nul", lambda w, t, o: finetune(w, o, spoil_line(w, t, 3, "a \x00good movie \t1")), "U+0000"),
     ("tsv-nul-in-dev", lambda w, t, o: finetune(w, o, spoil_line(w, t, 2, "x\x00y \t0", "dev.tsv")),
      "dev.tsv:2: field 'sentence'"),
     ("tsv-not-utf8", lambda w, t, o: finetune(w, o, spoil_bytes(w, t, b"sentence\tlabel\n\xff\xfe bad\t0\n")),

@@ -97,6 +97,11 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
     stage("probes")
     probe_metrics = run_probes(teacher, data, cfg.probes, out / "probes", device)
     done("probes")
+    baseline = majority_baseline(data.task, data.fit.labels, data.dev.labels)
+    warning = baseline_warning(data.task, probe_metrics["teacher_dev"], baseline)
+    if warning:  # said now, not only in the summary: the search and finetune after it can take an hour
+        log.warning("pipeline: %s; the stages go on, but a student of this teacher is no evidence (a stronger "
+                    "teacher: --teacher-epochs, or --teacher with your own)", warning)
     augment_dir = None
     if cfg.augment is not None:
         stage("augment")
@@ -127,10 +132,6 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
     done("bench")
     metric = data.task.main_metric
     first = bench["timings"][0]
-    baseline = majority_baseline(data.task, data.fit.labels, data.dev.labels)
-    warning = baseline_warning(data.task, probe_metrics["teacher_dev"], baseline)
-    if warning:
-        log.warning("pipeline: %s", warning)
     summary = {
         "task": data.task.name, "metric": metric, "majority_baseline": {"dev": baseline}, "warning": warning,
         "teacher": {"dev": probe_metrics["teacher_dev"], "params": bench["models"]["teacher"]["params"],

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import run_cli
 
 from adabert.data.dataset import load_task_data
@@ -60,6 +61,7 @@ def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_
     data = load_task_data(get_task("sst2"), sst2_dir)
     majority = int(data.fit.labels.mean() > 0.5)
     assert summary["majority_baseline"]["dev"]["accuracy"] == pytest.approx(100 * (data.dev.labels == majority).mean())
+    assert summary["warning"] is None and "majority-class" not in err  # the tiny teacher learned the toy task
     stamp = (tmp_path / "run" / "student" / "model.safetensors").stat().st_mtime_ns
     arch_stamp = (tmp_path / "run" / "search" / "arch.json").stat().st_mtime_ns
     code, out, err = run_cli(args, capsys)
@@ -127,6 +129,31 @@ def test_pipeline_augmentation_settings(monkeypatch, adabert_log):
     bare = augment_config("auto", 7_650, False, base)
     assert (bare.copies, bare.pos_prob, bare.mask_prob) == (5, 0.0, base.mask_prob)  # masks and n-grams still run
     assert "without POS-guided replacement" in adabert_log.text and "adabert[augment]" in adabert_log.text
+
+
+def test_a_teacher_at_the_majority_class_is_reported_before_the_search(monkeypatch, sst2_dir, tmp_path, adabert_log):
+    import adabert.pipeline
+    from adabert.core.errors import AdabertError
+    from adabert.nas.config import SearchConfig
+    from adabert.pipeline import PipelineConfig, run_pipeline
+    from adabert.students.config import FinetuneConfig
+    from adabert.teacher.config import ProbeConfig, TeacherConfig
+
+    data = load_task_data(get_task("sst2"), sst2_dir)
+    majority = 100 * float((data.dev.labels == int(data.fit.labels.mean() > 0.5)).mean())
+    weak = {"teacher_dev": {"accuracy": majority + 1.5, "f1": 50.0}}  # within 2 points of the majority class
+
+    def search(*args, **kwargs):  # the hour-long stages start here; the user must have been told already
+        assert "within 2 points of the majority-class baseline" in adabert_log.text
+        raise AdabertError("stopped at the search")
+
+    monkeypatch.setattr(adabert.pipeline, "run_probes", lambda *args, **kwargs: weak)
+    monkeypatch.setattr(adabert.pipeline, "make_searcher", search)
+    cfg = PipelineConfig(TeacherConfig(), ProbeConfig(), SearchConfig(), FinetuneConfig())
+    with pytest.raises(AdabertError, match="stopped at the search"):
+        run_pipeline(data, tmp_path, cfg, load_search_space("tiny"), torch.device("cpu"), teacher="unused")
+    assert f"the teacher's dev accuracy ({majority + 1.5:.2f})" in adabert_log.text
+    assert "a student of this teacher is no evidence" in adabert_log.text
 
 
 def test_pipeline_with_two_budgets_is_one_line_and_exit_2(sst2_dir, tmp_path, capsys):

@@ -47,13 +47,13 @@ class Dataset:
 
 # C0 controls other than tab, newline and carriage return; DEL; lone UTF-16 surrogates (from JSON escapes).
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
-# What `plain_text` refuses rather than replaces: NUL (a UTF-16 or binary file read as UTF-8) and lone surrogates.
+# What `StrayControls` refuses rather than replaces: NUL (a UTF-16 or binary file read as UTF-8) and lone surrogates.
 _REFUSED = re.compile("[\x00\ud800-\udfff]")
 
 
 def check_text(value: str, where: str, field: str) -> str:
     """`value` unless it holds a control character (then an error naming `where` and `field`): for text the tool
-    wrote itself, which `plain_text` has already cleaned."""
+    wrote itself, which `StrayControls` has already cleaned."""
     bad = _CONTROL.search(value)
     if bad:
         raise AdabertError(f"{where}: field {field!r} holds control character U+{ord(bad.group()):04X}; expected "

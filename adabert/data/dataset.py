@@ -73,8 +73,8 @@ class StrayControls:
         self.first = ""  # where, field and code point of the first replacement
 
     def row(self, text: Sequence[str], where: str, fields: Sequence[str]) -> tuple[str, ...]:
-        """`text` (one string per field) cleaned."""
-        out = []
+        """`text` (one string per field) cleaned and stripped."""
+        out, changed = [], False
         for value, field in zip(text, fields):
             bad = _REFUSED.search(value)
             if bad:
@@ -83,9 +83,9 @@ class StrayControls:
             found = _CONTROL.search(value)
             if found is not None:
                 self.first = self.first or f"{where}, field {field!r} (U+{ord(found.group()):04X})"
-                value = _CONTROL.sub(" ", value)
-            out.append(value)
-        self.rows += any(a != b for a, b in zip(out, text))
+                value, changed = _CONTROL.sub(" ", value), True
+            out.append(value.strip())
+        self.rows += changed
         return tuple(out)
 
     def report(self, path: Path | str) -> None:
@@ -182,7 +182,6 @@ def read_split(task: TaskSpec, path: Path, split: str) -> Dataset:
     stray = StrayControls()
     for n, row in rows:
         text = stray.row([row[c] for c in task.text_fields], f"{path}:{n}", task.text_fields)
-        text = tuple(t.strip() for t in text)
         if not all(text):
             empty.append(n)
             continue

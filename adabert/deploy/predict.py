@@ -87,7 +87,7 @@ def read_inputs(lines: Iterable[str], fields: int, source: str) -> list[tuple[st
             if len(cols) != fields:
                 raise AdabertError(f"{source}:{n}: expected {fields} tab-separated column{'s' if fields > 1 else ''}"
                                    f" ({'sentence' if fields == 1 else 'sentence A, sentence B'}), found {len(cols)}")
-            out.append(tuple(c.strip() for c in stray.row(cols, f"{source}:{n}", names)))
+            out.append(stray.row(cols, f"{source}:{n}", names))
     except UnicodeDecodeError as e:
         raise AdabertError(f"{source}:{n + 1}: not UTF-8 text ({e.reason}); save the file as UTF-8") from None
     stray.report(source)
@@ -109,7 +109,7 @@ def read_table(path: Path, fields: list[str]) -> tuple[list[tuple[str, ...]], li
     texts = []
     stray = StrayControls()
     for n, row in rows:
-        text = tuple(t.strip() for t in stray.row([row[f] for f in fields], f"{path}:{n}", fields))
+        text = stray.row([row[f] for f in fields], f"{path}:{n}", fields)
         if not all(text):
             raise AdabertError(f"{path}:{n}: field {fields[[bool(t) for t in text].index(False)]!r} is empty")
         texts.append(text)

@@ -469,6 +469,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     data = _load_data(args)
     cfg = PipelineConfig(
         teacher=TeacherConfig(epochs=args.teacher_epochs or (2 if demo else 3), max_length=2 * length,
+                              min_steps=0 if demo or args.teacher_epochs else TeacherConfig.min_steps,
                               lr=5e-5 if demo else 3e-5, seed=args.seed),
         probes=ProbeConfig(max_length=2 * length, bf16=args.bf16, seed=args.seed),
         search=SearchConfig(epochs=args.search_epochs or (8 if demo else 1), batch_size=64 if demo else 128,
@@ -699,7 +700,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", help="base checkpoint to fine-tune as teacher (default: the offline MiniLM)")
     g.add_argument("--teacher", help="an already fine-tuned teacher folder (skips the teacher stage)")
     p.add_argument("--search-space", default="adabert", help="YAML file or built-in name")
-    p.add_argument("--teacher-epochs", type=int, help="default: 2 (demo) or 3")
+    p.add_argument("--teacher-epochs", type=int, help="default: 2 (demo) or 3, raised on small tasks to reach "
+                                                      f"{TeacherConfig.min_steps:,} steps (a number given runs as "
+                                                      "given)")
     p.add_argument("--search-epochs", type=int, help="default: 8 (demo) or 1 (raised to reach --min-steps 600)")
     p.add_argument("--finetune-epochs", type=int, help="default: 30 (demo: 1,800 examples) or 5")
     p.add_argument("--max-length", type=int, help="student tokens per sentence (teacher: twice); default 32 "

@@ -206,7 +206,7 @@ def teacher_and_probes(base: Path, data, root: Path, epochs: int = 4) -> tuple[P
     from adabert.teacher.probes import ProbeConfig, run_probes
 
     cpu = torch.device("cpu")
-    finetune_teacher(str(base), data, TeacherConfig(epochs=epochs, batch_size=16, lr=3e-3, max_length=32),
+    finetune_teacher(str(base), data, TeacherConfig(epochs=epochs, min_steps=0, batch_size=16, lr=3e-3, max_length=32),
                      root / "teacher", cpu)
     run_probes(str(root / "teacher"), data, ProbeConfig(epochs=5, batch_size=32, lr=1e-2, max_length=32),
                root / "probes", cpu)
@@ -246,7 +246,7 @@ def tiny_teacher(tmp_path_factory, tiny_base, sst2_dir) -> Path:
 
     out = tmp_path_factory.mktemp("runs") / "teacher"
     data = load_task_data(get_task("sst2"), sst2_dir)
-    finetune_teacher(str(tiny_base), data, TeacherConfig(epochs=8, batch_size=16, lr=3e-3, max_length=32),
+    finetune_teacher(str(tiny_base), data, TeacherConfig(epochs=8, min_steps=0, batch_size=16, lr=3e-3, max_length=32),
                      out, torch.device("cpu"))
     return out
 
@@ -269,8 +269,8 @@ def cli_stages(base: Path, task: list, root: Path, capsys, search_epochs: int, f
     """teacher (from `base`), probes, search (tiny space) and finetune via the CLI on `task` (its CLI arguments),
     into root/t, root/p, root/s and root/student; each must exit 0. Returns the dev accuracy of teacher and
     student."""
-    stages = [["teacher", "--model", base, "--epochs", 8, "--batch-size", 16, "--lr", 3e-3, "--max-length", 32,
-               "--output-dir", root / "t"],
+    stages = [["teacher", "--model", base, "--epochs", 8, "--min-steps", 0, "--batch-size", 16, "--lr", 3e-3,
+               "--max-length", 32, "--output-dir", root / "t"],
               ["probes", "--teacher", root / "t", "--epochs", 5, "--max-length", 32, "--output-dir", root / "p"],
               ["search", "--teacher", root / "t", "--probes", root / "p", "--search-space", "tiny",
                "--epochs", search_epochs, "--batch-size", 32, "--max-length", 16, "--min-steps", 0, "--select-top", 1,

@@ -34,8 +34,8 @@ CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 
 def test_teacher_and_probes_on_cuda_learn_and_agree_with_the_cpu(tiny_base, sst2_dir, tmp_path):
     data = load_task_data(get_task("sst2"), sst2_dir)
-    m = finetune_teacher(str(tiny_base), data, TeacherConfig(epochs=8, batch_size=16, lr=3e-3, max_length=32),
-                         tmp_path / "teacher", CUDA)
+    m = finetune_teacher(str(tiny_base), data, TeacherConfig(epochs=8, min_steps=0, batch_size=16, lr=3e-3,
+                                                             max_length=32), tmp_path / "teacher", CUDA)
     assert m["dev"]["accuracy"] >= 85.0
     on_cpu = evaluate_teacher(load_classifier(str(tmp_path / "teacher")), load_tokenizer(str(tmp_path / "teacher")),
                               data.dev, 32, CPU)

@@ -60,7 +60,8 @@ def test_siamese_bilstm_on_pairs(mrpc_dir, tmp_path, tiny_base):
 
     data = load_task_data(get_task("mrpc"), mrpc_dir)
     teacher = tmp_path / "teacher"
-    finetune_teacher(str(tiny_base), data, TeacherConfig(epochs=1, batch_size=16, max_length=32), teacher, CPU)
+    finetune_teacher(str(tiny_base), data, TeacherConfig(epochs=1, min_steps=0, batch_size=16, max_length=32), teacher,
+                     CPU)
     cfg = DistillConfig(**{**SMALL, "method": "hinton", "epochs": 1})
     d = Distiller(TaskBundle(data, teacher), cfg, CPU)
     model = d.new_student(0)

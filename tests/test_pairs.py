@@ -23,7 +23,7 @@ def pair_student(tiny_base, mrpc_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("pairs")
     data = load_task_data(get_task("mrpc"), mrpc_dir)
     cpu = torch.device("cpu")
-    finetune_teacher(str(tiny_base), data, TeacherConfig(epochs=2, batch_size=16, lr=3e-3, max_length=32),
+    finetune_teacher(str(tiny_base), data, TeacherConfig(epochs=2, min_steps=0, batch_size=16, lr=3e-3, max_length=32),
                      root / "teacher", cpu)
     run_probes(str(root / "teacher"), data, ProbeConfig(epochs=3, max_length=32), root / "probes", cpu)
     bundle = TaskBundle(data, root / "teacher", root / "probes")

@@ -156,6 +156,20 @@ def test_a_teacher_at_the_majority_class_is_reported_before_the_search(monkeypat
     assert "a student of this teacher is no evidence" in adabert_log.text
 
 
+def test_pipeline_teacher_epochs_are_raised_on_small_tasks_unless_given(monkeypatch, sst2_dir, tmp_path, capsys):
+    import adabert.pipeline
+    from adabert.teacher.config import TeacherConfig
+
+    seen = []
+    monkeypatch.setattr(adabert.pipeline, "run_pipeline", lambda data, out, cfg, *a, **k: seen.append(cfg.teacher))
+    monkeypatch.setattr(adabert.pipeline, "format_summary", lambda summary: "")
+    task = ["--task", "sst2", "--data-dir", sst2_dir]
+    for args in (task, [*task, "--teacher-epochs", 3], []):  # the last: the demo, which keeps to its minutes
+        code, _, err = run_cli(["pipeline", *args, "--output-dir", tmp_path / "run"], capsys)
+        assert code == 0, err
+    assert [(t.epochs, t.min_steps) for t in seen] == [(3, TeacherConfig.min_steps), (3, 0), (2, 0)]
+
+
 def test_pipeline_with_two_budgets_is_one_line_and_exit_2(sst2_dir, tmp_path, capsys):
     code, _, err = run_cli(["pipeline", "--task", "sst2", "--data-dir", sst2_dir, "--target-params", 300000,
                             "--target-latency-ms", 2, "--output-dir", tmp_path / "run"], capsys)

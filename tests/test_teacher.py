@@ -7,9 +7,10 @@ import numpy as np
 import torch
 from conftest import run_cli, save_tiny_bert
 
+from adabert.core.schedule import epochs_to_reach
 from adabert.data.dataset import load_task_data
 from adabert.data.tasks import get_task
-from adabert.teacher.model import evaluate_teacher, load_classifier, load_tokenizer
+from adabert.teacher.model import TeacherConfig, evaluate_teacher, finetune_teacher, load_classifier, load_tokenizer
 
 
 def test_tiny_teacher_learns_the_toy_task(tiny_base, tiny_teacher, sst2_dir):
@@ -30,7 +31,7 @@ def test_tiny_teacher_learns_the_toy_task(tiny_base, tiny_teacher, sst2_dir):
 def test_teacher_skips_when_up_to_date(tiny_base, tiny_teacher, sst2_dir, capsys):
     before = (tiny_teacher / "model.safetensors").stat().st_mtime_ns
     code, out, _ = run_cli(["teacher", "--task", "sst2", "--data-dir", sst2_dir, "--model", tiny_base,
-                            "--epochs", 8, "--batch-size", 16, "--lr", 3e-3, "--max-length", 32,
+                            "--epochs", 8, "--min-steps", 0, "--batch-size", 16, "--lr", 3e-3, "--max-length", 32,
                             "--output-dir", tiny_teacher], capsys)
     assert code == 0 and "dev: accuracy" in out
     assert (tiny_teacher / "model.safetensors").stat().st_mtime_ns == before
@@ -62,8 +63,9 @@ def test_hub_id_loads_from_the_local_hub_cache_offline(tmp_path, sst2_dir):
     (refs / "main").write_text("0" * 40)
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-m", "adabert", "teacher", "--task", "sst2", "--data-dir", str(sst2_dir),
-                           "--model", "adabert-test/tiny-bert", "--epochs", "1", "--max-length", "16",
-                           "--output-dir", str(tmp_path / "out")], env=env, capture_output=True, text=True)
+                           "--model", "adabert-test/tiny-bert", "--epochs", "1", "--min-steps", "0",
+                           "--max-length", "16", "--output-dir", str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     meta = json.loads((tmp_path / "out" / "meta.json").read_text())
     assert meta["inputs"]["base_model"] == "hub:adabert-test/tiny-bert"
@@ -74,15 +76,34 @@ def test_hub_id_loads_from_the_local_hub_cache_offline(tmp_path, sst2_dir):
     assert proc.stderr.strip().count("\n") == 0
 
 
-def test_regression_task_teacher(tmp_path, tiny_base):
+def write_scored_pairs(folder, n: int = 40) -> None:
+    """An STS-B-shaped task of `n` scored pairs (train and dev alike)."""
     rows = ["index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"]
     rng = np.random.default_rng(0)
-    for i in range(40):
+    for i in range(n):
         rows.append(f"{i}\tg\tf\ty\t{i}\ts\ts\tgood film {i}\tbad film\t{rng.uniform(0, 5):.2f}")
     for name in ("train.tsv", "dev.tsv"):
-        (tmp_path / name).write_text("\n".join(rows) + "\n")
-    from adabert.teacher.model import TeacherConfig, finetune_teacher
+        (folder / name).write_text("\n".join(rows) + "\n")
+
+
+def test_regression_task_teacher(tmp_path, tiny_base):
+    write_scored_pairs(tmp_path)
     data = load_task_data(get_task("stsb"), tmp_path)
-    m = finetune_teacher(str(tiny_base), data, TeacherConfig(epochs=1, max_length=16), tmp_path / "out",
+    m = finetune_teacher(str(tiny_base), data, TeacherConfig(epochs=1, min_steps=0, max_length=16), tmp_path / "out",
                          torch.device("cpu"))
     assert set(m["dev"]) == {"pearson", "spearman"}
+
+
+def test_a_small_task_trains_more_epochs_to_reach_min_steps(tmp_path, tiny_base, adabert_log):
+    write_scored_pairs(tmp_path)
+    data = load_task_data(get_task("stsb"), tmp_path)
+    steps_per_epoch = -(-len(data.fit) // 16)
+    assert steps_per_epoch >= 2
+    min_steps = 2 * steps_per_epoch + 1  # two epochs fall one step short: a third runs
+    m = finetune_teacher(str(tiny_base), data, TeacherConfig(epochs=1, min_steps=min_steps, batch_size=16,
+                                                             max_length=16), tmp_path / "out", torch.device("cpu"))
+    assert [h["epoch"] for h in m["history"]] == [1, 2, 3]
+    assert m["history"][-1]["step"] == 3 * steps_per_epoch
+    assert f"teacher: 3 epochs of {steps_per_epoch} steps, to reach --min-steps {min_steps}" in adabert_log.text
+    assert epochs_to_reach(5, min_steps, steps_per_epoch) == 5  # more epochs asked than the minimum needs
+    assert epochs_to_reach(1, 0, steps_per_epoch) == 1

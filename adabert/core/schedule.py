@@ -1,10 +1,17 @@
-"""Step schedules shared by the training loops: cosine learning-rate decay and evaluation points."""
+"""Step schedules shared by the training loops: epochs raised to a minimum of steps, cosine learning-rate decay and
+evaluation points."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+
+
+def epochs_to_reach(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
+    """The epochs a stage runs: `epochs`, raised to the fewest whole epochs of at least `min_steps` steps (small
+    tasks train for more epochs, not for fewer updates)."""
+    return max(epochs, -(-min_steps // max(1, steps_per_epoch)))
 
 
 def cosine_decay(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:

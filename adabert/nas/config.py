@@ -123,10 +123,6 @@ class SearchConfig:
         if len(self.targets()) > 1:
             raise AdabertError("--target-params, --target-flops, --target-latency-ms: give at most one budget")
 
-    def epochs_for(self, steps_per_epoch: int) -> int:
-        """The epochs run: `epochs`, raised to reach `min_steps`."""
-        return max(self.epochs, -(-self.min_steps // steps_per_epoch))
-
     def targets(self) -> dict[str, float]:
         return {unit: v for unit, v in (("params", self.target_params), ("flops", self.target_flops),
                                         ("latency_ms", self.target_latency_ms)) if v > 0}

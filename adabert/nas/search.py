@@ -40,7 +40,7 @@ from adabert.core.guards import check_terms, clip_checked
 from adabert.core.heads import init_regression_heads
 from adabert.core.losses import depth_losses, efficiency_penalty
 from adabert.core.runtime import autocast, log, summary_level, warn_if_emulated_bf16
-from adabert.core.schedule import eval_points
+from adabert.core.schedule import epochs_to_reach, eval_points
 from adabert.core.trainer import StageState, Trainee, Trainer
 from adabert.data.dataset import disjoint_holdout_split
 from adabert.data.encoding import batched_logits, epoch_batches, student_batch
@@ -124,7 +124,7 @@ class Searcher:
             self.w_rows = np.concatenate([self.w_rows, n_fit + copies])
         self.e_rows = est[np.argsort(self.lengths[est], kind="stable")]
         self.steps_per_epoch = math.ceil(len(self.w_rows) / cfg.batch_size)
-        self.epochs = cfg.epochs_for(self.steps_per_epoch)
+        self.epochs = epochs_to_reach(cfg.epochs, cfg.min_steps, self.steps_per_epoch)
         if self.epochs > cfg.epochs:
             log.info("search: %d epochs of %d steps, to reach --min-steps %d", self.epochs, self.steps_per_epoch,
                      cfg.min_steps)

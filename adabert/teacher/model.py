@@ -23,6 +23,7 @@ from adabert.core.fileio import (atomic_dir, meta_matches, model_fingerprint, op
                                  write_meta)
 from adabert.core.heads import init_regression_heads
 from adabert.core.runtime import autocast, log, progress, set_seed, warn_if_emulated_bf16
+from adabert.core.schedule import epochs_to_reach
 from adabert.core.trainer import Losses, Resume, Trainee, Trainer, partial_dir, remove_partial
 from adabert.data.dataset import Dataset, TaskData
 from adabert.data.encoding import Encoded, batch_indices, encode_joint, epoch_batches, joint_batch
@@ -213,7 +214,10 @@ def finetune_teacher(source: str, data: TaskData, cfg: TeacherConfig, output_dir
     holdout_enc = encode_joint(tokenizer, data.holdout, cfg.max_length)
     labels = torch.tensor(data.fit.labels)
     steps_per_epoch = math.ceil(len(enc) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
+    epochs = epochs_to_reach(cfg.epochs, cfg.min_steps, steps_per_epoch)
+    if epochs > cfg.epochs:
+        log.info("teacher: %d epochs of %d steps, to reach --min-steps %d", epochs, steps_per_epoch, cfg.min_steps)
+    total = steps_per_epoch * epochs
     decay = [p for n, p in model.named_parameters() if not any(k in n for k in ("bias", "LayerNorm", "norm"))]
     no_decay = [p for n, p in model.named_parameters() if any(k in n for k in ("bias", "LayerNorm", "norm"))]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -235,7 +239,7 @@ def finetune_teacher(source: str, data: TaskData, cfg: TeacherConfig, output_dir
         return task_metrics(task, logits.numpy(), data.holdout.labels)
 
     t0 = time.time()
-    result = Trainer("teacher", [Trainee(model, opt, sched)], cfg.epochs, batches, loss, evaluate, task.main_metric,
+    result = Trainer("teacher", [Trainee(model, opt, sched)], epochs, batches, loss, evaluate, task.main_metric,
                      1, cfg.clip, partial_dir(output_dir) / "teacher.safetensors",
                      {"inputs": inputs, "config": config}, defaults=option_defaults(cfg)).fit(resume)
     history = result.history

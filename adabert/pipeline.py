@@ -119,6 +119,9 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
     stage("evaluate")
     evaluation = Predictor(out / "student", device).evaluate(data.dev)
     write_json(out / "student" / "eval_dev.json", evaluation)
+    student_warning = baseline_warning(data.task, evaluation["metrics"], baseline, who="student")
+    if student_warning:
+        log.warning("pipeline: %s", student_warning)
     done("evaluate")
     stage("export")
     exported = export_student(out / "student", out / "export", list(cfg.export_formats))
@@ -134,6 +137,7 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
     first = bench["timings"][0]
     summary = {
         "task": data.task.name, "metric": metric, "majority_baseline": {"dev": baseline}, "warning": warning,
+        "student_warning": student_warning,
         "teacher": {"dev": probe_metrics["teacher_dev"], "params": bench["models"]["teacher"]["params"],
                     "latency_ms": first["latency_ms"]["teacher"], "path": teacher},
         "student": {"dev": evaluation["metrics"], "params": bench["models"]["student"]["params"],
@@ -180,8 +184,7 @@ def format_summary(s: dict) -> str:
                      f"{'within' if b['within'] else 'outside'} +-{round(100 * b['tolerance'])}%)")
     if "teacher_agreement" in st:
         lines.append(f"fidelity on dev: {st['teacher_agreement']['dev']:.2f} {st['teacher_agreement']['measure']}")
-    if s.get("warning"):
-        lines.append(f"warning: {s['warning']}")
+    lines += [f"warning: {s[key]}" for key in ("warning", "student_warning") if s.get(key)]
     lines.append("files: " + ", ".join(f"{k} {v}" for k, v in s["files"].items() if k != "export")
                  + ", export " + ", ".join(s["files"]["export"].values()))
     lines.append(f"TensorBoard: tensorboard --logdir {s['files']['tensorboard']}")

@@ -83,8 +83,14 @@ def test_majority_baseline_and_the_warning_when_the_teacher_is_near_it():
     train, dev = np.array([1, 1, 1, 0]), np.array([1, 1, 0, 0, 1])
     b = majority_baseline(mrpc, train, dev)
     assert b["accuracy"] == pytest.approx(60.0) and b["f1"] == pytest.approx(75.0)  # always "equivalent"
-    assert baseline_warning(mrpc, {"f1": 76.5, "accuracy": 62.0}, b) is not None
+    assert baseline_warning(mrpc, {"f1": 76.5, "accuracy": 62.0}, b) == (
+        "the teacher's dev f1 (76.50) is within 2 points of the majority-class baseline (75.00): neither it nor its "
+        "student has shown that it learned the task")
     assert baseline_warning(mrpc, {"f1": 86.9, "accuracy": 80.0}, b) is None
+    assert baseline_warning(mrpc, {"f1": 74.0, "accuracy": 70.0}, b, who="student") == (
+        "the student's dev f1 (74.00) is below the majority-class baseline (75.00): it has not shown that it learned "
+        "the task")
+    assert baseline_warning(mrpc, {"f1": 77.0, "accuracy": 70.0}, b, who="student") is None  # 2 points above
     stsb = get_task("stsb")
     r = majority_baseline(stsb, np.array([1.0, 3.0]), np.array([0.0, 5.0, 2.0]))
     assert r == {"pearson": 0.0, "spearman": 0.0}

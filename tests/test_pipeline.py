@@ -7,6 +7,7 @@ from conftest import run_cli
 
 from adabert.data.dataset import load_task_data
 from adabert.data.demo_task import write_demo_task
+from adabert.data.metrics import baseline_warning
 from adabert.data.tasks import get_task
 from adabert.nas.arch import random_arch
 from adabert.nas.costs import measure_cost_model
@@ -62,6 +63,15 @@ def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_
     majority = int(data.fit.labels.mean() > 0.5)
     assert summary["majority_baseline"]["dev"]["accuracy"] == pytest.approx(100 * (data.dev.labels == majority).mean())
     assert summary["warning"] is None and "majority-class" not in err  # the tiny teacher learned the toy task
+    assert summary["student_warning"] is None  # and so did its student
+    from adabert.pipeline import format_summary
+
+    majority = summary["majority_baseline"]["dev"]["accuracy"]
+    weak = {**summary, "student": {**summary["student"], "dev": {"accuracy": majority - 1.0}}}
+    weak["student_warning"] = baseline_warning(get_task("sst2"), weak["student"]["dev"], {"accuracy": majority},
+                                               who="student")
+    assert f"warning: the student's dev accuracy ({majority - 1:.2f}) is below the majority-class" in \
+        format_summary(weak)
     stamp = (tmp_path / "run" / "student" / "model.safetensors").stat().st_mtime_ns
     arch_stamp = (tmp_path / "run" / "search" / "arch.json").stat().st_mtime_ns
     code, out, err = run_cli(args, capsys)

@@ -131,15 +131,19 @@ def majority_baseline(task: TaskSpec, train_labels: np.ndarray, gold: np.ndarray
     return task_metrics(task, logits, gold)
 
 
-def baseline_warning(task: TaskSpec, teacher: dict[str, float], baseline: dict[str, float],
+def baseline_warning(task: TaskSpec, scores: dict[str, float], baseline: dict[str, float], who: str = "teacher",
                      margin: float = 2.0) -> str | None:
-    """A warning when the teacher's main metric is within `margin` points of the majority baseline's: then
-    neither the teacher nor a student distilled from it has shown that it learned the task."""
+    """A warning when the main metric of `who` (the teacher or the student) is below the majority baseline's or
+    within `margin` points above it: then it has not shown that it learned the task, and for a teacher neither has
+    a student distilled from it."""
     m = task.main_metric
-    if teacher[m] - baseline[m] < margin:
-        return (f"the teacher's dev {m} ({teacher[m]:.2f}) is within {margin:g} points of the majority-class "
-                f"baseline ({baseline[m]:.2f}): neither it nor its student has shown that it learned the task")
-    return None
+    if scores[m] - baseline[m] >= margin:
+        return None
+    relation = "below" if scores[m] < baseline[m] else f"within {margin:g} points of"
+    consequence = ("neither it nor its student has shown that it learned the task" if who == "teacher"
+                   else "it has not shown that it learned the task")
+    return (f"the {who}'s dev {m} ({scores[m]:.2f}) is {relation} the majority-class baseline ({baseline[m]:.2f}): "
+            f"{consequence}")
 
 
 def class_report(task: TaskSpec, logits: np.ndarray, gold: np.ndarray) -> dict:

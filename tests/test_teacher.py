@@ -105,5 +105,5 @@ def test_a_small_task_trains_more_epochs_to_reach_min_steps(tmp_path, tiny_base,
     assert [h["epoch"] for h in m["history"]] == [1, 2, 3]
     assert m["history"][-1]["step"] == 3 * steps_per_epoch
     assert f"teacher: 3 epochs of {steps_per_epoch} steps, to reach --min-steps {min_steps}" in adabert_log.text
-    assert epochs_to_reach(5, min_steps, steps_per_epoch) == 5  # more epochs asked than the minimum needs
-    assert epochs_to_reach(1, 0, steps_per_epoch) == 1
+    assert epochs_to_reach("teacher", 5, min_steps, steps_per_epoch) == 5  # more epochs asked than the minimum needs
+    assert epochs_to_reach("teacher", 1, 0, steps_per_epoch) == 1

@@ -7,11 +7,16 @@ import math
 
 import torch
 
+from adabert.core.runtime import log
 
-def epochs_to_reach(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
+
+def epochs_to_reach(stage: str, epochs: int, min_steps: int, steps_per_epoch: int) -> int:
     """The epochs a stage runs: `epochs`, raised to the fewest whole epochs of at least `min_steps` steps (small
-    tasks train for more epochs, not for fewer updates)."""
-    return max(epochs, -(-min_steps // max(1, steps_per_epoch)))
+    tasks train for more epochs, not for fewer updates); a raise is logged under the stage's name."""
+    raised = max(epochs, -(-min_steps // max(1, steps_per_epoch)))
+    if raised > epochs:
+        log.info("%s: %d epochs of %d steps, to reach --min-steps %d", stage, raised, steps_per_epoch, min_steps)
+    return raised
 
 
 def cosine_decay(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:

@@ -124,10 +124,7 @@ class Searcher:
             self.w_rows = np.concatenate([self.w_rows, n_fit + copies])
         self.e_rows = est[np.argsort(self.lengths[est], kind="stable")]
         self.steps_per_epoch = math.ceil(len(self.w_rows) / cfg.batch_size)
-        self.epochs = epochs_to_reach(cfg.epochs, cfg.min_steps, self.steps_per_epoch)
-        if self.epochs > cfg.epochs:
-            log.info("search: %d epochs of %d steps, to reach --min-steps %d", self.epochs, self.steps_per_epoch,
-                     cfg.min_steps)
+        self.epochs = epochs_to_reach("search", cfg.epochs, cfg.min_steps, self.steps_per_epoch)
         self.total_steps = self.steps_per_epoch * self.epochs
         self.warmup_steps = int(cfg.warmup * self.total_steps)
         self.history: list[dict] = []  # one record per evaluation: held-out metrics, genotype, cost, diagnostics

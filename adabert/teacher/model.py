@@ -214,9 +214,7 @@ def finetune_teacher(source: str, data: TaskData, cfg: TeacherConfig, output_dir
     holdout_enc = encode_joint(tokenizer, data.holdout, cfg.max_length)
     labels = torch.tensor(data.fit.labels)
     steps_per_epoch = math.ceil(len(enc) / cfg.batch_size)
-    epochs = epochs_to_reach(cfg.epochs, cfg.min_steps, steps_per_epoch)
-    if epochs > cfg.epochs:
-        log.info("teacher: %d epochs of %d steps, to reach --min-steps %d", epochs, steps_per_epoch, cfg.min_steps)
+    epochs = epochs_to_reach("teacher", cfg.epochs, cfg.min_steps, steps_per_epoch)
     total = steps_per_epoch * epochs
     decay = [p for n, p in model.named_parameters() if not any(k in n for k in ("bias", "LayerNorm", "norm"))]
     no_decay = [p for n, p in model.named_parameters() if any(k in n for k in ("bias", "LayerNorm", "norm"))]

@@ -163,7 +163,9 @@ def test_load_task_data_fingerprint_changes_with_content(sst2_dir, tmp_path):
     (b"sentence\tlabel\ngood film \t1\nbad film \t7\n", "train.tsv:3: field 'label' = '7' is not a label"),
     (b"", "train.tsv: file is empty"),
     (b"sentence\tlabel\ngood \t1\ncaf\xe9 \t1\n", "train.tsv:3: not UTF-8"),
-    (b"text\tlabel\ngood \t1\n", "train.tsv: no column 'sentence'"),
+    (b"text\tlabel\ngood \t1\n", "train.tsv: no column 'sentence'; found text, label\n"),
+    (b"a good film of the year\t1\nbad \t0\n", "no column 'sentence'; found a good film of the year, 1; line 1 "
+     "reads like data, not a header: the file needs a first line naming its columns, 'sentence' among them"),
 ])
 def test_bad_data_files_give_one_line_errors(tmp_path, capsys, content, expect):
     (tmp_path / "train.tsv").write_bytes(content)

@@ -99,13 +99,13 @@ def read_inputs(lines: Iterable[str], fields: int, source: str) -> list[tuple[st
 def read_table(path: Path, fields: list[str]) -> tuple[list[tuple[str, ...]], list[dict[str, str]]]:
     """Examples from a CSV, TSV (with a header line) or JSONL file: the `fields` columns of every row, and the rows
     themselves (written back beside the predictions)."""
-    from adabert.data.dataset import read_rows
+    from adabert.data.dataset import missing_column, read_rows
     from adabert.data.tasks import file_format_of
 
     rows = read_rows(Path(path), file_format_of(str(path)))
     missing = [f for f in fields if f not in rows[0][1]]
     if missing:
-        raise AdabertError(f"{path}: no column {missing[0]!r} (--text-fields); found {', '.join(rows[0][1])}")
+        raise missing_column(path, missing[0], tuple(rows[0][1]), " (--text-fields)")
     texts = []
     stray = StrayControls()
     for n, row in rows:

@@ -12,7 +12,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -162,10 +162,11 @@ def read_rows(path: Path, fmt: str, columns: tuple[str, ...] | None = None) -> l
     return out
 
 
-def missing_column(path: Path, column: str, header: Sequence[str], flag: str = "") -> AdabertError:
+def missing_column(path: Path, column: str, header: Iterable[str], flag: str = "") -> AdabertError:
     """The one-line error for a column that a file lacks, naming the header found. A file without a header line
     shows its first data row as the header: where a name reads like data (a number, or four words or more), the
     error says that the file needs a first line naming its columns."""
+    header = list(header)
     shown = [h if len(h) <= 40 else h[:37] + "..." for h in header]
     data_like = any(len(h.split()) >= 4 or re.fullmatch(r"[-+]?\d+(\.\d+)?", h.strip()) for h in header)
     hint = (f"; line 1 reads like data, not a header: the file needs a first line naming its columns, {column!r} "
@@ -185,7 +186,7 @@ def read_split(task: TaskSpec, path: Path, split: str) -> Dataset:
     first_line, first = rows[0]
     for col in needed:
         if col not in first:
-            raise missing_column(path, col, tuple(first))
+            raise missing_column(path, col, first)
     texts: list[tuple[str, ...]] = []
     labels: list = []
     index = {v: i for i, v in enumerate(task.labels or ())}
@@ -225,7 +226,7 @@ def infer_labels(path: Path, fmt: str, label_field: str) -> list[str]:
     """The sorted distinct values of `label_field` in a file (for custom tasks given no --labels)."""
     rows = read_rows(Path(path), fmt)
     if label_field not in rows[0][1]:
-        raise missing_column(path, label_field, tuple(rows[0][1]))
+        raise missing_column(path, label_field, rows[0][1])
     values = sorted({r[label_field].strip() for _, r in rows})
     if len(values) < 2:
         raise AdabertError(f"{path}: column {label_field!r} has fewer than 2 distinct labels")

@@ -105,7 +105,7 @@ def read_table(path: Path, fields: list[str]) -> tuple[list[tuple[str, ...]], li
     rows = read_rows(Path(path), file_format_of(str(path)))
     missing = [f for f in fields if f not in rows[0][1]]
     if missing:
-        raise missing_column(path, missing[0], tuple(rows[0][1]), " (--text-fields)")
+        raise missing_column(path, missing[0], rows[0][1], " (--text-fields)")
     texts = []
     stray = StrayControls()
     for n, row in rows:

@@ -183,7 +183,7 @@ def read_split(task: TaskSpec, path: Path, split: str) -> Dataset:
     path = Path(path)
     rows = read_rows(path, task.file_format, task.columns)
     needed = (*task.text_fields, task.label_field)
-    first_line, first = rows[0]
+    first = rows[0][1]
     for col in needed:
         if col not in first:
             raise missing_column(path, col, first)

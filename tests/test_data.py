@@ -113,7 +113,7 @@ def test_disjoint_holdout_holds_whole_texts_and_drops_what_they_contain():
 
 
 def test_disjoint_holdout_on_flat_data_is_random_less_duplicates():
-    texts = [(f"sentence number {i}", f"other side {i % 7}") for i in range(200)]
+    texts = [(f"sentence number {i}", f"other side {i}") for i in range(200)]
     texts.append(("sentence number 3", "other side 3"))
     fit, held = disjoint_holdout_split(texts, 0.1, 2000, seed=0)
     assert len(held) == 20 and len(fit) + len(held) in (200, 201)  # the duplicate of row 3 leaves only with row 3
@@ -126,6 +126,28 @@ def test_disjoint_holdout_on_flat_data_is_random_less_duplicates():
         assert len(held) == 1 and held[0] >= 5 and len(fit) == 8
     with pytest.raises(AdabertError, match="hold 18 of the other 18 rows .* use --holdout-split random"):
         disjoint_holdout_split([("the good film",), ("the bad film",)] * 10, 0.1, 2000, seed=0)
+
+
+def test_disjoint_holdout_keeps_pairs_that_share_a_sentence_together(adabert_log):
+    """Pairs joined by a shared sentence (a premise with its hypotheses) are held out a whole group at a time, so no
+    held-out pair shares a sentence with a fit pair; a group too large for the slice stays in the fit split."""
+    texts = [(f"premise {p} says so", f"hypothesis {p} {h}") for p in range(100) for h in range(3)]
+    texts += [("a stock sentence", f"paired with {i}") for i in range(40)]  # one group of 40 pairs
+    texts.append(texts[4])  # a duplicate leaves the fit split with its group
+    fit, held = disjoint_holdout_split(texts, 0.1, 2000, seed=0)
+    assert not set(fit) & set(held) and 17 <= len(held) <= 34  # the slice: 34 rows, groups of three
+    held_sides = {side for i in held for side in texts[i]}
+    assert not any(side in held_sides for i in fit for side in texts[i])
+    assert len({texts[i][0] for i in held}) * 3 == len(held)  # whole premises, each with its three hypotheses
+    assert not any(texts[i][0] == "a stock sentence" for i in held)
+    assert len(fit) + len(held) == len(texts) - (4 in held or 3 in held or 5 in held)
+    assert np.array_equal(held, disjoint_holdout_split(texts, 0.1, 2000, seed=0)[1])
+    assert not np.array_equal(held, disjoint_holdout_split(texts, 0.1, 2000, seed=1)[1])
+    assert len(disjoint_holdout_split(texts, 0.1, 9, seed=0)[1]) == 9  # the cap holds: three groups of three
+    # every pair shares one sentence: no group fits, so pairs are held out one at a time, with a warning
+    star = [("one shared sentence", f"other side {i}") for i in range(200)]
+    fit, held = disjoint_holdout_split(star, 0.1, 2000, seed=0)
+    assert len(held) == 20 and len(fit) == 180 and "groups too large" in adabert_log.text
 
 
 def test_holdout_split_kind_is_checked_and_fingerprinted(sst2_dir):

@@ -65,8 +65,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="disjoint (default): whole texts that no other row holds, with every row inside them (a "
                         "sub-phrase, a duplicate) left out of the fit split, so that held-out scores text no model "
                         "trained on (treebank-style sets such as SST-2 hold every sub-phrase of a sentence as a row: "
-                        "89%% of a random slice lies inside a fit row); on data without nested rows the random "
-                        "slice's rows less duplicates. random: a random slice of train")
+                        "89%% of a random slice lies inside a fit row); sentence pairs that share a sentence (a "
+                        "premise with its hypotheses) are held out together, so no held-out pair shares a sentence "
+                        "with a fit pair; on other data the random slice's rows less duplicates. random: a random "
+                        "slice of train")
     g.add_argument("--holdout-seed", type=int, default=0,
                    help="seed of the held-out split (default: 0); kept apart from --seed so that runs with other "
                         "training seeds share one split and the cached teacher outputs")

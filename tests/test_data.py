@@ -228,8 +228,8 @@ def test_cli_custom_task_from_csv_and_jsonl(tmp_path, tiny_base, capsys):
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "dev.csv").write_text("\n".join(rows[:5]) + "\n")
     code, out, err = run_cli(["teacher", "--task", "custom", "--train-file", tmp_path / "train.csv", "--dev-file",
-                              tmp_path / "dev.csv", "--text-fields", "text", "--epochs", 1, "--max-length", 16,
-                              "--model", tiny_base, "--output-dir", tmp_path / "t"], capsys)
+                              tmp_path / "dev.csv", "--text-fields", "text", "--epochs", 1, "--min-steps", 0,
+                              "--max-length", 16, "--model", tiny_base, "--output-dir", tmp_path / "t"], capsys)
     assert code == 0, err
     meta = json.loads((tmp_path / "t" / "meta.json").read_text())
     assert meta["config"]["task"]["labels"] == ["neg", "pos"] and meta["config"]["task"]["file_format"] == "csv"

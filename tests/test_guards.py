@@ -71,7 +71,7 @@ def test_finetune_nan_exits_3_keeps_the_last_checkpoint_and_resumes(tiny_teacher
                                                                     monkeypatch, capsys):
     data = load_task_data(get_task("sst2"), sst2_dir)
     Searcher(TaskBundle(data, tiny_teacher, tiny_probes), load_search_space("tiny"),
-             SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0), tmp_path / "s",
+             SearchConfig(epochs=1, batch_size=32, max_length=16, evals=1, min_steps=0, select_top=1), tmp_path / "s",
              torch.device("cpu")).run()
     monkeypatch.setattr(adabert.students.finetune, "probe_kd", _nan_from_call(adabert.students.finetune.probe_kd, 6))
     args = ["finetune", "--arch", tmp_path / "s" / "arch.json", "--teacher", tiny_teacher, "--probes", tiny_probes,

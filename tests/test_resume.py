@@ -67,7 +67,7 @@ def test_finetune_resumes_after_sigkill(tiny_teacher, tiny_probes, sst2_dir, tmp
     search = tmp_path / "search"
     finish(["search", "--search-space", "tiny", "--teacher", tiny_teacher, "--probes", tiny_probes, "--task", "sst2",
             "--data-dir", sst2_dir, "--epochs", 1, "--min-steps", 0, "--batch-size", 32, "--max-length", 16,
-            "--output-dir", search])
+            "--select-top", 1, "--output-dir", search])
     args = ["finetune", "--arch", search / "arch.json", "--teacher", tiny_teacher, "--probes", tiny_probes,
             "--task", "sst2", "--data-dir", sst2_dir, "--epochs", 8, "--batch-size", 16, "--max-length", 16]
     check_resume(args, tmp_path / "student", tmp_path / "reference",
@@ -93,7 +93,7 @@ def search_killed_and_resumed(args: list, out: Path) -> tuple[dict, dict]:
     """A tiny search (`args` added) run through; the same killed at its first checkpoint and resumed: both
     arch.json files (resumed, reference)."""
     args = ["search", *args, "--search-space", "tiny", "--task", "sst2", "--epochs", 6, "--min-steps", 0,
-            "--batch-size", 16, "--max-length", 16, "--checkpoint-every", 3]
+            "--batch-size", 16, "--max-length", 16, "--checkpoint-every", 3, "--select-steps", 24]
     finish(args + ["--output-dir", out / "reference"])
     kill_after(args + ["--output-dir", out / "s"], out / "s" / "checkpoint.safetensors")
     assert not (out / "s" / "arch.json").exists()

@@ -76,13 +76,27 @@ def test_arch_effect_tells_separable_architectures_from_seed_noise():
     noise = rng.normal(0.0, 1.0, (8, 6))
     same = arch_effect(80.0 + np.array([rng.permutation(noise[0]) for _ in range(8)]))  # equal means, same noise
     assert same["p_equal"] == 1.0 and same["sd_between"] == 0.0 and same["ceiling_tau"] == 0.0
-    assert same["sd_within"] == pytest.approx(noise[0].std(ddof=1))
     dev = 80.0 + 5.0 * np.arange(8)[:, None] + noise  # means 5 noise sds apart
     apart = arch_effect(dev)
     assert apart["p_equal"] < 0.01 and apart["ceiling_tau"] > 0.9
-    within = noise.var(axis=1, ddof=1).mean()
+    resid = noise - noise.mean(axis=1, keepdims=True) - noise.mean(axis=0, keepdims=True) + noise.mean()
+    within = (resid ** 2).sum() / (7 * 5)  # the two-way model's residual variance, by hand
+    assert apart["sd_within"] == pytest.approx(np.sqrt(within))
     assert apart["sd_between"] == pytest.approx(np.sqrt(dev.mean(axis=1).var(ddof=1) - within / 6))
     assert arch_effect(noise[:, :1]) is None and arch_effect(noise[:2]) is None
+
+
+def test_arch_effect_takes_out_the_shift_a_seed_gives_every_architecture():
+    """Seeds that lift every architecture alike (shared batch order) are not noise between architectures: small
+    true differences under large shared seed shifts are found, and the shifts are reported as such."""
+    rng = np.random.default_rng(1)
+    shift = np.array([2.0, -2.0, 1.0, -1.0])  # each seed's shift, shared by all architectures
+    dev = 80.0 + 0.5 * np.arange(8)[:, None] + shift[None, :] + rng.normal(0.0, 0.1, (8, 4))
+    e = arch_effect(dev)
+    assert e["sd_within"] < 0.2 and e["sd_seed"] > 1.0  # the shifts are not counted as noise
+    assert e["p_equal"] < 0.01 and e["sd_between"] == pytest.approx(0.5 * np.arange(8).std(ddof=1), rel=0.1)
+    no_arch = arch_effect(80.0 + shift[None, :] + rng.normal(0.0, 0.1, (8, 4)))  # only the seeds differ
+    assert no_arch["p_equal"] > 0.05 and no_arch["sd_between"] < 0.1
 
 
 def test_share_above_is_the_normal_tail_of_the_true_means():
@@ -94,7 +108,7 @@ def test_share_above_is_the_normal_tail_of_the_true_means():
 
 
 def test_the_report_states_the_headroom_of_the_same_budget_comparison():
-    effect = {"sd_between": 0.5, "sd_within": 0.4, "p_equal": 0.002, "ceiling_tau": 0.7}
+    effect = {"sd_between": 0.5, "sd_within": 0.4, "sd_seed": 0.3, "p_equal": 0.002, "ceiling_tau": 0.7}
     r = {"task": "sst2", "metric": "accuracy", "budget_params": 50000, "budget_tolerance": 0.1, "seeds": 3,
          "majority_baseline": 50.9, "archs": [], "parts": ["random"],
          "finetune": {"epochs": 3, "batch_size": 64, "lr": 0.002, "gamma": 0.8, "train_limit": 0},

@@ -126,6 +126,7 @@ ops: [cnn3, zero]
     (lambda s: s.replace("ops: [cnn3, zero]", "ops: [cnn3, zero"), r"space.yaml:\d+: .* not valid YAML"),
     (lambda s: s + "colour: red\n", "unknown key 'colour'"),
     (lambda s: s + "pair_inputs: both\n", "field 'pair_inputs' must be one of siamese, cross, got 'both'"),
+    (lambda s: s + "pair_readout: deep\n", "field 'pair_readout' must be one of mlp, linear, got 'deep'"),
 ])
 def test_bad_search_space(tmp_path, edit, message):
     (tmp_path / "space.yaml").write_text(edit(SPACE))
@@ -146,6 +147,12 @@ def test_search_space_hash_ignores_comments_and_layout(tmp_path):
     cross = load_search_space(tmp_path / "e.yaml")
     assert cross.pair_inputs == "cross" and cross.definition()["pair_inputs"] == "cross"
     assert cross.hash != load_search_space(tmp_path / "a.yaml").hash
+    (tmp_path / "f.yaml").write_text(SPACE + "pair_readout: mlp\n")  # likewise pair_readout
+    assert load_search_space(tmp_path / "f.yaml").hash == load_search_space(tmp_path / "a.yaml").hash
+    (tmp_path / "g.yaml").write_text(SPACE + "pair_readout: linear\n")
+    linear = load_search_space(tmp_path / "g.yaml")
+    assert linear.pair_readout == "linear" and linear.definition()["pair_readout"] == "linear"
+    assert linear.hash != load_search_space(tmp_path / "a.yaml").hash
 
 
 def test_cli_bad_search_space_exit_2(tmp_path, capsys, sst2_dir):

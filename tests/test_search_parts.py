@@ -72,6 +72,10 @@ def test_op_params_equal_module_counts():
     assert params.per_cell == space.intermediate_nodes + 2 * h + readout_params(h, 2, False)
     for pair in (False, True):  # the head of every cell: pairs add the alignment and the matching layer
         assert readout_params(h, 3, pair) == sum(p.numel() for p in Readout(h, 3, 0.1, pair).parameters())
+    for align in (False, True):  # the linear pair readout: 4H -> C instead of 4H -> H -> C
+        linear = readout_params(h, 3, True, align, linear=True)
+        assert linear == sum(p.numel() for p in Readout(h, 3, 0.1, True, align, linear=True).parameters())
+        assert readout_params(h, 3, True, align) - linear == 4 * h * h + h + h * 3 - 4 * h * 3
     pair = measure_cost_model(space, "flops", num_labels=2, pair=True)
     assert pair.per_op[k] == 2 * flops.per_op[k]  # a pair runs both sentences
 

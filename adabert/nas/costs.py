@@ -56,11 +56,14 @@ def _median_ms(fn, device: torch.device, repeats: int = 30) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def readout_params(hidden: int, num_labels: int, pair: bool, align: bool = True) -> int:
-    """Parameters of one `supernet.Readout` (pairs: the matching layer, 4H -> H, and with `align` the alignment,
-    4H -> H and its gate)."""
-    matching = (4 * hidden * hidden + hidden) * (2 if align else 1) + (1 if align else 0)
-    return (matching if pair else 0) + hidden * num_labels + num_labels
+def readout_params(hidden: int, num_labels: int, pair: bool, align: bool = True, linear: bool = False) -> int:
+    """Parameters of one `supernet.Readout`. Pairs: with `align` the alignment (4H -> H and its gate); the
+    classifier reads 4H features, through the matching layer (4H -> H, then H -> C) unless `linear` (4H -> C)."""
+    if not pair:
+        return hidden * num_labels + num_labels
+    aligned = 4 * hidden * hidden + hidden + 1 if align else 0
+    classifier = 4 * hidden * num_labels if linear else 4 * hidden * hidden + hidden + hidden * num_labels
+    return aligned + classifier + num_labels
 
 
 @dataclass
@@ -119,7 +122,7 @@ def measure_cost_model(space: SearchSpace, unit: str, num_labels: int, pair: boo
 
     device = device or torch.device("cpu")
     h, length, batch = space.hidden_size, space.cost_length, 2 if pair else 1
-    align = space.pair_inputs == "siamese"
+    align, linear = space.pair_inputs == "siamese", space.pair_readout == "linear"
     x = torch.randn(batch, length, h, device=device)
     mask = torch.ones(batch, length, dtype=torch.bool, device=device)
     per_op: list[float] = []
@@ -136,7 +139,7 @@ def measure_cost_model(space: SearchSpace, unit: str, num_labels: int, pair: boo
             with torch.no_grad():
                 per_op.append(0.0 if name == "zero" else _median_ms(lambda: op(x, mask), device))
     if unit == "params":
-        per_cell = float(space.intermediate_nodes + 2 * h + readout_params(h, num_labels, pair, align))
+        per_cell = float(space.intermediate_nodes + 2 * h + readout_params(h, num_labels, pair, align, linear))
         return CostModel(unit, space.ops, per_op, per_cell, 0.0)
     if unit == "flops":
         return CostModel(unit, space.ops, per_op, 0.0, 0.0)
@@ -148,7 +151,7 @@ def measure_cost_model(space: SearchSpace, unit: str, num_labels: int, pair: boo
     sample = Sample([zero] * space.num_edges, 1)
     table = torch.nn.Embedding(30522, h).to(device)
     norm = torch.nn.LayerNorm(h).to(device)
-    head = Readout(h, num_labels, 0.0, pair, align).to(device).eval()
+    head = Readout.of(space, num_labels, pair, dropout=0.0).to(device).eval()
     ids = torch.randint(0, 30522, (batch, length), device=device)
 
     def embedded() -> torch.Tensor:

@@ -23,6 +23,7 @@ BUILTIN_DIR = next((d for d in (Path(__file__).resolve().parents[2] / "search_sp
                    Path(__file__).resolve().parents[2] / "search_spaces")
 _INT_FIELDS = ("hidden_size", "max_cells", "intermediate_nodes", "inputs_per_node", "cost_length")
 PAIR_INPUTS = ("siamese", "cross")
+PAIR_READOUTS = ("mlp", "linear")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class SearchSpace:
     the readout aligns the two word by word; "cross" moves that comparison into the searched cells: node 0 of the
     first cell holds the other sentence softly aligned to this one (`supernet.soft_align` of the embeddings),
     node 1 the sentence itself, and the readout only matches the pooled vectors.
+    pair_readout (sentence pairs only): how the readout classifies the matching features [u, v, u * v, |u - v|]
+    of the pooled sentences (`supernet.Readout`): "mlp" (4H -> H -> tanh -> C; the value of spaces written
+    before the field existed) or "linear" (4H -> C: 4H^2 fewer parameters in every cell's readout).
     """
 
     name: str
@@ -44,6 +48,7 @@ class SearchSpace:
     cost_length: int
     ops: tuple[str, ...]
     pair_inputs: str = "siamese"
+    pair_readout: str = "mlp"
 
     @property
     def edges(self) -> list[tuple[int, int]]:
@@ -55,12 +60,13 @@ class SearchSpace:
         return len(self.edges)
 
     def definition(self) -> dict:
-        """The fields as written in YAML; `pair_inputs` only when it is not the default (so that spaces and
-        arch.json files written before the field existed keep their hash)."""
+        """The fields as written in YAML; `pair_inputs` and `pair_readout` only when they are not at their first
+        value (so that spaces and arch.json files written before the fields existed keep their hash)."""
         d = asdict(self)
         d["ops"] = list(self.ops)
-        if self.pair_inputs == PAIR_INPUTS[0]:
-            del d["pair_inputs"]
+        for key, values in (("pair_inputs", PAIR_INPUTS), ("pair_readout", PAIR_READOUTS)):
+            if d[key] == values[0]:
+                del d[key]
         return d
 
     @property
@@ -73,8 +79,8 @@ class SearchSpace:
         """Validate a parsed definition; every problem names `source` and the field."""
         if not isinstance(d, dict):
             raise AdabertError(f"{source}: expected a mapping of search-space fields")
-        fields = ("name", *_INT_FIELDS, "dropout", "ops", "pair_inputs")
-        for key in fields[:-1]:
+        fields = ("name", *_INT_FIELDS, "dropout", "ops", "pair_inputs", "pair_readout")
+        for key in fields[:-2]:
             if key not in d:
                 raise AdabertError(f"{source}: missing key {key!r}")
         unknown = sorted(set(d) - set(fields))
@@ -98,12 +104,14 @@ class SearchSpace:
             raise AdabertError(f"{source}: field 'ops' lists an op twice")
         if all(op == "zero" for op in ops):
             raise AdabertError(f"{source}: field 'ops' needs at least one op other than 'zero'")
-        pair_inputs = d.get("pair_inputs", PAIR_INPUTS[0])
-        if pair_inputs not in PAIR_INPUTS:
-            raise AdabertError(f"{source}: field 'pair_inputs' must be one of {', '.join(PAIR_INPUTS)}, "
-                               f"got {pair_inputs!r}")
+        choices = []
+        for key, values in (("pair_inputs", PAIR_INPUTS), ("pair_readout", PAIR_READOUTS)):
+            v = d.get(key, values[0])
+            if v not in values:
+                raise AdabertError(f"{source}: field {key!r} must be one of {', '.join(values)}, got {v!r}")
+            choices.append(v)
         return SearchSpace(str(d["name"]), *(d[k] for k in _INT_FIELDS[:4]), float(d["dropout"]), d["cost_length"],
-                           tuple(ops), pair_inputs)
+                           tuple(ops), *choices)
 
 
 def load_search_space(path_or_name: str | Path) -> SearchSpace:

@@ -72,29 +72,41 @@ class Readout(nn.Module):
 
     Single sentences: [B, T, H] -> pool u [B, H] -> dropout -> linear -> [B, C].
     Pairs (the batch holds A in rows :B and B in rows B:): with `align`, the token states are first aligned across
-    the two sentences (`align_pair`); then u, v [B, H] -> [u, v, u * v, |u - v|] [B, 4H] -> dropout -> linear
-    4H -> H -> tanh -> dropout -> linear -> [B, C] (InferSent-style matching features: the product and the
-    difference let a linear layer compare the sentences dimension by dimension; the alignment lets it compare
-    them word by word, which pooled vectors cannot: +1.3 F1 on MRPC with augmentation, docs/results.md).
+    the two sentences (`align_pair`); then u, v [B, H] -> f = [u, v, u * v, |u - v|] [B, 4H] (InferSent-style
+    matching features: the product and the difference let a linear layer compare the sentences dimension by
+    dimension; the alignment lets it compare them word by word, which pooled vectors cannot: +1.3 F1 on MRPC with
+    augmentation, docs/results.md). `linear` (the space's `pair_readout: linear`): f -> dropout -> linear 4H -> C;
+    otherwise (`mlp`) f -> dropout -> linear 4H -> H -> tanh -> dropout -> linear H -> C. The linear readout has
+    4H^2 fewer parameters, so a budget buys more cell.
     """
 
-    def __init__(self, hidden: int, num_labels: int, dropout: float, pair: bool = False, align: bool = True) -> None:
+    def __init__(self, hidden: int, num_labels: int, dropout: float, pair: bool = False, align: bool = True,
+                 linear: bool = False) -> None:
         super().__init__()
         self.pair = pair
         self.drop = nn.Dropout(dropout)
         self.align = nn.Linear(4 * hidden, hidden) if pair and align else None
         self.align_gate = nn.Parameter(torch.zeros(())) if self.align is not None else None
-        self.match = nn.Linear(4 * hidden, hidden) if pair else None
-        self.out = nn.Linear(hidden, num_labels)
+        self.match = nn.Linear(4 * hidden, hidden) if pair and not linear else None
+        self.width = 4 * hidden if pair and linear else hidden
+        self.out = nn.Linear(self.width, num_labels)
+
+    @staticmethod
+    def of(space: SearchSpace, num_labels: int, pair: bool, dropout: float | None = None) -> "Readout":
+        """The readout `space` asks for (its `pair_inputs` and `pair_readout`); dropout: the space's unless given."""
+        return Readout(space.hidden_size, num_labels, space.dropout if dropout is None else dropout, pair,
+                       space.pair_inputs == "siamese", space.pair_readout == "linear")
 
     def pooled(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The sentence (or pair) vector [B, H] the classifier sees."""
+        """The sentence (or pair) vector [B, width] the classifier sees."""
         if self.align is not None:
             x = align_pair(x, mask, self.align, self.align_gate, self.drop)
         h = masked_mean(x, mask)
-        if self.match is not None:
+        if self.pair:
             u, v = h.unflatten(0, (2, -1)).unbind(0)  # (not chunk: keeps the batch size dynamic in ONNX export)
-            h = torch.tanh(self.match(self.drop(torch.cat([u, v, u * v, (u - v).abs()], -1))))
+            h = torch.cat([u, v, u * v, (u - v).abs()], -1)
+            if self.match is not None:
+                h = torch.tanh(self.match(self.drop(h)))
         return h
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -175,8 +187,7 @@ class Supernet(nn.Module):
         self.pair = pair
         self.embed = ProjectedEmbedding(word, pos, space.hidden_size, space.dropout)
         self.cells = nn.ModuleList(SearchCell(space) for _ in range(1 if share_cells else space.max_cells))
-        self.heads = nn.ModuleList(Readout(space.hidden_size, num_labels, space.dropout, pair,
-                                           space.pair_inputs == "siamese") for _ in range(space.max_cells))
+        self.heads = nn.ModuleList(Readout.of(space, num_labels, pair) for _ in range(space.max_cells))
         self.alpha = nn.Parameter(torch.zeros(space.num_edges, len(space.ops)))
         self.depth_logits = nn.Parameter(torch.zeros(space.max_cells))
         self.dropouts = [m for m in self.modules() if isinstance(m, nn.Dropout)]  # a plain list: not registered

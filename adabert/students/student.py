@@ -68,8 +68,8 @@ class Student(nn.Module):
         self.align = pair and align
         self.embed = embed
         self.cells = nn.ModuleList(DerivedCell(arch) for _ in range(arch.num_cells))
-        self.heads = nn.ModuleList(Readout(arch.space.hidden_size, num_labels, arch.space.dropout, pair, align)
-                                   for _ in range(arch.num_cells))
+        self.heads = nn.ModuleList(Readout(arch.space.hidden_size, num_labels, arch.space.dropout, pair, align,
+                                           arch.space.pair_readout == "linear") for _ in range(arch.num_cells))
 
     @staticmethod
     def from_teacher_tables(arch: Arch, word: torch.Tensor, pos: torch.Tensor, num_labels: int,

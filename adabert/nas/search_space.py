@@ -24,6 +24,8 @@ BUILTIN_DIR = next((d for d in (Path(__file__).resolve().parents[2] / "search_sp
 _INT_FIELDS = ("hidden_size", "max_cells", "intermediate_nodes", "inputs_per_node", "cost_length")
 PAIR_INPUTS = ("siamese", "cross")
 PAIR_READOUTS = ("mlp", "linear")
+# Optional fields with a fixed set of values; the first is the default, and left out of `definition` (below).
+_CHOICES = (("pair_inputs", PAIR_INPUTS), ("pair_readout", PAIR_READOUTS))
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class SearchSpace:
         value (so that spaces and arch.json files written before the fields existed keep their hash)."""
         d = asdict(self)
         d["ops"] = list(self.ops)
-        for key, values in (("pair_inputs", PAIR_INPUTS), ("pair_readout", PAIR_READOUTS)):
+        for key, values in _CHOICES:
             if d[key] == values[0]:
                 del d[key]
         return d
@@ -79,8 +81,9 @@ class SearchSpace:
         """Validate a parsed definition; every problem names `source` and the field."""
         if not isinstance(d, dict):
             raise AdabertError(f"{source}: expected a mapping of search-space fields")
-        fields = ("name", *_INT_FIELDS, "dropout", "ops", "pair_inputs", "pair_readout")
-        for key in fields[:-2]:
+        required = ("name", *_INT_FIELDS, "dropout", "ops")
+        fields = (*required, *(key for key, _ in _CHOICES))
+        for key in required:
             if key not in d:
                 raise AdabertError(f"{source}: missing key {key!r}")
         unknown = sorted(set(d) - set(fields))
@@ -105,7 +108,7 @@ class SearchSpace:
         if all(op == "zero" for op in ops):
             raise AdabertError(f"{source}: field 'ops' needs at least one op other than 'zero'")
         choices = []
-        for key, values in (("pair_inputs", PAIR_INPUTS), ("pair_readout", PAIR_READOUTS)):
+        for key, values in _CHOICES:
             v = d.get(key, values[0])
             if v not in values:
                 raise AdabertError(f"{source}: field {key!r} must be one of {', '.join(values)}, got {v!r}")

@@ -88,8 +88,7 @@ class Readout(nn.Module):
         self.align = nn.Linear(4 * hidden, hidden) if pair and align else None
         self.align_gate = nn.Parameter(torch.zeros(())) if self.align is not None else None
         self.match = nn.Linear(4 * hidden, hidden) if pair and not linear else None
-        self.width = 4 * hidden if pair and linear else hidden
-        self.out = nn.Linear(self.width, num_labels)
+        self.out = nn.Linear(4 * hidden if pair and linear else hidden, num_labels)
 
     @staticmethod
     def of(space: SearchSpace, num_labels: int, pair: bool, dropout: float | None = None) -> "Readout":
@@ -98,7 +97,7 @@ class Readout(nn.Module):
                        space.pair_inputs == "siamese", space.pair_readout == "linear")
 
     def pooled(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The sentence (or pair) vector [B, width] the classifier sees."""
+        """The sentence (or pair) vector [B, out.in_features] the classifier sees."""
         if self.align is not None:
             x = align_pair(x, mask, self.align, self.align_gate, self.drop)
         h = masked_mean(x, mask)

@@ -131,7 +131,7 @@ def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, o
     feats = feature_kd_targets(bundle, train_idx) if cfg.feature_kd > 0 and probes is not None else None
     projs = None
     if feats is not None:  # trained with the student (Trainee.extra), not saved
-        projs = nn.ModuleList(nn.Linear(head.width, feats.shape[-1]) for head in model.heads).to(device)
+        projs = nn.ModuleList(nn.Linear(head.out.in_features, feats.shape[-1]) for head in model.heads).to(device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad]
                             + (list(projs.parameters()) if projs is not None else []), lr=cfg.lr,
                             weight_decay=cfg.weight_decay)

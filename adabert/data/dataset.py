@@ -108,11 +108,18 @@ def _decode(path: Path) -> str:
     return text
 
 
+# Official files can hold a few broken rows among hundreds of thousands (GLUE's QQP train.tsv has rows with a
+# question missing or a tab inside one): up to this share of a file's rows is skipped with a warning; more is an error.
+MALFORMED_MAX_SHARE = 0.01
+
+
 def read_rows(path: Path, fmt: str, columns: tuple[str, ...] | None = None) -> list[tuple[int, dict[str, str]]]:
     """Rows of a data file as (line number, {column: value}).
 
     fmt: 'glue-tsv' or 'tsv' (tab-separated, no quoting), 'csv' (standard quoting) or 'jsonl'.
-    columns: names for a header-less file; None reads them from the first line.
+    columns: names for a header-less file; None reads them from the first line. Rows with another number of
+    fields are skipped with a warning naming the first, if at most `MALFORMED_MAX_SHARE` of the rows; else an
+    error names it.
     """
     path = Path(path)
     text = _decode(path)
@@ -153,12 +160,19 @@ def read_rows(path: Path, fmt: str, columns: tuple[str, ...] | None = None) -> l
         columns = tuple(h.strip() for h in header)
     if not records:
         raise AdabertError(f"{path}: no data rows after the header")
-    out = []
+    out, malformed = [], []
     for n, fields in records:
         if len(fields) != len(columns):
-            raise AdabertError(f"{path}:{n}: expected {len(columns)} fields ({', '.join(columns)}), "
-                               f"found {len(fields)}")
-        out.append((n, dict(zip(columns, fields))))
+            malformed.append((n, len(fields)))
+        else:
+            out.append((n, dict(zip(columns, fields))))
+    if malformed:
+        (n, found), more = malformed[0], len(malformed) - 1
+        first = f"{path}:{n}: expected {len(columns)} fields ({', '.join(columns)}), found {found}"
+        if len(malformed) > MALFORMED_MAX_SHARE * len(records):
+            raise AdabertError(first + (f" (and {more} more such rows)" if more else ""))
+        log.warning("%s; skipped it%s (%d of %d rows)", first, f" and {more} more such rows" if more else "",
+                    len(malformed), len(records))
     return out
 
 

@@ -57,6 +57,11 @@ class PipelineConfig:
     augment: AugmentConfig | None = None  # when set, the student also trains on augmented text
 
 
+def copies_of(n: int) -> str:
+    """"1 augmented copy", "4 augmented copies"."""
+    return f"{n} augmented {'copy' if n == 1 else 'copies'}"
+
+
 def augment_config(copies: int | str, fit_examples: int, demo: bool, base: AugmentConfig) -> AugmentConfig | None:
     """The pipeline's AugmentConfig (None: no augmentation) for --augment-copies COPIES; 'auto' resolved by the
     size of the fit split (`auto_copies`), without POS replacement when spaCy's tagger is not installed."""
@@ -67,8 +72,8 @@ def augment_config(copies: int | str, fit_examples: int, demo: bool, base: Augme
         log.info("pipeline: no augmentation (--augment-copies auto: %s)", "the demo stays within minutes" if demo
                  else f"{fit_examples:,} training examples are enough")
         return None
-    log.info("pipeline: %d augmented copies of each of the %s training examples (--augment-copies auto: about "
-             "%s rows in all; 0 turns it off)", copies, f"{fit_examples:,}", f"{AUTO_AUGMENT_ROWS:,}")
+    log.info("pipeline: %s of each of the %s training examples (--augment-copies auto: about %s rows in all; 0 turns "
+             "it off)", copies_of(copies), f"{fit_examples:,}", f"{AUTO_AUGMENT_ROWS:,}")
     if base.pos_prob > 0 and not tagger_installed(base.tagger):
         log.warning("pipeline: augmenting without POS-guided replacement (masks and n-grams only): spaCy's tagger "
                     "%s is not installed (pip install 'adabert[augment]')", base.tagger)
@@ -175,7 +180,7 @@ def format_summary(s: dict) -> str:
         lines.append(f"{'bert-base-shaped':>18} {'':>9} {'':>12} {s['bert_base_latency_ms']:11.2f} "
                      f"{'(student ' + format(s['bert_base_latency_ms'] / st['latency_ms'], '.1f') + 'x faster)':>9}")
     copies = st.get("augment_copies")
-    trained = f"; trained with {copies} augmented copies of each example" if copies else ""
+    trained = f"; trained with {copies_of(copies)} of each example" if copies else ""
     lines.append(f"student: {st['genotype']}; {st['dev'][m] / t['dev'][m] * 100:.1f}% of the teacher's {m}{trained}")
     b = s.get("budget")
     if b:

@@ -199,7 +199,7 @@ def test_bad_data_files_give_one_line_errors(tmp_path, capsys, content, expect):
     assert not (tmp_path / "out").exists()
 
 
-def test_few_malformed_rows_are_skipped_with_a_warning_and_many_are_an_error(tmp_path, caplog):
+def test_few_malformed_rows_are_skipped_with_a_warning_and_many_are_an_error(tmp_path, adabert_log):
     """GLUE's QQP train.tsv holds a few rows with a field missing: they are skipped, a warning names the first;
     beyond 1% of the rows the file is refused, naming the first bad line and how many more there are."""
     header = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
@@ -209,7 +209,8 @@ def test_few_malformed_rows_are_skipped_with_a_warning_and_many_are_an_error(tmp
     (tmp_path / "dev.tsv").write_text(header + "".join(rows[:20]))
     data = load_task_data(get_task("qqp"), tmp_path)
     assert len(data.train) == 299 and ("is 41 odd?", "is 41 even?") not in data.train.texts
-    assert "train.tsv:43: expected 6 fields" in caplog.text and "found 5; skipped it (1 of 300 rows)" in caplog.text
+    assert "train.tsv:43: expected 6 fields" in adabert_log.text
+    assert "found 5; skipped it (1 of 300 rows)" in adabert_log.text
     rows[50] = rows[60] = rows[70] = "x\t1\n"  # 4 of 300 rows: over 1%
     (tmp_path / "train.tsv").write_text(header + "".join(rows))
     with pytest.raises(AdabertError, match=r"train.tsv:43: expected 6 fields .* found 5 \(and 3 more such rows\)$"):

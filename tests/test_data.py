@@ -150,6 +150,20 @@ def test_disjoint_holdout_keeps_pairs_that_share_a_sentence_together(adabert_log
     assert len(held) == 20 and len(fit) == 180 and "groups too large" in adabert_log.text
 
 
+def test_disjoint_holdout_draws_groups_alike_whatever_their_size():
+    """A quarter of the rows sit in groups of five; the held-out slice holds about a quarter of its rows from them.
+    Drawn through a row, a group's odds grow with its size, and those rows would fill about 60% of the slice (QQP's
+    popular questions, mostly duplicates, filled it so)."""
+    texts = [(f"premise {p} says so", f"hypothesis {p} {h}") for p in range(40) for h in range(5)]
+    texts += [(f"lone sentence {i}", f"its partner {i}") for i in range(600)]
+    shares = []
+    for seed in range(10):
+        fit, held = disjoint_holdout_split(texts, 0.25, 2000, seed=seed)
+        assert len(held) == 200 and len(fit) == 600
+        shares.append(np.mean(held < 200))
+    assert 0.15 <= np.mean(shares) <= 0.35, shares
+
+
 def test_holdout_split_kind_is_checked_and_fingerprinted(sst2_dir):
     random, disjoint = (load_task_data(get_task("sst2"), sst2_dir, holdout_kind=k) for k in ("random", "disjoint"))
     assert random.fingerprint != disjoint.fingerprint

@@ -350,10 +350,11 @@ def disjoint_holdout_split(texts: list[tuple[str, ...]], fraction: float, max_si
     rows (at most `max_size`): otherwise 97% of MNLI's held-out pairs would share their premise with fit pairs and
     score about a point above dev. Groups are drawn with equal odds whatever their size, so every row is about as
     likely to be held out as any other: drawn through a row, a group's odds would grow with its size, and QQP's
-    held-out pairs came from groups of 15 pairs on average against 2.8, 59% of them duplicates against 37%. A group larger than a tenth of the slice, or than the room left in it, stays in the fit split
-    (a stock sentence paired with hundreds of others would fill the slice alone); where such groups leave less than
-    half the slice, pairs are held out one at a time instead, with a warning. `what` names the split in the log
-    line, `flag` the option that sets `fraction` in the errors.
+    held-out pairs came from groups of 15 pairs on average against 2.8, 59% of them duplicates against 37%. A group
+    larger than a tenth of the slice, or than the room left in it, stays in the fit split (a stock sentence paired
+    with hundreds of others would fill the slice alone); where such groups leave less than half the slice, pairs are
+    held out one at a time instead, with a warning. `what` names the split in the log line, `flag` the option that
+    sets `fraction` in the errors.
     """
     if not 0 < fraction < 1:
         raise AdabertError(f"{flag}: expected a number in (0, 1), got {fraction}")

@@ -56,16 +56,14 @@ def main() -> None:
     print("| split | held-out rows | fit rows | held-out median words | held-out inside a fit row "
           "| dev inside a fit row | labels: train | labels: held-out | group size: train | group size: held-out |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for kind in ("random", "disjoint"):
-        data = load_task_data(task, args.data_dir, args.holdout_fraction, args.holdout_max, args.holdout_seed, kind)
+    splits = {kind: load_task_data(task, args.data_dir, args.holdout_fraction, args.holdout_max, args.holdout_seed,
+                                   kind) for kind in ("random", "disjoint")}
+    groups = sentence_groups(splits["random"].train.texts)  # one train file: the groups are the same for both
+    size = None if groups is None else np.bincount(groups)[groups]
+    for kind, data in splits.items():
         fit = data.fit.texts
         words = statistics.median(len(text_key(t).split()) for t in data.holdout.texts)
-        groups = sentence_groups(data.train.texts)
-        if groups is None:
-            sizes = "- | -"
-        else:
-            size = np.bincount(groups)[groups]
-            sizes = f"{size.mean():.2f} | {size[data.holdout_idx].mean():.2f}"
+        sizes = "- | -" if size is None else f"{size.mean():.2f} | {size[data.holdout_idx].mean():.2f}"
         print(f"| {kind} | {len(data.holdout)} | {len(fit)} | {words:g} | "
               f"{100 * share_inside(data.holdout.texts, fit):.1f}% | {100 * share_inside(data.dev.texts, fit):.1f}% | "
               f"{labels(data.train, task.is_regression)} | {labels(data.holdout, task.is_regression)} | {sizes} |")

@@ -375,7 +375,6 @@ def disjoint_holdout_split(texts: list[tuple[str, ...]], fraction: float, max_si
     held: list[int] = []
     seen: set[str] = set()
     scan = max(1, int(round(fraction * n)))
-    order = np.random.default_rng(seed).permutation(n).tolist()
     groups = sentence_groups(texts)
     held_groups: set[int] = set()
     if groups is not None:
@@ -400,6 +399,7 @@ def disjoint_holdout_split(texts: list[tuple[str, ...]], fraction: float, max_si
                         "with fit pairs", what, target, len(held))
             groups, held, held_groups = None, [], set()
     if groups is None:
+        order = np.random.default_rng(seed).permutation(n).tolist()
         for k, i in enumerate(order):
             if (k >= scan and held) or len(held) == max_size:  # past the scan only until a first whole text is found
                 break

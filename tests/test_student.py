@@ -87,6 +87,24 @@ def test_student_builds_only_kept_cells_and_edges():
         assert cell.inputs == [[i for i, _ in node] for node in arch.cell]
 
 
+def test_inference_runs_the_last_head_only():
+    arch = _arch()
+    for pair in (False, True):
+        torch.manual_seed(0)
+        student = Student.from_teacher_tables(arch, torch.randn(40, 12), torch.randn(32, 12), 2, pair).eval()
+        calls = [0] * len(student.heads)
+        for k, head in enumerate(student.heads):
+            for part in (head.out, head.align) if pair else (head.out,):
+                part.register_forward_pre_hook(lambda *_, k=k: calls.__setitem__(k, calls[k] + 1))
+        ids, ids_b = torch.randint(5, 40, (3, 7)), torch.randint(5, 40, (3, 7))
+        mask = torch.arange(7)[None] < torch.tensor([7, 4, 2])[:, None]
+        every = student.forward_all(ids, mask, ids_b, mask)
+        assert len(every) == 2 and calls[0] > 0
+        calls[:] = [0, 0]
+        assert torch.equal(student(ids, mask, ids_b, mask), every[-1])
+        assert calls[0] == 0 and calls[1] > 0
+
+
 @pytest.mark.parametrize("share", [False, True])
 def test_supernet_with_fixed_arch_equals_student_with_inherited_weights(share):
     arch = _arch()

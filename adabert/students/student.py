@@ -7,7 +7,7 @@ word by word, then pooled and matched); in a space with `pair_inputs: cross` the
 sentence aligned to each word and the readout only matches the pooled vectors.
 
 Every cell has a head (so that a K-cell student can be distilled layer-wise from teacher probes); inference
-uses the last one. A saved student is a folder users recognise: `config.json`, `model.safetensors` (embedding
+runs the last one only. A saved student is a folder users recognise: `config.json`, `model.safetensors` (embedding
 tables materialised at width H), tokenizer files and `metrics.json`; `Student.from_pretrained` loads it back.
 """
 
@@ -79,25 +79,29 @@ class Student(nn.Module):
         return Student(arch, embed, num_labels, pair, arch.space.pair_inputs == "siamese")
 
     def forward_all(self, ids_a: torch.Tensor, mask_a: torch.Tensor, ids_b: torch.Tensor,
-                    mask_b: torch.Tensor, pooled: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
-        """Head logits of every cell: K tensors [B, C]. For single sentences pass ids_b = ids_a (ignored).
-        With a list `pooled`, each head's sentence vector [B, H] is appended to it."""
+                    mask_b: torch.Tensor, pooled: list[torch.Tensor] | None = None,
+                    last_only: bool = False) -> list[torch.Tensor]:
+        """Head logits of every cell: K tensors [B, C] (with `last_only`, only the last cell's: one tensor). For
+        single sentences pass ids_b = ids_a (ignored). With a list `pooled`, each computed head's sentence vector
+        [B, H] is appended to it."""
         s0, m0, s1, m1 = cell_inputs(self.embed, self.pair, self.arch.space.pair_inputs == "cross", ids_a, mask_a,
                                      ids_b, mask_b)
         heads = []
-        for cell, head in zip(self.cells, self.heads):
+        for k, (cell, head) in enumerate(zip(self.cells, self.heads)):
             out, mask = cell(s0, m0, s1, m1)
-            h = head.pooled(out, mask)
-            if pooled is not None:
-                pooled.append(h)
-            heads.append(head.out(head.drop(h)))
+            if not last_only or k == len(self.cells) - 1:
+                h = head.pooled(out, mask)
+                if pooled is not None:
+                    pooled.append(h)
+                heads.append(head.out(head.drop(h)))
             s0, m0, s1, m1 = s1, m1, out, mask
         return heads
 
     def forward(self, ids_a: torch.Tensor, mask_a: torch.Tensor, ids_b: torch.Tensor,
                 mask_b: torch.Tensor) -> torch.Tensor:
-        """logits [B, C] of the last cell's head."""
-        return self.forward_all(ids_a, mask_a, ids_b, mask_b)[-1]
+        """logits [B, C] of the last cell's head. The other heads (there for layer-wise KD in training) are not
+        run: a pair head aligns the two sentences and costs about a cell, and the cost model counts one head."""
+        return self.forward_all(ids_a, mask_a, ids_b, mask_b, last_only=True)[0]
 
     def materialised(self) -> "Student":
         """A copy whose embedding is the small table form (what is saved and deployed)."""

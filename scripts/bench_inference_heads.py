@@ -1,0 +1,78 @@
+"""Inference latency of derived students: every cell's head (the old `forward`, `forward_all(...)[-1]`) against
+the last head only (today's `forward`), beside the cost model's prediction, for random cells of a space at each
+depth, single sentences and pairs.
+
+    python scripts/bench_inference_heads.py --space adabert --depths 1 2 4 8 --threads 2
+
+Batch 1 (pairs: one pair), `--length` tokens, no padding. The two forwards are timed interleaved, one call each in
+turn, so that the machine's load falls on both alike; medians over `--repeats` calls after a warm-up. The cost
+model times its ops in the same process just before (`costs.measure_cost_model`, unit latency_ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from adabert.nas.arch import Arch, random_arch
+from adabert.nas.costs import measure_cost_model
+from adabert.nas.embedding import TableEmbedding
+from adabert.nas.search_space import load_search_space
+from adabert.students.student import Student
+
+
+def interleaved_ms(fns: list, repeats: int, warmup: int = 10) -> list[float]:
+    """Median ms of each of `fns`, called one after another `repeats` times (after `warmup` rounds)."""
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(warmup + repeats):
+        for fn, out in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            if r >= warmup:
+                out.append((time.perf_counter() - t0) * 1e3)
+    return [float(np.median(t)) for t in times]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--space", default="adabert")
+    ap.add_argument("--depths", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--length", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    space = load_search_space(args.space)
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for pair in (False, True):
+        model = measure_cost_model(space, "latency_ms", 2, pair)
+        for depth in args.depths:
+            arch = Arch(space, depth, random_arch(space, rng).cell)
+            torch.manual_seed(args.seed)
+            student = Student(arch, TableEmbedding(30522, 512, space.hidden_size, space.dropout), 2, pair,
+                              space.pair_inputs == "siamese").eval()
+            ids = torch.randint(1, 30522, (1, args.length))
+            ids_b = torch.randint(1, 30522, (1, args.length))
+            mask = torch.ones(1, args.length, dtype=torch.bool)
+            with torch.inference_mode():
+                assert torch.equal(student.forward_all(ids, mask, ids_b, mask)[-1], student(ids, mask, ids_b, mask))
+                every, last = interleaved_ms([lambda: student.forward_all(ids, mask, ids_b, mask)[-1],
+                                              lambda: student(ids, mask, ids_b, mask)], args.repeats)
+            rows.append({"pair": pair, "K": depth, "genotype": arch.genotype(), "every_head_ms": every,
+                         "last_head_ms": last, "predicted_ms": model.arch_cost(arch)})
+            r = rows[-1]
+            print(f"{'pair  ' if pair else 'single'} K={depth}: every head {every:7.2f} ms | last head {last:7.2f} ms "
+                  f"({every / last:.2f}x) | predicted {r['predicted_ms']:7.2f} ms "
+                  f"({r['predicted_ms'] / last - 1:+.0%} of last head)", flush=True)
+    print(json.dumps({"threads": args.threads, "length": args.length, "repeats": args.repeats, "rows": rows},
+                     indent=1))
+
+
+if __name__ == "__main__":
+    main()

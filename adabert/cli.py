@@ -475,7 +475,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                               lr=5e-5 if demo else 3e-5, seed=args.seed),
         probes=ProbeConfig(max_length=2 * length, bf16=args.bf16, seed=args.seed),
         search=SearchConfig(epochs=args.search_epochs or (8 if demo else 1), batch_size=64 if demo else 128,
-                            min_steps=0 if demo else SearchConfig.min_steps, max_length=length, beta=args.beta,
+                            min_steps=0 if demo or args.search_epochs else SearchConfig.min_steps,
+                            max_length=length, beta=args.beta,
                             gamma=args.gamma, select_top=args.select_top, move_steps=args.move_steps,
                             selection_fraction=args.selection_fraction,
                             target_params=args.target_params, target_flops=args.target_flops,
@@ -705,7 +706,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-epochs", type=int, help="default: 2 (demo) or 3, raised on small tasks to reach "
                                                       f"{TeacherConfig.min_steps:,} steps (a number given runs as "
                                                       "given)")
-    p.add_argument("--search-epochs", type=int, help="default: 8 (demo) or 1 (raised to reach --min-steps 600)")
+    p.add_argument("--search-epochs", type=int, help="default: 8 (demo) or 1, raised on small tasks to reach "
+                                                     f"{SearchConfig.min_steps:,} steps (a number given runs as given)")
     p.add_argument("--finetune-epochs", type=int, help="default: 30 (demo: 1,800 examples) or 5")
     p.add_argument("--max-length", type=int, help="student tokens per sentence (teacher: twice); default 32 "
                                                      "(demo) or 64")

@@ -84,7 +84,7 @@ def test_distill_resumes_after_sigkill(tiny_teacher, sst2_dir, tmp_path):
 
 def test_teacher_resumes_after_sigkill(tiny_base, sst2_dir, tmp_path):
     args = ["teacher", "--model", tiny_base, "--task", "sst2", "--data-dir", sst2_dir, "--epochs", 6,
-            "--batch-size", 8, "--max-length", 16, "--lr", "1e-3"]
+            "--min-steps", 0, "--batch-size", 8, "--max-length", 16, "--lr", "1e-3"]
     check_resume(args, tmp_path / "teacher", tmp_path / "reference",
                  tmp_path / "teacher.partial" / "teacher.safetensors")
 

@@ -13,28 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 import torch
 
 from adabert.nas.arch import Arch, random_arch
-from adabert.nas.costs import measure_cost_model
+from adabert.nas.costs import interleaved_median_ms, measure_cost_model
 from adabert.nas.embedding import TableEmbedding
 from adabert.nas.search_space import load_search_space
 from adabert.students.student import Student
-
-
-def interleaved_ms(fns: list, repeats: int, warmup: int = 10) -> list[float]:
-    """Median ms of each of `fns`, called one after another `repeats` times (after `warmup` rounds)."""
-    times: list[list[float]] = [[] for _ in fns]
-    for r in range(warmup + repeats):
-        for fn, out in zip(fns, times):
-            t0 = time.perf_counter()
-            fn()
-            if r >= warmup:
-                out.append((time.perf_counter() - t0) * 1e3)
-    return [float(np.median(t)) for t in times]
 
 
 def main() -> None:
@@ -49,7 +36,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     space = load_search_space(args.space)
     rng = np.random.default_rng(args.seed)
-    rows = []
+    rows, cpu = [], torch.device("cpu")
     for pair in (False, True):
         model = measure_cost_model(space, "latency_ms", 2, pair)
         for depth in args.depths:
@@ -62,8 +49,8 @@ def main() -> None:
             mask = torch.ones(1, args.length, dtype=torch.bool)
             with torch.inference_mode():
                 assert torch.equal(student.forward_all(ids, mask, ids_b, mask)[-1], student(ids, mask, ids_b, mask))
-                every, last = interleaved_ms([lambda: student.forward_all(ids, mask, ids_b, mask)[-1],
-                                              lambda: student(ids, mask, ids_b, mask)], args.repeats)
+                every, last = interleaved_median_ms([lambda: student.forward_all(ids, mask, ids_b, mask)[-1],
+                                                     lambda: student(ids, mask, ids_b, mask)], cpu, args.repeats, 10)
             rows.append({"pair": pair, "K": depth, "genotype": arch.genotype(), "every_head_ms": every,
                          "last_head_ms": last, "predicted_ms": model.arch_cost(arch)})
             r = rows[-1]

@@ -1,5 +1,6 @@
 """Ops, supernet, Gumbel sampling, costs, budgets, the choice estimator and losses on hand-made tensors."""
 
+import dataclasses
 import itertools
 import math
 
@@ -9,7 +10,8 @@ import torch.nn.functional as F
 
 from adabert.core.losses import depth_losses, efficiency_penalty, layer_map, probe_kd, probe_weights, soft_kd
 from adabert.nas.arch import Arch
-from adabert.nas.costs import CostModel, measure_cost_model, rank_archs, readout_params
+from adabert.nas import costs as cost_tables
+from adabert.nas.costs import CostModel, interleaved_median_ms, measure_cost_model, rank_archs, readout_params
 from adabert.nas.estimator import ChoiceEstimates
 from adabert.nas.gumbel import gumbel_sample, tau_schedule
 from adabert.nas.ops import OPS, build_op
@@ -384,6 +386,22 @@ def test_dropout_off_equals_eval_mode_for_every_op(pair):
         assert all(torch.equal(a, b) for a, b in zip(fast, net(ids, mask, ids, mask, sample))), space.ops[op]
 
 
+def test_interleaved_timing_keeps_the_order_of_two_ops_when_the_machine_gets_busy(monkeypatch):
+    """Two ops of 2 and 1 ms on a clock that every call after the 40th slows by 10 ms: timed in turn, both see
+    the load alike (12 against 11 ms); timed one after the other, the first would read 2 ms and the second 11."""
+    clock, calls = [0.0], [0]
+
+    def work(ms: float):
+        def fn() -> None:
+            calls[0] += 1
+            clock[0] += (ms + (10.0 if calls[0] > 40 else 0.0)) / 1e3
+        return fn
+
+    monkeypatch.setattr(cost_tables.time, "perf_counter", lambda: clock[0])
+    slow, fast = interleaved_median_ms([work(2.0), work(1.0)], torch.device("cpu"), rounds=30, warmup=5)
+    assert calls[0] == 70 and slow == pytest.approx(12.0) and fast == pytest.approx(11.0)
+
+
 def test_latency_cost_table():
     space = load_search_space("tiny")
     costs = measure_cost_model(space, "latency_ms", num_labels=2, pair=False)
@@ -391,3 +409,6 @@ def test_latency_cost_table():
     assert costs.per_cell > 0 and costs.fixed > 0
     conv, zero = space.ops.index("cnn3"), space.ops.index("zero")
     assert costs.per_op[conv] > costs.per_op[zero] == 0
+    no_zero = dataclasses.replace(space, ops=tuple(o for o in space.ops if o != "zero"))
+    costs = measure_cost_model(no_zero, "latency_ms", num_labels=2, pair=False)  # its cell overhead: edges dropped
+    assert all(t > 0 for t in costs.per_op) and costs.per_cell > 0 and costs.fixed > 0

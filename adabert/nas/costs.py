@@ -5,7 +5,7 @@ Per op (measured on the real modules at the space's width H):
 - flops: FLOPs of one forward at batch 1 and the space's `cost_length` (`torch.utils.flop_counter`: matmuls and
   convolutions; pools, identity and zero count 0);
 - latency_ms: median milliseconds of one forward on the current device at batch 1 and `cost_length`
-  (FBNet-style lookup table; warm-up, then the median of repeats).
+  (FBNet-style lookup table; warm-up, then the median of repeats, every op timed in turn in each round).
 
 A derived student of K cells costs
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,20 +41,23 @@ from adabert.nas.ops import build_op
 from adabert.nas.search_space import SearchSpace
 
 
-def _median_ms(fn, device: torch.device, repeats: int = 30) -> float:
-    """Median milliseconds of `fn()` over `repeats` calls after 5 warm-up calls; on a GPU each call is timed to
-    the end of its kernels (launches return at once)."""
+def interleaved_median_ms(fns: Sequence[Callable[[], object]], device: torch.device, rounds: int = 30,
+                          warmup: int = 5) -> list[float]:
+    """Median milliseconds of each of `fns`, called in turn, one call each, for `warmup` rounds and then `rounds`
+    timed ones. Timing them round-robin rather than one after another lets a change of the machine's load during
+    the measurement fall on all of them alike, so their ratios hold even where their absolute times drift. On a GPU
+    each call is timed to the end of its kernels (launches return at once)."""
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return sorted(times)[len(times) // 2]
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(warmup + rounds):
+        for fn, out in zip(fns, times):
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            if r >= warmup:
+                out.append((time.perf_counter() - t0) * 1e3)
+    return [sorted(t)[len(t) // 2] for t in times]
 
 
 def readout_params(hidden: int, num_labels: int, pair: bool, align: bool = True, linear: bool = False) -> int:
@@ -118,7 +122,7 @@ def measure_cost_model(space: SearchSpace, unit: str, num_labels: int, pair: boo
     """The cost table of `space` in `unit` (one of COST_UNITS), measured on `device`."""
     if unit not in COST_UNITS:
         raise AdabertError(f"cost unit: expected one of {', '.join(COST_UNITS)}, got {unit!r}")
-    from adabert.nas.supernet import Readout, Sample, SearchCell, soft_align
+    from adabert.nas.supernet import DROPPED, Readout, Sample, SearchCell, soft_align
 
     device = device or torch.device("cpu")
     h, length, batch = space.hidden_size, space.cost_length, 2 if pair else 1
@@ -126,6 +130,7 @@ def measure_cost_model(space: SearchSpace, unit: str, num_labels: int, pair: boo
     x = torch.randn(batch, length, h, device=device)
     mask = torch.ones(batch, length, dtype=torch.bool, device=device)
     per_op: list[float] = []
+    timed: list[tuple[int, torch.nn.Module]] = []  # (index, op) of the ops whose latency is timed
     for name in space.ops:
         op = build_op(name, h).to(device).eval()
         if unit == "params":
@@ -136,19 +141,19 @@ def measure_cost_model(space: SearchSpace, unit: str, num_labels: int, pair: boo
                 op(x, mask)
             per_op.append(float(counter.get_total_flops()))
         else:
-            with torch.no_grad():
-                per_op.append(0.0 if name == "zero" else _median_ms(lambda: op(x, mask), device))
+            if name != "zero":
+                timed.append((len(per_op), op))
+            per_op.append(0.0)
     if unit == "params":
         per_cell = float(space.intermediate_nodes + 2 * h + readout_params(h, num_labels, pair, align, linear))
         return CostModel(unit, space.ops, per_op, per_cell, 0.0)
     if unit == "flops":
         return CostModel(unit, space.ops, per_op, 0.0, 0.0)
-    # Latency: a cell whose kept edges are all `zero` times the residual, mean and normalisation overhead;
-    # the embedding lookup (for cross pairs with the first cell's alignment) plus one readout is the fixed part.
+    # Latency: a cell whose kept edges are all `zero` (dropped, in a space without it) times the residual, mean
+    # and normalisation overhead; the embedding lookup (for cross pairs with the first cell's alignment) plus one
+    # readout is the fixed part. All of it is timed round-robin with the ops.
     cell = SearchCell(space).to(device).eval()
-    zero = space.ops.index("zero") if "zero" in space.ops else space.ops.index(min(
-        space.ops, key=lambda o: per_op[space.ops.index(o)]))
-    sample = Sample([zero] * space.num_edges, 1)
+    sample = Sample([space.ops.index("zero") if "zero" in space.ops else DROPPED] * space.num_edges, 1)
     table = torch.nn.Embedding(30522, h).to(device)
     norm = torch.nn.LayerNorm(h).to(device)
     head = Readout.of(space, num_labels, pair, dropout=0.0).to(device).eval()
@@ -158,9 +163,12 @@ def measure_cost_model(space: SearchSpace, unit: str, num_labels: int, pair: boo
         e = norm(table(ids) + x)
         return e + soft_align(e, mask) if pair and not align else e
 
+    fns = [lambda op=op: op(x, mask) for _, op in timed]
     with torch.no_grad():
-        per_cell = _median_ms(lambda: cell(x, mask, x, mask, sample), device)
-        fixed = _median_ms(lambda: head(embedded(), mask), device)
+        *ops_ms, per_cell, fixed = interleaved_median_ms(
+            fns + [lambda: cell(x, mask, x, mask, sample), lambda: head(embedded(), mask)], device)
+    for (i, _), ms in zip(timed, ops_ms):
+        per_op[i] = ms
     return CostModel(unit, space.ops, per_op, per_cell, fixed)
 
 

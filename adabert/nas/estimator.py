@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import torch
 
-DROPPED = -1
+from adabert.nas.supernet import DROPPED
 
 
 class ChoiceEstimates:

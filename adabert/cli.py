@@ -126,17 +126,20 @@ def _stage(sub, name: str, func, configs: tuple[type, ...] = (), **kwargs) -> ar
 
 
 def _load_data(args: argparse.Namespace):
-    from adabert.data.dataset import infer_labels, load_task_data
+    from adabert.data.dataset import infer_labels, load_task_data, read_rows
     from adabert.data.tasks import custom_task, file_format_of, get_task
 
+    rows = None  # the training file's rows, where labels are read from them (the file is then read once)
     if args.task == "custom":
         for flag in ("train_file", "dev_file", "text_fields"):
             if not getattr(args, flag):
                 raise AdabertError(f"--{flag.replace('_', '-')}: required with --task custom")
         labels = None
-        if not args.regression:
-            labels = args.labels.split(",") if args.labels else infer_labels(
-                Path(args.train_file), file_format_of(args.train_file), args.label_field)
+        if not args.regression and args.labels:
+            labels = args.labels.split(",")
+        elif not args.regression:
+            rows = read_rows(Path(args.train_file), file_format_of(args.train_file))
+            labels = infer_labels(rows, Path(args.train_file), args.label_field)
         task = custom_task(args.text_fields.split(","), args.label_field, labels,
                            args.metrics.split(",") if args.metrics else None, args.train_file, args.dev_file,
                            regression=args.regression)
@@ -148,7 +151,7 @@ def _load_data(args: argparse.Namespace):
                                f"{task.train_file} and {task.dev_file})")
         data_dir = args.data_dir
     return load_task_data(task, data_dir, args.holdout_fraction, args.holdout_max, args.holdout_seed,
-                          args.holdout_split)
+                          args.holdout_split, rows)
 
 
 def _bundle(args: argparse.Namespace, data):

@@ -5,7 +5,8 @@ import pytest
 from conftest import run_cli, save_tiny_bert, treebank_rows
 
 from adabert.core.errors import AdabertError
-from adabert.data.dataset import disjoint_holdout_split, holdout_split, infer_labels, load_task_data, read_split
+from adabert.data.dataset import (disjoint_holdout_split, holdout_split, infer_labels, load_task_data, read_rows,
+                                  read_split)
 from adabert.data.encoding import batch_indices, encode_joint, encode_separate, epoch_batches
 from adabert.data.tasks import custom_task, get_task
 from adabert.deploy.predict import read_inputs
@@ -76,7 +77,7 @@ def test_mnli_dev_has_more_columns(tmp_path):
 def test_custom_csv_quoted_and_jsonl(tmp_path):
     (tmp_path / "train.csv").write_text('text,label\n"hello, world",pos\n"say ""hi""",neg\n')
     (tmp_path / "dev.jsonl").write_text('{"text": "x", "label": "pos"}\n\n{"text": "y", "label": "neg"}\n')
-    labels = infer_labels(tmp_path / "train.csv", "csv", "label")
+    labels = infer_labels(read_rows(tmp_path / "train.csv", "csv"), tmp_path / "train.csv", "label")
     assert labels == ["neg", "pos"]
     task = custom_task(["text"], "label", labels, None, str(tmp_path / "train.csv"), str(tmp_path / "dev.csv"))
     ds = read_split(task, tmp_path / "train.csv", "train")
@@ -229,6 +230,20 @@ def test_few_malformed_rows_are_skipped_with_a_warning_and_many_are_an_error(tmp
     (tmp_path / "train.tsv").write_text(header + "".join(rows))
     with pytest.raises(AdabertError, match=r"train.tsv:43: expected 6 fields .* found 5 \(and 3 more such rows\)$"):
         load_task_data(get_task("qqp"), tmp_path)
+
+
+def test_a_custom_task_without_labels_reads_and_warns_about_its_training_file_once(tmp_path, adabert_log):
+    from adabert.cli import _load_data, build_parser
+
+    rows = [f"{'a fine' if i % 2 else 'a dull'} film number {i}\t{'pos' if i % 2 else 'neg'}\n" for i in range(200)]
+    (tmp_path / "train.tsv").write_text("text\tlabel\n" + "".join(rows) + "a stray line without its label\n")
+    (tmp_path / "dev.tsv").write_text("text\tlabel\n" + "".join(rows[:20]))
+    args = build_parser().parse_args(["finetune", "--task", "custom", "--train-file", str(tmp_path / "train.tsv"),
+                                      "--dev-file", str(tmp_path / "dev.tsv"), "--text-fields", "text", "--arch", "a",
+                                      "--teacher", "t", "--probes", "p", "--output-dir", "o"])
+    data = _load_data(args)
+    assert data.task.labels == ("neg", "pos") and len(data.train) == 200
+    assert adabert_log.text.count("train.tsv:202: expected 2 fields (text, label), found 1; skipped it") == 1
 
 
 def test_missing_data_folder_and_file(tmp_path, capsys):

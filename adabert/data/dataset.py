@@ -188,14 +188,16 @@ def missing_column(path: Path, column: str, header: Iterable[str], flag: str = "
     return AdabertError(f"{path}: no column {column!r}{flag}; found {', '.join(shown)}{hint}")
 
 
-def read_split(task: TaskSpec, path: Path, split: str) -> Dataset:
-    """Read one split of `task` from `path`, checking columns and labels.
+def read_split(task: TaskSpec, path: Path, split: str,
+               rows: list[tuple[int, dict[str, str]]] | None = None) -> Dataset:
+    """Read one split of `task` from `path` (or take its `rows`, already read by `read_rows`), checking columns and
+    labels.
 
     Control characters in the text are replaced by spaces and counted in a warning (NUL is an error naming the line
     and field: `StrayControls`); a row whose text field is empty is skipped, and the skipped rows are counted in a
     warning."""
     path = Path(path)
-    rows = read_rows(path, task.file_format, task.columns)
+    rows = read_rows(path, task.file_format, task.columns) if rows is None else rows
     needed = (*task.text_fields, task.label_field)
     first = rows[0][1]
     for col in needed:
@@ -236,9 +238,9 @@ def read_split(task: TaskSpec, path: Path, split: str) -> Dataset:
     return Dataset(task, split, path, texts, np.asarray(labels, dtype=dtype))
 
 
-def infer_labels(path: Path, fmt: str, label_field: str) -> list[str]:
-    """The sorted distinct values of `label_field` in a file (for custom tasks given no --labels)."""
-    rows = read_rows(Path(path), fmt)
+def infer_labels(rows: list[tuple[int, dict[str, str]]], path: Path, label_field: str) -> list[str]:
+    """The sorted distinct values of `label_field` in the rows of file `path` (`read_rows`; for custom tasks given
+    no --labels)."""
     if label_field not in rows[0][1]:
         raise missing_column(path, label_field, rows[0][1])
     values = sorted({r[label_field].strip() for _, r in rows})
@@ -450,13 +452,15 @@ def file_paths(task: TaskSpec, data_dir: Path | None) -> tuple[Path, Path]:
 
 
 def load_task_data(task: TaskSpec, data_dir: Path | None, holdout_fraction: float = 0.1,
-                   holdout_max: int = 2000, seed: int = 0, holdout_kind: str = "disjoint") -> TaskData:
+                   holdout_max: int = 2000, seed: int = 0, holdout_kind: str = "disjoint",
+                   train_rows: list[tuple[int, dict[str, str]]] | None = None) -> TaskData:
     """Read train and dev, and split the held-out slice off train (it depends on the seed, not on order of use):
-    `holdout_kind` "random" (`holdout_split`) or "disjoint" (`disjoint_holdout_split`)."""
+    `holdout_kind` "random" (`holdout_split`) or "disjoint" (`disjoint_holdout_split`). `train_rows`: the training
+    file's rows where the caller has read them already (`read_rows`), so that it is read, and warned about, once."""
     if holdout_kind not in HOLDOUT_SPLITS:
         raise AdabertError(f"--holdout-split: expected one of {', '.join(HOLDOUT_SPLITS)}, got {holdout_kind!r}")
     train_path, dev_path = file_paths(task, data_dir)
-    train = read_split(task, train_path, "train")
+    train = read_split(task, train_path, "train", train_rows)
     dev = read_split(task, dev_path, "dev")
     if holdout_kind == "disjoint":
         train_idx, holdout_idx = disjoint_holdout_split(train.texts, holdout_fraction, holdout_max, seed)

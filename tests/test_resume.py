@@ -16,6 +16,8 @@ from conftest import subprocess_env
 
 from adabert.core.errors import AdabertError
 from adabert.core.trainer import Trainee, Trainer
+from adabert.nas.arch import derive, save_arch
+from adabert.nas.search_space import load_search_space
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 
@@ -64,11 +66,11 @@ def check_resume(args: list, out: Path, reference: Path, checkpoint: Path) -> No
 
 
 def test_finetune_resumes_after_sigkill(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
-    search = tmp_path / "search"
-    finish(["search", "--search-space", "tiny", "--teacher", tiny_teacher, "--probes", tiny_probes, "--task", "sst2",
-            "--data-dir", sst2_dir, "--epochs", 1, "--min-steps", 0, "--batch-size", 32, "--max-length", 16,
-            "--select-top", 1, "--output-dir", search])
-    args = ["finetune", "--arch", search / "arch.json", "--teacher", tiny_teacher, "--probes", tiny_probes,
+    space = load_search_space("tiny")
+    torch.manual_seed(0)
+    save_arch(derive(space, torch.randn(space.num_edges, len(space.ops)), torch.tensor([0.0, 2.0, 0.0])),
+              tmp_path / "arch.json")  # a two-cell student
+    args = ["finetune", "--arch", tmp_path / "arch.json", "--teacher", tiny_teacher, "--probes", tiny_probes,
             "--task", "sst2", "--data-dir", sst2_dir, "--epochs", 8, "--batch-size", 16, "--max-length", 16]
     check_resume(args, tmp_path / "student", tmp_path / "reference",
                  tmp_path / "student.partial" / "finetune.safetensors")

@@ -461,7 +461,7 @@ def _copies(value: str) -> int | str:
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from adabert.nas.search_space import load_search_space
-    from adabert.pipeline import PipelineConfig, augment_config, format_summary, run_pipeline
+    from adabert.pipeline import format_summary, preset, run_pipeline
 
     device = _setup(args)
     demo = args.task is None
@@ -470,24 +470,11 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
         args.task, args.data_dir = "sst2", write_demo_task(args.output_dir / "data", seed=args.seed)
         print(f"offline demo: generated a sentiment task in {args.data_dir}")
-    length = args.max_length or (32 if demo else 64)
     data = _load_data(args)
-    cfg = PipelineConfig(
-        teacher=TeacherConfig(epochs=args.teacher_epochs or (2 if demo else 3), max_length=2 * length,
-                              min_steps=0 if demo or args.teacher_epochs else TeacherConfig.min_steps,
-                              lr=5e-5 if demo else 3e-5, seed=args.seed),
-        probes=ProbeConfig(max_length=2 * length, bf16=args.bf16, seed=args.seed),
-        search=SearchConfig(epochs=args.search_epochs or (8 if demo else 1), batch_size=64 if demo else 128,
-                            min_steps=0 if demo or args.search_epochs else SearchConfig.min_steps,
-                            max_length=length, beta=args.beta,
-                            gamma=args.gamma, select_top=args.select_top, move_steps=args.move_steps,
-                            selection_fraction=args.selection_fraction,
-                            target_params=args.target_params, target_flops=args.target_flops,
-                            target_latency_ms=args.target_latency_ms, bf16=args.bf16, seed=args.seed),
-        finetune=FinetuneConfig(epochs=args.finetune_epochs or (30 if demo else 5), max_length=length,
-                                gamma=args.gamma, bf16=args.bf16, seed=args.seed),
-        augment=augment_config(args.augment_copies, len(data.fit), demo,
-                               AugmentConfig(max_length=2 * length, bf16=args.bf16, seed=args.seed)))
+    given = ("seed", "bf16", "max_length", "teacher_epochs", "search_epochs", "finetune_epochs", "gamma",
+             "augment_copies", "beta", "select_top", "move_steps", "selection_fraction", "target_params",
+             "target_flops", "target_latency_ms")
+    cfg = preset(demo, len(data.fit), **{name: getattr(args, name) for name in given})
     summary = run_pipeline(data, args.output_dir, cfg, load_search_space(args.search_space), device,
                            model=args.model, teacher=args.teacher)
     print(format_summary(summary))

@@ -80,6 +80,22 @@ def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_
     assert (tmp_path / "run" / "search" / "arch.json").stat().st_mtime_ns == arch_stamp
 
 
+def test_preset_runs_epochs_given_as_given_and_the_demo_small():
+    from adabert.nas.config import SearchConfig
+    from adabert.pipeline import preset
+    from adabert.teacher.config import auto_copies
+    from adabert.teacher.model import TeacherConfig
+
+    real = preset(False, 5000, augment_copies=0)  # small tasks: each stage raised to its minimum steps
+    assert (real.teacher.min_steps, real.search.min_steps) == (TeacherConfig.min_steps, SearchConfig.min_steps)
+    assert real.augment is None and real.search.max_length == 64 and real.teacher.max_length == 128
+    given = preset(False, 5000, teacher_epochs=2, search_epochs=3, beta=0.5, target_params=1e5)
+    assert (given.teacher.epochs, given.teacher.min_steps, given.search.epochs, given.search.min_steps) == (2, 0, 3, 0)
+    assert (given.search.beta, given.search.target_params, given.augment.copies) == (0.5, 1e5, auto_copies(5000))
+    demo = preset(True, 1800)
+    assert demo.augment is None and (demo.search.min_steps, demo.search.epochs, demo.finetune.epochs) == (0, 8, 30)
+
+
 def test_every_stage_has_help_that_states_each_default_once():
     from adabert.cli import build_parser
 

@@ -38,6 +38,16 @@ def adabert_log(caplog, monkeypatch):
     return caplog
 
 
+def tiny_arch(seed: int = 0):
+    """A two-cell architecture of the tiny space, derived from random logits."""
+    from adabert.nas.arch import derive
+    from adabert.nas.search_space import load_search_space
+
+    space = load_search_space("tiny")
+    torch.manual_seed(seed)
+    return derive(space, torch.randn(space.num_edges, len(space.ops)), torch.tensor([0.0, 2.0, 0.0]))
+
+
 def subprocess_env() -> dict[str, str]:
     """The environment of an `adabert` subprocess: this checkout importable, one OpenMP thread."""
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

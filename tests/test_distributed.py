@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import run_cli, subprocess_env
+from conftest import run_cli, subprocess_env, tiny_arch
+
+from adabert.nas.arch import save_arch
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 
@@ -61,11 +63,8 @@ def test_two_process_search_runs_its_selection_and_compares_the_candidates(tiny_
 
 
 def test_two_process_finetune_matches_one_process(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
-    search = tmp_path / "search"
-    run(["search", "--search-space", "tiny", "--teacher", tiny_teacher, "--probes", tiny_probes, "--task", "sst2",
-         "--data-dir", sst2_dir, "--epochs", 1, "--min-steps", 0, "--batch-size", 32, "--max-length", 16,
-         "--select-top", 1, "--output-dir", search], 1)
-    args = ["finetune", "--arch", search / "arch.json", "--teacher", tiny_teacher, "--probes", tiny_probes,
+    save_arch(tiny_arch(), tmp_path / "arch.json")
+    args = ["finetune", "--arch", tmp_path / "arch.json", "--teacher", tiny_teacher, "--probes", tiny_probes,
             "--task", "sst2", "--data-dir", sst2_dir, "--epochs", 4, "--batch-size", 32, "--max-length", 16]
     run(args + ["--output-dir", tmp_path / "one"], 1)
     two = run(args + ["--output-dir", tmp_path / "two"], 2)

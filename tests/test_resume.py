@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import subprocess_env
+from conftest import subprocess_env, tiny_arch
 
 from adabert.core.errors import AdabertError
 from adabert.core.trainer import Trainee, Trainer
-from adabert.nas.arch import derive, save_arch
-from adabert.nas.search_space import load_search_space
+from adabert.nas.arch import save_arch
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 
@@ -66,10 +65,7 @@ def check_resume(args: list, out: Path, reference: Path, checkpoint: Path) -> No
 
 
 def test_finetune_resumes_after_sigkill(tiny_teacher, tiny_probes, sst2_dir, tmp_path):
-    space = load_search_space("tiny")
-    torch.manual_seed(0)
-    save_arch(derive(space, torch.randn(space.num_edges, len(space.ops)), torch.tensor([0.0, 2.0, 0.0])),
-              tmp_path / "arch.json")  # a two-cell student
+    save_arch(tiny_arch(), tmp_path / "arch.json")
     args = ["finetune", "--arch", tmp_path / "arch.json", "--teacher", tiny_teacher, "--probes", tiny_probes,
             "--task", "sst2", "--data-dir", sst2_dir, "--epochs", 8, "--batch-size", 16, "--max-length", 16]
     check_resume(args, tmp_path / "student", tmp_path / "reference",

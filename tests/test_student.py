@@ -7,7 +7,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, tiny_arch
 from safetensors.torch import save_file
 
 from adabert.core.checkpoint import unprefixed
@@ -17,7 +17,7 @@ from adabert.core.runtime import autocast
 from adabert.data.dataset import load_task_data
 from adabert.data.encoding import encode_separate, student_batch
 from adabert.data.tasks import get_task
-from adabert.nas.arch import derive, save_arch
+from adabert.nas.arch import save_arch
 from adabert.nas.search_space import load_search_space
 from adabert.nas.supernet import Sample, Supernet
 from adabert.students.finetune import FinetuneConfig, JoinedRows, finetune_student
@@ -26,16 +26,10 @@ from adabert.teacher.bundle import TaskBundle
 from adabert.teacher.probes import load_probe_logits
 
 
-def _arch(seed=0):
-    space = load_search_space("tiny")
-    torch.manual_seed(seed)
-    return derive(space, torch.randn(space.num_edges, len(space.ops)), torch.tensor([0.0, 2.0, 0.0]))
-
-
 @pytest.fixture(scope="module")
 def trained(tiny_teacher, tiny_probes, sst2_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("student")
-    save_arch(_arch(), root / "arch.json")
+    save_arch(tiny_arch(), root / "arch.json")
     data = load_task_data(get_task("sst2"), sst2_dir)
     cfg = FinetuneConfig(epochs=6, batch_size=32, max_length=32, lr=1e-2)
     metrics = finetune_student(root / "arch.json", TaskBundle(data, tiny_teacher, tiny_probes), cfg,
@@ -79,7 +73,7 @@ def test_an_up_to_date_folder_whose_weights_no_longer_fit_the_model_is_trained_a
 
 
 def test_student_builds_only_kept_cells_and_edges():
-    arch = _arch()
+    arch = tiny_arch()
     student = Student.from_teacher_tables(arch, torch.randn(40, 12), torch.randn(32, 12), 2)
     assert len(student.cells) == arch.num_cells == 2
     for cell in student.cells:
@@ -88,7 +82,7 @@ def test_student_builds_only_kept_cells_and_edges():
 
 
 def test_inference_runs_the_last_head_only():
-    arch = _arch()
+    arch = tiny_arch()
     for pair in (False, True):
         torch.manual_seed(0)
         student = Student.from_teacher_tables(arch, torch.randn(40, 12), torch.randn(32, 12), 2, pair).eval()
@@ -107,7 +101,7 @@ def test_inference_runs_the_last_head_only():
 
 @pytest.mark.parametrize("share", [False, True])
 def test_supernet_with_fixed_arch_equals_student_with_inherited_weights(share):
-    arch = _arch()
+    arch = tiny_arch()
     for pair in (False, True):
         torch.manual_seed(0)
         net = Supernet(arch.space, torch.randn(40, 12), torch.randn(32, 12), 2, share_cells=share, pair=pair).eval()
@@ -253,7 +247,7 @@ def test_bench_reports_params_and_ratios(trained, tiny_teacher, tmp_path, capsys
 
 def _finetune_toy(tiny_teacher, tiny_probes, sst2_dir, out, **kw) -> dict:
     """Finetune the toy arch on the toy task for 4 epochs with the given FinetuneConfig overrides."""
-    save_arch(_arch(), out / "arch.json")
+    save_arch(tiny_arch(), out / "arch.json")
     data = load_task_data(get_task("sst2"), sst2_dir)
     return finetune_student(out / "arch.json", TaskBundle(data, tiny_teacher, tiny_probes),
                             FinetuneConfig(epochs=4, batch_size=32, max_length=32, lr=1e-2, **kw), out / "st",
@@ -263,7 +257,7 @@ def _finetune_toy(tiny_teacher, tiny_probes, sst2_dir, out, **kw) -> dict:
 def test_bf16_autocast_on_cpu_only_when_asked():
     """`runtime.autocast(cpu, cpu=True)` runs the student's convolutions in bfloat16; without it a CPU stays
     float32; the weights stay float32 either way."""
-    student = Student.from_teacher_tables(_arch(), torch.randn(40, 12), torch.randn(32, 12), 2)
+    student = Student.from_teacher_tables(tiny_arch(), torch.randn(40, 12), torch.randn(32, 12), 2)
     ids, mask = torch.randint(0, 40, (3, 7)), torch.ones(3, 7, dtype=torch.bool)
     cpu = torch.device("cpu")
     with autocast(cpu):
@@ -358,7 +352,7 @@ def test_feature_kd_refuses_probes_without_features(tiny_teacher, tiny_probes, s
     run_probes(str(tiny_teacher), data, ProbeConfig(epochs=1, batch_size=32, max_length=32, feature_dims=0),
                tmp_path / "probes", torch.device("cpu"))
     assert "features_train" not in load_tensors(tmp_path / "probes" / "logits.safetensors")
-    save_arch(_arch(), tmp_path / "arch.json")
+    save_arch(tiny_arch(), tmp_path / "arch.json")
     code, _, err = run_cli(["finetune", "--arch", str(tmp_path / "arch.json"), "--teacher", str(tiny_teacher),
                             "--probes", str(tmp_path / "probes"), "--task", "sst2", "--data-dir", str(sst2_dir),
                             "--output-dir", str(tmp_path / "st"), "--epochs", "1", "--feature-kd", "1"], capsys)

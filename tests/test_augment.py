@@ -5,8 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
-from test_student import _arch
+from conftest import run_cli, tiny_arch
 
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import load_tensors
@@ -130,7 +129,7 @@ def test_run_augment_caches_teacher_and_probe_logits(toy, tiny_teacher, tiny_pro
     assert m["train_examples"] == len(toy.fit) + len(aug.data)
     assert m["dev"]["accuracy"] >= 85
     # the searched student's finetune takes the same folder (probe and sentence-vector KD on the augmented text too)
-    save_arch(_arch(), tmp_path / "arch.json")
+    save_arch(tiny_arch(), tmp_path / "arch.json")
     m = finetune_student(tmp_path / "arch.json", bundle,
                          FinetuneConfig(epochs=3, batch_size=32, max_length=32, lr=1e-2, feature_kd=1.0),
                          tmp_path / "searched", CPU)

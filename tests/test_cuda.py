@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_arch
 from test_distributed import alpha, search_in_one_and_two_processes
 from test_resume import search_killed_and_resumed
-from test_student import _arch
 
 from adabert.core.fileio import load_tensors
 from adabert.deploy.predict import Predictor
@@ -131,7 +131,7 @@ def test_augment_on_cuda_agrees_with_the_cpu(tiny_teacher, tiny_probes, sst2_dir
 def test_distill_on_cuda_learns_and_predicts_on_either_device(student, method, extra, tiny_teacher, tiny_probes,
                                                               sst2_dir, tmp_path):
     data = load_task_data(get_task("sst2"), sst2_dir)
-    save_arch(_arch(), tmp_path / "arch.json")
+    save_arch(tiny_arch(), tmp_path / "arch.json")
     cfg = DistillConfig(student=student, method=method, epochs=5, batch_size=16, max_length=32, embed_dim=16,
                         hidden=16, fc=16, evals_per_epoch=1, **extra)
     m = run_distill(TaskBundle(data, tiny_teacher, tiny_probes), cfg, tmp_path / "student", CUDA,

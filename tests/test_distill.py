@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-from conftest import run_cli
-from test_student import _arch
+from conftest import run_cli, tiny_arch
 
 from adabert.core.errors import AdabertError
 from adabert.data.dataset import load_task_data
@@ -47,7 +46,7 @@ def test_layer_subset_transformer_learns(method, toy, tiny_teacher, tiny_probes,
 
 
 def test_searched_student_uses_the_same_losses(toy, tiny_teacher, tiny_probes, tmp_path):
-    save_arch(_arch(), tmp_path / "arch.json")
+    save_arch(tiny_arch(), tmp_path / "arch.json")
     for method in ("mse", "fitnets"):
         m = _distill(tiny_teacher, toy, tmp_path / method, probes=tiny_probes, arch=tmp_path / "arch.json",
                      student="adabert", method=method, lr=1e-2)

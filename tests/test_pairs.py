@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import cli_stages, run_cli, write_nli, write_sst2
+from conftest import cli_stages, run_cli, tiny_arch, write_nli, write_sst2
 
 from adabert.data.dataset import load_task_data
 from adabert.data.tasks import get_task
@@ -135,14 +135,12 @@ def test_pair_alignment_ignores_padding_and_reaches_every_token():
 def test_pair_student_saved_before_alignment_still_loads(tmp_path):
     """A pair student saved without the 'align_pairs' field (pooled readout) reloads as one, to identical
     outputs; the field, when present, must be a boolean."""
-    from test_student import _arch
-
     from adabert.core.errors import AdabertError
     from adabert.students.student import CONFIG, Student
 
     torch.manual_seed(0)
     task = get_task("mrpc")
-    student = Student.from_teacher_tables(_arch(), torch.randn(50, 12), torch.randn(20, 12), 2, pair=True)
+    student = Student.from_teacher_tables(tiny_arch(), torch.randn(50, 12), torch.randn(20, 12), 2, pair=True)
     assert student.align
     student.eval()
     old = Student(student.arch, student.embed, 2, pair=True, align=False).eval()

@@ -3,24 +3,55 @@ calls, as the cost model did before) against timed in turn, round-robin (`costs.
 does now), over repeated measurements in one process, the two ways alternating.
 
     python scripts/bench_cost_model.py --space adabert --repeats 12 --threads 2
+    python scripts/bench_cost_model.py --student runs/study/qqp-g/runs/searched/seed0 --repeats 8
+
 
 Each measurement times every non-zero op of the space at batch 1 (`--pair`: 2) and the space's `cost_length`,
 5 warm-up calls and 30 timed ones per op, as the cost model does. Reported per way: the spread (coefficient of
 variation over the repeats) of each op's share of the summed op times, which is what decides the searched
 architecture under a latency budget, and of the summed time itself.
+
+With `--student FOLDER` (a saved searched student) it checks the cost model's prediction for that student
+against its measured forward instead (the study's latency check), the two ways alternating: the student timed
+after the table ("apart", as the study did) and in the same rounds as the table's parts ("together",
+`costs.latency_table(..., alongside=...)`, as it does now). Reported: the relative error predicted / measured - 1
+of every repeat.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from adabert.nas.costs import interleaved_median_ms
+from adabert.nas.costs import interleaved_median_ms, latency_table
 from adabert.nas.ops import build_op
 from adabert.nas.search_space import load_search_space
+
+
+def check_student(folder: Path, repeats: int) -> None:
+    """The cost model's relative error for the student in `folder`, timed apart from and together with the table."""
+    from adabert.study import student_forward
+    from adabert.students.student import Student
+
+    student, cfg = Student.from_pretrained(folder)
+    space, pair, cpu = student.arch.space, bool(cfg["pair"]), torch.device("cpu")
+    forward = student_forward(folder, space.cost_length)
+    errors: dict[str, list[float]] = {"apart": [], "together": []}
+    for _ in range(repeats):
+        model, _ = latency_table(space, cfg["num_labels"], pair, cpu)
+        with torch.no_grad():
+            measured = interleaved_median_ms([forward], cpu)[0]
+        errors["apart"].append(model.arch_cost(student.arch) / measured - 1)
+        model, [measured] = latency_table(space, cfg["num_labels"], pair, cpu, alongside=[forward])
+        errors["together"].append(model.arch_cost(student.arch) / measured - 1)
+    for way, e in errors.items():
+        print(f"{way:>8}: predicted / measured - 1 = {', '.join(f'{x:+.1%}' for x in e)}; "
+              f"mean {np.mean(e):+.1%}, spread (std) {np.std(e):.1%}, worst {max(e, key=abs):+.1%}")
+    print(json.dumps({"student": str(folder), "genotype": student.arch.genotype(), "repeats": repeats, **errors}))
 
 
 def main() -> None:
@@ -29,8 +60,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=12)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pair", action="store_true")
+    ap.add_argument("--student", type=Path, help="a saved searched student: check the prediction for it instead")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.student:
+        return check_student(args.student, args.repeats)
     space = load_search_space(args.space)
     cpu = torch.device("cpu")
     x = torch.randn(2 if args.pair else 1, space.cost_length, space.hidden_size)

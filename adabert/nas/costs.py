@@ -122,54 +122,69 @@ def measure_cost_model(space: SearchSpace, unit: str, num_labels: int, pair: boo
     """The cost table of `space` in `unit` (one of COST_UNITS), measured on `device`."""
     if unit not in COST_UNITS:
         raise AdabertError(f"cost unit: expected one of {', '.join(COST_UNITS)}, got {unit!r}")
-    from adabert.nas.supernet import DROPPED, Readout, Sample, SearchCell, soft_align
-
     device = device or torch.device("cpu")
-    h, length, batch = space.hidden_size, space.cost_length, 2 if pair else 1
-    align, linear = space.pair_inputs == "siamese", space.pair_readout == "linear"
-    x = torch.randn(batch, length, h, device=device)
-    mask = torch.ones(batch, length, dtype=torch.bool, device=device)
+    if unit == "latency_ms":
+        return latency_table(space, num_labels, pair, device)[0]
+    h, x, mask = _example(space, pair, device)
     per_op: list[float] = []
-    timed: list[tuple[int, torch.nn.Module]] = []  # (index, op) of the ops whose latency is timed
     for name in space.ops:
         op = build_op(name, h).to(device).eval()
         if unit == "params":
             per_op.append(float(sum(p.numel() for p in op.parameters())))
-        elif unit == "flops":
+        else:
             counter = FlopCounterMode(display=False)
             with counter, torch.no_grad():
                 op(x, mask)
             per_op.append(float(counter.get_total_flops()))
-        else:
-            if name != "zero":
-                timed.append((len(per_op), op))
-            per_op.append(0.0)
     if unit == "params":
+        align, linear = space.pair_inputs == "siamese", space.pair_readout == "linear"
         per_cell = float(space.intermediate_nodes + 2 * h + readout_params(h, num_labels, pair, align, linear))
         return CostModel(unit, space.ops, per_op, per_cell, 0.0)
-    if unit == "flops":
-        return CostModel(unit, space.ops, per_op, 0.0, 0.0)
-    # Latency: a cell whose kept edges are all `zero` (dropped, in a space without it) times the residual, mean
-    # and normalisation overhead; the embedding lookup (for cross pairs with the first cell's alignment) plus one
-    # readout is the fixed part. All of it is timed round-robin with the ops.
+    return CostModel(unit, space.ops, per_op, 0.0, 0.0)
+
+
+def _example(space: SearchSpace, pair: bool, device: torch.device) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """(H, states [b, cost_length, H], mask [b, cost_length]): what the table's ops are measured on, b = 2 for
+    pairs (both sentences run), else 1."""
+    h, batch = space.hidden_size, 2 if pair else 1
+    return (h, torch.randn(batch, space.cost_length, h, device=device),
+            torch.ones(batch, space.cost_length, dtype=torch.bool, device=device))
+
+
+def latency_table(space: SearchSpace, num_labels: int, pair: bool, device: torch.device | None = None,
+                  alongside: Sequence[Callable[[], object]] = ()) -> tuple[CostModel, list[float]]:
+    """The latency_ms cost table, and the median ms of each of `alongside` (e.g. real students' forwards), all
+    timed in the same rounds (`interleaved_median_ms`), so that a prediction and a measurement see the same load.
+
+    Per op: one forward at batch 1 (pairs: 2) and `cost_length`. per_cell: a cell whose kept edges are all `zero`
+    (dropped, in a space without it), i.e. the residual, mean and normalisation overhead. fixed: the embedding
+    lookup (for cross pairs with the first cell's alignment) plus one readout.
+    """
+    from adabert.nas.supernet import DROPPED, Readout, Sample, SearchCell, soft_align
+
+    device = device or torch.device("cpu")
+    h, x, mask = _example(space, pair, device)
+    timed = [(i, build_op(name, h).to(device).eval()) for i, name in enumerate(space.ops) if name != "zero"]
     cell = SearchCell(space).to(device).eval()
     sample = Sample([space.ops.index("zero") if "zero" in space.ops else DROPPED] * space.num_edges, 1)
     table = torch.nn.Embedding(30522, h).to(device)
     norm = torch.nn.LayerNorm(h).to(device)
     head = Readout.of(space, num_labels, pair, dropout=0.0).to(device).eval()
-    ids = torch.randint(0, 30522, (batch, length), device=device)
+    ids = torch.randint(0, 30522, tuple(mask.shape), device=device)
 
     def embedded() -> torch.Tensor:
         e = norm(table(ids) + x)
-        return e + soft_align(e, mask) if pair and not align else e
+        return e + soft_align(e, mask) if pair and space.pair_inputs != "siamese" else e
 
     fns = [lambda op=op: op(x, mask) for _, op in timed]
+    fns += [lambda: cell(x, mask, x, mask, sample), lambda: head(embedded(), mask), *alongside]
     with torch.no_grad():
-        *ops_ms, per_cell, fixed = interleaved_median_ms(
-            fns + [lambda: cell(x, mask, x, mask, sample), lambda: head(embedded(), mask)], device)
-    for (i, _), ms in zip(timed, ops_ms):
-        per_op[i] = ms
-    return CostModel(unit, space.ops, per_op, per_cell, fixed)
+        ms = interleaved_median_ms(fns, device)
+    per_op = [0.0] * len(space.ops)
+    for (i, _), t in zip(timed, ms):
+        per_op[i] = t
+    per_cell, fixed = ms[len(timed)], ms[len(timed) + 1]
+    return CostModel("latency_ms", space.ops, per_op, per_cell, fixed), ms[len(timed) + 2:]
 
 
 Cell = list[list[tuple[int, str]]]  # per intermediate node, its (from_node, op) inputs

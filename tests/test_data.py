@@ -232,6 +232,20 @@ def test_few_malformed_rows_are_skipped_with_a_warning_and_many_are_an_error(tmp
         load_task_data(get_task("qqp"), tmp_path)
 
 
+def test_loading_a_pair_task_finds_its_sentence_groups_once(tmp_path, monkeypatch):
+    from adabert.data import dataset
+
+    header = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+    rows = [f"{i % 2}\t{i}\t{i}\tpremise {i // 3} holds\tclaim {i} of it\n" for i in range(300)]  # groups of 3
+    for split in ("train.tsv", "dev.tsv"):
+        (tmp_path / split).write_text(header + "".join(rows))
+    calls = []
+    find = dataset.sentence_groups
+    monkeypatch.setattr(dataset, "sentence_groups", lambda texts: calls.append(len(texts)) or find(texts))
+    data = load_task_data(get_task("mrpc"), tmp_path)
+    assert calls == [300] and len(data.holdout_idx) == 30 and len({i // 3 for i in data.holdout_idx}) == 10
+
+
 def test_a_custom_task_without_labels_reads_and_warns_about_its_training_file_once(tmp_path, adabert_log):
     from adabert.cli import _load_data, build_parser
 

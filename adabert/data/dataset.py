@@ -335,8 +335,8 @@ def sentence_groups(texts: list[tuple[str, ...]]) -> list[int] | None:
 
 
 def disjoint_holdout_split(texts: list[tuple[str, ...]], fraction: float, max_size: int, seed: int | list[int],
-                           what: str = "held-out split", flag: str = "--holdout-fraction"
-                           ) -> tuple[np.ndarray, np.ndarray]:
+                           what: str = "held-out split", flag: str = "--holdout-fraction",
+                           groups: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A held-out slice that shares no text with the fit split: (fit, held-out) index arrays, both sorted.
 
     Treebank-derived sets (SST-2) hold every sub-phrase of a sentence as its own row, so a random slice is mostly
@@ -356,7 +356,8 @@ def disjoint_holdout_split(texts: list[tuple[str, ...]], fraction: float, max_si
     larger than a tenth of the slice, or than the room left in it, stays in the fit split (a stock sentence paired
     with hundreds of others would fill the slice alone); where such groups leave less than half the slice, pairs are
     held out one at a time instead, with a warning. `what` names the split in the log line, `flag` the option that
-    sets `fraction` in the errors.
+    sets `fraction` in the errors; `groups`: `sentence_groups(texts)` where the caller has it already (None: found
+    here).
     """
     if not 0 < fraction < 1:
         raise AdabertError(f"{flag}: expected a number in (0, 1), got {fraction}")
@@ -377,7 +378,7 @@ def disjoint_holdout_split(texts: list[tuple[str, ...]], fraction: float, max_si
     held: list[int] = []
     seen: set[str] = set()
     scan = max(1, int(round(fraction * n)))
-    groups = sentence_groups(texts)
+    groups = groups if groups is not None else sentence_groups(texts)
     held_groups: set[int] = set()
     if groups is not None:
         members: dict[int, list[int]] = {}
@@ -462,14 +463,15 @@ def load_task_data(task: TaskSpec, data_dir: Path | None, holdout_fraction: floa
     train_path, dev_path = file_paths(task, data_dir)
     train = read_split(task, train_path, "train", train_rows)
     dev = read_split(task, dev_path, "dev")
+    groups = sentence_groups(train.texts) if holdout_kind == "disjoint" else None
     if holdout_kind == "disjoint":
-        train_idx, holdout_idx = disjoint_holdout_split(train.texts, holdout_fraction, holdout_max, seed)
+        train_idx, holdout_idx = disjoint_holdout_split(train.texts, holdout_fraction, holdout_max, seed, groups=groups)
     else:
         train_idx, holdout_idx = holdout_split(len(train), holdout_fraction, holdout_max, seed)
     # the random split's fingerprint leaves the kind out, so runs made before the option keep matching; pairs held
     # out by shared sentence are named, so runs made before that changed their split do not match
     kind = [holdout_kind] if holdout_kind != "random" else []
-    if holdout_kind == "disjoint" and sentence_groups(train.texts) is not None:
+    if groups is not None:
         kind.append("pairs by sentence group, groups drawn alike")
     fp = hash_files([train_path, dev_path],
                     extra=hash_obj([task.describe(), holdout_fraction, holdout_max, seed, *kind]))

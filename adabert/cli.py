@@ -135,11 +135,12 @@ def _load_data(args: argparse.Namespace):
             if not getattr(args, flag):
                 raise AdabertError(f"--{flag.replace('_', '-')}: required with --task custom")
         labels = None
-        if not args.regression and args.labels:
-            labels = args.labels.split(",")
-        elif not args.regression:
-            rows = read_rows(Path(args.train_file), file_format_of(args.train_file))
-            labels = infer_labels(rows, Path(args.train_file), args.label_field)
+        if not args.regression:
+            if args.labels:
+                labels = args.labels.split(",")
+            else:
+                rows = read_rows(Path(args.train_file), file_format_of(args.train_file))
+                labels = infer_labels(rows, Path(args.train_file), args.label_field)
         task = custom_task(args.text_fields.split(","), args.label_field, labels,
                            args.metrics.split(",") if args.metrics else None, args.train_file, args.dev_file,
                            regression=args.regression)

@@ -463,8 +463,9 @@ def load_task_data(task: TaskSpec, data_dir: Path | None, holdout_fraction: floa
     train_path, dev_path = file_paths(task, data_dir)
     train = read_split(task, train_path, "train", train_rows)
     dev = read_split(task, dev_path, "dev")
-    groups = sentence_groups(train.texts) if holdout_kind == "disjoint" else None
+    groups = None
     if holdout_kind == "disjoint":
+        groups = sentence_groups(train.texts)
         train_idx, holdout_idx = disjoint_holdout_split(train.texts, holdout_fraction, holdout_max, seed, groups=groups)
     else:
         train_idx, holdout_idx = holdout_split(len(train), holdout_fraction, holdout_max, seed)

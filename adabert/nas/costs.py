@@ -125,7 +125,7 @@ def measure_cost_model(space: SearchSpace, unit: str, num_labels: int, pair: boo
     device = device or torch.device("cpu")
     if unit == "latency_ms":
         return latency_table(space, num_labels, pair, device)[0]
-    h, x, mask = _example(space, pair, device)
+    h, (x, mask) = space.hidden_size, _example(space, pair, device)
     per_op: list[float] = []
     for name in space.ops:
         op = build_op(name, h).to(device).eval()
@@ -143,11 +143,11 @@ def measure_cost_model(space: SearchSpace, unit: str, num_labels: int, pair: boo
     return CostModel(unit, space.ops, per_op, 0.0, 0.0)
 
 
-def _example(space: SearchSpace, pair: bool, device: torch.device) -> tuple[int, torch.Tensor, torch.Tensor]:
-    """(H, states [b, cost_length, H], mask [b, cost_length]): what the table's ops are measured on, b = 2 for
-    pairs (both sentences run), else 1."""
-    h, batch = space.hidden_size, 2 if pair else 1
-    return (h, torch.randn(batch, space.cost_length, h, device=device),
+def _example(space: SearchSpace, pair: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(states [b, cost_length, H], mask [b, cost_length]): what the table's ops are measured on, b = 2 for pairs
+    (both sentences run), else 1."""
+    batch = 2 if pair else 1
+    return (torch.randn(batch, space.cost_length, space.hidden_size, device=device),
             torch.ones(batch, space.cost_length, dtype=torch.bool, device=device))
 
 
@@ -163,7 +163,7 @@ def latency_table(space: SearchSpace, num_labels: int, pair: bool, device: torch
     from adabert.nas.supernet import DROPPED, Readout, Sample, SearchCell, soft_align
 
     device = device or torch.device("cpu")
-    h, x, mask = _example(space, pair, device)
+    h, (x, mask) = space.hidden_size, _example(space, pair, device)
     timed = [(i, build_op(name, h).to(device).eval()) for i, name in enumerate(space.ops) if name != "zero"]
     cell = SearchCell(space).to(device).eval()
     sample = Sample([space.ops.index("zero") if "zero" in space.ops else DROPPED] * space.num_edges, 1)

@@ -36,7 +36,7 @@ EPILOG = """stages (each reads and writes plain files in a folder, and is skippe
             KD ablation, budget sweep, BiLSTM baseline, cross-task
   evaluate  task metrics, per-class report, majority baseline of any saved student (--int8: quantised)
   predict   labels and probabilities for sentences (or pairs) from a file, stdin, CSV or JSONL
-  export    TorchScript and ONNX files of any student, checked for parity, tokenizer beside them
+  export    TorchScript, ONNX and .pt2 files of any student, checked for parity, tokenizer beside them
   prune-vocab  keep only the word pieces the task uses (a 2-3x smaller searched student)
   bench     params, FLOPs, latency and throughput: student (--int8 too) vs teacher vs BERT-base-shaped
   pipeline  all of the above in one command (with no --task: an offline demo on a generated task)
@@ -646,17 +646,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime(p)
 
     p = _stage(sub, "export", cmd_export,
-               help="TorchScript / ONNX export with a parity check",
+               help="TorchScript / ONNX / torch.export (.pt2) export with a parity check",
                description="Export a saved student with dynamic batch and length; the outputs are checked against "
                            "PyTorch (ONNX through onnxruntime) on inputs of another shape; the tokenizer and config "
                            "are copied beside the files.")
     p.add_argument("--student", type=Path, required=True, help="student folder written by `adabert finetune`")
-    p.add_argument("--format", action="append", choices=["torchscript", "onnx"],
-                   help="repeat for both (default: both)")
+    p.add_argument("--format", action="append", choices=["torchscript", "onnx", "pt2"],
+                   help="repeat for several (default: torchscript and onnx); pt2 is torch.export's "
+                        "ExportedProgram, the successor of TorchScript (deprecated from torch 2.13 on), for every "
+                        "kind but the BiLSTM")
     p.add_argument("--output-dir", type=Path, required=True)
     _add_runtime(p)
     p.add_argument("--int8", action="store_true",
-                   help="also write dynamically quantised int8 files (model.int8.*), each checked for parity")
+                   help="also write dynamically quantised int8 TorchScript and ONNX files (model.int8.*), each "
+                        "checked for parity")
     p.set_defaults(format=None)
 
     p = _stage(sub, "prune-vocab", cmd_prune_vocab,
@@ -773,8 +776,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command == "export" and not args.format:
-        args.format = ["torchscript", "onnx"]
     options = {k: v for k, v in vars(args).items() if k not in ("func", "config", "command")}
     from adabert.core import distributed
     from adabert.core.guards import EXIT_NONFINITE, NonFiniteError

@@ -21,7 +21,7 @@ from adabert.core.runtime import log
 from adabert.data.dataset import TaskData
 from adabert.data.metrics import agreement_measure, baseline_warning, majority_baseline
 from adabert.deploy.bench import BenchConfig, bench_student
-from adabert.deploy.export import export_student
+from adabert.deploy.export import DEFAULT_FORMATS, export_student
 from adabert.deploy.predict import Predictor
 from adabert.nas.config import SearchConfig
 from adabert.nas.costs import format_amount
@@ -53,7 +53,7 @@ class PipelineConfig:
     search: SearchConfig
     finetune: FinetuneConfig
     bench: BenchConfig = field(default_factory=lambda: BenchConfig(batch_sizes=(1,), lengths=(64,), threads=(2,)))
-    export_formats: tuple[str, ...] = ("torchscript", "onnx")
+    export_formats: tuple[str, ...] = DEFAULT_FORMATS
     augment: AugmentConfig | None = None  # when set, the student also trains on augmented text
 
 

@@ -86,8 +86,28 @@ def test_export_every_kind_with_parity(kind, students, tmp_path, capsys):
     assert set(spec["formats"]) == {"torchscript", "onnx"}
 
 
+@pytest.mark.parametrize("kind", ["adabert", "transformer"])
+def test_pt2_export_reloads_with_any_batch_and_length(kind, students, tmp_path, capsys):
+    code, _, err = run_cli(["export", "--student", students / kind, "--output-dir", tmp_path, "--format", "pt2"],
+                           capsys)
+    assert code == 0, err
+    assert set(json.loads((tmp_path / "export.json").read_text())["formats"]) == {"pt2"}
+    student = load_student(students / kind)
+    program = torch.export.load(str(tmp_path / "model.pt2")).module()
+    for batch, length in ((1, 2), (3, 21)):  # shapes the export and its check did not use
+        inputs = student.random_inputs(batch, length, seed=7)
+        with torch.no_grad():
+            assert torch.allclose(program(*inputs), student.module(*inputs), atol=1e-5)
+
+
+def test_pt2_export_of_the_bilstm_is_refused_before_writing(students, tmp_path, capsys):
+    code, _, err = run_cli(["export", "--student", students / "bilstm", "--output-dir", tmp_path / "exp", "--format",
+                            "pt2"], capsys)
+    assert code == 2 and "pt2" in err and "BiLSTM" in err and not (tmp_path / "exp").exists()
+
+
 def test_a_student_with_the_attention_op_exports_with_any_length(tmp_path):
-    from adabert.deploy.export import export_onnx, export_torchscript, run_onnx
+    from adabert.deploy.export import export_onnx, export_pt2, export_torchscript, run_onnx, run_pt2
     from adabert.nas.arch import Arch
     from adabert.nas.search_space import SearchSpace, load_search_space
     from adabert.students.load import SeparateInputs
@@ -101,11 +121,13 @@ def test_a_student_with_the_attention_op_exports_with_any_length(tmp_path):
     ids, mask = torch.randint(0, 50, (2, 6)), torch.ones(2, 6, dtype=torch.long)
     export_onnx(model, (ids, mask), ["input_ids", "attention_mask"], tmp_path / "m.onnx")
     export_torchscript(model, (ids, mask), tmp_path / "m.pt")
+    export_pt2(model, (ids, mask), ["input_ids", "attention_mask"], tmp_path / "m.pt2")
     ids, mask = torch.randint(0, 50, (3, 11)), (torch.arange(11)[None] < torch.tensor([[11], [7], [3]])).long()
     with torch.no_grad():
         want = model(ids, mask)
         assert torch.allclose(torch.jit.load(str(tmp_path / "m.pt"))(ids, mask), want, atol=1e-5)
     assert torch.allclose(run_onnx(tmp_path / "m.onnx", (ids, mask)), want, atol=1e-4)
+    assert torch.allclose(run_pt2(tmp_path / "m.pt2", (ids, mask)), want, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -113,7 +135,8 @@ def test_int8_export_every_kind_within_the_stated_tolerance(kind, students, tmp_
     from adabert.deploy.export import INT8_TOL, run_onnx
 
     out = tmp_path / "exp"
-    code, _, err = run_cli(["export", "--student", students / kind, "--output-dir", out, "--int8"], capsys)
+    code, _, err = run_cli(["export", "--student", students / kind, "--output-dir", out, "--int8", "--format",
+                            "torchscript", "--format", "onnx"], capsys)
     assert code == 0, err
     spec = json.loads((out / "export.json").read_text())["formats"]
     assert set(spec) == {"torchscript", "onnx", "torchscript-int8", "onnx-int8"}
@@ -126,6 +149,13 @@ def test_int8_export_every_kind_within_the_stated_tolerance(kind, students, tmp_
     for got in (scripted, run_onnx(out / "model.int8.onnx", inputs)):
         assert got.shape == reference.shape and float((got - reference).abs().max()) <= bound
     assert (out / "model.int8.onnx").stat().st_size < (out / "model.onnx").stat().st_size
+
+
+def test_int8_export_without_an_int8_format_is_refused_before_writing(students, tmp_path, capsys):
+    out = tmp_path / "exp"
+    code, _, err = run_cli(["export", "--student", students / "adabert", "--output-dir", out, "--int8", "--format",
+                            "pt2"], capsys)
+    assert code == 2 and "--int8" in err and "torchscript" in err and not out.exists()
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -1,1 +1,1 @@
-"""Using a saved student: prediction and evaluation, TorchScript / ONNX export with parity checks, benchmarks."""
+"""Using a saved student: prediction and evaluation, TorchScript / ONNX / .pt2 export with parity checks, benchmarks."""

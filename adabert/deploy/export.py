@@ -1,13 +1,18 @@
-"""`adabert export`: TorchScript and ONNX files of any saved student, with dynamic batch and length, checked
-for parity against PyTorch; the tokenizer and config are copied beside them so prediction needs nothing else.
+"""`adabert export`: TorchScript, ONNX and torch.export (`.pt2`) files of any saved student, with dynamic batch and
+length, checked for parity against PyTorch; the tokenizer and config are copied beside them so prediction needs
+nothing else. TorchScript is deprecated from torch 2.13 on; `.pt2` (an `ExportedProgram`, loaded with
+`torch.export.load(path).module()`) is its successor in PyTorch and what `torch.compile` and AOTInductor take; it
+is written on request (`--format pt2`), for every kind but the BiLSTM, whose LSTM torch.export unrolls over the
+example's length. A loaded `.pt2` runs at eager speed; TorchScript and ONNX Runtime are faster at batch 1
+(`scripts/bench_export.py`, docs/benchmarks.md).
 
 Exported signature (`adabert.students.load`): (input_ids [B, T] int64, attention_mask [B, T] int64) for
 single-sentence tasks, plus (input_ids_b, attention_mask_b) for pairs, or (input_ids, attention_mask,
 token_type_ids) for the transformer student -> logits [B, C].
 
-int8 (`--int8`): beside each float file, a dynamically quantised one (int8 weights, activations quantised per
-batch): TorchScript of `quantize.int8_dynamic` (checked against that PyTorch int8 module within `atol`), and
-ONNX quantised by onnxruntime's dynamic quantiser (`INT8_OPS`: embedding tables, matrix products and LSTMs;
+int8 (`--int8`): beside each TorchScript and ONNX file, a dynamically quantised one (int8 weights, activations
+quantised per batch): TorchScript of `quantize.int8_dynamic` (checked against that PyTorch int8 module within
+`atol`), and ONNX quantised by onnxruntime's dynamic quantiser (`INT8_OPS`: embedding tables, matrix products and LSTMs;
 7-bit weights, so that CPUs without VNNI do not saturate; checked against the float PyTorch outputs within
 `INT8_TOL * (1 + max |logit|)`, since it rounds other weights than PyTorch's does). Both report their largest
 difference from the float model. Convolutions stay float: ONNX Runtime's integer convolution made the searched
@@ -20,6 +25,7 @@ import logging
 import shutil
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -28,7 +34,9 @@ from adabert.core.errors import AdabertError
 from adabert.core.fileio import write_json
 from adabert.students.load import load_student
 
-FORMATS = ("torchscript", "onnx")
+FORMATS = ("torchscript", "onnx", "pt2")
+DEFAULT_FORMATS = ("torchscript", "onnx")
+INT8_FORMATS = ("torchscript", "onnx")
 INT8_TOL = 0.05
 INT8_OPS = ["Gather", "MatMul", "Gemm", "LSTM"]
 
@@ -41,9 +49,31 @@ def export_torchscript(module: nn.Module, example: tuple[torch.Tensor, ...], pat
     tmp.replace(path)
 
 
-def export_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], names: list[str], path: Path) -> None:
-    batch, length = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("length", min=2, max=4096)
-    shapes = {n: {0: batch, 1: length} for n in names}
+def _dynamic_shapes(names: list[str], longest: int | None) -> dict:
+    """Every input [B, T] with the same dynamic batch B and length T, 2 <= T <= `longest` (the rows of the
+    student's position table; None: 4096). torch.export specialises a length of 1."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    length = torch.export.Dim("length", min=2, max=longest or 4096)
+    return {n: {0: batch, 1: length} for n in names}
+
+
+def export_pt2(module: nn.Module, example: tuple[torch.Tensor, ...], names: list[str], path: Path,
+               longest: int | None = None) -> None:
+    with torch.no_grad():
+        program = torch.export.export(module, example, dynamic_shapes=_dynamic_shapes(names, longest), strict=False)
+    tmp = path.with_suffix(".tmp.pt2")
+    torch.export.save(program, str(tmp))
+    tmp.replace(path)
+
+
+def run_pt2(path: Path, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.export.load(str(path)).module()(*inputs)
+
+
+def export_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], names: list[str], path: Path,
+                longest: int | None = None) -> None:
+    shapes = _dynamic_shapes(names, longest)
     tmp = path.with_suffix(".tmp.onnx")
     onnx_log = logging.getLogger("torch.onnx")
     level = onnx_log.level
@@ -101,7 +131,7 @@ def _int8_exports(module: nn.Module, student, output_dir: Path, formats: list[st
         q_reference = q(*check)
     tol = INT8_TOL * (1 + float(reference.abs().max()))
     result = {}
-    for f in formats:
+    for f in (f for f in formats if f in INT8_FORMATS):
         if f == "torchscript":
             path = output_dir / "model.int8.torchscript.pt"
             export_torchscript(q, student.random_inputs(2, 16), path)
@@ -120,15 +150,22 @@ def _int8_exports(module: nn.Module, student, output_dir: Path, formats: list[st
     return result
 
 
-def export_student(folder: Path, output_dir: Path, formats: list[str], atol: float = 1e-4,
+def export_student(folder: Path, output_dir: Path, formats: Sequence[str] | None = None, atol: float = 1e-4,
                    int8: bool = False) -> dict:
     """Export the student in `folder`; check parity on inputs of another batch size and length than the
-    example used for export. Returns {format: {"path", "max_abs_diff"}} (max_abs_diff against the float
-    PyTorch model), with "FORMAT-int8" entries when `int8`."""
+    example used for export (`formats` None: DEFAULT_FORMATS). Returns {format: {"path", "max_abs_diff"}}
+    (max_abs_diff against the float PyTorch model), with "FORMAT-int8" entries for TorchScript and ONNX when `int8`."""
+    formats = list(formats or DEFAULT_FORMATS)
     for f in formats:
         if f not in FORMATS:
             raise AdabertError(f"--format: expected {' or '.join(FORMATS)}, got {f!r}")
+    if int8 and not set(formats) & set(INT8_FORMATS):
+        raise AdabertError(f"--int8: int8 files are written for {' and '.join(INT8_FORMATS)} only; add --format "
+                           f"{' or --format '.join(INT8_FORMATS)}")
     student = load_student(Path(folder))
+    if "pt2" in formats and student.kind == "bilstm":
+        raise AdabertError(f"{folder}: --format pt2: torch.export unrolls the BiLSTM over a fixed length, so a .pt2 "
+                           "file would take one input length only; use --format torchscript or onnx")
     module = student.module
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -143,9 +180,13 @@ def export_student(folder: Path, output_dir: Path, formats: list[str], atol: flo
             export_torchscript(module, example, path)
             with torch.no_grad():
                 got = torch.jit.load(str(path))(*check)
+        elif f == "pt2":
+            path = output_dir / "model.pt2"
+            export_pt2(module, example, student.input_names, path, student.positions)
+            got = run_pt2(path, check)
         else:
             path = output_dir / "model.onnx"
-            export_onnx(module, example, student.input_names, path)
+            export_onnx(module, example, student.input_names, path, student.positions)
             got = run_onnx(path, check)
         diff = float((got - reference).abs().max())
         if diff > atol:

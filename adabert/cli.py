@@ -651,10 +651,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "PyTorch (ONNX through onnxruntime) on inputs of another shape; the tokenizer and config "
                            "are copied beside the files.")
     p.add_argument("--student", type=Path, required=True, help="student folder written by `adabert finetune`")
-    p.add_argument("--format", action="append", choices=["torchscript", "onnx", "pt2"],
+    p.add_argument("--format", action="append", choices=["torchscript", "onnx", "pt2", "aoti"],
                    help="repeat for several (default: torchscript and onnx); pt2 is torch.export's "
-                        "ExportedProgram, the successor of TorchScript (deprecated from torch 2.13 on), for every "
-                        "kind but the BiLSTM")
+                        "ExportedProgram, the successor of TorchScript (deprecated from torch 2.13 on); aoti is that "
+                        "program compiled by AOTInductor into native code for this CPU kind (model.aoti.pt2: the "
+                        "fastest to serve; needs a C++ compiler, about a minute); pt2 and aoti for every kind but "
+                        "the BiLSTM")
     p.add_argument("--output-dir", type=Path, required=True)
     _add_runtime(p)
     p.add_argument("--int8", action="store_true",

@@ -1,9 +1,10 @@
-"""Which exported file to serve: eager PyTorch, TorchScript, torch.export (.pt2) and ONNX Runtime, side by side.
+"""Which exported file to serve: eager PyTorch, TorchScript, torch.export (.pt2), its AOTInductor build and ONNX
+Runtime, side by side.
 
     python scripts/bench_export.py [--threads 2] [--rounds 50] STUDENT_DIR [...]
 
-Each student is exported with `adabert export` (all three formats, parity-checked) into a temporary folder. Then,
-for batch 1 and 32 at 64 tokens (random inputs), the four runtimes are timed round-robin in one process
+Each student is exported with `adabert export` (every format, parity-checked) into a temporary folder. Then, for
+batch 1 and 32 at 64 tokens (random inputs), the five runtimes are timed round-robin in one process
 (`costs.interleaved_median_ms`: one call each per round, median over the rounds), so a change of the machine's load
 falls on all of them alike; the table gives each one's median and its ratio to eager PyTorch. Export time and file
 size are listed too.
@@ -18,12 +19,13 @@ from pathlib import Path
 
 import onnxruntime as ort
 import torch
+from torch._inductor import aoti_load_package
 
 from adabert.deploy.export import export_student
 from adabert.nas.costs import interleaved_median_ms
 from adabert.students.load import load_student
 
-RUNTIMES = ("eager", "torchscript", "pt2", "onnxruntime")
+RUNTIMES = ("eager", "torchscript", "pt2", "aoti", "onnxruntime")
 
 
 def runners(student, folder: Path, threads: int) -> dict:
@@ -36,6 +38,7 @@ def runners(student, folder: Path, threads: int) -> dict:
     scripted = torch.jit.load(str(folder / "model.torchscript.pt"))
     program = torch.export.load(str(folder / "model.pt2")).module()
     return {"eager": student.module, "torchscript": scripted, "pt2": program,
+            "aoti": aoti_load_package(str(folder / "model.aoti.pt2")),
             "onnxruntime": lambda *x: sess.run(None, {n: t.numpy() for n, t in zip(names, x)})[0]}
 
 
@@ -53,7 +56,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             seconds = {}
-            for fmt in ("torchscript", "onnx", "pt2"):
+            for fmt in ("torchscript", "onnx", "pt2", "aoti"):
                 t0 = time.perf_counter()
                 export_student(folder, out, [fmt])
                 seconds[fmt] = time.perf_counter() - t0

@@ -2,9 +2,11 @@
 evaluate, predict, export (parity-checked) and bench commands."""
 
 import json
+import shutil
 
 import pytest
 import torch
+from torch._inductor import aoti_load_package
 from conftest import run_cli, search_and_finetune
 
 from adabert.data.dataset import load_task_data
@@ -100,14 +102,28 @@ def test_pt2_export_reloads_with_any_batch_and_length(kind, students, tmp_path, 
             assert torch.allclose(program(*inputs), student.module(*inputs), atol=1e-5)
 
 
-def test_pt2_export_of_the_bilstm_is_refused_before_writing(students, tmp_path, capsys):
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("clang++") is None, reason="no C++ compiler")
+def test_aoti_export_compiles_a_package_that_reloads_with_any_batch_and_length(students, tmp_path, capsys):
+    code, _, err = run_cli(["export", "--student", students / "adabert", "--output-dir", tmp_path, "--format", "aoti"],
+                           capsys)
+    assert code == 0, err
+    student = load_student(students / "adabert")
+    runner = aoti_load_package(str(tmp_path / "model.aoti.pt2"))
+    for batch, length in ((1, 2), (3, 21)):
+        inputs = student.random_inputs(batch, length, seed=7)
+        with torch.no_grad():
+            assert torch.allclose(runner(*inputs), student.module(*inputs), atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "aoti"])
+def test_torch_export_of_the_bilstm_is_refused_before_writing(fmt, students, tmp_path, capsys):
     code, _, err = run_cli(["export", "--student", students / "bilstm", "--output-dir", tmp_path / "exp", "--format",
-                            "pt2"], capsys)
-    assert code == 2 and "pt2" in err and "BiLSTM" in err and not (tmp_path / "exp").exists()
+                            fmt], capsys)
+    assert code == 2 and fmt in err and "BiLSTM" in err and not (tmp_path / "exp").exists()
 
 
 def test_a_student_with_the_attention_op_exports_with_any_length(tmp_path):
-    from adabert.deploy.export import export_onnx, export_pt2, export_torchscript, run_onnx, run_pt2
+    from adabert.deploy.export import exported_program, export_onnx, export_pt2, export_torchscript, run_onnx, run_pt2
     from adabert.nas.arch import Arch
     from adabert.nas.search_space import SearchSpace, load_search_space
     from adabert.students.load import SeparateInputs
@@ -121,7 +137,7 @@ def test_a_student_with_the_attention_op_exports_with_any_length(tmp_path):
     ids, mask = torch.randint(0, 50, (2, 6)), torch.ones(2, 6, dtype=torch.long)
     export_onnx(model, (ids, mask), ["input_ids", "attention_mask"], tmp_path / "m.onnx")
     export_torchscript(model, (ids, mask), tmp_path / "m.pt")
-    export_pt2(model, (ids, mask), ["input_ids", "attention_mask"], tmp_path / "m.pt2")
+    export_pt2(exported_program(model, (ids, mask), ["input_ids", "attention_mask"]), tmp_path / "m.pt2")
     ids, mask = torch.randint(0, 50, (3, 11)), (torch.arange(11)[None] < torch.tensor([[11], [7], [3]])).long()
     with torch.no_grad():
         want = model(ids, mask)

@@ -3,7 +3,10 @@ length, checked for parity against PyTorch; the tokenizer and config are copied 
 nothing else. TorchScript is deprecated from torch 2.13 on; `.pt2` (an `ExportedProgram`, loaded with
 `torch.export.load(path).module()`) is its successor in PyTorch and what `torch.compile` and AOTInductor take; it
 is written on request (`--format pt2`), for every kind but the BiLSTM, whose LSTM torch.export unrolls over the
-example's length. A loaded `.pt2` runs at eager speed; TorchScript and ONNX Runtime are faster at batch 1
+example's length. A loaded `.pt2` runs at eager speed; TorchScript and ONNX Runtime are faster at batch 1.
+`--format aoti` compiles that program with AOTInductor into `model.aoti.pt2`, native code for the CPU kind it was
+compiled on (a C++ compiler needed; about a minute on 2 threads), loaded with
+`torch._inductor.aoti_load_package(path)`: the fastest of the four for the searched students
 (`scripts/bench_export.py`, docs/benchmarks.md).
 
 Exported signature (`adabert.students.load`): (input_ids [B, T] int64, attention_mask [B, T] int64) for
@@ -34,7 +37,7 @@ from adabert.core.errors import AdabertError
 from adabert.core.fileio import write_json
 from adabert.students.load import load_student
 
-FORMATS = ("torchscript", "onnx", "pt2")
+FORMATS = ("torchscript", "onnx", "pt2", "aoti")
 DEFAULT_FORMATS = ("torchscript", "onnx")
 INT8_FORMATS = ("torchscript", "onnx")
 INT8_TOL = 0.05
@@ -57,10 +60,13 @@ def _dynamic_shapes(names: list[str], longest: int | None) -> dict:
     return {n: {0: batch, 1: length} for n in names}
 
 
-def export_pt2(module: nn.Module, example: tuple[torch.Tensor, ...], names: list[str], path: Path,
-               longest: int | None = None) -> None:
+def exported_program(module: nn.Module, example: tuple[torch.Tensor, ...], names: list[str],
+                     longest: int | None = None) -> torch.export.ExportedProgram:
     with torch.no_grad():
-        program = torch.export.export(module, example, dynamic_shapes=_dynamic_shapes(names, longest), strict=False)
+        return torch.export.export(module, example, dynamic_shapes=_dynamic_shapes(names, longest), strict=False)
+
+
+def export_pt2(program: torch.export.ExportedProgram, path: Path) -> None:
     tmp = path.with_suffix(".tmp.pt2")
     torch.export.save(program, str(tmp))
     tmp.replace(path)
@@ -69,6 +75,31 @@ def export_pt2(module: nn.Module, example: tuple[torch.Tensor, ...], names: list
 def run_pt2(path: Path, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
     with torch.no_grad():
         return torch.export.load(str(path)).module()(*inputs)
+
+
+def export_aoti(program: torch.export.ExportedProgram, path: Path) -> None:
+    """Compile the program ahead of time with AOTInductor into a package of native code for this machine's CPU
+    (or GPU) kind; needs a C++ compiler."""
+    from torch._inductor import aoti_compile_and_package
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    try:
+        compiler = get_cpp_compiler()
+    except Exception as e:  # inductor raises its own error types when it finds no compiler
+        raise AdabertError(f"--format aoti needs a C++ compiler (g++ or clang++; or set CXX): {e}") from None
+    if shutil.which(compiler) is None:
+        raise AdabertError(f"--format aoti needs a C++ compiler: {compiler!r} is not on PATH (install g++, or set CXX)")
+    tmp = path.with_name(path.name.replace(".pt2", ".tmp.pt2"))
+    with torch.no_grad():
+        aoti_compile_and_package(program, package_path=str(tmp))
+    tmp.replace(path)
+
+
+def run_aoti(path: Path, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    from torch._inductor import aoti_load_package
+
+    with torch.no_grad():
+        return aoti_load_package(str(path))(*inputs)
 
 
 def export_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], names: list[str], path: Path,
@@ -163,9 +194,10 @@ def export_student(folder: Path, output_dir: Path, formats: Sequence[str] | None
         raise AdabertError(f"--int8: int8 files are written for {' and '.join(INT8_FORMATS)} only; add --format "
                            f"{' or --format '.join(INT8_FORMATS)}")
     student = load_student(Path(folder))
-    if "pt2" in formats and student.kind == "bilstm":
-        raise AdabertError(f"{folder}: --format pt2: torch.export unrolls the BiLSTM over a fixed length, so a .pt2 "
-                           "file would take one input length only; use --format torchscript or onnx")
+    for f in set(formats) & {"pt2", "aoti"}:
+        if student.kind == "bilstm":
+            raise AdabertError(f"{folder}: --format {f}: torch.export unrolls the BiLSTM over a fixed length, so the "
+                               "file would take one input length only; use --format torchscript or onnx")
     module = student.module
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -180,10 +212,11 @@ def export_student(folder: Path, output_dir: Path, formats: Sequence[str] | None
             export_torchscript(module, example, path)
             with torch.no_grad():
                 got = torch.jit.load(str(path))(*check)
-        elif f == "pt2":
-            path = output_dir / "model.pt2"
-            export_pt2(module, example, student.input_names, path, student.positions)
-            got = run_pt2(path, check)
+        elif f in ("pt2", "aoti"):
+            program = exported_program(module, example, student.input_names, student.positions)
+            path = output_dir / ("model.pt2" if f == "pt2" else "model.aoti.pt2")
+            (export_pt2 if f == "pt2" else export_aoti)(program, path)
+            got = (run_pt2 if f == "pt2" else run_aoti)(path, check)
         else:
             path = output_dir / "model.onnx"
             export_onnx(module, example, student.input_names, path, student.positions)

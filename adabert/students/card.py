@@ -37,7 +37,8 @@ def render_card(folder: Path, teacher: str, latency: dict | None = None, params:
     lines += ["", "## Use", "", "```python", "from adabert.deploy.predict import Predictor",
               f"labels, probabilities = Predictor({name or folder.name!r}).predict([({example},)])",
               "```", "", "or `adabert predict --student FOLDER --input FILE`; `adabert export` writes TorchScript and "
-              "ONNX files (and torch.export's .pt2 with `--format pt2`).", ""]
+              "ONNX files (torch.export's .pt2 with `--format pt2`, compiled by AOTInductor with `--format aoti`).",
+              ""]
     return "\n".join(lines)
 
 

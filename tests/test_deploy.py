@@ -115,6 +115,15 @@ def test_aoti_export_compiles_a_package_that_reloads_with_any_batch_and_length(s
             assert torch.allclose(runner(*inputs), student.module(*inputs), atol=1e-5)
 
 
+def test_aoti_export_without_a_compiler_is_refused_before_writing(students, tmp_path, capsys, monkeypatch):
+    from torch._inductor import config
+
+    monkeypatch.setattr(config.cpp, "cxx", (None, str(tmp_path / "no-such-g++")))  # what $CXX sets at import
+    code, _, err = run_cli(["export", "--student", students / "adabert", "--output-dir", tmp_path / "exp", "--format",
+                            "aoti"], capsys)
+    assert code == 2 and "C++ compiler" in err and not (tmp_path / "exp").exists()
+
+
 @pytest.mark.parametrize("fmt", ["pt2", "aoti"])
 def test_torch_export_of_the_bilstm_is_refused_before_writing(fmt, students, tmp_path, capsys):
     code, _, err = run_cli(["export", "--student", students / "bilstm", "--output-dir", tmp_path / "exp", "--format",

@@ -77,10 +77,8 @@ def run_pt2(path: Path, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return torch.export.load(str(path)).module()(*inputs)
 
 
-def export_aoti(program: torch.export.ExportedProgram, path: Path) -> None:
-    """Compile the program ahead of time with AOTInductor into a package of native code for this machine's CPU
-    (or GPU) kind; needs a C++ compiler."""
-    from torch._inductor import aoti_compile_and_package
+def check_cpp_compiler() -> None:
+    """AOTInductor's C++ compiler (g++ or clang++, or $CXX) must exist; a one-line error otherwise."""
     from torch._inductor.cpp_builder import get_cpp_compiler
 
     try:
@@ -89,6 +87,13 @@ def export_aoti(program: torch.export.ExportedProgram, path: Path) -> None:
         raise AdabertError(f"--format aoti needs a C++ compiler (g++ or clang++; or set CXX): {e}") from None
     if shutil.which(compiler) is None:
         raise AdabertError(f"--format aoti needs a C++ compiler: {compiler!r} is not on PATH (install g++, or set CXX)")
+
+
+def export_aoti(program: torch.export.ExportedProgram, path: Path) -> None:
+    """Compile the program ahead of time with AOTInductor into a package of native code for this machine's CPU
+    (or GPU) kind; needs a C++ compiler (`check_cpp_compiler`)."""
+    from torch._inductor import aoti_compile_and_package
+
     tmp = path.with_name(path.name.replace(".pt2", ".tmp.pt2"))
     with torch.no_grad():
         aoti_compile_and_package(program, package_path=str(tmp))
@@ -198,6 +203,8 @@ def export_student(folder: Path, output_dir: Path, formats: Sequence[str] | None
         if student.kind == "bilstm":
             raise AdabertError(f"{folder}: --format {f}: torch.export unrolls the BiLSTM over a fixed length, so the "
                                "file would take one input length only; use --format torchscript or onnx")
+    if "aoti" in formats:
+        check_cpp_compiler()
     module = student.module
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -474,12 +474,19 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     data = _load_data(args)
     given = ("seed", "bf16", "max_length", "teacher_epochs", "search_epochs", "finetune_epochs", "gamma",
              "augment_copies", "beta", "select_top", "move_steps", "selection_fraction", "target_params",
-             "target_flops", "target_latency_ms")
+             "target_flops", "target_latency_ms", "export_format")
     cfg = preset(demo, len(data.fit), **{name: getattr(args, name) for name in given})
     summary = run_pipeline(data, args.output_dir, cfg, load_search_space(args.search_space), device,
                            model=args.model, teacher=args.teacher)
     print(format_summary(summary))
     return 0
+
+
+EXPORT_FORMATS = ["torchscript", "onnx", "pt2", "aoti"]  # adabert.deploy.export.FORMATS, without importing torch
+EXPORT_FORMAT_HELP = ("repeat for several (default: torchscript and onnx); pt2 is torch.export's ExportedProgram, the "
+                      "successor of TorchScript (deprecated from torch 2.13 on); aoti is that program compiled by "
+                      "AOTInductor into native code for this CPU kind (model.aoti.pt2: the fastest to serve; needs a "
+                      "C++ compiler, about a minute); pt2 and aoti for every kind but the BiLSTM")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -651,12 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "PyTorch (ONNX through onnxruntime) on inputs of another shape; the tokenizer and config "
                            "are copied beside the files.")
     p.add_argument("--student", type=Path, required=True, help="student folder written by `adabert finetune`")
-    p.add_argument("--format", action="append", choices=["torchscript", "onnx", "pt2", "aoti"],
-                   help="repeat for several (default: torchscript and onnx); pt2 is torch.export's "
-                        "ExportedProgram, the successor of TorchScript (deprecated from torch 2.13 on); aoti is that "
-                        "program compiled by AOTInductor into native code for this CPU kind (model.aoti.pt2: the "
-                        "fastest to serve; needs a C++ compiler, about a minute); pt2 and aoti for every kind but "
-                        "the BiLSTM")
+    p.add_argument("--format", action="append", choices=EXPORT_FORMATS, help=EXPORT_FORMAT_HELP)
     p.add_argument("--output-dir", type=Path, required=True)
     _add_runtime(p)
     p.add_argument("--int8", action="store_true",
@@ -728,6 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, kind in (("move_steps", int), ("selection_fraction", float)):
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(SEARCH_DEFAULTS, name),
                        help="search: " + SearchConfig.__dataclass_fields__[name].metadata["help"])
+    p.add_argument("--export-format", action="append", choices=EXPORT_FORMATS, help="export: " + EXPORT_FORMAT_HELP)
     _add_common(p)
     for action in p._actions:
         if action.dest == "task":

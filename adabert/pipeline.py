@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -21,7 +22,7 @@ from adabert.core.runtime import log
 from adabert.data.dataset import TaskData
 from adabert.data.metrics import agreement_measure, baseline_warning, majority_baseline
 from adabert.deploy.bench import BenchConfig, bench_student
-from adabert.deploy.export import DEFAULT_FORMATS, export_student
+from adabert.deploy.export import DEFAULT_FORMATS, check_cpp_compiler, export_student
 from adabert.deploy.predict import Predictor
 from adabert.nas.config import SearchConfig
 from adabert.nas.costs import format_amount
@@ -64,14 +65,15 @@ def copies_of(n: int) -> str:
 
 def preset(demo: bool, fit_examples: int, *, seed: int = 0, bf16: bool = False, max_length: int | None = None,
            teacher_epochs: int | None = None, search_epochs: int | None = None, finetune_epochs: int | None = None,
-           gamma: float = 0.8, augment_copies: int | str = "auto", **search: object) -> PipelineConfig:
+           gamma: float = 0.8, augment_copies: int | str = "auto", export_format: Sequence[str] | None = None,
+           **search: object) -> PipelineConfig:
     """The pipeline's settings for the offline demo (a generated task of 1,800 examples, minutes on a CPU) or for a
     real task, with what the user gave (not None) in their place. `search`: more SearchConfig fields, as given.
 
     A real task: the teacher 3 epochs at lr 3e-5 and the search 1 epoch of 128, each raised on small tasks to its
     stage's minimum steps unless the user gave the epochs; the student 5 epochs; 64 student tokens (the teacher
     reads twice as many). The demo: 2 / 8 / 30 epochs with no minimum, lr 5e-5, batches of 64, 32 tokens, no
-    augmentation.
+    augmentation. Both export `export_format` (None: DEFAULT_FORMATS).
     """
     length = max_length or (32 if demo else 64)
     return PipelineConfig(
@@ -84,6 +86,7 @@ def preset(demo: bool, fit_examples: int, *, seed: int = 0, bf16: bool = False, 
                             gamma=gamma, bf16=bf16, seed=seed, **search),
         finetune=FinetuneConfig(epochs=finetune_epochs or (30 if demo else 5), max_length=length, gamma=gamma,
                                 bf16=bf16, seed=seed),
+        export_formats=tuple(export_format or DEFAULT_FORMATS),
         augment=augment_config(augment_copies, fit_examples, demo,
                                AugmentConfig(max_length=2 * length, bf16=bf16, seed=seed)))
 
@@ -111,6 +114,8 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
                  model: str | None = None, teacher: str | None = None) -> dict:
     """Run every stage; return the summary (also written to OUT/summary.json)."""
     out = Path(out)
+    if "aoti" in cfg.export_formats:  # said now, not after the search
+        check_cpp_compiler()
     times: dict[str, float] = {}
 
     def stage(name: str):

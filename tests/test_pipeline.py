@@ -32,8 +32,8 @@ def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_
     target = costs[len(costs) // 2]  # a budget the tiny space can build
     args = ["pipeline", "--task", "sst2", "--data-dir", sst2_dir, "--teacher", tiny_teacher, "--search-space", "tiny",
             "--search-epochs", 1, "--select-top", 1, "--move-steps", 8, "--selection-fraction", 0.2,
-            "--finetune-epochs", 2, "--max-length", 16, "--target-params", target,
-            "--output-dir", tmp_path / "run"]  # --augment-copies auto: 16 copies
+            "--finetune-epochs", 2, "--max-length", 16, "--target-params", target, "--export-format", "torchscript",
+            "--export-format", "pt2", "--output-dir", tmp_path / "run"]  # --augment-copies auto: 16 copies
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -44,7 +44,9 @@ def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_
     assert summary["student"]["params"] < summary["teacher"]["params"]
     for f in ("arch", "student", "bench"):
         assert (tmp_path / "run" / "search" / "arch.json").is_file() and summary["files"][f]
-    assert (tmp_path / "run" / "export" / "model.onnx").is_file()
+    exported = tmp_path / "run" / "export"  # --export-format reached the export stage
+    assert set(summary["files"]["export"]) == {"torchscript", "pt2"} and (exported / "model.pt2").is_file()
+    assert not (exported / "model.onnx").exists()
     moves = json.loads((tmp_path / "run" / "search" / "arch.json").read_text())["selection"]["moves"]
     assert moves["steps"] == 8 and len(moves["candidates"]) > 1  # --move-steps reached the search
     assert (tmp_path / "run" / "search" / "moves" / "candidate-1" / "metrics.json").is_file()

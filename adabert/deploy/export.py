@@ -84,9 +84,10 @@ def check_cpp_compiler() -> None:
     try:
         compiler = get_cpp_compiler()
     except Exception as e:  # inductor raises its own error types when it finds no compiler
-        raise AdabertError(f"--format aoti needs a C++ compiler (g++ or clang++; or set CXX): {e}") from None
+        raise AdabertError(f"the aoti export needs a C++ compiler (g++ or clang++; or set CXX): {e}") from None
     if shutil.which(compiler) is None:
-        raise AdabertError(f"--format aoti needs a C++ compiler: {compiler!r} is not on PATH (install g++, or set CXX)")
+        raise AdabertError(f"the aoti export needs a C++ compiler: {compiler!r} is not on PATH (install g++, or set "
+                           "CXX)")
 
 
 def export_aoti(program: torch.export.ExportedProgram, path: Path) -> None:

@@ -2,9 +2,11 @@
 the last head only (today's `forward`), beside the cost model's prediction, for random cells of a space at each
 depth, single sentences and pairs.
 
-    python scripts/bench_inference_heads.py --space adabert --depths 1 2 4 8 --threads 2
+    python scripts/bench_inference_heads.py --space adabert --depths 1 2 4 8 --threads 2 [--train]
 
-Batch 1 (pairs: one pair), `--length` tokens, no padding. The two forwards are timed interleaved, one call each in
+Batch 1 (pairs: one pair), `--length` tokens, no padding. With `--train`, a finetune training step instead (train
+mode, batch 32, cross-entropy on the last head, backward): every head, as finetune ran it before, against the last
+head only, as it runs now without probe or feature KD; the cost model is not asked. The two forwards are timed interleaved, one call each in
 turn, so that the machine's load falls on both alike; medians over `--repeats` calls after a warm-up. The cost
 model times its ops in the same process just before (`costs.measure_cost_model`, unit latency_ms).
 """
@@ -32,7 +34,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train", action="store_true", help="time a training step instead of inference")
     args = ap.parse_args()
+    if args.train:
+        train_steps(args)
+        return
     torch.set_num_threads(args.threads)
     space = load_search_space(args.space)
     rng = np.random.default_rng(args.seed)
@@ -59,6 +65,28 @@ def main() -> None:
                   f"({r['predicted_ms'] / last - 1:+.0%} of last head)", flush=True)
     print(json.dumps({"threads": args.threads, "length": args.length, "repeats": args.repeats, "rows": rows},
                      indent=1))
+
+
+def train_steps(args: argparse.Namespace) -> None:
+    space = load_search_space(args.space)
+    rng, cpu = np.random.default_rng(args.seed), torch.device("cpu")
+    for pair in (False, True):
+        for depth in args.depths:
+            arch = Arch(space, depth, random_arch(space, rng).cell)
+            torch.manual_seed(args.seed)
+            student = Student(arch, TableEmbedding(30522, 512, space.hidden_size, space.dropout), 2, pair,
+                              space.pair_inputs == "siamese").train()
+            ids, ids_b = torch.randint(1, 30522, (32, args.length)), torch.randint(1, 30522, (32, args.length))
+            mask, y = torch.ones(32, args.length, dtype=torch.bool), torch.randint(0, 2, (32,))
+
+            def step(last_only: bool) -> None:
+                student.zero_grad()
+                logits = student.forward_all(ids, mask, ids_b, mask, last_only=last_only)[-1]
+                torch.nn.functional.cross_entropy(logits, y).backward()
+
+            every, last = interleaved_median_ms([lambda: step(False), lambda: step(True)], cpu, args.repeats, 3)
+            print(f"{'pair  ' if pair else 'single'} K={depth} train step: every head {every:7.2f} ms | last head "
+                  f"{last:7.2f} ms ({every / last:.2f}x)", flush=True)
 
 
 if __name__ == "__main__":

@@ -254,6 +254,25 @@ def _finetune_toy(tiny_teacher, tiny_probes, sst2_dir, out, **kw) -> dict:
                             torch.device("cpu"))
 
 
+@pytest.mark.parametrize("kw, every_head", [({}, True), ({"kd_target": "teacher"}, False), ({"gamma": 0.0}, False)])
+def test_finetune_runs_the_other_cells_heads_only_for_probe_kd(kw, every_head, tiny_teacher, tiny_probes, sst2_dir,
+                                                               tmp_path, monkeypatch):
+    """Training steps run every cell's head for probe KD (the default), and only the last one's for KD from the
+    teacher's logits or without KD, which read no other head."""
+    training_calls = []
+    forward_all = Student.forward_all
+
+    def spy(self, *args, last_only=False, **kwargs):
+        if self.training:
+            training_calls.append(last_only)
+        return forward_all(self, *args, last_only=last_only, **kwargs)
+
+    monkeypatch.setattr(Student, "forward_all", spy)
+    assert tiny_arch().num_cells == 2
+    _finetune_toy(tiny_teacher, tiny_probes, sst2_dir, tmp_path, steps=3, **kw)
+    assert len(training_calls) == 3 and all(last_only is not every_head for last_only in training_calls)
+
+
 def test_bf16_autocast_on_cpu_only_when_asked():
     """`runtime.autocast(cpu, cpu=True)` runs the student's convolutions in bfloat16; without it a CPU stays
     float32; the weights stay float32 either way."""

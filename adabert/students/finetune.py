@@ -149,11 +149,14 @@ def finetune_student(arch_path: Path, bundle: TaskBundle, cfg: FinetuneConfig, o
         epochs, total, batches = cfg.epochs, per_epoch * cfg.epochs, epoch_order
     sched = cosine_decay(opt, total)
 
+    # the other cells' heads serve only probe KD and feature KD: without those they are not run
+    last_only = projs is None and (kd_train is None or cfg.kd_target == "teacher")
+
     def loss(rows: np.ndarray) -> Losses:
         y = labels[rows].to(device)
         pooled = [] if projs is not None else None
         with autocast(device, cpu=cfg.bf16):
-            heads = model.forward_all(*student_batch(enc, rows, device), pooled=pooled)
+            heads = model.forward_all(*student_batch(enc, rows, device), pooled=pooled, last_only=last_only)
         heads = [h.float() for h in heads]
         ce = hard_loss(heads[-1], y)
         terms = {"CE" if not task.is_regression else "MSE": ce}

@@ -96,7 +96,9 @@ def export_aoti(program: torch.export.ExportedProgram, path: Path) -> None:
     from torch._inductor import aoti_compile_and_package
 
     tmp = path.with_name(path.name.replace(".pt2", ".tmp.pt2"))
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch's own deprecation notes from inside the compiler (pytree specs) say nothing to a user
+        warnings.simplefilter("ignore", FutureWarning)
         aoti_compile_and_package(program, package_path=str(tmp))
     tmp.replace(path)
 

@@ -701,10 +701,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", help="base checkpoint to fine-tune as teacher (default: the offline MiniLM)")
     g.add_argument("--teacher", help="an already fine-tuned teacher folder (skips the teacher stage)")
     p.add_argument("--search-space", default="adabert", help="YAML file or built-in name")
-    p.add_argument("--teacher-epochs", type=int, help="default: 2 (demo) or 3, raised on small tasks to reach "
+    p.add_argument("--teacher-epochs", type=int, help="default: 1 (demo) or 3, raised on small tasks to reach "
                                                       f"{TeacherConfig.min_steps:,} steps (a number given runs as "
                                                       "given)")
-    p.add_argument("--search-epochs", type=int, help="default: 8 (demo) or 1, raised on small tasks to reach "
+    p.add_argument("--search-epochs", type=int, help="default: 6 (demo) or 1, raised on small tasks to reach "
                                                      f"{SearchConfig.min_steps:,} steps (a number given runs as given)")
     p.add_argument("--finetune-epochs", type=int, help="default: 30 (demo: 1,800 examples) or 5")
     p.add_argument("--max-length", type=int, help="student tokens per sentence (teacher: twice); default 32 "

@@ -72,16 +72,16 @@ def preset(demo: bool, fit_examples: int, *, seed: int = 0, bf16: bool = False, 
 
     A real task: the teacher 3 epochs at lr 3e-5 and the search 1 epoch of 128, each raised on small tasks to its
     stage's minimum steps unless the user gave the epochs; the student 5 epochs; 64 student tokens (the teacher
-    reads twice as many). The demo: 2 / 8 / 30 epochs with no minimum, lr 5e-5, batches of 64, 32 tokens, no
+    reads twice as many). The demo: 1 / 6 / 30 epochs with no minimum, lr 5e-5, batches of 64, 32 tokens, no
     augmentation. Both export `export_format` (None: DEFAULT_FORMATS).
     """
     length = max_length or (32 if demo else 64)
     return PipelineConfig(
-        teacher=TeacherConfig(epochs=teacher_epochs or (2 if demo else 3), max_length=2 * length,
+        teacher=TeacherConfig(epochs=teacher_epochs or (1 if demo else 3), max_length=2 * length,
                               min_steps=0 if demo or teacher_epochs else TeacherConfig.min_steps,
                               lr=5e-5 if demo else 3e-5, seed=seed),
         probes=ProbeConfig(max_length=2 * length, bf16=bf16, seed=seed),
-        search=SearchConfig(epochs=search_epochs or (8 if demo else 1), batch_size=64 if demo else 128,
+        search=SearchConfig(epochs=search_epochs or (6 if demo else 1), batch_size=64 if demo else 128,
                             min_steps=0 if demo or search_epochs else SearchConfig.min_steps, max_length=length,
                             gamma=gamma, bf16=bf16, seed=seed, **search),
         finetune=FinetuneConfig(epochs=finetune_epochs or (30 if demo else 5), max_length=length, gamma=gamma,

@@ -95,7 +95,8 @@ def test_preset_runs_epochs_given_as_given_and_the_demo_small():
     assert (given.teacher.epochs, given.teacher.min_steps, given.search.epochs, given.search.min_steps) == (2, 0, 3, 0)
     assert (given.search.beta, given.search.target_params, given.augment.copies) == (0.5, 1e5, auto_copies(5000))
     demo = preset(True, 1800)
-    assert demo.augment is None and (demo.search.min_steps, demo.search.epochs, demo.finetune.epochs) == (0, 8, 30)
+    assert demo.augment is None and (demo.search.min_steps, demo.teacher.min_steps) == (0, 0)
+    assert (demo.teacher.epochs, demo.search.epochs, demo.finetune.epochs) == (1, 6, 30)
 
 
 def test_every_stage_has_help_that_states_each_default_once():

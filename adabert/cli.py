@@ -486,7 +486,7 @@ EXPORT_FORMATS = ["torchscript", "onnx", "pt2", "aoti"]  # adabert.deploy.export
 EXPORT_FORMAT_HELP = ("repeat for several (default: torchscript and onnx); pt2 is torch.export's ExportedProgram, the "
                       "successor of TorchScript (deprecated from torch 2.13 on); aoti is that program compiled by "
                       "AOTInductor into native code for this CPU kind (model.aoti.pt2: the fastest to serve; needs a "
-                      "C++ compiler, about a minute); pt2 and aoti for every kind but the BiLSTM")
+                      "C++ compiler, 25-45 s on 2 threads); pt2 and aoti for every kind but the BiLSTM")
 
 
 def build_parser() -> argparse.ArgumentParser:

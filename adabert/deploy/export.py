@@ -5,7 +5,7 @@ nothing else. TorchScript is deprecated from torch 2.13 on; `.pt2` (an `Exported
 is written on request (`--format pt2`), for every kind but the BiLSTM, whose LSTM torch.export unrolls over the
 example's length. A loaded `.pt2` runs at eager speed; TorchScript and ONNX Runtime are faster at batch 1.
 `--format aoti` compiles that program with AOTInductor into `model.aoti.pt2`, native code for the CPU kind it was
-compiled on (a C++ compiler needed; about a minute on 2 threads), loaded with
+compiled on (a C++ compiler needed; 25-45 s on 2 threads), loaded with
 `torch._inductor.aoti_load_package(path)`: the fastest of the four for the searched students
 (`scripts/bench_export.py`, docs/benchmarks.md).
 
@@ -205,10 +205,10 @@ def export_student(folder: Path, output_dir: Path, formats: Sequence[str] | None
         raise AdabertError(f"--int8: int8 files are written for {' and '.join(INT8_FORMATS)} only; add --format "
                            f"{' or --format '.join(INT8_FORMATS)}")
     student = load_student(Path(folder))
-    for f in set(formats) & {"pt2", "aoti"}:
-        if student.kind == "bilstm":
-            raise AdabertError(f"{folder}: --format {f}: torch.export unrolls the BiLSTM over a fixed length, so the "
-                               "file would take one input length only; use --format torchscript or onnx")
+    through_export = [f for f in formats if f in ("pt2", "aoti")]
+    if through_export and student.kind == "bilstm":
+        raise AdabertError(f"{folder}: --format {through_export[0]}: torch.export unrolls the BiLSTM over a fixed "
+                           "length, so the file would take one input length only; use --format torchscript or onnx")
     if "aoti" in formats:
         check_cpp_compiler()
     module = student.module
@@ -218,7 +218,7 @@ def export_student(folder: Path, output_dir: Path, formats: Sequence[str] | None
     check = student.random_inputs(5, 37, seed=1)
     with torch.no_grad():
         reference = module(*check)
-    result = {}
+    result, program = {}, None
     for f in formats:
         if f == "torchscript":
             path = output_dir / "model.torchscript.pt"
@@ -226,7 +226,7 @@ def export_student(folder: Path, output_dir: Path, formats: Sequence[str] | None
             with torch.no_grad():
                 got = torch.jit.load(str(path))(*check)
         elif f in ("pt2", "aoti"):
-            program = exported_program(module, example, student.input_names, student.positions)
+            program = program or exported_program(module, example, student.input_names, student.positions)
             path = output_dir / ("model.pt2" if f == "pt2" else "model.aoti.pt2")
             (export_pt2 if f == "pt2" else export_aoti)(program, path)
             got = (run_pt2 if f == "pt2" else run_aoti)(path, check)

@@ -4,11 +4,13 @@ depth, single sentences and pairs.
 
     python scripts/bench_inference_heads.py --space adabert --depths 1 2 4 8 --threads 2 [--train]
 
-Batch 1 (pairs: one pair), `--length` tokens, no padding. With `--train`, a finetune training step instead (train
-mode, batch 32, cross-entropy on the last head, backward): every head, as finetune ran it before, against the last
-head only, as it runs now without probe or feature KD; the cost model is not asked. The two forwards are timed interleaved, one call each in
+Batch 1 (pairs: one pair), `--length` tokens, no padding. The two forwards are timed interleaved, one call each in
 turn, so that the machine's load falls on both alike; medians over `--repeats` calls after a warm-up. The cost
 model times its ops in the same process just before (`costs.measure_cost_model`, unit latency_ms).
+
+With `--train`, a finetune training step instead (train mode, batch 32, cross-entropy on the last head, backward),
+timed the same way: every head, as finetune ran it before, against the last head only, as it runs now without
+probe or feature KD; the cost model is not asked.
 """
 
 from __future__ import annotations

@@ -196,7 +196,7 @@ def test_pipeline_teacher_epochs_are_raised_on_small_tasks_unless_given(monkeypa
     for args in (task, [*task, "--teacher-epochs", 3], []):  # the last: the demo, which keeps to its minutes
         code, _, err = run_cli(["pipeline", *args, "--output-dir", tmp_path / "run"], capsys)
         assert code == 0, err
-    assert [(t.epochs, t.min_steps) for t in seen] == [(3, TeacherConfig.min_steps), (3, 0), (2, 0)]
+    assert [(t.epochs, t.min_steps) for t in seen] == [(3, TeacherConfig.min_steps), (3, 0), (1, 0)]
 
 
 def test_pipeline_with_two_budgets_is_one_line_and_exit_2(sst2_dir, tmp_path, capsys):

@@ -24,7 +24,7 @@ import torch
 from adabert.nas.arch import Arch, random_arch
 from adabert.nas.costs import interleaved_median_ms, measure_cost_model
 from adabert.nas.embedding import TableEmbedding
-from adabert.nas.search_space import load_search_space
+from adabert.nas.search_space import SearchSpace, load_search_space
 from adabert.students.student import Student
 
 
@@ -38,20 +38,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train", action="store_true", help="time a training step instead of inference")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     if args.train:
         train_steps(args)
         return
-    torch.set_num_threads(args.threads)
     space = load_search_space(args.space)
     rng = np.random.default_rng(args.seed)
     rows, cpu = [], torch.device("cpu")
     for pair in (False, True):
         model = measure_cost_model(space, "latency_ms", 2, pair)
         for depth in args.depths:
-            arch = Arch(space, depth, random_arch(space, rng).cell)
-            torch.manual_seed(args.seed)
-            student = Student(arch, TableEmbedding(30522, 512, space.hidden_size, space.dropout), 2, pair,
-                              space.pair_inputs == "siamese").eval()
+            arch, student = random_student(space, depth, pair, rng, args.seed)
+            student.eval()
             ids = torch.randint(1, 30522, (1, args.length))
             ids_b = torch.randint(1, 30522, (1, args.length))
             mask = torch.ones(1, args.length, dtype=torch.bool)
@@ -69,15 +67,22 @@ def main() -> None:
                      indent=1))
 
 
+def random_student(space: SearchSpace, depth: int, pair: bool, rng: np.random.Generator,
+                   seed: int) -> tuple[Arch, Student]:
+    """A random cell of `space` at `depth` cells, as a two-class student over a BERT-sized word table."""
+    arch = Arch(space, depth, random_arch(space, rng).cell)
+    torch.manual_seed(seed)
+    return arch, Student(arch, TableEmbedding(30522, 512, space.hidden_size, space.dropout), 2, pair,
+                         space.pair_inputs == "siamese")
+
+
 def train_steps(args: argparse.Namespace) -> None:
     space = load_search_space(args.space)
     rng, cpu = np.random.default_rng(args.seed), torch.device("cpu")
     for pair in (False, True):
         for depth in args.depths:
-            arch = Arch(space, depth, random_arch(space, rng).cell)
-            torch.manual_seed(args.seed)
-            student = Student(arch, TableEmbedding(30522, 512, space.hidden_size, space.dropout), 2, pair,
-                              space.pair_inputs == "siamese").train()
+            _, student = random_student(space, depth, pair, rng, args.seed)
+            student.train()
             ids, ids_b = torch.randint(1, 30522, (32, args.length)), torch.randint(1, 30522, (32, args.length))
             mask, y = torch.ones(32, args.length, dtype=torch.bool), torch.randint(0, 2, (32,))
 

@@ -95,7 +95,7 @@ def export_aoti(program: torch.export.ExportedProgram, path: Path) -> None:
     (or GPU) kind; needs a C++ compiler (`check_cpp_compiler`)."""
     from torch._inductor import aoti_compile_and_package
 
-    tmp = path.with_name(path.name.replace(".pt2", ".tmp.pt2"))
+    tmp = path.with_suffix(".tmp.pt2")
     with torch.no_grad(), warnings.catch_warnings():
         # torch's own deprecation notes from inside the compiler (pytree specs) say nothing to a user
         warnings.simplefilter("ignore", FutureWarning)
@@ -227,9 +227,10 @@ def export_student(folder: Path, output_dir: Path, formats: Sequence[str] | None
                 got = torch.jit.load(str(path))(*check)
         elif f in ("pt2", "aoti"):
             program = program or exported_program(module, example, student.input_names, student.positions)
-            path = output_dir / ("model.pt2" if f == "pt2" else "model.aoti.pt2")
-            (export_pt2 if f == "pt2" else export_aoti)(program, path)
-            got = (run_pt2 if f == "pt2" else run_aoti)(path, check)
+            write, run, path = ((export_pt2, run_pt2, output_dir / "model.pt2") if f == "pt2"
+                                else (export_aoti, run_aoti, output_dir / "model.aoti.pt2"))
+            write(program, path)
+            got = run(path, check)
         else:
             path = output_dir / "model.onnx"
             export_onnx(module, example, student.input_names, path, student.positions)

@@ -439,7 +439,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _setup(args)
     cfg = BenchConfig(batch_sizes=_ints(args.batch_sizes, "--batch-sizes"), lengths=_ints(args.lengths, "--lengths"),
                       threads=_ints(args.threads_list, "--threads-list"), min_repeats=args.repeats)
-    result = bench_student(args.student, args.teacher, cfg, bert_base=not args.no_bert_base, int8=args.int8)
+    result = bench_student(args.student, args.teacher, cfg, bert_base=not args.no_bert_base, int8=args.int8,
+                           aoti=args.aoti)
     print(format_bench(result))
     if args.output:
         write_json(args.output, result)
@@ -684,6 +685,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", help="teacher folder to compare with")
     p.add_argument("--no-bert-base", action="store_true", help="leave out the BERT-base-shaped model")
     p.add_argument("--int8", action="store_true", help="also time the student's int8 (dynamic) quantised copy")
+    p.add_argument("--aoti", type=Path, metavar="PACKAGE",
+                   help="also time this AOTInductor package of the student (model.aoti.pt2 from `adabert export "
+                        "--format aoti`), after checking that it gives the student's outputs")
     p.add_argument("--batch-sizes", default="1,32")
     p.add_argument("--lengths", default="64,128")
     p.add_argument("--threads-list", default="1,2", help="torch thread counts to time")

@@ -163,7 +163,8 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
     exported = export_student(out / "student", out / "export", list(cfg.export_formats))
     done("export")
     stage("bench")
-    bench = bench_student(out / "student", teacher, cfg.bench)
+    bench = bench_student(out / "student", teacher, cfg.bench,
+                          aoti=Path(exported["aoti"]["path"]) if "aoti" in exported else None)
     write_json(out / "bench.json", bench)
     t0 = bench["timings"][0]
     write_card(out / "student", teacher, {"latency_ms": t0["latency_ms"]["student"],
@@ -179,6 +180,7 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
         "student": {"dev": evaluation["metrics"], "params": bench["models"]["student"]["params"],
                     "latency_ms": first["latency_ms"]["student"], "genotype": student_metrics["genotype"],
                     "augment_copies": cfg.augment.copies if cfg.augment else 0, "path": str(out / "student")},
+        "student_aoti_latency_ms": first["latency_ms"].get("student-aoti"),
         "bert_base_latency_ms": first["latency_ms"].get("bert-base-shaped"),
         "latency_setting": {k: first[k] for k in ("threads", "batch", "length")},
         "files": {"arch": str(out / "search" / "arch.json"), "student": str(out / "student"),
@@ -205,6 +207,9 @@ def format_summary(s: dict) -> str:
              f"{'teacher':>18} {t['dev'][m]:9.2f} {t['params']:>12,} {t['latency_ms']:11.2f} {'1.0x':>9}",
              f"{'student':>18} {st['dev'][m]:9.2f} {st['params']:>12,} {st['latency_ms']:11.2f} "
              f"{t['latency_ms'] / st['latency_ms']:8.1f}x"]
+    if s.get("student_aoti_latency_ms"):
+        lines.append(f"{'student (aoti)':>18} {'':>9} {'':>12} {s['student_aoti_latency_ms']:11.2f} "
+                     f"{t['latency_ms'] / s['student_aoti_latency_ms']:8.1f}x")
     if "majority_baseline" in s:
         lines.append(f"{'majority class':>18} {s['majority_baseline']['dev'][m]:9.2f}")
     if s.get("bert_base_latency_ms"):

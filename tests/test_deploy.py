@@ -103,16 +103,34 @@ def test_pt2_export_reloads_with_any_batch_and_length(kind, students, tmp_path, 
 
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("clang++") is None, reason="no C++ compiler")
-def test_aoti_export_compiles_a_package_that_reloads_with_any_batch_and_length(students, tmp_path, capsys):
+def test_aoti_export_compiles_a_package_that_reloads_with_any_batch_and_length_and_bench_times_it(students, tmp_path,
+                                                                                                  capsys):
     code, _, err = run_cli(["export", "--student", students / "adabert", "--output-dir", tmp_path, "--format", "aoti"],
                            capsys)
     assert code == 0, err
+    package = tmp_path / "model.aoti.pt2"
     student = load_student(students / "adabert")
-    runner = aoti_load_package(str(tmp_path / "model.aoti.pt2"))
+    runner = aoti_load_package(str(package))
     for batch, length in ((1, 2), (3, 21)):
         inputs = student.random_inputs(batch, length, seed=7)
         with torch.no_grad():
             assert torch.allclose(runner(*inputs), student.module(*inputs), atol=1e-5)
+    bench = ["bench", "--no-bert-base", "--batch-sizes", "1,4", "--lengths", "16", "--threads-list", "1", "--repeats",
+             "2", "--aoti"]
+    code, out, err = run_cli([*bench, package, "--student", students / "adabert", "--output", tmp_path / "b.json"],
+                             capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert result["models"]["student-aoti"] == {**result["models"]["student"], "compiled_from": "student"}
+    assert [r["batch"] for r in result["timings"]] == [1, 4]
+    assert all(r["latency_ms"]["student-aoti"] > 0 for r in result["timings"]) and "student-aoti/student" in out
+    # a package of another student, or a file that is no package, is refused in one line
+    (tmp_path / "junk.pt2").write_bytes(b"not a zip")
+    for other, package, why in (("transformer", package, "was it exported from this student?"),
+                                ("adabert", tmp_path / "junk.pt2", "not an AOTInductor package"),
+                                ("adabert", tmp_path / "none.pt2", "no such file")):
+        code, _, err = run_cli([*bench, package, "--student", students / other], capsys)
+        assert code == 2 and f"--aoti: {package}" in err and why in err and len(err.strip().splitlines()) == 1
 
 
 def test_aoti_export_without_a_compiler_is_refused_before_writing(students, tmp_path, capsys, monkeypatch):

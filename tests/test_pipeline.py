@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -74,6 +75,10 @@ def test_pipeline_runs_every_stage_and_skips_when_up_to_date(tiny_teacher, sst2_
                                                who="student")
     assert f"warning: the student's dev accuracy ({majority - 1:.2f}) is below the majority-class" in \
         format_summary(weak)
+    assert summary["student_aoti_latency_ms"] is None and "student (aoti)" not in out  # no aoti export, no such row
+    t = summary["teacher"]["latency_ms"]
+    served = {**summary, "student_aoti_latency_ms": t / 40}  # as the bench stage reports an aoti package's time
+    assert re.search(rf"student \(aoti\) +{t / 40:.2f} +40\.0x", format_summary(served))
     stamp = (tmp_path / "run" / "student" / "model.safetensors").stat().st_mtime_ns
     arch_stamp = (tmp_path / "run" / "search" / "arch.json").stat().st_mtime_ns
     code, out, err = run_cli(args, capsys)

@@ -27,16 +27,21 @@ def adabert(args: list, timeout: float = 300) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(args: list) -> str:
-    """Run the stage to the end; its log (stderr)."""
-    proc = adabert(args)
+def wait(proc: subprocess.Popen) -> str:
+    """Wait for the stage to end; it must succeed. Its log (stderr)."""
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     return err
 
 
+def finish(args: list) -> str:
+    """Run the stage to the end; its log (stderr)."""
+    return wait(adabert(args))
+
+
 def kill_after(args: list, checkpoint: Path) -> None:
-    """Start the stage; SIGKILL it as soon as `checkpoint` exists (it must not have finished by then)."""
+    """Start the stage; SIGKILL it as soon as `checkpoint` exists (it must not have finished by then). The caller's
+    uninterrupted reference run may go on beside it: each stage runs on one thread, so the two share two cores."""
     proc = adabert(args)
     deadline = time.time() + 300
     while not checkpoint.is_file():
@@ -55,8 +60,9 @@ def metrics(folder: Path) -> dict:
 
 
 def check_resume(args: list, out: Path, reference: Path, checkpoint: Path) -> None:
-    finish(args + ["--output-dir", reference])
+    uninterrupted = adabert(args + ["--output-dir", reference])
     kill_after(args + ["--output-dir", out], checkpoint)
+    wait(uninterrupted)
     assert checkpoint.is_file() and not out.exists()
     log = finish(args + ["--output-dir", out, "--resume"])
     assert f"resumed from {checkpoint} at step" in log  # continued, not restarted
@@ -92,8 +98,9 @@ def search_killed_and_resumed(args: list, out: Path) -> tuple[dict, dict]:
     arch.json files (resumed, reference)."""
     args = ["search", *args, "--search-space", "tiny", "--task", "sst2", "--epochs", 6, "--min-steps", 0,
             "--batch-size", 16, "--max-length", 16, "--checkpoint-every", 3, "--select-steps", 24]
-    finish(args + ["--output-dir", out / "reference"])
+    uninterrupted = adabert(args + ["--output-dir", out / "reference"])
     kill_after(args + ["--output-dir", out / "s"], out / "s" / "checkpoint.safetensors")
+    wait(uninterrupted)
     assert not (out / "s" / "arch.json").exists()
     assert "resumed from" in finish(args + ["--output-dir", out / "s", "--resume"])
     return tuple(json.loads((out / d / "arch.json").read_text()) for d in ("s", "reference"))

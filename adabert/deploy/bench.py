@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import time
+import zipfile
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -83,21 +85,28 @@ def weight_megabytes(module: nn.Module) -> float:
 
 
 def run_bench(models: dict[str, nn.Module], vocab: int, cfg: BenchConfig,
-              positions: dict[str, int | None] | None = None) -> dict:
+              positions: dict[str, int | None] | None = None,
+              compiled: dict[str, tuple[str, Callable]] | None = None) -> dict:
     """models: name -> module called as (ids [B, T], mask [B, T]) -> logits; positions: name -> the longest input
-    it reads (None or absent: any), checked against `cfg.lengths` first. Returns params (float parameters:
-    int8-quantised layers hold packed weights instead and are not counted), weight MB, FLOPs (float ops only)
-    and timings."""
+    it reads (None or absent: any), checked against `cfg.lengths` first; compiled: name -> (the model's name it was
+    compiled from, a callable like the models), timed beside them, with that model's counts (same weights). Returns
+    params (float parameters: int8-quantised layers hold packed weights instead and are not counted), weight MB,
+    FLOPs (float ops only) and timings."""
     for name, limit in (positions or {}).items():
         if limit is not None and max(cfg.lengths) > limit:
             raise AdabertError(f"--lengths: {max(cfg.lengths)} tokens, but the {name} reads at most {limit} "
                                "positions")
     result: dict = {"models": {}, "timings": []}
+    runners: dict[str, Callable] = {}
     for name, m in models.items():
         m.eval().requires_grad_(False)  # the FLOP counter cannot track a parameter fed in as an input (DeBERTa)
         result["models"][name] = {"params": sum(p.numel() for p in m.parameters()),
                                   "weight_mb": weight_megabytes(m),
                                   "flops": {str(length): flops(m, length, vocab) for length in cfg.lengths}}
+        runners[name] = m
+        for c, (source, fn) in (compiled or {}).items():  # listed and timed right after their source
+            if source == name:
+                result["models"][c], runners[c] = {**result["models"][name], "compiled_from": name}, fn
     old_threads = torch.get_num_threads()
     try:
         for threads in cfg.threads:
@@ -108,7 +117,7 @@ def run_bench(models: dict[str, nn.Module], vocab: int, cfg: BenchConfig,
                     ids = torch.randint(1, vocab, (batch, length), generator=g)
                     mask = torch.ones_like(ids)
                     row = {"threads": threads, "batch": batch, "length": length, "latency_ms": {}}
-                    for name, m in models.items():
+                    for name, m in runners.items():
                         with torch.inference_mode():
                             row["latency_ms"][name] = median_ms(lambda: m(ids, mask), cfg)
                     row["throughput_per_s"] = {n: batch * 1e3 / v for n, v in row["latency_ms"].items()}
@@ -118,9 +127,16 @@ def run_bench(models: dict[str, nn.Module], vocab: int, cfg: BenchConfig,
     return result
 
 
+def one_sequence_inputs(student: LoadedStudent, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The student's inputs for one sequence: a pair student reads it as both sentences, the joint (transformer)
+    student gets token type 0."""
+    if student.encoding == "joint":
+        return ids, mask, torch.zeros_like(ids)
+    return (ids, mask, ids, mask) if student.task.is_pair else (ids, mask)
+
+
 class _OneSequence(nn.Module):
-    """Any loaded student called as (ids, mask): a pair student reads the sequence as both sentences, the joint
-    (transformer) student gets token type 0."""
+    """Any loaded student called as (ids, mask) (`one_sequence_inputs`)."""
 
     def __init__(self, student: LoadedStudent) -> None:
         super().__init__()
@@ -128,18 +144,45 @@ class _OneSequence(nn.Module):
         self.module = student.module
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        s = self.student
-        if s.encoding == "joint":
-            return self.module(ids, mask, torch.zeros_like(ids))
-        return self.module(ids, mask, ids, mask) if s.task.is_pair else self.module(ids, mask)
+        return self.module(*one_sequence_inputs(self.student, ids, mask))
+
+
+def load_aoti_runner(package: Path, student: LoadedStudent, atol: float = 1e-4) -> Callable:
+    """An AOTInductor package (`adabert export --format aoti`) called as (ids, mask) -> logits; it must reproduce
+    the student's outputs on a batch of random inputs (a package of another student is refused)."""
+    from torch._inductor import aoti_load_package
+
+    if not Path(package).is_file():
+        raise AdabertError(f"--aoti: {package}: no such file (expected model.aoti.pt2 from `adabert export --format "
+                           "aoti`)")
+    if not zipfile.is_zipfile(package):  # checked first: torch logs a warning before it fails on such a file
+        raise AdabertError(f"--aoti: {package}: not an AOTInductor package (not a zip archive)")
+    try:
+        runner = aoti_load_package(str(package))
+    except Exception as e:  # torch raises RuntimeError, ValueError or zipfile errors for a file it cannot read
+        raise AdabertError(f"--aoti: {package}: not an AOTInductor package this machine can load "
+                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    check = student.random_inputs(3, min(21, student.positions or 21), seed=3)
+    with torch.no_grad():
+        try:
+            diff = float((runner(*check) - student.module(*check)).abs().max())
+        except Exception as e:  # another kind of student: other inputs or shapes
+            raise AdabertError(f"--aoti: {package} does not take this student's inputs ({type(e).__name__}); "
+                               "was it exported from this student?") from None
+    if diff > atol:
+        raise AdabertError(f"--aoti: {package}: outputs differ from the student's by {diff:.2e}; was it exported "
+                           "from this student?")
+    return lambda ids, mask: runner(*one_sequence_inputs(student, ids, mask))
 
 
 def bench_student(student_dir: Path, teacher: str | None, cfg: BenchConfig, bert_base: bool = True,
-                  int8: bool = False) -> dict:
-    """With `int8`, the student's dynamically quantised copy (`deploy.quantize`) is timed beside it."""
+                  int8: bool = False, aoti: Path | None = None) -> dict:
+    """With `int8`, the student's dynamically quantised copy (`deploy.quantize`) is timed beside it; with `aoti`,
+    that AOTInductor package of the student (`load_aoti_runner`), as "student-aoti"."""
     student = load_student(Path(student_dir))
     models: dict[str, nn.Module] = {"student": _OneSequence(student)}
     positions = {"student": student.positions}
+    compiled = {"student-aoti": ("student", load_aoti_runner(aoti, student))} if aoti else None
     if int8:
         from adabert.deploy.quantize import int8_dynamic
 
@@ -151,7 +194,7 @@ def bench_student(student_dir: Path, teacher: str | None, cfg: BenchConfig, bert
         models["teacher"], positions["teacher"] = _HF(hf), teacher_tables(hf)[1].shape[0]
     if bert_base:
         models["bert-base-shaped"] = bert_base_shaped(student.task.num_labels)
-    result = run_bench(models, student.vocab_size, cfg, positions)
+    result = run_bench(models, student.vocab_size, cfg, positions, compiled)
     result["student_kind"] = student.kind
     return result
 

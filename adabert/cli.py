@@ -326,7 +326,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from adabert.data.metrics import majority_baseline
+    from adabert.data.metrics import baseline_name, majority_baseline
     from adabert.deploy.predict import Predictor
 
     device = _setup(args)
@@ -337,7 +337,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result["majority_baseline"] = majority_baseline(data.task, data.fit.labels, split.labels)
     print(f"{args.split} ({result['examples']} examples{', int8' if args.int8 else ''}): "
           + ", ".join(f"{k} {v:.2f}" for k, v in result["metrics"].items()))
-    print("majority-class baseline: " + ", ".join(f"{k} {v:.2f}" for k, v in result["majority_baseline"].items()))
+    print(f"{baseline_name(data.task)} baseline: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in result["majority_baseline"].items()))
     if "report" in result:
         print(f"{'class':>16} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
         for name, r in result["report"]["per_class"].items():

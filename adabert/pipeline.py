@@ -20,7 +20,7 @@ from adabert.core.errors import AdabertError
 from adabert.core.fileio import read_json, write_json
 from adabert.core.runtime import log
 from adabert.data.dataset import TaskData
-from adabert.data.metrics import agreement_measure, baseline_warning, majority_baseline
+from adabert.data.metrics import agreement_measure, baseline_name, baseline_warning, majority_baseline
 from adabert.deploy.bench import BenchConfig, bench_student
 from adabert.deploy.export import DEFAULT_FORMATS, check_cpp_compiler, export_student
 from adabert.deploy.predict import Predictor
@@ -173,7 +173,8 @@ def run_pipeline(data: TaskData, out: Path, cfg: PipelineConfig, space: SearchSp
     metric = data.task.main_metric
     first = bench["timings"][0]
     summary = {
-        "task": data.task.name, "metric": metric, "majority_baseline": {"dev": baseline}, "warning": warning,
+        "task": data.task.name, "metric": metric,
+        "majority_baseline": {"dev": baseline, "name": baseline_name(data.task)}, "warning": warning,
         "student_warning": student_warning,
         "teacher": {"dev": probe_metrics["teacher_dev"], "params": bench["models"]["teacher"]["params"],
                     "latency_ms": first["latency_ms"]["teacher"], "path": teacher},
@@ -211,7 +212,8 @@ def format_summary(s: dict) -> str:
         lines.append(f"{'student (aoti)':>18} {'':>9} {'':>12} {s['student_aoti_latency_ms']:11.2f} "
                      f"{t['latency_ms'] / s['student_aoti_latency_ms']:8.1f}x")
     if "majority_baseline" in s:
-        lines.append(f"{'majority class':>18} {s['majority_baseline']['dev'][m]:9.2f}")
+        name = s["majority_baseline"].get("name", "majority-class").replace("-", " ")  # unnamed in older summaries
+        lines.append(f"{name:>18} {s['majority_baseline']['dev'][m]:9.2f}")
     if s.get("bert_base_latency_ms"):
         lines.append(f"{'bert-base-shaped':>18} {'':>9} {'':>12} {s['bert_base_latency_ms']:11.2f} "
                      f"{'(student ' + format(s['bert_base_latency_ms'] / st['latency_ms'], '.1f') + 'x faster)':>9}")

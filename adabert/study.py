@@ -65,7 +65,7 @@ from adabert import __version__
 from adabert.core.errors import AdabertError
 from adabert.core.fileio import atomic_write_bytes, read_json, write_json
 from adabert.core.runtime import log, progress
-from adabert.data.metrics import kendall_tau, majority_baseline, spearman
+from adabert.data.metrics import baseline_name, kendall_tau, majority_baseline, spearman
 from adabert.nas.arch import Arch, load_arch, random_arch, save_arch
 from adabert.nas.costs import CostModel, latency_table, measure_cost_model
 from adabert.nas.search_space import SearchSpace
@@ -430,6 +430,7 @@ def run_study(arch_path: Path, bundle: TaskBundle, cfg: StudyConfig, output_dir:
         table.append(entry)
     result: dict = {"task": task.name, "metric": metric, "budget_params": budget,
                     "majority_baseline": majority_baseline(task, data.fit.labels, data.dev.labels)[metric],
+                    "baseline_name": baseline_name(task),
                     "budget_tolerance": cfg.budget_tolerance, "seeds": cfg.seeds, "finetune": asdict(ft),
                     "parts": list(cfg.parts), "augment_rows": str(augment_dir) if cfg.augment_rows else "",
                     "archs": table}
@@ -526,7 +527,8 @@ def render_markdown(r: dict) -> str:
              f"batch {ft['batch_size']}, lr {ft['lr']}, gamma {ft['gamma']}"
              + (f", first {ft['train_limit']} training examples" if ft["train_limit"] else "")
              + (f", with the augmented text of {r['augment_rows']}" if r.get("augment_rows") else "")
-             + f"; {r['seeds']} seeds each. Majority-class baseline on dev: {r['majority_baseline']:.2f}.", ""]
+             + f"; {r['seeds']} seeds each. {r.get('baseline_name', 'majority-class').capitalize()} baseline on dev: "
+             f"{r['majority_baseline']:.2f}.", ""]
     if "random" in r:
         q = r["random"]
         lines += ["| | dev mean | std |", "|---|---|---|",

@@ -132,6 +132,22 @@ def write_stsb(folder: Path, n_train: int = 240, n_dev: int = 80, seed: int = 0)
     return _write_splits(folder, header, row, (n_train, n_dev), seed)
 
 
+def write_ratings(folder: Path, n_train: int = 240, n_dev: int = 80, seed: int = 0) -> Path:
+    """A single-sentence regression task in JSONL (`review`, `stars`): six words, k of them (0-4) from POS and the
+    rest filler, rated 1 + k stars: a score on a 1-5 scale (mean 3, not 0) that counting sentiment words predicts."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train.jsonl", n_train), ("dev.jsonl", n_dev)):
+        rows = []
+        for _ in range(n):
+            k = rng.randint(0, 4)
+            words = [rng.choice(POS) for _ in range(k)] + [rng.choice(FILLER) for _ in range(6 - k)]
+            rng.shuffle(words)
+            rows.append(json.dumps({"review": " ".join(words), "stars": float(1 + k)}))
+        (folder / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
 def write_nli(folder: Path, n_train: int = 360, n_dev: int = 120, seed: int = 0) -> Path:
     """An NLI-shaped custom task in JSONL (premise, hypothesis, three label names): the premise holds one sentiment
     word; the hypothesis holds one of the same polarity (entailment), of the other (contradiction) or none
@@ -274,10 +290,10 @@ def tiny_probes(tmp_path_factory, tiny_teacher, sst2_dir) -> Path:
     return out
 
 
-def cli_stages(base: Path, task: list, root: Path, capsys, search_epochs: int, finetune_epochs: int
-               ) -> tuple[float, float]:
+def cli_stages(base: Path, task: list, root: Path, capsys, search_epochs: int, finetune_epochs: int,
+               metric: str = "accuracy") -> tuple[float, float]:
     """teacher (from `base`), probes, search (tiny space) and finetune via the CLI on `task` (its CLI arguments),
-    into root/t, root/p, root/s and root/student; each must exit 0. Returns the dev accuracy of teacher and
+    into root/t, root/p, root/s and root/student; each must exit 0. Returns the dev `metric` of teacher and
     student."""
     stages = [["teacher", "--model", base, "--epochs", 8, "--min-steps", 0, "--batch-size", 16, "--lr", 3e-3,
                "--max-length", 32, "--output-dir", root / "t"],
@@ -290,7 +306,7 @@ def cli_stages(base: Path, task: list, root: Path, capsys, search_epochs: int, f
     for args in stages:
         code, _, err = run_cli([*args, *task], capsys)
         assert code == 0, (args[0], err)
-    return tuple(json.loads((root / name / "metrics.json").read_text())["dev"]["accuracy"]
+    return tuple(json.loads((root / name / "metrics.json").read_text())["dev"][metric]
                  for name in ("t", "student"))
 
 

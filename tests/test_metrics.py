@@ -94,3 +94,6 @@ def test_majority_baseline_and_the_warning_when_the_teacher_is_near_it():
     stsb = get_task("stsb")
     r = majority_baseline(stsb, np.array([1.0, 3.0]), np.array([0.0, 5.0, 2.0]))
     assert r == {"pearson": 0.0, "spearman": 0.0}
+    assert baseline_warning(stsb, {"pearson": 1.5, "spearman": 1.0}, r) == (  # the mean score, not a class
+        "the teacher's dev pearson (1.50) is within 2 points of the mean-score baseline (0.00): neither it nor its "
+        "student has shown that it learned the task")

@@ -7,7 +7,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, tiny_arch
+from conftest import cli_stages, run_cli, tiny_arch, write_ratings
 from safetensors.torch import save_file
 
 from adabert.core.checkpoint import unprefixed
@@ -377,3 +377,20 @@ def test_feature_kd_refuses_probes_without_features(tiny_teacher, tiny_probes, s
                             "--output-dir", str(tmp_path / "st"), "--epochs", "1", "--feature-kd", "1"], capsys)
     assert code == 2 and "holds no teacher sentence vectors" in err and "Traceback" not in err
     assert not (tmp_path / "st").exists()
+
+
+def test_single_sentence_regression_task_from_jsonl_runs_every_stage_and_learns(tiny_base, tmp_path, capsys):
+    """A rating task (one text column, a 1-5 score: `write_ratings`) through the CLI stages: teacher and student
+    both reach the scale (dev Pearson), and predict writes a score per sentence, the one finetune scored."""
+    d = write_ratings(tmp_path / "ratings")
+    task = ["--task", "custom", "--train-file", d / "train.jsonl", "--dev-file", d / "dev.jsonl", "--text-fields",
+            "review", "--label-field", "stars", "--regression"]
+    teacher, student = cli_stages(tiny_base, task, tmp_path, capsys, search_epochs=2, finetune_epochs=6,
+                                  metric="pearson")
+    assert teacher > 90 and student > 90, (teacher, student)  # seed 0: 99.6 and 99.0
+    code, _, err = run_cli(["predict", "--student", tmp_path / "student", "--input", d / "dev.jsonl", "--output",
+                            tmp_path / "pred.jsonl"], capsys)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text().splitlines()]
+    predicted, gold = np.array([r["score"] for r in rows]), np.array([float(r["stars"]) for r in rows])
+    assert 100 * np.corrcoef(predicted, gold)[0, 1] == pytest.approx(student, abs=1e-3)

@@ -131,6 +131,11 @@ def majority_baseline(task: TaskSpec, train_labels: np.ndarray, gold: np.ndarray
     return task_metrics(task, logits, gold)
 
 
+def baseline_name(task: TaskSpec) -> str:
+    """What `majority_baseline` predicts, as reports name its baseline: "majority-class" or "mean-score"."""
+    return "mean-score" if task.is_regression else "majority-class"
+
+
 def baseline_warning(task: TaskSpec, scores: dict[str, float], baseline: dict[str, float], who: str = "teacher",
                      margin: float = 2.0) -> str | None:
     """A warning when the main metric of `who` (the teacher or the student) is below the majority baseline's or
@@ -142,7 +147,8 @@ def baseline_warning(task: TaskSpec, scores: dict[str, float], baseline: dict[st
     relation = "below" if scores[m] < baseline[m] else f"within {margin:g} points of"
     consequence = ("neither it nor its student has shown that it learned the task" if who == "teacher"
                    else "it has not shown that it learned the task")
-    return (f"the {who}'s dev {m} ({scores[m]:.2f}) is {relation} the majority-class baseline ({baseline[m]:.2f}): "
+    return (f"the {who}'s dev {m} ({scores[m]:.2f}) is {relation} the {baseline_name(task)} baseline "
+            f"({baseline[m]:.2f}): "
             f"{consequence}")
 
 

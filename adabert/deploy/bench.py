@@ -12,8 +12,8 @@ from __future__ import annotations
 import io
 import time
 import zipfile
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch

@@ -212,8 +212,8 @@ def format_summary(s: dict) -> str:
         lines.append(f"{'student (aoti)':>18} {'':>9} {'':>12} {s['student_aoti_latency_ms']:11.2f} "
                      f"{t['latency_ms'] / s['student_aoti_latency_ms']:8.1f}x")
     if "majority_baseline" in s:
-        name = s["majority_baseline"].get("name", "majority-class").replace("-", " ")  # unnamed in older summaries
-        lines.append(f"{name:>18} {s['majority_baseline']['dev'][m]:9.2f}")
+        b = s["majority_baseline"]
+        lines.append(f"{b['name'].replace('-', ' '):>18} {b['dev'][m]:9.2f}")
     if s.get("bert_base_latency_ms"):
         lines.append(f"{'bert-base-shaped':>18} {'':>9} {'':>12} {s['bert_base_latency_ms']:11.2f} "
                      f"{'(student ' + format(s['bert_base_latency_ms'] / st['latency_ms'], '.1f') + 'x faster)':>9}")

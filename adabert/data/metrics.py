@@ -148,8 +148,7 @@ def baseline_warning(task: TaskSpec, scores: dict[str, float], baseline: dict[st
     consequence = ("neither it nor its student has shown that it learned the task" if who == "teacher"
                    else "it has not shown that it learned the task")
     return (f"the {who}'s dev {m} ({scores[m]:.2f}) is {relation} the {baseline_name(task)} baseline "
-            f"({baseline[m]:.2f}): "
-            f"{consequence}")
+            f"({baseline[m]:.2f}): {consequence}")
 
 
 def class_report(task: TaskSpec, logits: np.ndarray, gold: np.ndarray) -> dict:
